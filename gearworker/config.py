@@ -1,0 +1,254 @@
+"""Settings: one typed definition, loaded from ``settings.py``, then the
+environment (``GEARWORKER_<NAME>``), then command-line flags, and validated
+once at start-up so that a bad value fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import runpy
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .protocol.codec import DEFAULT_MAX_PACKET_SIZE
+
+ENV_PREFIX = "GEARWORKER_"
+DEFAULT_PORT = 4730
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _doc(text: str, **kw: Any) -> Any:
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(slots=True)
+class Settings:
+    """Every setting, with its default.  ``settings.py`` documents each one."""
+
+    servers: list[str] = _doc("job servers as HOST:PORT; empty starts a local gearmand", default_factory=list)
+    handlers_dir: str = _doc("folder of handler modules", default="handlers")
+    aliases: dict[str, str] = _doc("extra function name -> handler name", default_factory=dict)
+    concurrency: int = _doc("jobs in flight at once in this process, all handlers together", default=100)
+    handler_concurrency: dict[str, int] = _doc("per-handler limits, overriding the decorator's", default_factory=dict)
+    processes: int = _doc("process pool size for cpu=True handlers", default_factory=_cores)
+    max_tasks_per_child: int | None = _doc("recycle a pool process after this many jobs", default=None)
+    grace_period: float = _doc("seconds in-flight jobs may finish after SIGTERM", default=30.0)
+    timeout_margin: float = _doc("seconds added to a handler's timeout in CAN_DO_TIMEOUT", default=5.0)
+    grab_pipeline: int = _doc("GRAB_JOB requests in flight per connection", default=8)
+    max_packet_size: int = _doc("largest packet accepted from a server, bytes", default=DEFAULT_MAX_PACKET_SIZE)
+    reconnect_min: float = _doc("first reconnect delay, seconds", default=0.1)
+    reconnect_max: float = _doc("longest reconnect delay, seconds", default=10.0)
+    connect_timeout: float = _doc("seconds to wait for a TCP connection", default=5.0)
+    client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
+    failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
+    pid_file: str | None = _doc("pid file; refuses a second instance", default=None)
+    log_file: str | None = _doc("also write JSON log lines to this file", default=None)
+    log_format: str = _doc("'auto' (console on a terminal, else JSON), 'json' or 'console'", default="auto")
+    log_level: str = _doc("debug, info, warning or error", default="info")
+    metrics: str | None = _doc("HOST:PORT for Prometheus /metrics and /healthz; None: off", default=None)
+    local_gearmand_port: int = _doc("port of the local gearmand started when no server is set", default=DEFAULT_PORT)
+    storage_roots: list[str] = _doc("folders handlers may read and write in file mode", default_factory=list)
+    max_image_pixels: int = _doc("largest image (width x height) the resize handler decodes", default=100_000_000)
+    max_upload_bytes: int = _doc("largest upload accepted by the web app and resize handler", default=50 * 1024 * 1024)
+
+    source: str = field(default="defaults", metadata={"internal": True})
+
+    def validate(self) -> Settings:
+        """Raise :class:`ConfigError` for the first bad value; return self."""
+        for name in ("concurrency", "processes", "grab_pipeline", "max_packet_size", "max_image_pixels", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
+        if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
+            self._fail("max_tasks_per_child", "must be >= 1 or None")
+        for name in ("grace_period", "timeout_margin", "reconnect_min", "connect_timeout"):
+            if getattr(self, name) < 0:
+                self._fail(name, f"must be >= 0, got {getattr(self, name)!r}")
+        if self.reconnect_max < self.reconnect_min:
+            self._fail("reconnect_max", "must be >= reconnect_min")
+        for server in self.servers:
+            try:
+                parse_address(server)
+            except ValueError as e:
+                self._fail("servers", str(e))
+        if self.metrics:
+            try:
+                parse_address(self.metrics, default_host="127.0.0.1")
+            except ValueError as e:
+                self._fail("metrics", str(e))
+        for name, value, allowed in (
+            ("failure_style", self.failure_style, {"fail", "exception"}),
+            ("log_format", self.log_format, {"auto", "json", "console"}),
+            ("log_level", self.log_level, {"debug", "info", "warning", "error"}),
+        ):
+            if value not in allowed:
+                self._fail(name, f"must be one of {sorted(allowed)}, got {value!r}")
+        for name, limit in self.handler_concurrency.items():
+            if not isinstance(limit, int) or limit < 1:
+                self._fail("handler_concurrency", f"limit for {name!r} must be an int >= 1, got {limit!r}")
+        if not 1 <= self.local_gearmand_port <= 65535:
+            self._fail("local_gearmand_port", "must be a TCP port (1-65535)")
+        return self
+
+    def _fail(self, setting: str, message: str) -> typing.NoReturn:
+        raise ConfigError(message, file=self.source, setting=setting)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The servers as (host, port) pairs."""
+        return [parse_address(s) for s in self.servers]
+
+
+def parse_address(text: str, *, default_host: str = "127.0.0.1", default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """Parse ``host:port``, ``host``, ``:port`` or ``[v6]:port``."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty server address")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}: expected HOST:PORT") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host or default_host, port
+
+
+def fields() -> list[dataclasses.Field[Any]]:
+    """The user-visible settings, in definition order."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
+
+
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def coerce(name: str, value: Any, *, source: str) -> Any:
+    """Convert ``value`` (from a file, the environment or a flag) to the type of setting ``name``."""
+    hint = _hints()[name]
+    try:
+        return _coerce(hint, value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"expected {_describe(hint)}, got {value!r} ({e})", file=source, setting=name) from e
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value)
+    if origin is list:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError("not a list")
+        return [_coerce(args[0], v) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("{") else dict(p.split("=", 1) for p in text.split(",") if p.strip())
+        if not isinstance(value, dict):
+            raise TypeError("not a mapping")
+        return {_coerce(args[0], k): _coerce(args[1], v) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("not a boolean")
+        return bool(value)
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError("not an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError("not a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError("not a string")
+        return value.strip()
+    return value
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def load(path: str | os.PathLike[str] | None = None, *, env: typing.Mapping[str, str] | None = None, overrides: typing.Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings: defaults < ``path`` < environment < ``overrides``.
+
+    ``path`` defaults to ``$GEARWORKER_SETTINGS`` or ``./settings.py`` when it
+    exists.  Unknown names in the file or environment are errors (a typo must
+    not silently fall back to a default).
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    known = {f.name for f in fields()}
+    file = _settings_path(path, env)
+    if file is not None:
+        for name, value in _read_file(file).items():
+            if name not in known:
+                raise ConfigError(f"unknown setting (known: {', '.join(sorted(known))})", file=str(file), setting=name)
+            values[name], sources[name] = coerce(name, value, source=str(file)), str(file)
+    for key, text in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "SETTINGS":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in known:
+            raise ConfigError(f"unknown setting in environment variable {key}", file="environment", setting=name)
+        values[name], sources[name] = coerce(name, text, source=f"environment variable {key}"), f"environment variable {key}"
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name], sources[name] = coerce(name, value, source="command line"), "command line"
+    settings = Settings(**values)
+    settings.source = str(file) if file is not None else "defaults"
+    _validate_each(settings, sources)
+    return settings
+
+
+def _validate_each(settings: Settings, sources: dict[str, str]) -> None:
+    try:
+        settings.validate()
+    except ConfigError as e:
+        # Name where the bad value came from, not just the settings file.
+        origin = sources.get(e.setting or "", settings.source)
+        raise ConfigError(e.detail, file=origin, setting=e.setting) from None
+
+
+def _settings_path(path: str | os.PathLike[str] | None, env: typing.Mapping[str, str]) -> Path | None:
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("settings file not found", file=str(p))
+        return p
+    if env.get(ENV_PREFIX + "SETTINGS"):
+        return _settings_path(env[ENV_PREFIX + "SETTINGS"], {})
+    default = Path("settings.py")
+    return default if default.is_file() else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        namespace = runpy.run_path(str(path))
+    except Exception as e:
+        raise ConfigError(f"cannot be executed: {type(e).__name__}: {e}", file=str(path)) from e
+    return {k.lower(): v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}

@@ -1,0 +1,131 @@
+"""The job object a handler receives.
+
+Async handlers (``async def``) get a :class:`Job` and report progress with
+``await job.status(n, d)``.  CPU handlers (``cpu=True``) run in a pool process
+and get a :class:`CpuJob` whose reporting methods are plain calls: the child
+sends each report to the parent, which forwards it to the job server in
+order, before the job's result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import GearworkerError
+
+
+class ResultError(GearworkerError):
+    """A handler returned a value that cannot be sent as a result."""
+
+
+class _Reporter(Protocol):
+    def __call__(self, kind: str, *args: bytes) -> None: ...
+
+
+def to_bytes(value: object) -> bytes:
+    """Turn a handler's return value (or a payload) into bytes.
+
+    bytes-like values go as they are, ``str`` as UTF-8, ``None`` as empty, and
+    anything else as JSON.
+    """
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    if value is None:
+        return b""
+    try:
+        return json.dumps(value, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as e:
+        raise ResultError(f"result of type {type(value).__name__} is not bytes, str or JSON-serialisable: {e}") from e
+
+
+class _JobData:
+    """What every job carries, on either side of the pool."""
+
+    __slots__ = ("function", "handle", "unique", "workload")
+
+    function: str
+    handle: bytes
+    unique: bytes
+    workload: bytes
+
+    def json(self) -> Any:
+        """Decode the workload as JSON."""
+        return json.loads(self.workload)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """Decode the workload as text."""
+        return self.workload.decode(encoding)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.function} {self.handle!r} unique={self.unique!r} {len(self.workload)} bytes>"
+
+
+class Job(_JobData):
+    """A job as seen by an async handler running on the event loop."""
+
+    __slots__ = ("_report",)
+
+    def __init__(self, function: str, handle: bytes, unique: bytes, workload: bytes, report: _Reporter) -> None:
+        self.function = function
+        self.handle = handle
+        self.unique = unique
+        self.workload = workload
+        self._report = report
+
+    async def status(self, numerator: int, denominator: int) -> None:
+        """Report progress (WORK_STATUS): ``numerator`` out of ``denominator``."""
+        self._report("status", str(int(numerator)).encode(), str(int(denominator)).encode())
+
+    async def send_data(self, data: object) -> None:
+        """Send partial data to the client (WORK_DATA)."""
+        self._report("data", to_bytes(data))
+
+    async def warning(self, message: object) -> None:
+        """Send a warning to the client (WORK_WARNING)."""
+        self._report("warning", to_bytes(message))
+
+
+@dataclass(frozen=True, slots=True)
+class CpuJobSpec:
+    """What the parent sends to a pool process to run one job (picklable)."""
+
+    token: int
+    function: str
+    handle: bytes
+    unique: bytes
+    workload: bytes
+
+
+class CpuJob(_JobData):
+    """A job as seen by a ``cpu=True`` handler inside a pool process.
+
+    Its reporting methods are synchronous: the handler is plain blocking code.
+    """
+
+    __slots__ = ("_send",)
+
+    def __init__(self, spec: CpuJobSpec, send: Callable[[str, tuple[bytes, ...]], None]) -> None:
+        self.function = spec.function
+        self.handle = spec.handle
+        self.unique = spec.unique
+        self.workload = spec.workload
+        self._send = send
+
+    def status(self, numerator: int, denominator: int) -> None:
+        """Report progress (WORK_STATUS) from inside the pool process."""
+        self._send("status", (str(int(numerator)).encode(), str(int(denominator)).encode()))
+
+    def send_data(self, data: object) -> None:
+        """Send partial data to the client (WORK_DATA)."""
+        self._send("data", (to_bytes(data),))
+
+    def warning(self, message: object) -> None:
+        """Send a warning to the client (WORK_WARNING)."""
+        self._send("warning", (to_bytes(message),))

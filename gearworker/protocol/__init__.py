@@ -1,0 +1,29 @@
+"""The Gearman protocol, sans-IO: bytes in, packets out, and back.
+
+This package imports no asyncio and does no I/O.  See :class:`Parser`,
+:func:`encode` and, for the text admin protocol, :mod:`.admin`.
+"""
+
+from .admin import AdminParser, AdminResponse, JobRow, StatusRow, WorkerRow, encode_admin
+from .codec import DEFAULT_MAX_PACKET_SIZE, Parser, encode, encode_request
+from .packets import ARGUMENTS, HEADER_SIZE, Magic, Packet, PacketType, request, response
+
+__all__ = [
+    "ARGUMENTS",
+    "DEFAULT_MAX_PACKET_SIZE",
+    "HEADER_SIZE",
+    "AdminParser",
+    "AdminResponse",
+    "JobRow",
+    "Magic",
+    "Packet",
+    "PacketType",
+    "Parser",
+    "StatusRow",
+    "WorkerRow",
+    "encode",
+    "encode_admin",
+    "encode_request",
+    "request",
+    "response",
+]

@@ -1,0 +1,140 @@
+"""Sans-IO codec for the Gearman binary protocol.
+
+:class:`Parser` turns bytes, in chunks of any size, into :class:`Packet`
+values; :func:`encode` turns a packet into bytes.  Neither does any I/O, so
+both are tested by feeding bytes (whole, byte by byte, with trailing data)
+and used unchanged by the asyncio adapters, the fake servers in the tests and
+the benchmarks.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .packets import ARG_COUNT, ARGUMENTS, HEADER_SIZE, Magic, Packet, PacketType, packet_type
+
+#: Default hard cap on one packet's payload.  A peer announcing more than this
+#: is cut off before we buffer a byte of it, so a forged 4 GiB length header
+#: costs nothing.  64 MiB leaves room for large photos.
+DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
+
+_HEADER = struct.Struct(">4sII")
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
+
+# Compact the receive buffer only once the consumed prefix is large: moving
+# the unconsumed tail is then paid for by the bytes already consumed, which
+# keeps parsing O(n) in the bytes received.
+_COMPACT_AT = 64 * 1024
+
+
+class Parser:
+    """Incremental packet parser for one direction of one connection.
+
+    ``expect`` is the magic the peer must send: :attr:`Magic.RES` for a
+    client or worker reading from a job server, :attr:`Magic.REQ` for a
+    server.  After a :class:`RemoteProtocolError` the stream is unusable and
+    every further :meth:`feed` raises again: reset the connection.
+    """
+
+    __slots__ = ("_buf", "_pos", "_magic", "_max", "_error")
+
+    def __init__(self, *, expect: Magic = Magic.RES, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        if max_packet_size < 0:
+            raise ValueError("max_packet_size must be >= 0")
+        self._buf = bytearray()
+        self._pos = 0
+        self._magic = expect.value
+        self._max = max_packet_size
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as packets."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """Add received bytes; return the packets they complete, in order."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        buf += data
+        packets: list[Packet] = []
+        try:
+            self._pos = self._parse(buf, self._pos, packets)
+        except RemoteProtocolError as e:
+            self._error = e
+            raise
+        pos = self._pos
+        if pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        elif pos >= _COMPACT_AT and pos * 2 >= len(buf):
+            del buf[:pos]
+            self._pos = 0
+        return packets
+
+    def _parse(self, buf: bytearray, pos: int, out: list[Packet]) -> int:
+        end = len(buf)
+        expect = self._magic
+        while end - pos >= HEADER_SIZE:
+            magic, number, size = _unpack_header(buf, pos)
+            if magic != expect:
+                raise RemoteProtocolError(f"bad magic {bytes(magic)!r} (expected {expect!r})")
+            ptype = packet_type(number)
+            if ptype is None:
+                raise RemoteProtocolError(f"unknown packet type {number}")
+            if size > self._max:
+                raise RemoteProtocolError(f"{ptype.name} of {size} bytes exceeds the {self._max} byte limit")
+            start = pos + HEADER_SIZE
+            stop = start + size
+            if stop > end:
+                break  # wait for the rest of the payload
+            out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), Magic(expect)))
+            pos = stop
+        return pos
+
+
+def _split(buf: bytearray, start: int, stop: int, count: int, ptype: PacketType) -> tuple[bytes, ...]:
+    """Cut ``count`` arguments out of ``buf[start:stop]``, copying each once."""
+    if count == 0:
+        if stop != start:
+            raise RemoteProtocolError(f"{ptype.name} takes no arguments but carries {stop - start} bytes")
+        return ()
+    if count == 1:
+        return (bytes(buf[start:stop]),)
+    args: list[bytes] = []
+    for _ in range(count - 1):
+        nul = buf.find(0, start, stop)
+        if nul < 0:
+            raise RemoteProtocolError(f"{ptype.name} needs {count} arguments, got {len(args) + 1}")
+        args.append(bytes(buf[start:nul]))
+        start = nul + 1
+    with memoryview(buf) as view:  # the big last argument: one copy, not two
+        args.append(bytes(view[start:stop]))
+    return tuple(args)
+
+
+def encode(packet: Packet) -> bytes:
+    """Return the wire bytes of ``packet``.
+
+    Raises :class:`LocalProtocolError` for a wrong number of arguments or a NUL
+    inside an argument other than the last, which would shift every argument
+    after it on the wire.
+    """
+    args = packet.args
+    count = ARG_COUNT[packet.type]
+    if len(args) != count:
+        names = ", ".join(ARGUMENTS[packet.type]) or "none"
+        raise LocalProtocolError(f"{packet.type.name} takes {count} arguments ({names}), got {len(args)}")
+    for arg in args[:-1]:
+        if 0 in arg:
+            raise LocalProtocolError(f"{packet.type.name}: NUL byte inside argument {arg!r}")
+    payload = b"\x00".join(args)
+    return _pack_header(packet.magic.value, packet.type, len(payload)) + payload
+
+
+def encode_request(type: PacketType, *args: bytes) -> bytes:
+    """Shortcut for ``encode(Packet(type, args, Magic.REQ))``."""
+    return encode(Packet(type, args, Magic.REQ))
