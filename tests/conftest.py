@@ -1,0 +1,47 @@
+"""Shared fixtures: real gearmand processes on free loopback ports.
+
+These tests need Debian's ``gearman-job-server`` and ``gearman-tools``.  They
+are never skipped: without gearmand they fail, loudly, so CI cannot go green
+by accident (``.ci/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gearmand import Gearmand  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="run the reliability suite at full size")
+
+
+@pytest.fixture
+def gearmand() -> Iterator[Gearmand]:
+    """A fresh gearmand for one test."""
+    g = Gearmand().start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def gearmand_factory(tmp_path: Path) -> Iterator[type[Gearmand]]:
+    """Start as many gearmands as a test needs; all are stopped afterwards."""
+    started: list[Gearmand] = []
+
+    def make(**kwargs: object) -> Gearmand:
+        g = Gearmand(**kwargs).start()  # type: ignore[arg-type]
+        started.append(g)
+        return g
+
+    yield make  # type: ignore[misc]
+    for g in started:
+        g.stop()
