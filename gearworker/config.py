@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import runpy
 import types
@@ -64,16 +65,20 @@ class Settings:
 
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` for the first bad value; return self."""
-        for name in ("concurrency", "processes", "grab_pipeline", "max_packet_size", "max_image_pixels", "max_upload_bytes"):
+        for name in ("concurrency", "processes", "grab_pipeline", "max_packet_size",
+                     "max_image_pixels", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
-            self._fail("max_tasks_per_child", "must be >= 1 or None")
-        for name in ("grace_period", "timeout_margin", "reconnect_min", "connect_timeout"):
-            if getattr(self, name) < 0:
-                self._fail(name, f"must be >= 0, got {getattr(self, name)!r}")
+            self._fail("max_tasks_per_child", f"must be >= 1 or None, got {self.max_tasks_per_child!r}")
+        for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout"):
+            value = getattr(self, name)
+            # NaN passes every comparison, so test for it explicitly.
+            if not math.isfinite(value) or value < 0:
+                self._fail(name, f"must be a finite number >= 0, got {value!r}")
         if self.reconnect_max < self.reconnect_min:
-            self._fail("reconnect_max", "must be >= reconnect_min")
+            self._fail("reconnect_max",
+                       f"must be >= reconnect_min ({self.reconnect_min!r}), got {self.reconnect_max!r}")
         for server in self.servers:
             try:
                 parse_address(server)
@@ -81,7 +86,8 @@ class Settings:
                 self._fail("servers", str(e))
         if self.metrics:
             try:
-                parse_address(self.metrics, default_host="127.0.0.1")
+                # No default port here: 4730 would collide with a local gearmand.
+                parse_address(self.metrics, default_host="127.0.0.1", default_port=None)
             except ValueError as e:
                 self._fail("metrics", str(e))
         for name, value, allowed in (
@@ -106,20 +112,32 @@ class Settings:
         return [parse_address(s) for s in self.servers]
 
 
-def parse_address(text: str, *, default_host: str = "127.0.0.1", default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """Parse ``host:port``, ``host``, ``:port`` or ``[v6]:port``."""
+def parse_address(
+    text: str, *, default_host: str = "127.0.0.1", default_port: int | None = DEFAULT_PORT
+) -> tuple[str, int]:
+    """Parse ``host:port``, ``host``, ``:port``, ``port`` or ``[v6]:port``.
+
+    A bare number is a port (no one names a host ``9100``).  With
+    ``default_port=None`` the port is required.
+    """
     text = text.strip()
     if not text:
         raise ValueError("empty server address")
-    if text.startswith("["):
+    if text.isdigit():
+        host, port_text = "", text
+    elif text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     else:
         host, port_text = text, ""
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"no port in {text!r}: expected HOST:PORT or PORT")
+        port_text = str(default_port)
     try:
-        port = int(port_text) if port_text else default_port
+        port = int(port_text)
     except ValueError:
         raise ValueError(f"bad port in {text!r}: expected HOST:PORT") from None
     if not 0 < port < 65536:
@@ -160,8 +178,7 @@ def _coerce(hint: Any, value: Any) -> Any:
         return [_coerce(args[0], v) for v in value]
     if origin is dict:
         if isinstance(value, str):
-            text = value.strip()
-            value = json.loads(text) if text.startswith("{") else dict(p.split("=", 1) for p in text.split(",") if p.strip())
+            value = _parse_mapping(value)
         if not isinstance(value, dict):
             raise TypeError("not a mapping")
         return {_coerce(args[0], k): _coerce(args[1], v) for k, v in value.items()}
@@ -182,17 +199,37 @@ def _coerce(hint: Any, value: Any) -> Any:
             raise TypeError("not a number")
         return float(value)
     if hint is str:
+        if isinstance(value, os.PathLike):  # HANDLERS_DIR = Path(__file__).parent / "handlers"
+            value = os.fspath(value)
         if not isinstance(value, str):
             raise TypeError("not a string")
         return value.strip()
     return value
 
 
+def _parse_mapping(text: str) -> Any:
+    """``{"a": 1}`` (JSON) or ``a=1,b=2`` from the environment or a flag."""
+    text = text.strip()
+    if text.startswith("{"):
+        return json.loads(text)
+    pairs = [p for p in text.split(",") if p.strip()]
+    if any("=" not in p for p in pairs):
+        raise ValueError("expected NAME=VALUE pairs separated by commas, or a JSON object")
+    return dict(p.strip().split("=", 1) for p in pairs)
+
+
 def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is not None:  # list[str] rather than just "list"
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def load(path: str | os.PathLike[str] | None = None, *, env: typing.Mapping[str, str] | None = None, overrides: typing.Mapping[str, Any] | None = None) -> Settings:
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: typing.Mapping[str, str] | None = None,
+    overrides: typing.Mapping[str, Any] | None = None,
+) -> Settings:
     """Build the settings: defaults < ``path`` < environment < ``overrides``.
 
     ``path`` defaults to ``$GEARWORKER_SETTINGS`` or ``./settings.py`` when it
@@ -215,8 +252,11 @@ def load(path: str | os.PathLike[str] | None = None, *, env: typing.Mapping[str,
         name = key[len(ENV_PREFIX):].lower()
         if name not in known:
             raise ConfigError(f"unknown setting in environment variable {key}", file="environment", setting=name)
-        values[name], sources[name] = coerce(name, text, source=f"environment variable {key}"), f"environment variable {key}"
+        source = f"environment variable {key}"
+        values[name], sources[name] = coerce(name, text, source=source), source
     for name, value in (overrides or {}).items():
+        if name not in known:
+            raise ConfigError("unknown setting on the command line", file="command line", setting=name)
         if value is not None:
             values[name], sources[name] = coerce(name, value, source="command line"), "command line"
     settings = Settings(**values)
