@@ -1,0 +1,419 @@
+"""The asyncio Gearman client: foreground and background jobs, progress, status, admin.
+
+::
+
+    async with Client(["127.0.0.1:4730"]) as client:
+        result = await client.submit("resize", photo_bytes, priority="high")
+        handle = await client.submit_background("thumbnail", {"id": 7}, unique="photo-7")
+        print(await client.status(handle))
+
+All jobs share one connection per server (see :mod:`gearworker.client_conn`).
+A job with a unique id always goes to the same server (rendezvous hashing of
+the id over the server list), so gearmand can coalesce duplicates even with
+several servers; jobs without one are spread round robin.  When a server
+cannot be reached the next one is tried; a server that dies fails the jobs it
+was running at once with :class:`~gearworker.errors.ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal
+
+from . import config
+from .backoff import Backoff
+from .client_admin import admin_query
+from .client_conn import ClientProtocol, JobStatus, Progress, Result, ServerConnection, ServerRefused, Waiter
+from .errors import ConnectionLost, JobTimeout, NoServerAvailable
+from .protocol import PacketType, StatusRow, WorkerRow, encode_request
+
+__all__ = [
+    "Client",
+    "Handle",
+    "JobStatus",
+    "Progress",
+    "Result",
+    "RunningJob",
+    "ServerRefused",
+    "default_client",
+    "submit",
+    "submit_background",
+]
+
+_T = PacketType
+Priority = Literal["high", "normal", "low"]
+Payload = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | None
+ProgressCallback = Callable[[Progress], object]
+
+_FOREGROUND = {"normal": _T.SUBMIT_JOB, "high": _T.SUBMIT_JOB_HIGH, "low": _T.SUBMIT_JOB_LOW}
+_BACKGROUND = {"normal": _T.SUBMIT_JOB_BG, "high": _T.SUBMIT_JOB_HIGH_BG, "low": _T.SUBMIT_JOB_LOW_BG}
+
+
+class Handle(bytes):
+    """A background job's handle (bytes), remembering the server that holds the job."""
+
+    server: str
+
+    def __new__(cls, value: bytes, server: str = "") -> Handle:
+        self = super().__new__(cls, value)
+        self.server = server
+        return self
+
+
+def encode_payload(payload: Payload) -> bytes:
+    """bytes-like as they are, ``str`` as UTF-8, dict/list as compact JSON, None as empty."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    if payload is None:
+        return b""
+    if isinstance(payload, (dict, list)):
+        return json.dumps(payload, separators=(",", ":")).encode()
+    raise TypeError(f"payload must be bytes, str, dict or list, not {type(payload).__name__}")
+
+
+def _unique(unique: str | bytes | None) -> bytes:
+    if unique is None:
+        return b""
+    return unique.encode() if isinstance(unique, str) else bytes(unique)
+
+
+def _score(address: str, unique: bytes) -> int:
+    # A stable hash (Python's hash() is salted per process): every process
+    # with the same server list sends a unique id to the same server.
+    return int.from_bytes(hashlib.blake2b(unique, key=address.encode()[:64], digest_size=8).digest(), "big")
+
+
+class Client:
+    """A Gearman client sharing one connection per job server among all its jobs.
+
+    ``servers`` are ``"host:port"`` strings; ``None`` takes them from the
+    settings (``settings.py`` / ``GEARWORKER_SERVERS``), or 127.0.0.1:4730.
+    Connections open on first use.  Use ``async with Client(...)`` or call
+    :meth:`close`.  A client belongs to the event loop it is first used on.
+    """
+
+    def __init__(self, servers: Sequence[str] | None = None, *, connect_timeout: float | None = None,
+                 reconnect_min: float | None = None, reconnect_max: float | None = None,
+                 max_packet_size: int | None = None) -> None:
+        settings = config.load() if servers is None else config.Settings()
+        addresses = list(servers) if servers is not None else list(settings.servers)
+        if not addresses:
+            addresses = ["127.0.0.1:4730"]
+        for address in addresses:
+            config.parse_address(address)  # a typo fails here, not at the first submit
+        self.connect_timeout = settings.connect_timeout if connect_timeout is None else connect_timeout
+        rmin = settings.reconnect_min if reconnect_min is None else reconnect_min
+        rmax = settings.reconnect_max if reconnect_max is None else reconnect_max
+        size = settings.max_packet_size if max_packet_size is None else max_packet_size
+        self.servers = [
+            ServerConnection(a, connect_timeout=self.connect_timeout, backoff=Backoff(rmin, max(rmin, rmax)),
+                             max_packet_size=size)
+            for a in addresses
+        ]
+        self._by_address = {s.address: s for s in self.servers}
+        self._round_robin = itertools.count()
+        self._closed = False
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection; jobs still waiting fail with ConnectionLost."""
+        self._closed = True
+        for server in self.servers:
+            server.close()
+
+    # -- jobs -------------------------------------------------------------
+
+    async def submit(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
+                     unique: str | bytes | None = None, timeout: float | None = None,
+                     on_progress: ProgressCallback | None = None) -> Result:
+        """Run a foreground job and return its result.
+
+        ``on_progress`` gets each :class:`Progress` (WORK_STATUS/DATA/WARNING)
+        as it arrives; it may be a plain or an async function (async ones run
+        as tasks, so they never hold up routing).  Raises
+        :class:`~gearworker.errors.JobFailed` / :class:`~gearworker.errors.JobException`
+        (with the worker's message), :class:`~gearworker.errors.JobTimeout`
+        (a ``TimeoutError``) after ``timeout`` seconds,
+        :class:`~gearworker.errors.NoServerAvailable` when no server can be
+        reached and :class:`~gearworker.errors.ConnectionLost` when the server
+        dies first.  On timeout or cancellation the job is forgotten by this
+        client but keeps running on the worker (Gearman cannot cancel it).
+        """
+        waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=on_progress)
+        proto: ClientProtocol | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                proto = await self._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
+                result: Result = await waiter.future
+                return result
+        except TimeoutError as e:
+            if waiter.future.done() and not waiter.future.cancelled():
+                raise  # a TimeoutError from elsewhere, not ours
+            raise JobTimeout(f"job {function!r} did not finish within {timeout}s") from e
+        finally:
+            if proto is not None and (waiter.future.cancelled() or not waiter.future.done()):
+                proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
+
+    def start(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
+              unique: str | bytes | None = None, timeout: float | None = None) -> RunningJob:
+        """A foreground job whose progress is read with ``async for``::
+
+            async with client.start("resize", data) as job:
+                async for event in job:          # Progress, until the job ends
+                    print(event.kind, event.fraction)
+                result = await job.result()      # or raises like submit()
+        """
+        return RunningJob(self, function, payload, priority, unique, timeout)
+
+    async def submit_background(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
+                                unique: str | bytes | None = None, when: datetime | None = None) -> Handle:
+        """Queue a background job and return its handle as soon as the server has it.
+
+        ``when`` schedules it (SUBMIT_JOB_EPOCH; a naive datetime is local
+        time); gearmand has no priority for scheduled jobs, so ``priority``
+        must then be "normal".
+        """
+        if when is None:
+            waiter = Waiter(_T.JOB_CREATED, function)
+            await self._send(_BACKGROUND[_priority(priority)], function, payload, unique, waiter)
+        else:
+            if _priority(priority) != "normal":
+                raise ValueError("gearmand has no priority for scheduled jobs (when=): use priority='normal'")
+            waiter = Waiter(_T.JOB_CREATED, function)
+            epoch = str(int(when.timestamp())).encode()
+            await self._send(_T.SUBMIT_JOB_EPOCH, function, payload, unique, waiter, epoch)
+        handle: bytes = await waiter.future
+        return Handle(handle, waiter.address)
+
+    async def _send(self, ptype: PacketType, function: str, payload: Payload, unique: str | bytes | None,
+                    waiter: Waiter, *extra: bytes) -> ClientProtocol:
+        if self._closed:
+            raise ConnectionLost("client is closed")
+        uid = _unique(unique)
+        data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
+        errors: list[str] = []
+        for server in self._candidates(uid):
+            try:
+                proto = await server.get()
+                proto.send(data, waiter)
+                return proto
+            except (NoServerAvailable, ConnectionLost) as e:
+                errors.append(str(e))
+        raise NoServerAvailable("no job server reachable: " + "; ".join(errors))
+
+    def _candidates(self, unique: bytes) -> list[ServerConnection]:
+        servers = self.servers
+        if len(servers) == 1:
+            return servers
+        if unique:
+            return sorted(servers, key=lambda s: _score(s.address, unique), reverse=True)
+        start = next(self._round_robin) % len(servers)
+        return servers[start:] + servers[:start]
+
+    def server_for(self, unique: str | bytes) -> str:
+        """The server a job with this unique id goes to while every server is up."""
+        return self._candidates(_unique(unique) or b"\x00")[0].address
+
+    # -- status -----------------------------------------------------------
+
+    async def status(self, handle: bytes, *, server: str | None = None) -> JobStatus:
+        """GET_STATUS of a job handle, asked of the server that holds it.
+
+        The server comes from ``server=``, else from a :class:`Handle`
+        returned by :meth:`submit_background`; for plain bytes every server is
+        asked and the first that knows the job answers.
+        """
+        server = server or getattr(handle, "server", None) or None
+        targets = [self._server(server)] if server else self.servers
+        for target in targets:
+            packet = await self._request(target, _T.GET_STATUS, _T.STATUS_RES, bytes(handle))
+            _, known, running, num, den = packet.args
+            status = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
+            if status.known or len(targets) == 1:
+                return status
+        return JobStatus(False, False, 0, 0)
+
+    async def status_unique(self, unique: str | bytes, *, server: str | None = None) -> JobStatus:
+        """GET_STATUS_UNIQUE: status of the job with this unique id (with ``waiting`` clients)."""
+        uid = _unique(unique)
+        targets = [self._server(server)] if server else self._candidates(uid)
+        status = JobStatus(False, False, 0, 0, 0)
+        for target in targets:
+            try:
+                packet = await self._request(target, _T.GET_STATUS_UNIQUE, _T.STATUS_RES_UNIQUE, uid)
+            except NoServerAvailable:
+                continue
+            _, known, running, num, den, waiting = packet.args
+            status = JobStatus(known == b"1", running == b"1", _int(num), _int(den), _int(waiting))
+            if status.known:
+                return status
+        return status
+
+    async def _request(self, server: ServerConnection, ptype: PacketType, reply: PacketType, arg: bytes) -> Any:
+        proto = await server.get()
+        waiter = Waiter(reply)
+        proto.send(encode_request(ptype, arg), waiter)
+        return await waiter.future
+
+    def _server(self, address: str) -> ServerConnection:
+        try:
+            return self._by_address[address]
+        except KeyError:
+            raise ValueError(f"{address!r} is not one of this client's servers {list(self._by_address)}") from None
+
+    # -- admin ------------------------------------------------------------
+
+    async def server_status(self) -> dict[str, list[StatusRow]]:
+        """The ``status`` admin table of each reachable server, keyed by "host:port"."""
+        answers = await self._admin_all("status")
+        return {a: [StatusRow.parse(line) for line in lines] for a, lines in answers.items()}
+
+    async def workers(self) -> dict[str, list[WorkerRow]]:
+        """The ``workers`` admin table (every connection, workers and clients) of each reachable server."""
+        answers = await self._admin_all("workers")
+        return {a: [WorkerRow.parse(line) for line in lines] for a, lines in answers.items()}
+
+    async def admin(self, command: str, *, server: str | None = None) -> list[str]:
+        """Send one text admin command (e.g. ``"version"``) to one server; return the answer's lines."""
+        target = self._server(server) if server else self.servers[0]
+        return await admin_query(target.host, target.port, command, timeout=self.connect_timeout)
+
+    async def _admin_all(self, command: str) -> dict[str, list[str]]:
+        results = await asyncio.gather(
+            *(admin_query(s.host, s.port, command, timeout=self.connect_timeout) for s in self.servers),
+            return_exceptions=True)
+        answers: dict[str, list[str]] = {}
+        errors: list[str] = []
+        for server, result in zip(self.servers, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (OSError, TimeoutError, ConnectionLost, NoServerAvailable)):
+                    raise result
+                errors.append(f"{server.address}: {result or type(result).__name__}")
+            else:
+                answers[server.address] = result
+        if not answers:
+            raise NoServerAvailable("no job server answered: " + "; ".join(errors))
+        return answers
+
+
+def _priority(priority: str) -> str:
+    if priority not in _FOREGROUND:
+        raise ValueError(f"priority must be 'high', 'normal' or 'low', not {priority!r}")
+    return priority
+
+
+def _int(value: bytes) -> int:
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
+
+
+_END = object()
+
+
+class RunningJob:
+    """A foreground job read as an async iterator of :class:`Progress`; see :meth:`Client.start`."""
+
+    def __init__(self, client: Client, function: str, payload: Payload, priority: Priority,
+                 unique: str | bytes | None, timeout: float | None) -> None:
+        self._client = client
+        self._args = (function, payload, priority, unique)
+        self._timeout = timeout
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiter: Waiter | None = None
+        self._proto: ClientProtocol | None = None
+        self._deadline: float | None = None
+
+    @property
+    def handle(self) -> bytes:
+        """The job handle once the server created the job (empty before)."""
+        return self._waiter.handle if self._waiter else b""
+
+    async def __aenter__(self) -> RunningJob:
+        function, payload, priority, unique = self._args
+        loop = asyncio.get_running_loop()
+        if self._timeout is not None:
+            self._deadline = loop.time() + self._timeout
+        self._waiter = waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=self._events.put_nowait)
+        waiter.future.add_done_callback(lambda _: self._events.put_nowait(_END))
+        async with asyncio.timeout_at(self._deadline):
+            self._proto = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._waiter is not None and self._proto is not None and not self._waiter.future.done():
+            self._proto.forget(self._waiter)  # left early: stop routing to us
+            self._waiter.future.cancel()
+
+    def __aiter__(self) -> AsyncIterator[Progress]:
+        return self
+
+    async def __anext__(self) -> Progress:
+        event = await self._within_deadline(self._events.get())
+        if event is _END:
+            self._events.put_nowait(_END)  # iterating again ends again
+            raise StopAsyncIteration
+        assert isinstance(event, Progress)
+        return event
+
+    async def result(self) -> Result:
+        """Wait for the job's result (raises like :meth:`Client.submit`)."""
+        if self._waiter is None:
+            raise RuntimeError("use 'async with client.start(...) as job' before awaiting the result")
+        result: Result = await self._within_deadline(asyncio.shield(self._waiter.future))
+        return result
+
+    async def _within_deadline(self, awaitable: Any) -> Any:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await awaitable
+        except TimeoutError as e:
+            if self._deadline is None or asyncio.get_running_loop().time() < self._deadline:
+                raise
+            if self._waiter is not None and self._proto is not None:
+                self._proto.forget(self._waiter)
+                self._waiter.future.cancel()
+            raise JobTimeout(f"job {self._args[0]!r} did not finish within {self._timeout}s") from e
+
+
+# -- module-level helpers -----------------------------------------------------
+
+_default_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+
+
+def default_client() -> Client:
+    """The shared client of the running event loop, built from the settings on first use."""
+    loop = asyncio.get_running_loop()
+    client = _default_clients.get(loop)
+    if client is None or client._closed:
+        client = _default_clients[loop] = Client()
+    return client
+
+
+async def submit(function: str, payload: Payload = b"", **options: Any) -> Result:
+    """``Client.submit`` on :func:`default_client` (servers from settings.py / environment)."""
+    return await default_client().submit(function, payload, **options)
+
+
+async def submit_background(function: str, payload: Payload = b"", **options: Any) -> Handle:
+    """``Client.submit_background`` on :func:`default_client`."""
+    return await default_client().submit_background(function, payload, **options)

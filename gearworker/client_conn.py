@@ -1,0 +1,403 @@
+"""One client connection per job server: an asyncio Protocol that routes replies to callers.
+
+Gearman answers a connection's requests in the order they were sent, so the
+replies that carry no handle (JOB_CREATED, OPTION_RES, ERROR) and the status
+replies are matched first-in first-out with the requests that asked for them.
+After JOB_CREATED, a foreground job's WORK_* packets carry its handle and are
+routed by it; a handle maps to a list of waiters because gearmand coalesces
+submits that share a unique id into one job with one handle.
+
+A caller that stops waiting (cancelled, timed out) never disturbs the others:
+before JOB_CREATED its FIFO slot stays, marked abandoned, so later replies
+still line up; after it, the caller is just taken off its handle's list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from .backoff import Backoff
+from .config import parse_address
+from .errors import ConnectionLost, JobException, JobFailed, NoServerAvailable, RemoteProtocolError
+from .protocol import Magic, Packet, PacketType, Parser, encode_request
+
+log = structlog.get_logger("gearworker.client")
+
+_T = PacketType
+_ProgressKind = Literal["status", "data", "warning"]
+
+
+class ServerRefused(NoServerAvailable):
+    """The job server answered a request with ERROR (e.g. its queue for the function is full)."""
+
+
+class Result(bytes):
+    """A job's result: the bytes the worker sent, with helpers to decode them."""
+
+    def json(self) -> Any:
+        """Decode the result as JSON."""
+        import json
+
+        return json.loads(self)
+
+    def text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """Decode the result as text (UTF-8 unless told otherwise)."""
+        return self.decode(encoding, errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A WORK_STATUS, WORK_DATA or WORK_WARNING received while a foreground job runs.
+
+    ``numerator``/``denominator`` are set for ``"status"`` (0 otherwise);
+    ``data`` is set for ``"data"`` and ``"warning"`` (empty otherwise).
+    """
+
+    kind: _ProgressKind
+    numerator: int = 0
+    denominator: int = 0
+    data: bytes = b""
+    handle: bytes = b""
+
+    @property
+    def fraction(self) -> float | None:
+        """``numerator / denominator`` for a status report, else None."""
+        if self.kind != "status" or self.denominator <= 0:
+            return None
+        return self.numerator / self.denominator
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """The answer to GET_STATUS (or GET_STATUS_UNIQUE, which also fills ``waiting``)."""
+
+    known: bool
+    running: bool
+    numerator: int
+    denominator: int
+    waiting: int | None = None  # clients waiting on the job (status by unique id only)
+
+
+class Waiter:
+    """One request waiting for replies on one connection."""
+
+    __slots__ = ("abandoned", "address", "background", "expect", "function", "future", "handle", "sink", "warning")
+
+    def __init__(self, expect: PacketType, function: str = "", *, background: bool = True,
+                 sink: Callable[[Progress], object] | None = None) -> None:
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.expect = expect  # the reply that answers this request in FIFO order
+        self.function = function
+        self.background = background  # True: the reply itself is the answer (no WORK_* follow)
+        self.sink = sink  # receives Progress events of a foreground job
+        self.handle = b""
+        self.warning = b""  # the last WORK_WARNING: gearworker's failure message
+        self.abandoned = False
+        self.address = ""
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+        # A caller that already gave up never retrieves this: don't warn about it.
+        future.exception()
+
+
+class ClientProtocol(asyncio.Protocol):
+    """The wire side of one connection: write batching, parsing and routing."""
+
+    def __init__(self, address: str, max_packet_size: int, on_lost: Callable[[ClientProtocol], None]) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self._parser = Parser(expect=Magic.RES, max_packet_size=max_packet_size)
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._fifo: deque[Waiter] = deque()  # requests answered in order
+        self._jobs: dict[bytes, list[Waiter]] = {}  # handle -> foreground waiters
+        self._on_lost = on_lost
+        self._tasks: set[asyncio.Future[Any]] = set()  # async progress callbacks in flight
+        self.closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            packets = self._parser.feed(data)
+        except RemoteProtocolError as e:
+            log.warning("client.protocol_error", server=self.address, error=str(e))
+            self._lose(ConnectionLost(f"{self.address} sent invalid data: {e}"))
+            return
+        for packet in packets:
+            try:
+                self._dispatch(packet)
+            except RemoteProtocolError as e:
+                log.warning("client.protocol_error", server=self.address, error=str(e))
+                self._lose(ConnectionLost(f"{self.address} broke the protocol: {e}"))
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f": {exc}" if exc else ""
+        self._lose(ConnectionLost(f"lost connection to job server {self.address}{reason}"), close=False)
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, data: bytes, waiter: Waiter | None = None) -> None:
+        """Queue ``data`` for this loop tick's single write; ``waiter`` awaits its reply."""
+        if self.closed:
+            raise ConnectionLost(f"connection to job server {self.address} is closed")
+        if waiter is not None:
+            waiter.address = self.address
+            self._fifo.append(waiter)
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.transport is None or self.closed or not self._out:
+            return
+        out, self._out = self._out, []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def forget(self, waiter: Waiter) -> None:
+        """The caller of ``waiter`` stopped waiting: drop it without disturbing the others."""
+        if not waiter.handle:
+            waiter.abandoned = True  # keep the FIFO slot: its JOB_CREATED is still coming
+            return
+        waiters = self._jobs.get(waiter.handle)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._jobs[waiter.handle]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests and foreground jobs this connection is waiting on."""
+        return len(self._fifo) + sum(len(w) for w in self._jobs.values())
+
+    def close(self) -> None:
+        """Close the connection; everything still waiting fails with ConnectionLost."""
+        self._lose(ConnectionLost(f"client closed its connection to {self.address}"))
+
+    def _lose(self, error: ConnectionLost, *, close: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if close and self.transport is not None:
+            self.transport.abort()
+        waiters = list(self._fifo) + [w for ws in self._jobs.values() for w in ws]
+        self._fifo.clear()
+        self._jobs.clear()
+        for waiter in waiters:
+            if waiter.handle:
+                message = f"{error}; job {waiter.handle.decode(errors='replace')} ({waiter.function}) was in flight"
+            else:
+                message = str(error)
+            _fail(waiter.future, ConnectionLost(message))
+        self._on_lost(self)
+
+    # -- receiving --------------------------------------------------------
+
+    def _dispatch(self, packet: Packet) -> None:
+        ptype = packet.type
+        if ptype in _ROUTED:
+            self._route(packet)
+        elif ptype in _IN_ORDER:
+            self._answer(packet)
+        elif ptype is _T.NOOP:
+            pass
+        else:
+            raise RemoteProtocolError(f"unexpected {ptype.name} on a client connection")
+
+    def _answer(self, packet: Packet) -> None:
+        if not self._fifo:
+            raise RemoteProtocolError(f"{packet.type.name} with no request waiting for it")
+        waiter = self._fifo.popleft()
+        if packet.type is _T.ERROR:
+            code, text = packet.args
+            why = f"{code.decode(errors='replace')} {text.decode(errors='replace')}"
+            _fail(waiter.future, ServerRefused(f"job server {self.address} refused the request: {why}"))
+            return
+        if packet.type is not waiter.expect:
+            raise RemoteProtocolError(f"got {packet.type.name}, expected {waiter.expect.name}")
+        if packet.type is _T.JOB_CREATED:
+            self._created(waiter, packet.args[0])
+        elif not waiter.future.done():
+            waiter.future.set_result(packet)
+
+    def _created(self, waiter: Waiter, handle: bytes) -> None:
+        waiter.handle = handle
+        if waiter.background:  # background job: the handle is the answer
+            if not waiter.future.done():
+                waiter.future.set_result(handle)
+        elif not waiter.abandoned and not waiter.future.done():
+            self._jobs.setdefault(handle, []).append(waiter)
+
+    def _route(self, packet: Packet) -> None:
+        handle = packet.args[0]
+        if packet.type is _T.WORK_FAIL:
+            # gearmand 1.1.20 may append a NUL and data to WORK_FAIL's handle.
+            handle = handle.partition(b"\x00")[0]
+        waiters = self._jobs.get(handle)
+        if waiters is None:
+            return  # a job whose callers all gave up, or a coalesced duplicate reply
+        ptype = packet.type
+        if ptype is _T.WORK_COMPLETE:
+            del self._jobs[handle]
+            result = Result(packet.args[1])
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_result(result)
+        elif ptype is _T.WORK_FAIL or ptype is _T.WORK_EXCEPTION:
+            del self._jobs[handle]
+            for w in waiters:
+                _fail(w.future, _job_error(ptype, packet, w))
+        else:
+            event = _progress(ptype, packet, handle)
+            for w in waiters:
+                if ptype is _T.WORK_WARNING:
+                    w.warning = event.data
+                self._deliver(w, event)
+
+    def _deliver(self, waiter: Waiter, event: Progress) -> None:
+        if waiter.sink is None:
+            return
+        try:
+            outcome: Any = waiter.sink(event)
+        except Exception:
+            log.exception("client.progress_callback_failed", server=self.address, function=waiter.function)
+            return
+        if inspect.isawaitable(outcome):
+            # Run async callbacks beside routing: a slow one must not hold up other jobs' results.
+            task = asyncio.ensure_future(outcome)
+            self._tasks.add(task)
+            task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("client.progress_callback_failed", server=self.address, error=repr(task.exception()))
+
+
+_ROUTED = frozenset({_T.WORK_COMPLETE, _T.WORK_FAIL, _T.WORK_EXCEPTION, _T.WORK_STATUS, _T.WORK_DATA, _T.WORK_WARNING})
+_IN_ORDER = frozenset({_T.JOB_CREATED, _T.ERROR, _T.OPTION_RES, _T.STATUS_RES, _T.STATUS_RES_UNIQUE, _T.ECHO_RES})
+
+
+def _progress(ptype: PacketType, packet: Packet, handle: bytes) -> Progress:
+    if ptype is _T.WORK_STATUS:
+        return Progress("status", _int(packet.args[1]), _int(packet.args[2]), handle=handle)
+    return Progress("data" if ptype is _T.WORK_DATA else "warning", data=packet.args[1], handle=handle)
+
+
+def _int(value: bytes) -> int:
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
+
+
+def _job_error(ptype: PacketType, packet: Packet, waiter: Waiter) -> JobFailed:
+    if ptype is _T.WORK_EXCEPTION:
+        message = packet.args[1].decode(errors="replace") or "job raised an exception"
+        return JobException(message, handle=waiter.handle, function=waiter.function)
+    # gearworker's convention: WORK_WARNING("Type: message") then WORK_FAIL.
+    message = waiter.warning.decode(errors="replace") if waiter.warning else "job failed"
+    return JobFailed(message, handle=waiter.handle, function=waiter.function)
+
+
+class ServerConnection:
+    """The one shared connection to one job server, (re)connected lazily with backoff.
+
+    A failed connect puts the server in a back-off window during which
+    :meth:`get` fails at once (so a submit fails over to the next server
+    without waiting); the first use after the window tries again.
+    """
+
+    def __init__(self, address: str, *, connect_timeout: float, backoff: Backoff, max_packet_size: int) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
+        self.max_packet_size = max_packet_size
+        self.protocol: ClientProtocol | None = None
+        self._connecting: asyncio.Future[ClientProtocol] | None = None
+        self._retry_at = 0.0
+        self.last_error = ""
+
+    @property
+    def available(self) -> bool:
+        """Connected, or allowed to try connecting now (not in a back-off window)."""
+        return self.protocol is not None or time.monotonic() >= self._retry_at
+
+    async def get(self) -> ClientProtocol:
+        """Return the live connection, connecting first if needed."""
+        if self.protocol is not None:
+            return self.protocol
+        if self._connecting is None:
+            if time.monotonic() < self._retry_at:
+                wait = self._retry_at - time.monotonic()
+                raise NoServerAvailable(f"{self.address}: {self.last_error} (next try in {wait:.1f}s)")
+            self._connecting = asyncio.ensure_future(self._connect())
+        # shield: one caller cancelled must not abort the connect the others wait on
+        fut = self._connecting
+        return await asyncio.shield(fut)
+
+    async def _connect(self) -> ClientProtocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: ClientProtocol(self.address, self.max_packet_size, self._lost), self.host, self.port)
+        except (OSError, TimeoutError) as e:
+            self.last_error = str(e) or type(e).__name__
+            self._retry_at = time.monotonic() + self.backoff.next_delay()
+            log.warning("client.connect_failed", server=self.address, error=self.last_error)
+            raise NoServerAvailable(f"cannot connect to job server {self.address}: {self.last_error}") from e
+        finally:
+            self._connecting = None
+        self.backoff.reset()
+        self.protocol = proto
+        # Ask for WORK_EXCEPTION as such (else gearmand 1.1.20 mangles it into WORK_FAIL).
+        # Pipelined: its OPTION_RES is matched in order like any other reply.
+        option = Waiter(_T.OPTION_RES)
+        option.future.add_done_callback(_ignore_result)
+        proto.send(encode_request(_T.OPTION_REQ, b"exceptions"), option)
+        log.info("client.connected", server=self.address)
+        return proto
+
+    def _lost(self, proto: ClientProtocol) -> None:
+        if self.protocol is proto:
+            self.protocol = None
+            log.info("client.disconnected", server=self.address)
+
+    def close(self) -> None:
+        """Close the connection (if any); waiting callers fail with ConnectionLost."""
+        proto, self.protocol = self.protocol, None
+        if proto is not None:
+            proto.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+

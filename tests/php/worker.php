@@ -1,0 +1,77 @@
+<?php
+// A php-gearman (libgearman) worker for the client tests: a worker nobody here wrote.
+// Usage: php worker.php HOST PORT [PREFIX]
+// Every function is registered as PREFIX.name (default prefix "php").
+// Exits on SIGTERM (the worker polls so it can notice signals).
+
+$host = $argv[1] ?? '127.0.0.1';
+$port = (int)($argv[2] ?? 4730);
+$prefix = $argv[3] ?? 'php';
+
+$functions = [
+    // The workload, unchanged (binary safe).
+    'echo' => function (GearmanJob $job) { return $job->workload(); },
+    // Sleeps 0-5 ms at random so that concurrent jobs finish out of order.
+    'shuffle' => function (GearmanJob $job) {
+        usleep(random_int(0, 5000));
+        return strrev($job->workload());
+    },
+    // WORK_STATUS, WORK_DATA and WORK_WARNING, then the result.
+    'progress' => function (GearmanJob $job) {
+        $job->sendStatus(1, 3);
+        $job->sendData('data-1');
+        $job->sendWarning('warning-1');
+        $job->sendStatus(3, 3);
+        return 'done:' . $job->workload();
+    },
+    // Sleeps the number of seconds in the workload (a float).
+    'sleep' => function (GearmanJob $job) {
+        $seconds = (float)$job->workload();
+        $steps = max(1, (int)ceil($seconds * 10));
+        for ($i = 1; $i <= $steps; $i++) {
+            usleep((int)($seconds * 1000000 / $steps));
+            $job->sendStatus($i, $steps);
+        }
+        return 'slept ' . $job->workload();
+    },
+    // WORK_FAIL with no message.
+    'fail' => function (GearmanJob $job) {
+        $job->sendFail();
+        return null;
+    },
+    // gearworker's failure convention: WORK_WARNING("Type: message") then WORK_FAIL.
+    'warnfail' => function (GearmanJob $job) {
+        $job->sendWarning('ValueError: bad input ' . $job->workload());
+        $job->sendFail();
+        return null;
+    },
+    // WORK_EXCEPTION with a message.
+    'exception' => function (GearmanJob $job) {
+        $job->sendException('boom: ' . $job->workload());
+        return null;
+    },
+];
+
+$worker = new GearmanWorker();
+$worker->addServer($host, $port);
+foreach ($functions as $name => $fn) {
+    $worker->addFunction("$prefix.$name", $fn);
+}
+$worker->addOptions(GEARMAN_WORKER_NON_BLOCKING);
+$worker->setTimeout(100);
+pcntl_async_signals(true);
+$running = true;
+pcntl_signal(SIGTERM, function () use (&$running) { $running = false; });
+while ($running) {
+    if (@$worker->work()) {
+        continue;
+    }
+    $ret = $worker->returnCode();
+    if ($ret == GEARMAN_IO_WAIT || $ret == GEARMAN_NO_JOBS || $ret == GEARMAN_TIMEOUT) {
+        @$worker->wait();
+        continue;
+    }
+    if ($ret != GEARMAN_SUCCESS) {
+        usleep(100000); // server gone: libgearman reconnects on the next call
+    }
+}
