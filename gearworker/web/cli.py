@@ -1,9 +1,55 @@
-"""``gearworker web`` (filled in by the web app work)."""
+"""``gearworker web``: serve the web app with uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+import structlog
+
+log = structlog.get_logger("gearworker.web")
+
+DEFAULT_SERVER = "127.0.0.1:4730"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gearworker web`` to the command line."""
+    parser = sub.add_parser("web", help="serve the web app (photos, jobs, servers)",
+                            description="Serve the web app: resize photos, submit jobs, watch the job servers.")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``gearworker web`` (also used by ``python -m gearworker.web``)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--server", action="append", dest="servers", metavar="HOST:PORT",
+                        help=f"job server, repeatable (default: the settings' servers, else {DEFAULT_SERVER})")
+    # Its own dest: a sub-parser's default would otherwise overwrite a global --settings.
+    parser.add_argument("--settings", dest="web_settings", metavar="FILE",
+                        help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
+    parser.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest photo accepted, bytes")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the settings, then serve until SIGINT/SIGTERM; returns the exit status."""
+    import uvicorn
+
+    from ..config import load
+    from ..errors import ConfigError
+    from .app import create_app
+
+    try:
+        settings = load(getattr(args, "web_settings", None) or getattr(args, "settings", None),
+                        overrides={"servers": args.servers, "max_upload_bytes": args.max_upload_bytes})
+    except ConfigError as e:
+        print(f"gearworker web: {e}", file=sys.stderr)
+        return 2
+    servers = settings.servers or [DEFAULT_SERVER]
+    app = create_app(servers, max_upload_bytes=settings.max_upload_bytes, connect_timeout=settings.connect_timeout)
+    config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",
+                            loop="auto", timeout_graceful_shutdown=3, lifespan="on")
+    log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
+    uvicorn.Server(config).run()
+    return 0
