@@ -1,0 +1,151 @@
+"""gearworker settings.
+
+Every setting is listed here with its default, commented out: uncomment a line
+to change it.  Names are UPPER_CASE; any other UPPER_CASE name is an error (a
+typo must not silently fall back to a default), so prefix your own helper
+names with an underscore.  This is Python: ``_os.environ[...]`` or
+``Path(__file__).parent / "handlers"`` work.
+
+Where values come from, later ones winning:
+
+    defaults  <  this file  <  GEARWORKER_<NAME> environment variables  <  command-line flags
+
+The file is ``./settings.py``, or the one named by ``--settings PATH`` or
+``GEARWORKER_SETTINGS``.  Environment values are text: lists are
+comma-separated (``GEARWORKER_SERVERS=h1:4730,h2:4730``) or JSON, mappings are
+``name=value,name=value`` or JSON, ``none`` (or empty) means None.
+
+Every value is checked at start-up; ``gearworker check`` shows what would run
+or names the bad setting, where it came from and what was expected.
+Reference: docs/settings.md.
+"""
+
+# --- Job servers ----------------------------------------------------------------
+
+# Job servers as "HOST:PORT" (the port defaults to 4730; "[::1]:4730" for IPv6).
+# The worker connects to all of them and takes jobs from each.  Empty: start a
+# local gearmand on 127.0.0.1:LOCAL_GEARMAND_PORT (handy on a laptop; in
+# production, list your servers).
+# env GEARWORKER_SERVERS=h1:4730,h2:4730    flag --server H:P (repeatable)
+# SERVERS = []
+
+# Port of the local gearmand started when SERVERS is empty.
+# env GEARWORKER_LOCAL_GEARMAND_PORT
+# LOCAL_GEARMAND_PORT = 4730
+
+# Seconds to wait for a TCP connection to a job server.
+# env GEARWORKER_CONNECT_TIMEOUT
+# CONNECT_TIMEOUT = 5.0
+
+# Reconnect delays in seconds: the first retry waits RECONNECT_MIN, doubling
+# (with jitter) up to RECONNECT_MAX while a server stays down.
+# env GEARWORKER_RECONNECT_MIN, GEARWORKER_RECONNECT_MAX
+# RECONNECT_MIN = 0.1
+# RECONNECT_MAX = 10.0
+
+# Prefix of the client id gearmand shows in `gearadmin --workers`; empty means
+# "<hostname>-<pid>".
+# env GEARWORKER_CLIENT_ID
+# CLIENT_ID = ""
+
+# GRAB_JOB requests kept in flight per server connection: more hides the round
+# trip to gearmand when jobs are short.
+# env GEARWORKER_GRAB_PIPELINE
+# GRAB_PIPELINE = 8
+
+# Largest packet accepted from a server, in bytes (64 MiB); a bigger one drops
+# that connection as a protocol error.
+# env GEARWORKER_MAX_PACKET_SIZE
+# MAX_PACKET_SIZE = 67108864
+
+# --- Handlers -------------------------------------------------------------------
+
+# Folder of handler modules: every *.py in it not starting with "_" is
+# imported.  Relative to the working directory (systemd: WorkingDirectory=).
+# env GEARWORKER_HANDLERS_DIR    flag --handlers DIR
+# HANDLERS_DIR = "handlers"
+
+# More function names served by existing handlers: {"function": "handler"}.
+# This is the PHP daemon's $add_jobs.
+# env GEARWORKER_ALIASES=old_name=echo,thumb=resize
+# ALIASES = {}
+
+# --- Concurrency and the process pool -------------------------------------------
+
+# Jobs in flight at once in this process, all handlers together.
+# env GEARWORKER_CONCURRENCY    flag --concurrency N
+# CONCURRENCY = 100
+
+# Per-handler limits {"handler": n}, overriding @handler(concurrency=...).
+# env GEARWORKER_HANDLER_CONCURRENCY=resize=2,slow=10
+# HANDLER_CONCURRENCY = {}
+
+# Size of the process pool that runs cpu=True handlers.  Default: the number
+# of CPU cores this process may use (os.sched_getaffinity).
+# env GEARWORKER_PROCESSES    flag --processes N
+# PROCESSES = <number of cores>
+
+# Replace a pool process after this many jobs (guards against leaks in native
+# libraries); None: never.
+# env GEARWORKER_MAX_TASKS_PER_CHILD
+# MAX_TASKS_PER_CHILD = None
+
+# --- Jobs -----------------------------------------------------------------------
+
+# Seconds added to a handler's timeout in the CAN_DO_TIMEOUT sent to gearmand,
+# so that our own timeout (which reports a clean failure) fires first.
+# env GEARWORKER_TIMEOUT_MARGIN
+# TIMEOUT_MARGIN = 5.0
+
+# How a failed job is reported.  "fail": WORK_WARNING("ExcType: message") then
+# WORK_FAIL, which every client understands.  "exception": WORK_EXCEPTION,
+# which gearmand 1.1.20 garbles for clients that did not ask for exceptions.
+# env GEARWORKER_FAILURE_STYLE
+# FAILURE_STYLE = "fail"
+
+# --- Shutdown, process ----------------------------------------------------------
+
+# Seconds in-flight jobs may finish after SIGTERM before they are handed back
+# to gearmand.  Keep systemd's TimeoutStopSec (and compose's stop_grace_period)
+# above it.
+# env GEARWORKER_GRACE_PERIOD    flag --grace-period S
+# GRACE_PERIOD = 30.0
+
+# Pid file; a second worker with the same pid file refuses to start.
+# env GEARWORKER_PID_FILE
+# PID_FILE = None
+
+# --- Logs and metrics -----------------------------------------------------------
+
+# Also append JSON log lines to this file.
+# env GEARWORKER_LOG_FILE
+# LOG_FILE = None
+
+# "auto" (console on a terminal, JSON otherwise), "json" or "console".
+# env GEARWORKER_LOG_FORMAT
+# LOG_FORMAT = "auto"
+
+# "debug", "info", "warning" or "error".
+# env GEARWORKER_LOG_LEVEL    flag --log-level L
+# LOG_LEVEL = "info"
+
+# "HOST:PORT" (or just "PORT", bound to 127.0.0.1) for Prometheus /metrics and
+# /healthz; None: off.  Use "0.0.0.0:9100" in a container.
+# env GEARWORKER_METRICS    flag --metrics HOST:PORT
+# METRICS = None
+
+# --- Photos (resize handler, web app) -------------------------------------------
+
+# Folders handlers may read and write when jobs carry file paths instead of
+# bytes; paths outside them are refused.
+# env GEARWORKER_STORAGE_ROOTS=/srv/photos,/srv/thumbs
+# STORAGE_ROOTS = []
+
+# Largest image, width x height in pixels, the resize handler decodes
+# (a decompression bomb is refused before decoding).
+# env GEARWORKER_MAX_IMAGE_PIXELS
+# MAX_IMAGE_PIXELS = 100000000
+
+# Largest upload accepted by the web app and the resize handler, in bytes (50 MiB).
+# env GEARWORKER_MAX_UPLOAD_BYTES
+# MAX_UPLOAD_BYTES = 52428800
