@@ -33,6 +33,7 @@ import binascii
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -329,7 +330,7 @@ def plan(width: int, height: int, sizes: Sequence[int]) -> list[tuple[int, int, 
     """
     long_side = max(width, height)
     copies: list[tuple[int, int, int]] = []
-    for size in sorted(sizes, reverse=True):
+    for size in sorted(set(sizes), reverse=True):
         if size >= long_side:
             copies = [(size, width, height)]  # replace a larger bound's identical copy
             continue
@@ -416,10 +417,11 @@ def read_source(path: str, limits: Limits) -> bytes:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise ImageError(f"cannot open source {path!r}: {e.strerror}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ImageError(f"source {path!r} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not (st.st_mode & 0o170000 == 0o100000):
-            raise ImageError(f"source {path!r} is not a regular file")
         if st.st_size > limits.max_upload_bytes:
             raise ImageError(f"source of {st.st_size} bytes is over the limit of {limits.max_upload_bytes} bytes")
         return f.read(limits.max_upload_bytes + 1)
