@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Its own dest: a sub-parser's default would otherwise overwrite a global --settings.
     parser.add_argument("--settings", dest="web_settings", metavar="FILE",
                         help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                        help="event loop (default: auto, uvloop when installed)")
     parser.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest photo accepted, bytes")
 
 
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the settings, then serve until SIGINT/SIGTERM; returns the exit status."""
     import uvicorn
 
+    from .. import logs
     from ..config import load
     from ..errors import ConfigError
     from .app import create_app
@@ -46,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
     app = create_app(servers, max_upload_bytes=settings.max_upload_bytes, connect_timeout=settings.connect_timeout)
     config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",
-                            loop="auto", timeout_graceful_shutdown=3, lifespan="on")
+                            loop=args.loop, timeout_graceful_shutdown=3, lifespan="on")
     log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
     uvicorn.Server(config).run()
     return 0

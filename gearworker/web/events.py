@@ -76,11 +76,13 @@ class Hub:
         s.listeners += 1
         try:
             yield "retry: 1000\n\n"
-            while not self._closed.is_set():
+            while True:
                 for event_id, event, data in list(s.backlog):
                     if event_id > last_id:
                         last_id = event_id
                         yield format_event(event, data, event_id)
+                if self._closed.is_set():
+                    return
                 if not await self._wait(s.changed, HEARTBEAT):
                     yield ": keep-alive\n\n"
         finally:

@@ -1,0 +1,271 @@
+"""The web app without a browser: httpx against the ASGI app, with real gearmands.
+
+Cheaper than the browser tests, so the edge cases live here: the upload
+limit, paths that try to leave the app's folders, and the plain-words errors
+when no job server is up or a job fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from gearmand import Gearmand, free_port
+from PIL import Image
+from starlette.applications import Starlette
+
+from gearworker.web.app import create_app
+from gearworker.web.service import Gateway
+
+SESSION = "testsession01"
+
+
+def jpeg(width: int = 64, height: int = 48) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 80, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Any]:
+    """Build an app for some servers and an httpx client talking to it in-process."""
+    made: list[tuple[Starlette, httpx.AsyncClient]] = []
+
+    async def make(servers: list[str], **kwargs: Any) -> tuple[Starlette, httpx.AsyncClient]:
+        app = create_app(servers, **kwargs)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
+        made.append((app, client))
+        return app, client
+
+    yield make
+    for app, client in made:
+        await client.aclose()
+        web = app.state.web
+        for task in web.tasks:
+            task.cancel()
+        await asyncio.gather(*web.tasks, return_exceptions=True)
+        await web.gateway.close()
+
+
+async def events(app: Starlette, session: str = SESSION) -> list[tuple[str, dict[str, Any]]]:
+    """Wait for the app's jobs to end, then read the page's event backlog."""
+    web = app.state.web
+    await asyncio.wait_for(asyncio.gather(*web.tasks), timeout=30)
+    web.hub.close()
+    out = []
+    async for chunk in web.hub.stream(session):
+        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines() if ": " in line)
+        if "event" in lines:
+            out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
+    """GET with a raw, un-normalised path (httpx would resolve ``..`` before sending)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": raw_path.decode("latin-1"), "raw_path": raw_path, "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"web")], "server": ("web", 80), "client": ("127.0.0.1", 1)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+# -- uploads --------------------------------------------------------------------
+
+
+async def test_upload_over_the_limit_is_refused_with_413_in_plain_words(make_client: Any) -> None:
+    app, client = await make_client(["127.0.0.1:1"], max_upload_bytes=10_000)
+    big = jpeg() + b"\0" * 200_000
+    r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("big.jpg", big, "image/jpeg")})
+    assert r.status_code == 413
+    assert r.json()["error"] == "That file is too big: photos may be up to 9.8 KB."
+    assert not app.state.web.tasks
+
+
+async def test_upload_limit_is_enforced_while_reading_even_without_content_length(make_client: Any) -> None:
+    """A chunked upload (no Content-Length) is cut off as soon as it passes the limit."""
+    _, client = await make_client(["127.0.0.1:1"], max_upload_bytes=10_000)
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b"--x\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n\r\n"
+        for _ in range(1000):
+            sent += 1
+            yield b"\xff" * 1024
+        yield b"\r\n--x--\r\n"
+
+    r = await client.post(f"/api/photos?session={SESSION}", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+    assert "too big" in r.json()["error"]
+
+
+async def test_a_file_that_is_not_an_image_is_refused_in_plain_words(make_client: Any) -> None:
+    _, client = await make_client(["127.0.0.1:1"])
+    r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 415
+    assert r.json()["error"] == "“notes.txt” is not an image we can read (we take JPEG, PNG, WebP, GIF or TIFF)."
+
+
+async def test_an_upload_without_a_file_or_session_says_what_is_missing(make_client: Any) -> None:
+    _, client = await make_client(["127.0.0.1:1"])
+    r = await client.post(f"/api/photos?session={SESSION}", data={"key": "p1"})
+    assert (r.status_code, r.json()["error"]) == (400, "No file was sent: choose a photo to upload.")
+    r = await client.post("/api/photos?session=../x", files={"photo": ("a.jpg", jpeg(), "image/jpeg")})
+    assert r.status_code == 400 and "reload the page" in r.json()["error"]
+
+
+# -- nothing served outside the app's own folders -------------------------------------------
+
+
+@pytest.mark.parametrize("raw_path", [
+    b"/static/../app.py",
+    b"/static/%2e%2e/app.py",
+    b"/static/..%2fapp.py",
+    b"/static/../../config.py",
+    b"/static//etc/passwd",
+    b"/static/%2fetc%2fpasswd",
+    b"/static/../../../../../../etc/passwd",
+    b"/photos/../../etc/passwd",
+    b"/photos/..%2f..%2fetc%2fpasswd/0",
+    b"/photos/00000000000000000000000000000000/0",
+    b"/photos/not-an-id/0",
+    b"/photos/00000000000000000000000000000000/-1",
+    b"/../pyproject.toml",
+])
+async def test_paths_outside_the_apps_folders_are_404(make_client: Any, raw_path: bytes) -> None:
+    app, _ = await make_client(["127.0.0.1:1"])
+    status, body = await asgi_get(app, raw_path)
+    assert status == 404, body
+    assert b"import" not in body and b"root:" not in body and b"[project]" not in body
+
+
+async def test_static_files_and_the_page_are_served(make_client: Any) -> None:
+    _, client = await make_client(["127.0.0.1:1"])
+    page = await client.get("/")
+    assert page.status_code == 200 and "<title>gearworker</title>" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        r = await client.get(f"/static/{name}")
+        assert r.status_code == 200 and kind in r.headers["content-type"]
+
+
+# -- errors in plain words --------------------------------------------------------
+
+
+async def test_no_server_up_shows_no_job_server_reachable(make_client: Any) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    app, client = await make_client([dead], connect_timeout=1.0)
+    status = (await client.get("/api/servers")).json()
+    assert status["servers"] == [{"address": dead, "ok": False, "functions": [],
+                                  "error": f"No job server reachable at {dead}."}]
+    r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo", "payload": "x"})
+    assert r.status_code == 202
+    r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("a.jpg", jpeg(), "image/jpeg")})
+    assert r.status_code == 202
+    finals = {e[1].get("function") or e[1]["name"]: e[1] for e in await events(app)}
+    assert finals["echo"]["state"] == "failed"
+    assert finals["echo"]["error"] == f"No job server reachable at {dead}."
+    assert finals["a.jpg"]["state"] == "failed"
+    assert finals["a.jpg"]["error"] == f"No job server reachable at {dead}."
+
+
+async def test_one_server_down_is_shown_unreachable_next_to_one_that_is_up(
+        make_client: Any, gearmand: Gearmand) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    _, client = await make_client([gearmand.address, dead], connect_timeout=1.0)
+    servers = {s["address"]: s for s in (await client.get("/api/servers")).json()["servers"]}
+    assert servers[gearmand.address]["ok"] and servers[gearmand.address]["error"] is None
+    assert not servers[dead]["ok"] and servers[dead]["error"] == f"No job server reachable at {dead}."
+
+
+@pytest.fixture
+def cli_worker(gearmand: Gearmand) -> Iterator[Gearmand]:
+    """gearman-tools' CLI worker: ``echo`` runs cat, ``fails`` runs false."""
+    procs = [subprocess.Popen(["gearman", "-h", "127.0.0.1", "-p", str(gearmand.port), "-w", "-f", f, "--", *cmd],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for f, cmd in (("echo", ["cat"]), ("fails", ["false"]))]
+    try:
+        for _ in range(200):
+            if {"echo", "fails"} <= {f for f, (_, _, w) in gearmand.status().items() if w}:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        yield gearmand
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+async def test_jobs_form_runs_copies_in_parallel_and_lists_results(make_client: Any, cli_worker: Gearmand) -> None:
+    app, client = await make_client([cli_worker.address])
+    functions = (await client.get("/api/servers")).json()["functions"]
+    assert {"echo", "fails"} <= set(functions)
+    r = await client.post(f"/api/jobs?session={SESSION}",
+                          json={"function": "echo", "payload": "héllo", "copies": 3, "priority": "high"})
+    assert r.status_code == 202 and len(r.json()["jobs"]) == 3
+    finals = {d["id"]: d for kind, d in await events(app) if kind == "job"}
+    assert sorted(finals) == ["b1-1", "b1-2", "b1-3"]
+    for row in finals.values():
+        assert row["state"] == "done" and row["result"] == {"text": "héllo", "bytes": 6, "binary": False}
+
+
+async def test_a_failed_job_is_shown_as_the_job_failed(make_client: Any, cli_worker: Gearmand) -> None:
+    app, client = await make_client([cli_worker.address])
+    await client.post(f"/api/jobs?session={SESSION}", json={"function": "fails", "payload": "x"})
+    (row,) = {d["id"]: d for kind, d in await events(app) if kind == "job"}.values()
+    assert row["state"] == "failed"
+    assert row["error"].startswith("The job failed")
+
+
+async def test_background_job_shows_its_handle_then_that_it_finished(make_client: Any, cli_worker: Gearmand) -> None:
+    app, client = await make_client([cli_worker.address])
+    await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo", "payload": "bg", "background": True})
+    states = [d for kind, d in await events(app) if kind == "job"]
+    assert states[-1]["state"] == "finished"
+    assert states[-1]["handle"].startswith("H:")
+    assert any(s["handle"] and s["state"] in ("queued", "running") for s in states)
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ({"function": "", "payload": "x"}, "Choose a function to run."),
+    ({"function": "echo", "copies": 0}, "Copies must be between 1 and 100."),
+    ({"function": "echo", "copies": 101}, "Copies must be between 1 and 100."),
+    ({"function": "echo", "priority": "urgent"}, "Priority must be one of: normal, high, low."),
+    ({"function": "two words"}, "A function name is one word of printable characters, at most 255."),
+])
+async def test_a_bad_jobs_form_is_refused_in_plain_words(make_client: Any, form: dict[str, Any], message: str) -> None:
+    _, client = await make_client(["127.0.0.1:1"])
+    r = await client.post(f"/api/jobs?session={SESSION}", json=form)
+    assert (r.status_code, r.json()["error"]) == (400, message)
+
+
+def test_explain_turns_errors_into_sentences() -> None:
+    from gearworker.errors import ConnectionLost, JobFailed, JobTimeout, NoServerAvailable
+    from gearworker.web.service import explain
+
+    servers = ["a:1", "b:2"]
+    assert explain(NoServerAvailable("x"), servers) == "No job server reachable at a:1, b:2."
+    assert explain(JobFailed("ValueError: bad"), servers) == "The job failed: ValueError: bad"
+    assert explain(JobFailed(""), servers) == "The job failed (the worker gave no reason)."
+    assert explain(JobTimeout("t"), servers) == "The job took too long: no worker finished it in time."
+    assert "was lost" in explain(ConnectionLost("x"), servers)
+
+
+def test_gateway_reports_each_configured_server() -> None:
+    assert Gateway(["h:1", "h:2"]).servers == ["h:1", "h:2"]
