@@ -173,7 +173,7 @@ async def serve(
 
     server = await asyncio.start_server(on_connect, host, port, limit=_MAX_HEADER)
     bound = server.sockets[0].getsockname() if server.sockets else (host, port)
-    log.info("metrics.listening", host=bound[0], port=bound[1])
+    log.debug("metrics.listening", host=bound[0], port=bound[1])
     return server
 
 

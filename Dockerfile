@@ -1,0 +1,38 @@
+# gearworker image: the worker, the web app and gearmand itself, so that one
+# image serves every service of docker-compose.yml.  The steps mirror the
+# install steps of scripts/bootstrap and the README (Debian packages, then pip).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# gearmand (gearman-job-server, with its sqlite queue) and the gearman /
+# gearadmin command-line tools used by the healthchecks.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gearman-job-server gearman-tools \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+# The package first, so that editing handlers or settings does not reinstall it.
+COPY pyproject.toml README.md ./
+COPY gearworker ./gearworker
+RUN pip install '.[images,web,metrics]'
+COPY handlers ./handlers
+COPY settings.py ./
+
+# A dedicated unprivileged user; /data holds the volumes (gearmand's queue,
+# photos), created here so that new named volumes inherit the ownership.
+RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin gearworker \
+    && mkdir -p /data/gearmand /data/photos \
+    && chown -R gearworker:gearworker /data
+USER gearworker
+
+# Settings come from the environment (GEARWORKER_<NAME>, see settings.py);
+# these suit a container: JSON logs, metrics reachable from other containers.
+ENV GEARWORKER_LOG_FORMAT=json \
+    GEARWORKER_METRICS=0.0.0.0:9100
+EXPOSE 9100 8000 4730
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "gearworker"]
