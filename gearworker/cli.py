@@ -1,0 +1,159 @@
+"""The ``gearworker`` command line.
+
+``python -m gearworker [flags]`` is the same as ``gearworker run [flags]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError
+
+COMMANDS = ("run", "check", "stop", "submit", "status", "web")
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", metavar="PATH", help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
+    p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
+                   help="job server; repeat for several (default: settings, else a local gearmand)")
+    p.add_argument("--handlers", dest="handlers_dir", metavar="DIR", help="folder of handler modules")
+    p.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight at once, all handlers together")
+    p.add_argument("--processes", type=int, metavar="N", help="process pool size for cpu=True handlers")
+    p.add_argument("--max-tasks-per-child", type=int, metavar="N", help="recycle pool processes after N jobs")
+    p.add_argument("--grace-period", type=float, metavar="SECONDS", help="time in-flight jobs get after SIGTERM")
+    p.add_argument("--pid-file", metavar="PATH")
+    p.add_argument("--log-file", metavar="PATH")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics and /healthz here")
+    p.add_argument("--client-id", metavar="ID", help="name shown by gearadmin --workers")
+
+
+_OVERRIDES = ("servers", "handlers_dir", "concurrency", "processes", "max_tasks_per_child", "grace_period",
+              "pid_file", "log_file", "log_format", "log_level", "metrics", "client_id")
+
+
+def load_settings(args: argparse.Namespace) -> Any:
+    """Settings from the file, the environment and the flags in ``args``."""
+    from . import config
+
+    overrides = {name: getattr(args, name, None) for name in _OVERRIDES}
+    return config.load(args.settings, overrides=overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gearworker", description="An asyncio worker server for Gearman.")
+    parser.add_argument("--version", action="version", version=f"gearworker {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the worker (the default command)")
+    _add_settings_flags(run)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="load settings and handlers, print what would run")
+    _add_settings_flags(check)
+    check.set_defaults(func=cmd_check)
+    stop = sub.add_parser("stop", help="signal the running worker (found by its pid file) and wait for it")
+    stop.add_argument("--settings", metavar="PATH")
+    stop.add_argument("--pid-file", metavar="PATH")
+    stop.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: grace period + 10)")
+    stop.set_defaults(func=cmd_stop)
+    from . import client_cli
+    from .web import cli as web_cli
+
+    client_cli.register(sub)
+    web_cli.register(sub)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .handlers import discover
+
+    settings = load_settings(args)
+    logs.configure(settings.log_level, settings.log_format, settings.log_file)
+    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.source)
+    if not registry.functions:
+        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.source, setting="handlers_dir")
+    return _run_loop(_serve(settings, registry))
+
+
+async def _serve(settings: Any, registry: Any) -> int:
+    from .server import Server
+
+    server = Server(settings, registry)
+    server.install_signal_handlers()
+    return await server.serve()
+
+
+def _run_loop(coro: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a dependency, but keep running where it cannot install
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .handlers import discover
+
+    settings = load_settings(args)
+    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.source)
+    try:
+        from .check import describe
+    except ImportError:
+        print(f"settings: {settings.source}\nfunctions: {', '.join(sorted(registry.functions))}")
+    else:
+        print(describe(settings, registry))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from . import config
+    from .pidfile import read_pid
+
+    settings = config.load(args.settings, overrides={"pid_file": args.pid_file})
+    if not settings.pid_file:
+        raise ConfigError("no pid file is configured: pass --pid-file or set pid_file", file=settings.source,
+                          setting="pid_file")
+    pid = read_pid(settings.pid_file)
+    if pid is None:
+        print(f"gearworker is not running (no pid in {settings.pid_file})", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print(f"gearworker is not running (pid {pid} is gone)", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + (args.timeout if args.timeout is not None else settings.grace_period + 10)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"gearworker (pid {pid}) stopped")
+            return 0
+        time.sleep(0.05)
+    print(f"gearworker (pid {pid}) is still running", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gearworker`` and ``python -m gearworker``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "run")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"gearworker: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,279 @@
+"""The process pool for ``cpu=True`` handlers.
+
+The pool is made of single-process :class:`ProcessPoolExecutor` slots rather
+than one executor of N processes.  With one shared executor, a child that
+dies (``os._exit``, a segfault, the OOM killer, our own timeout kill) breaks
+the whole executor and fails every job in it; with one executor per slot the
+damage stays with the one job that slot was running, and only that slot is
+rebuilt.
+
+Children are started by a ``forkserver`` (forking the parent would copy its
+event loop, threads and possibly libvips state: see NOTES on pyvips hanging
+after fork), die with their parent (``PR_SET_PDEATHSIG``, so a SIGKILLed
+worker leaves no orphan), and ignore SIGINT (a terminal's Ctrl-C reaches the
+whole process group; the parent decides what happens to running jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from .job import CpuJob, CpuJobSpec, to_bytes
+
+log = structlog.get_logger("gearworker.pool")
+
+_PR_SET_PDEATHSIG = 1
+
+# Set in each child by _child_init.
+_reports: Any = None
+
+
+class ChildDied(Exception):
+    """The pool process running the job died."""
+
+
+class PoolTimeout(Exception):
+    """The job ran past its timeout and its pool process was killed."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    executor: ProcessPoolExecutor
+    busy: bool = False
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when our parent exits (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child_init(reports: Any, handlers_dir: str, aliases: Mapping[str, str], parent: int) -> None:
+    global _reports
+    _die_with_parent()
+    if os.getppid() != parent and os.getppid() == 1:
+        os._exit(1)  # the parent died before PDEATHSIG was armed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _reports = reports
+    # Import the handler modules so that pickled function references resolve.
+    from .handlers import discover
+
+    discover(handlers_dir, aliases)
+
+
+def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool, bytes]:
+    """Run one job in the child; never raise (exceptions may not pickle)."""
+    token = spec.token
+
+    def send(kind: str, args: tuple[bytes, ...]) -> None:
+        _reports.put((token, kind, args))
+
+    try:
+        return True, to_bytes(func(CpuJob(spec, send)))
+    except Exception as e:
+        return False, f"{type(e).__name__}: {e}".encode()
+    finally:
+        # Reports and the result travel on different pipes; this marker tells
+        # the parent that every report of this job is already in its pipe.
+        _reports.put((token, "end", ()))
+
+
+def _noop() -> int:
+    return os.getpid()
+
+
+class Pool:
+    """``size`` single-process slots; :meth:`run` runs one job in a free slot."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        handlers_dir: str,
+        aliases: Mapping[str, str] | None = None,
+        max_tasks_per_child: int | None = None,
+        on_report: Callable[[int, str, tuple[bytes, ...]], None] | None = None,
+    ) -> None:
+        self.size = size
+        self.restarts = 0
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._handlers_dir = handlers_dir
+        self._aliases = dict(aliases or {})
+        self._max_tasks = max_tasks_per_child
+        self._on_report = on_report
+        self._reports = self._ctx.SimpleQueue()
+        self._slots: list[_Slot] = []
+        self._ends: dict[int, asyncio.Future[None]] = {}
+        self._reader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def free(self) -> int:
+        return sum(1 for s in self._slots if not s.busy)
+
+    @property
+    def healthy(self) -> bool:
+        return not self._closed and len(self._slots) == self.size
+
+    def _executor(self) -> ProcessPoolExecutor:
+        kwargs: dict[str, Any] = {}
+        if self._max_tasks is not None:
+            kwargs["max_tasks_per_child"] = self._max_tasks
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=self._ctx,
+            initializer=_child_init,
+            initargs=(self._reports, self._handlers_dir, self._aliases, os.getpid()),
+            **kwargs,
+        )
+
+    async def start(self) -> None:
+        """Start every slot's process and wait until each has loaded the handlers."""
+        self._loop = asyncio.get_running_loop()
+        self._reader = threading.Thread(target=self._read_reports, name="pool reports", daemon=True)
+        self._reader.start()
+        self._slots = [_Slot(i, self._executor()) for i in range(self.size)]
+        started = time.monotonic()
+        pids = await asyncio.gather(*(self._loop.run_in_executor(s.executor, _noop) for s in self._slots))
+        log.info("pool.started", processes=self.size, pids=list(pids), duration=round(time.monotonic() - started, 3))
+
+    def pids(self) -> list[int]:
+        """The pids of the live pool processes."""
+        return [pid for s in self._slots for pid in list(getattr(s.executor, "_processes", {}) or {})]
+
+    def _read_reports(self) -> None:
+        # Blocking reads belong in a thread; hand each report to the loop.
+        while True:
+            try:
+                item = self._reports.get()
+            except (EOFError, OSError):
+                return
+            if item is None:
+                return
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._dispatch, item)
+
+    def _dispatch(self, item: tuple[int, str, tuple[bytes, ...]]) -> None:
+        token, kind, args = item
+        if kind == "end":
+            fut = self._ends.get(token)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif self._on_report is not None:
+            self._on_report(token, kind, args)
+
+    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None) -> tuple[bool, bytes]:
+        """Run ``func`` on ``spec`` in a free slot.
+
+        Returns ``(ok, result_or_message)``; raises :class:`PoolTimeout` or
+        :class:`ChildDied`, after which the slot has been replaced.  The caller
+        must only call this when :attr:`free` > 0 (the worker never grabs a CPU
+        job it cannot start).
+        """
+        slot = next(s for s in self._slots if not s.busy)
+        slot.busy = True
+        loop = asyncio.get_running_loop()
+        end = self._ends[spec.token] = loop.create_future()
+        try:
+            fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
+            try:
+                async with asyncio.timeout(timeout):
+                    ok, data = await fut
+            except TimeoutError:
+                self._replace(slot, kill=True)
+                raise PoolTimeout(f"ran past its {timeout:g}s timeout; its pool process was killed") from None
+            except BrokenProcessPool as e:
+                code = self._replace(slot, kill=False)
+                raise ChildDied(f"pool process died ({_exit_reason(code)})") from e
+            # Every report was written before the result; wait (briefly) until
+            # the reader thread has passed them on, so progress precedes the result.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await end
+            return ok, data
+        finally:
+            self._ends.pop(spec.token, None)
+            slot.busy = False
+
+    def _replace(self, slot: _Slot, *, kill: bool) -> int | None:
+        """Swap in a fresh executor for ``slot``; return the dead child's exit code."""
+        old = slot.executor
+        processes = dict(getattr(old, "_processes", {}) or {})
+        if kill:
+            for pid in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        code = None
+        for proc in processes.values():
+            proc.join(1.0)
+            code = proc.exitcode
+        old.shutdown(wait=False, cancel_futures=True)
+        slot.executor = self._executor()
+        self.restarts += 1
+        log.warning("pool.restarted", slot=slot.index, exitcode=code, killed=kill)
+        return code
+
+    def kill_all(self) -> int:
+        """SIGKILL every pool process (shutdown past the grace period: their jobs are handed back)."""
+        killed = 0
+        for slot in self._slots:
+            for pid in list(getattr(slot.executor, "_processes", {}) or {}):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        return killed
+
+    async def close(self) -> None:
+        """Stop every pool process, the report reader and the forkserver."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        for slot in self._slots:
+            await loop.run_in_executor(None, lambda ex=slot.executor: ex.shutdown(wait=True, cancel_futures=True))
+        self._slots = []
+        if self._reader is not None:
+            self._reports.put(None)
+            await loop.run_in_executor(None, self._reader.join, 2.0)
+        self._reports.close()
+        _stop_helpers()
+
+
+def _stop_helpers() -> None:
+    """Stop multiprocessing's forkserver now, not at interpreter exit.
+
+    It is a child of this process; stopping it here means the worker has no
+    child left when it exits.  (The resource tracker is left to exit on its own
+    when we do: stopping it early makes it report our queue's semaphores as
+    leaked.)
+    """
+    with contextlib.suppress(Exception):
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
