@@ -83,6 +83,7 @@ class WebApp:
         self.tasks: set[asyncio.Task[None]] = set()
         self._batches = 0
         self._status_cache: tuple[float, dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def spawn(self, coro: Any) -> None:
         # Keep a reference: the loop holds tasks weakly, and shutdown cancels what is left.
@@ -92,6 +93,7 @@ class WebApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
         log.info("web.started", servers=self.gateway.servers, max_upload_bytes=self.max_upload_bytes)
         try:
             yield
@@ -101,7 +103,11 @@ class WebApp:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.gateway.close()
-            log.info("web.stopped")
+
+    def end_streams(self) -> None:
+        """End the live streams (from a signal handler): uvicorn waits for open responses before it stops."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.hub.close)
 
     # -- pages and settings -------------------------------------------------
 
@@ -135,7 +141,8 @@ class WebApp:
         yield "retry: 2000\n\n"
         while not self.hub.closed:
             yield format_event("servers", await self._server_status())
-            await asyncio.sleep(SERVERS_INTERVAL)
+            if await self.hub.sleep(SERVERS_INTERVAL):
+                return
 
     async def _server_status(self) -> dict[str, Any]:
         # Several open pages share one admin query per interval.

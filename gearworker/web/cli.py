@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import FrameType
 
 import structlog
 
@@ -55,5 +56,13 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",
                             loop=args.loop, timeout_graceful_shutdown=3, lifespan="on")
     log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
-    uvicorn.Server(config).run()
+    web = app.state.web
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            web.end_streams()  # else SIGTERM waits out the graceful timeout for every open page
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
+    log.info("web.stopped")
     return 0

@@ -11,6 +11,7 @@ not lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -69,6 +70,12 @@ class Hub:
     def close(self) -> None:
         """End every stream (the server is shutting down)."""
         self._closed.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until :meth:`close`; True when closed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        return self._closed.is_set()
 
     async def stream(self, session: str, last_id: int = 0) -> AsyncIterator[str]:
         """SSE text for ``session``: the backlog after ``last_id``, then new events as they come."""

@@ -1,0 +1,282 @@
+"""The web app end to end in a real browser.
+
+Debian's chromium, driven by Playwright, against a real gearmand, a real
+gearworker (``python -m gearworker``) and the web app (``python -m gearworker
+web``), each its own process.  Screenshots of every page go to
+``artifacts/screenshots/``.
+
+These use Playwright's sync API, which refuses to run inside an event loop:
+the tests are plain functions (pytest-asyncio leaves them alone).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from gearmand import Gearmand, free_port, wait_for_port
+from PIL import Image, ImageDraw
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+#: Generous: the machine is shared and the pool processes start cold.
+WAIT_MS = 60_000
+
+
+@dataclass
+class Stack:
+    gearmand: Gearmand
+    url: str
+    logs: Path
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_web(servers: list[str], log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), *extra]
+    for server in servers:
+        cmd += ["--server", server]
+    proc = _start(cmd, log)
+    try:
+        wait_for_port(port, timeout=30)
+    except TimeoutError:
+        _stop(proc)
+        raise RuntimeError(f"the web app did not start: {log.read_text()[-3000:]}") from None
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for_workers(g: Gearmand, functions: set[str], worker: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited ({worker.returncode}): {log.read_text()[-3000:]}")
+        if functions <= {f for f, (_, _, workers) in g.status().items() if workers}:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker registered {sorted(functions)} in 60 s: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("web-stack")
+    g = Gearmand().start()
+    worker_log = logs / "worker.log"
+    worker = _start([sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers",
+                     "--processes", "2"], worker_log)
+    web = None
+    try:
+        wait_for_workers(g, {"echo", "fail", "slow", "resize"}, worker, worker_log)
+        web, url = start_web([g.address], logs / "web.log")
+        yield Stack(g, url, logs)
+    finally:
+        if web is not None:
+            _stop(web)
+        _stop(worker)
+        g.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield page
+    context.close()
+    # An error page or a CSP violation would show here; 4xx answers the test asked for are fine.
+    assert [e for e in errors if "status of 4" not in e] == []
+
+
+def photo(path: Path, width: int, height: int, hue: int) -> Path:
+    """A JPEG with some structure (gradient bands and a circle), so the copies look like photos."""
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(0, height, 8):
+        shade = int(255 * y / height)
+        draw.rectangle([0, y, width, y + 8], fill=((hue + shade) % 256, (120 + shade // 2) % 256, 255 - shade))
+    r = min(width, height) // 4
+    draw.ellipse([width // 2 - r, height // 2 - r, width // 2 + r, height // 2 + r], fill=(250, 245, 230))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+# -- Photos -----------------------------------------------------------------------
+
+
+def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page: Page, tmp_path: Path) -> None:
+    """Upload two photos: both bars climb through WORK_STATUS values to 100%, then the copies appear."""
+    files = [photo(tmp_path / "harbour.jpg", 2400, 1600, 30), photo(tmp_path / "tower.jpg", 1200, 1800, 140)]
+    page.goto(f"{stack.url}/#photos")
+    # Record every value each bar shows, to prove progress moved in steps and was not just set at the end.
+    page.evaluate("""() => {
+        window.__seen = {};
+        new MutationObserver((records) => {
+            for (const r of records) {
+                const card = r.target.closest('.photo');
+                if (!card || r.attributeName !== 'aria-valuenow') continue;
+                (window.__seen[card.id] ||= []).push(Number(r.target.getAttribute('aria-valuenow')));
+            }
+        }).observe(document.getElementById('photo-list'), {attributes: true, subtree: true});
+    }""")
+    page.set_input_files("#file-input", [str(f) for f in files])
+    cards = page.locator("#photo-list .photo")
+    expect(cards).to_have_count(2)
+    expect(page.locator('#photo-list .photo[data-state="done"]')).to_have_count(2, timeout=WAIT_MS)
+    for i in range(2):
+        card = cards.nth(i)
+        expect(card.locator(".progress")).to_have_attribute("aria-valuenow", "100")
+        expect(card.locator(".photo-state")).to_have_text("Done")
+        expect(card.locator(".copy")).to_have_count(4)  # 2048/1024/512/256 px bounds; 2048 keeps the original
+    seen = page.evaluate("window.__seen")
+    assert len(seen) == 2
+    for values in seen.values():
+        assert values[-1] == 100
+        assert any(0 < v < 100 for v in values), values  # at least one WORK_STATUS step before the end
+    page.wait_for_function("[...document.querySelectorAll('.copy img')].every(i => i.complete && i.naturalWidth > 0)")
+    tower = page.locator(".photo", has_text="tower.jpg")
+    expect(tower.locator(".copy-meta .dim")).to_have_text(
+        ["1200 × 1800 px", "683 × 1024 px", "341 × 512 px", "171 × 256 px"])
+    with page.expect_download() as info:
+        tower.get_by_role("link", name="Download").nth(1).click()
+    download = info.value
+    assert download.suggested_filename == "tower-683x1024.jpg"
+    assert Image.open(download.path()).size == (683, 1024)
+    shot(page, "photos")
+
+
+def test_a_file_that_is_not_an_image_is_refused_in_plain_words(stack: Stack, page: Page, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo at all")
+    page.goto(f"{stack.url}/#photos")
+    page.set_input_files("#file-input", str(notes))
+    card = page.locator("#photo-list .photo")
+    expect(card).to_have_attribute("data-state", "failed")
+    expect(card.locator(".photo-detail")).to_have_text(
+        "“notes.jpg” is not an image we can read (we take JPEG, PNG, WebP, GIF or TIFF).")
+
+
+def test_a_corrupt_image_shows_the_job_failed(stack: Stack, page: Page, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photo(tmp_path / "ok.jpg", 400, 300, 0).read_bytes()[:300])
+    page.goto(f"{stack.url}/#photos")
+    page.set_input_files("#file-input", str(broken))
+    card = page.locator("#photo-list .photo")
+    expect(card).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    expect(card.locator(".photo-detail")).to_contain_text("The job failed: ")
+
+
+# -- Jobs --------------------------------------------------------------------------
+
+
+def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.url}/#jobs")
+    expect(page.locator("#function option[value=echo]")).to_have_count(1)  # the list comes from the servers
+    page.select_option("#function", "echo")
+    page.fill("#payload", "hello from the browser")
+    page.fill("#copies", "3")
+    page.click("#submit")
+    done = page.locator('#job-rows tr[data-state="done"]')
+    expect(done).to_have_count(3)
+    expect(done.locator(".result")).to_have_text(["hello from the browser"] * 3)
+
+    page.select_option("#function", "fail")
+    page.fill("#copies", "1")
+    page.fill("#payload", "x")
+    page.click("#submit")
+    failed = page.locator('#job-rows tr[data-state="failed"]')
+    expect(failed.locator(".result.error")).to_have_text("The job failed: RuntimeError: fail was asked to fail (1 bytes)")
+
+    page.select_option("#function", "slow")
+    page.fill("#payload", "2")
+    page.check("input[name=mode][value=background]")
+    page.click("#submit")
+    background = page.locator("#job-rows tr", has_text="background")
+    expect(background.locator(".result").first).to_have_text(re.compile(r"^H:"))  # the handle, at once
+    expect(background).to_have_attribute("data-state", "running")  # the status refreshes
+    expect(background.locator("td").nth(4)).to_contain_text("/2")   # with the worker's progress
+    expect(background).to_have_attribute("data-state", "finished", timeout=WAIT_MS)
+    shot(page, "jobs")
+
+
+# -- Servers -------------------------------------------------------------------------
+
+
+def test_servers_table_lists_the_functions_with_their_workers(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.url}/#servers")
+    server = page.locator(f'section.server[data-address="{stack.gearmand.address}"]')
+    expect(server.locator(".badge").first).to_have_text("up")
+    for function in ("echo", "fail", "resize", "reverse", "slow", "slow_cpu"):
+        row = server.locator(f'tr[data-function="{function}"]')
+        expect(row.locator("td").nth(3)).to_have_text("1")  # one worker process serves each function
+    shot(page, "servers")
+
+
+# -- No server -------------------------------------------------------------------------
+
+
+def test_no_job_server_is_said_in_plain_words(page: Page, tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    web, url = start_web([dead], tmp_path / "web.log", "--max-upload-bytes", "20000")
+    try:
+        page.goto(f"{url}/#servers")
+        expect(page.locator("#banner")).to_have_text(f"No job server reachable at {dead}.")
+        expect(page.locator("section.server .server-error")).to_have_text(f"No job server reachable at {dead}.")
+        shot(page, "servers-down")
+        page.goto(f"{url}/#photos")
+        page.set_input_files("#file-input", [str(photo(tmp_path / "small.jpg", 120, 90, 0)),
+                                             str(photo(tmp_path / "large.jpg", 1600, 1200, 0))])
+        small = page.locator(".photo", has_text="small.jpg")
+        expect(small.locator(".photo-detail")).to_have_text(f"No job server reachable at {dead}.")
+        large = page.locator(".photo", has_text="large.jpg")
+        expect(large.locator(".photo-detail")).to_have_text("That file is too big: photos may be up to 19.5 KB.")
+        shot(page, "photos-errors")
+    finally:
+        page.goto("about:blank")  # close the page's live streams before the app goes away
+        _stop(web)
