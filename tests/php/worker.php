@@ -1,12 +1,13 @@
 <?php
 // A php-gearman (libgearman) worker for the client tests: a worker nobody here wrote.
-// Usage: php worker.php HOST PORT [PREFIX]
-// Every function is registered as PREFIX.name (default prefix "php").
+// Usage: php worker.php SERVERS [PREFIX [RECORD_FILE]]
+//   SERVERS: "host:port[,host:port...]"; every function is registered as PREFIX.name
+//   (default prefix "php"); php.record appends its workloads to RECORD_FILE.
 // Exits on SIGTERM (the worker polls so it can notice signals).
 
-$host = $argv[1] ?? '127.0.0.1';
-$port = (int)($argv[2] ?? 4730);
-$prefix = $argv[3] ?? 'php';
+$servers = $argv[1] ?? '127.0.0.1:4730';
+$prefix = $argv[2] ?? 'php';
+$record = $argv[3] ?? '/dev/null';
 
 $functions = [
     // The workload, unchanged (binary safe).
@@ -34,6 +35,16 @@ $functions = [
         }
         return 'slept ' . $job->workload();
     },
+    // Sleeps 300 ms, then returns 16 random bytes (hex): equal results mean one coalesced job.
+    'random' => function (GearmanJob $job) {
+        usleep(300000);
+        return bin2hex(random_bytes(16));
+    },
+    // Appends the workload and a newline to RECORD_FILE: the order jobs ran in.
+    'record' => function (GearmanJob $job) use ($record) {
+        file_put_contents($record, $job->workload() . "\n", FILE_APPEND);
+        return 'ok';
+    },
     // WORK_FAIL with no message.
     'fail' => function (GearmanJob $job) {
         $job->sendFail();
@@ -53,7 +64,7 @@ $functions = [
 ];
 
 $worker = new GearmanWorker();
-$worker->addServer($host, $port);
+$worker->addServers($servers);
 foreach ($functions as $name => $fn) {
     $worker->addFunction("$prefix.$name", $fn);
 }
