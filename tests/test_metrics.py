@@ -7,10 +7,17 @@ bottom run the real worker against a real gearmand and scrape it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from gearmand import Gearmand, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from gearworker.metrics import Metrics, serve
@@ -160,3 +167,93 @@ def test_two_instances_do_not_share_a_registry() -> None:
     a.job_finished("echo", "complete", 0.1)
     assert value(samples(a.render().decode()), "gearworker_jobs_total", function="echo", outcome="complete") == 1
     assert value(samples(b.render().decode()), "gearworker_jobs_total", function="echo", outcome="complete") == 0
+
+
+# -- end to end: the real worker against a real gearmand ---------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(tmp_path: Path, server: str, metrics_port: int) -> subprocess.Popen[bytes]:
+    """``python -m gearworker run`` on the example handlers, logging to a file in tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    cmd = [sys.executable, "-m", "gearworker", "run", "--server", server, "--handlers", str(ROOT / "handlers"),
+           "--metrics", f"127.0.0.1:{metrics_port}", "--processes", "1", "--log-format", "json"]
+    log = (tmp_path / "worker.log").open("wb")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    """Poll ``check`` until True; fail with the worker's log after a generous deadline."""
+    deadline = time.monotonic() + 30
+    while not check():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"{what} (worker exit code {proc.poll()}); worker log:\n{log}")
+        time.sleep(0.05)
+
+
+def get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5, trust_env=False)
+    except httpx.TransportError:
+        return None
+
+
+def submit(g: Gearmand, function: str, payload: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["gearman", "-h", "127.0.0.1", "-p", str(g.port), "-f", function, payload],
+                          capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, tmp_path: Path) -> None:
+    """After real jobs /metrics has the right counts; /healthz is 503 while gearmand is down and 200 once back."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_worker(tmp_path, gearmand.address, port)
+    try:
+        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
+                   "worker never became healthy", proc, tmp_path)
+        for i in range(3):
+            assert submit(gearmand, "echo", f"hello {i}").stdout == f"hello {i}".encode()
+        assert submit(gearmand, "reverse", "abc").stdout == b"cba"
+        submit(gearmand, "fail", "x")
+
+        def counted() -> bool:
+            r = get(base + "/metrics")
+            if r is None:
+                return False
+            s = samples(r.text)
+            return (value(s, "gearworker_jobs_total", function="echo", outcome="complete") == 3
+                    and value(s, "gearworker_jobs_total", function="reverse", outcome="complete") == 1
+                    and value(s, "gearworker_jobs_total", function="fail", outcome="fail") == 1)
+
+        wait_until(counted, "job counts never reached echo=3 reverse=1 fail=1", proc, tmp_path)
+        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        assert value(s, "gearworker_job_duration_seconds_count", function="echo") == 3
+        assert value(s, "gearworker_jobs_in_flight", function="echo") == 0
+        assert value(s, "gearworker_server_connection_state", server=gearmand.address, state="connected") == 1
+        assert value(s, "gearworker_pool_processes") == 1
+
+        gearmand.stop()
+        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 503,
+                   "/healthz stayed 200 with gearmand stopped", proc, tmp_path)
+        r = get(base + "/healthz")
+        assert r is not None and r.text.startswith(f"not connected to any job server ({gearmand.address} ")
+        gearmand.start()
+        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
+                   "/healthz did not recover after gearmand came back", proc, tmp_path)
+        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        assert value(s, "gearworker_server_reconnects_total", server=gearmand.address) >= 1
+        assert submit(gearmand, "echo", "again").stdout == b"again"
+    finally:
+        assert stop_worker(proc) == 0

@@ -1,0 +1,334 @@
+"""The deployment files: the systemd unit, docker-compose.yml and the Dockerfile.
+
+No Docker engine or systemd PID 1 runs here, so these tests parse the files
+and check that what they run is real: the commands parse with the project's
+own argument parsers, the environment loads as valid settings, the flags given
+to gearmand exist in the installed gearmand, the Dockerfile installs what
+scripts/bootstrap installs, and ``systemd-analyze verify`` accepts the unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gearworker import cli, config
+from gearworker.web import cli as web_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "gearworker.service"
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+BOOTSTRAP = ROOT / "scripts" / "bootstrap"
+RUNTIME_EXTRAS = {"images", "web", "metrics"}
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit as {section: {key: [values...]}} (keys may repeat)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        assert current is not None, f"{path}: {line!r} outside a section"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def seconds(text: str) -> float:
+    """A systemd time span ("45", "45s", "1min 30s") in seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "ms": 0.001}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text):
+        total += float(number) * units[unit]
+    return total
+
+
+def parse_worker_command(argv: list[str]) -> argparse.Namespace:
+    """Parse a worker command line (``gearworker ...`` or ``python -m gearworker ...``) with the real CLI parser."""
+    if argv[:3] == ["python", "-m", "gearworker"]:
+        args = argv[3:]
+    else:
+        assert Path(argv[0]).name == "gearworker", f"not a gearworker command: {argv}"
+        args = argv[1:]
+    if not args or args[0] not in cli.COMMANDS:
+        args = ["run", *args]  # what cli.main does
+    try:
+        return cli.build_parser().parse_args(args)
+    except SystemExit as e:
+        pytest.fail(f"{argv} is rejected by gearworker's own parser (exit {e.code})")
+
+
+def settings_from_env(environment: dict[str, Any]) -> config.Settings:
+    env = {k: str(v) for k, v in environment.items()}
+    assert all(k.startswith("GEARWORKER_") for k in env), "only GEARWORKER_<NAME> variables configure the worker"
+    return config.load(ROOT / "settings.py", env=env)
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    out = []
+    for line in lines:
+        instruction, _, rest = line.partition(" ")
+        out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def apt_packages(script: str) -> set[str]:
+    """Package names given to ``apt-get install`` in a shell script or RUN line (variables expanded)."""
+    script = script.replace("\\\n", " ")
+    assignment = r'^\s*(?:export\s+)?(\w+)=["(]?([^")\n]*)[")]?'
+    variables = dict(re.findall(assignment, script, re.M))
+    packages: set[str] = set()
+    for match in re.finditer(r"apt-get\s+(?:-\S+\s+)*install\s+([^&;|\n]*)", script):
+        for word in shlex.split(match.group(1)):
+            word = word.strip('"')
+            name = re.fullmatch(r"\$\{?(\w+)(?:\[@\])?\}?", word)
+            if name:
+                packages.update(variables.get(name.group(1), "").split())
+            elif not word.startswith("-"):
+                packages.add(word)
+    return packages
+
+
+def pip_extras(text: str) -> set[str]:
+    """The extras named in ``pip install '.[a,b]'`` / ``-e '.[a]'``."""
+    return {extra.strip() for group in re.findall(r"\.\[([\w,\s-]+)\]", text) for extra in group.split(",")}
+
+
+def expand_extras(extras: set[str]) -> set[str]:
+    """Follow self-references like ``all = ["gearworker[images,web,metrics]"]``."""
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    seen: set[str] = set()
+    todo = list(extras)
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in table.get(extra, []):
+            inner = re.fullmatch(r"gearworker\[([\w,]+)\]", requirement.replace(" ", ""))
+            if inner:
+                todo.extend(inner.group(1).split(","))
+    return seen
+
+
+# -- systemd unit ----------------------------------------------------------------
+
+
+def test_unit_is_type_notify_with_mixed_kill_and_restart() -> None:
+    """Type=notify (READY=1 from the main process), KillMode=mixed, Restart=on-failure, a watchdog, a dedicated user."""
+    service = parse_unit(UNIT)["Service"]
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"]
+    assert service["KillMode"] == ["mixed"]
+    assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
+    assert service["Restart"] == ["on-failure"]
+    assert seconds(service["WatchdogSec"][0]) > 0
+    assert service["User"][0] not in ("", "root", "0")
+    assert parse_unit(UNIT)["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_unit_stop_timeout_exceeds_the_shutdown_grace_period() -> None:
+    """systemd must not SIGKILL the worker while it is still draining jobs for GRACE_PERIOD."""
+    service = parse_unit(UNIT)["Service"]
+    env = dict(v.split("=", 1) for line in service.get("Environment", []) for v in shlex.split(line))
+    env = {k: v for k, v in env.items() if k.startswith("GEARWORKER_") and k != "GEARWORKER_SETTINGS"}
+    grace = settings_from_env(env).grace_period
+    assert seconds(service["TimeoutStopSec"][0]) >= grace + 10
+
+
+def test_unit_hardening_options() -> None:
+    """The hardening the issue asks for is on (and none that break Python's multiprocessing or cffi)."""
+    service = parse_unit(UNIT)["Service"]
+    assert service["NoNewPrivileges"] == ["yes"]
+    assert service["ProtectSystem"][0] in ("strict", "full")
+    assert service["PrivateTmp"] == ["yes"]
+    assert service["ProtectHome"] == ["yes"]
+    assert "MemoryDenyWriteExecute" not in service  # libffi closures need W+X pages
+    # ProtectSystem=strict makes / read-only: the pid file must go to a directory systemd creates for us.
+    exec_start = shlex.split(service["ExecStart"][0])
+    pid_file = exec_start[exec_start.index("--pid-file") + 1]
+    assert pid_file.startswith(f"/run/{service['RuntimeDirectory'][0]}/")
+
+
+def test_unit_exec_start_is_the_real_command_line() -> None:
+    """ExecStart runs the console script `gearworker run` with flags gearworker's own parser accepts."""
+    service = parse_unit(UNIT)["Service"]
+    argv = shlex.split(service["ExecStart"][0])
+    args = parse_worker_command(argv)
+    assert args.command == "run"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["gearworker"] == "gearworker.cli:main"
+    assert argv[0].endswith("/.venv/bin/gearworker")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    """`systemd-analyze verify` reports nothing for the unit (ExecStart pointed at this checkout's venv)."""
+    venv_gearworker = Path(sys.executable).parent / "gearworker"
+    assert venv_gearworker.exists()
+    text = UNIT.read_text()
+    text = re.sub(r"^ExecStart=\S+", f"ExecStart={venv_gearworker}", text, flags=re.M)
+    unit = tmp_path / "gearworker.service"
+    unit.write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    # verify exits 0 even for unknown keys or bad values; its complaints name the file.
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if "gearworker.service" in line]
+    assert result.returncode == 0 and complaints == [], result.stdout + result.stderr
+
+
+# -- docker-compose.yml ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_has_gearmand_workers_and_web_built_from_the_dockerfile(compose: dict[str, Any]) -> None:
+    """Services gearmand, worker (several) and web, all built from the Dockerfile in the repo, all with healthchecks."""
+    services = compose["services"]
+    assert set(services) >= {"gearmand", "worker", "web"}
+    for name in ("gearmand", "worker", "web"):
+        build = services[name]["build"]
+        context = build if isinstance(build, str) else build["context"]
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    assert services["worker"]["deploy"]["replicas"] >= 2
+
+
+def test_compose_gearmand_keeps_its_queue_on_a_volume(compose: dict[str, Any]) -> None:
+    """gearmand uses the sqlite queue in a named volume, with flags the installed gearmand knows."""
+    gearmand = compose["services"]["gearmand"]
+    command = gearmand["command"]
+    assert command[0] == "gearmand"
+    flags = dict(arg.split("=", 1) for arg in command[1:])
+    assert flags["--queue-type"] == "libsqlite3"
+    mounts = {target: source for source, target in (v.split(":")[:2] for v in gearmand["volumes"])}
+    db_dir = str(Path(flags["--libsqlite3-db"]).parent)
+    assert mounts[db_dir] in compose["volumes"]
+    help_text = subprocess.run(["gearmand", "--help"], capture_output=True, text=True, timeout=30).stdout
+    for flag in flags:
+        assert flag in help_text, f"gearmand has no {flag}"
+    assert gearmand["healthcheck"]["test"][1] == "gearadmin"
+
+
+def test_compose_worker_command_and_environment_are_real(compose: dict[str, Any]) -> None:
+    """The worker runs `python -m gearworker run`; its environment is valid settings naming the gearmand service."""
+    worker = compose["services"]["worker"]
+    assert (ROOT / "gearworker" / "__main__.py").exists()
+    assert parse_worker_command(worker["command"]).command == "run"
+    settings = settings_from_env(worker["environment"])
+    gearmand_port = next(a for a in compose["services"]["gearmand"]["command"] if a.startswith("--port=")).split("=")[1]
+    assert settings.servers == [f"gearmand:{gearmand_port}"]
+    assert settings.metrics is not None
+    host, port = config.parse_address(settings.metrics)
+    assert host == "0.0.0.0"  # reachable by Prometheus from another container
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(worker["healthcheck"]["test"])
+    # Docker sends SIGKILL after stop_grace_period: it must outlast the drain.
+    assert seconds(worker["stop_grace_period"]) >= settings.grace_period + 10
+    assert worker["init"] is True
+
+
+def test_compose_web_command_and_environment_are_real(compose: dict[str, Any]) -> None:
+    """The web service runs `python -m gearworker.web` with flags its parser accepts; its healthcheck route exists."""
+    web = compose["services"]["web"]
+    command = web["command"]
+    assert command[:3] == ["python", "-m", "gearworker.web"]
+    assert (ROOT / "gearworker" / "web" / "__main__.py").exists()
+    parser = argparse.ArgumentParser()
+    web_cli.add_arguments(parser)
+    args = parser.parse_args(command[3:])
+    settings = settings_from_env(web["environment"])
+    assert settings.servers == ["gearmand:4730"]
+    health = " ".join(web["healthcheck"]["test"])
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)'", health)
+    assert url is not None and int(url.group(1)) == args.port
+    from gearworker.web.app import create_app
+
+    paths = {getattr(route, "path", None) for route in create_app(["127.0.0.1:4730"]).routes}
+    assert url.group(2) in paths
+
+
+def test_compose_shares_a_photos_volume_between_workers_and_web(compose: dict[str, Any]) -> None:
+    """Workers and the web app mount the same named photos volume, inside STORAGE_ROOTS."""
+    services = compose["services"]
+    for name in ("worker", "web"):
+        mounts = dict(v.split(":")[:2] for v in services[name]["volumes"])
+        assert mounts.get("photos") == "/data/photos"
+        assert "/data/photos" in settings_from_env(services[name]["environment"]).storage_roots
+    assert "photos" in compose["volumes"]
+
+
+# -- Dockerfile ------------------------------------------------------------------
+
+
+def test_dockerfile_base_user_and_command() -> None:
+    """python:3.11-slim, a non-root user, and CMD python -m gearworker."""
+    steps = dockerfile_instructions()
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    users = [arg for instruction, arg in steps if instruction == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert any(instruction == "RUN" and "useradd" in arg and users[-1] in arg for instruction, arg in steps)
+    cmd = [arg for instruction, arg in steps if instruction == "CMD"]
+    assert json.loads(cmd[-1]) == ["python", "-m", "gearworker"]
+
+
+def test_dockerfile_copies_what_exists_and_is_not_dockerignored() -> None:
+    """Every COPY source exists and .dockerignore does not exclude it."""
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for instruction, arg in dockerfile_instructions():
+        if instruction != "COPY":
+            continue
+        *sources, _ = arg.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source not in ignored and source.rstrip("/") not in ignored, source
+
+
+def test_dockerfile_installs_what_scripts_bootstrap_installs() -> None:
+    """Same Debian packages and the runtime extras of the same pip install as scripts/bootstrap."""
+    assert BOOTSTRAP.exists(), "scripts/bootstrap is the reference install; the Dockerfile mirrors it"
+    bootstrap = BOOTSTRAP.read_text()
+    runs = "\n".join(arg for instruction, arg in dockerfile_instructions() if instruction == "RUN")
+    docker_packages = apt_packages(runs)
+    assert docker_packages >= {"gearman-job-server", "gearman-tools"}
+    assert docker_packages == apt_packages(bootstrap)
+    docker_extras = pip_extras(runs)
+    assert docker_extras == RUNTIME_EXTRAS
+    assert expand_extras(pip_extras(bootstrap)) & RUNTIME_EXTRAS == RUNTIME_EXTRAS
