@@ -1,0 +1,110 @@
+"""Start real ``python -m gearworker`` processes for tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = ROOT / "handlers"
+TEST_HANDLERS = Path(__file__).resolve().parent / "handlers_test"
+
+
+@dataclass
+class WorkerProcess:
+    """One gearworker process; ``log`` holds its JSON log lines."""
+
+    servers: Sequence[str]
+    handlers: Path = HANDLERS
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="gearworker-", suffix=".log")[1]))
+
+    def start(self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0) -> WorkerProcess:
+        """Start; if ``gearmand`` and ``wait_for`` are given, wait until it registered that function."""
+        cmd = [sys.executable, "-m", "gearworker", "--handlers", str(self.handlers), "--log-format", "json"]
+        for s in self.servers:
+            cmd += ["--server", s]
+        cmd += self.args
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env.pop("GEARWORKER_SETTINGS", None)
+        self._out = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._out)
+        if wait_for is not None and gearmand is not None:
+            self.wait_registered(gearmand, wait_for, timeout=timeout)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_registered(self, gearmand: object, function: str, *, timeout: float = 20.0, workers: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            rows = gearmand.status()  # type: ignore[attr-defined]
+            if rows.get(function, (0, 0, 0))[2] >= workers:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not register {function!r}:\n{self.log.read_text()[-3000:]}")
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_gone(processes: Sequence[psutil.Process], timeout: float = 5.0) -> list[psutil.Process]:
+    """Wait until every process has exited; return those still alive after ``timeout``."""
+    _, alive = psutil.wait_procs(list(processes), timeout=timeout)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@contextlib.contextmanager
+def running_worker(servers: Sequence[str], **kwargs: object) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(servers, **kwargs)  # type: ignore[arg-type]
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
