@@ -61,15 +61,15 @@ class WorkerRow:
 
     @classmethod
     def parse(cls, line: str) -> WorkerRow:
-        head, sep, tail = line.partition(" :")
-        parts = head.split(" ", 2)
-        if not sep or len(parts) != 3:
+        # "FD IP CLIENT-ID : FUNCTION ..."; the IP may itself hold colons (::1).
+        tokens = line.split()
+        if len(tokens) < 4 or tokens[3] != ":":
             raise RemoteProtocolError(f"bad workers row {line!r}")
         try:
-            fd = int(parts[0])
+            fd = int(tokens[0])
         except ValueError as e:
             raise RemoteProtocolError(f"bad workers row {line!r}") from e
-        return cls(fd, parts[1], parts[2], tuple(tail.split()))
+        return cls(fd, tokens[1], tokens[2], tuple(tokens[4:]))
 
 
 @dataclass(frozen=True, slots=True)
