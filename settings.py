@@ -45,7 +45,7 @@ Reference: docs/settings.md.
 
 # Prefix of the client id gearmand shows in `gearadmin --workers`; empty means
 # "<hostname>-<pid>".
-# env GEARWORKER_CLIENT_ID
+# env GEARWORKER_CLIENT_ID    flag --client-id ID
 # CLIENT_ID = ""
 
 # GRAB_JOB requests kept in flight per server connection: more hides the round
@@ -87,7 +87,7 @@ Reference: docs/settings.md.
 
 # Replace a pool process after this many jobs (guards against leaks in native
 # libraries); None: never.
-# env GEARWORKER_MAX_TASKS_PER_CHILD
+# env GEARWORKER_MAX_TASKS_PER_CHILD    flag --max-tasks-per-child N
 # MAX_TASKS_PER_CHILD = None
 
 # --- Jobs -----------------------------------------------------------------------
@@ -112,17 +112,17 @@ Reference: docs/settings.md.
 # GRACE_PERIOD = 30.0
 
 # Pid file; a second worker with the same pid file refuses to start.
-# env GEARWORKER_PID_FILE
+# env GEARWORKER_PID_FILE    flag --pid-file PATH
 # PID_FILE = None
 
 # --- Logs and metrics -----------------------------------------------------------
 
 # Also append JSON log lines to this file.
-# env GEARWORKER_LOG_FILE
+# env GEARWORKER_LOG_FILE    flag --log-file PATH
 # LOG_FILE = None
 
 # "auto" (console on a terminal, JSON otherwise), "json" or "console".
-# env GEARWORKER_LOG_FORMAT
+# env GEARWORKER_LOG_FORMAT    flag --log-format F
 # LOG_FORMAT = "auto"
 
 # "debug", "info", "warning" or "error".

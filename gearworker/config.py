@@ -62,6 +62,8 @@ class Settings:
     max_upload_bytes: int = _doc("largest upload accepted by the web app and resize handler", default=50 * 1024 * 1024)
 
     source: str = field(default="defaults", metadata={"internal": True})
+    #: Where each value not left at its default came from (a file, an environment variable, "command line").
+    sources: dict[str, str] = field(default_factory=dict, metadata={"internal": True}, repr=False, compare=False)
 
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` for the first bad value; return self."""
@@ -106,6 +108,10 @@ class Settings:
 
     def _fail(self, setting: str, message: str) -> typing.NoReturn:
         raise ConfigError(message, file=self.source, setting=setting)
+
+    def origin(self, setting: str) -> str:
+        """Where ``setting``'s value came from, for error messages about it."""
+        return self.sources.get(setting, self.source)
 
     def addresses(self) -> list[tuple[str, int]]:
         """The servers as (host, port) pairs."""
@@ -261,6 +267,7 @@ def load(
             values[name], sources[name] = coerce(name, value, source="command line"), "command line"
     settings = Settings(**values)
     settings.source = str(file) if file is not None else "defaults"
+    settings.sources = sources
     _validate_each(settings, sources)
     return settings
 
