@@ -98,7 +98,8 @@ class Client:
     """A Gearman client sharing one connection per job server among all its jobs.
 
     ``servers`` are ``"host:port"`` strings; ``None`` takes them from the
-    settings (``settings.py`` / ``GEARWORKER_SERVERS``), or 127.0.0.1:4730.
+    settings (``settings.py`` / ``GEARWORKER_SERVERS``), else the local gearmand
+    that ``gearworker run`` starts (127.0.0.1:``local_gearmand_port``, 4730).
     Connections open on first use.  Use ``async with Client(...)`` or call
     :meth:`close`.  A client belongs to the event loop it is first used on.
     """
@@ -108,8 +109,8 @@ class Client:
                  max_packet_size: int | None = None) -> None:
         settings = config.load() if servers is None else config.Settings()
         addresses = list(servers) if servers is not None else list(settings.servers)
-        if not addresses:
-            addresses = ["127.0.0.1:4730"]
+        if not addresses:  # where `gearworker run` starts its local gearmand when no server is set
+            addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
         for address in addresses:
             config.parse_address(address)  # a typo fails here, not at the first submit
         self.connect_timeout = settings.connect_timeout if connect_timeout is None else connect_timeout
