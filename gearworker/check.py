@@ -28,7 +28,7 @@ def describe(settings: Settings, registry: Registry) -> str:
     """A human-readable summary of what would run: servers, handlers, pool, limits, endpoints."""
     check_handlers(settings, registry)
     lines = [f"settings: {settings.source}", *_servers(settings), *_handlers(settings, registry), *_limits(settings)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def _servers(settings: Settings) -> list[str]:

@@ -6,6 +6,7 @@ once at start-up so that a bad value fails before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -257,7 +258,9 @@ def load(
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in known:
-            raise ConfigError(f"unknown setting in environment variable {key}", file="environment", setting=name)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+            raise ConfigError(f"unknown setting in environment variable {key}{hint}", file="environment", setting=name)
         source = f"environment variable {key}"
         values[name], sources[name] = coerce(name, text, source=source), source
     for name, value in (overrides or {}).items():

@@ -202,7 +202,10 @@ ENV = "environment variable GEARWORKER_"
         ({"GEARWORKER_MAX_UPLOAD_BYTES": "-5"},
          ENV + "MAX_UPLOAD_BYTES: setting 'max_upload_bytes': must be >= 1, got -5"),
         ({"GEARWORKER_SEVRERS": "h1"},
-         "environment: setting 'sevrers': unknown setting in environment variable GEARWORKER_SEVRERS"),
+         "environment: setting 'sevrers': unknown setting in environment variable GEARWORKER_SEVRERS "
+         "(did you mean GEARWORKER_SERVERS?)"),
+        ({"GEARWORKER_XYZZY": "1"},
+         "environment: setting 'xyzzy': unknown setting in environment variable GEARWORKER_XYZZY"),
     ],
 )
 def test_bad_environment_value_fails_at_load_with_exact_message(env: dict[str, str], message: str) -> None:
