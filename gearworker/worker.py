@@ -163,8 +163,10 @@ class Worker:
     def _can_do(self, wire: bytes, h: Handler) -> bytes:
         if h.timeout is None:
             return encode_request(T.CAN_DO, wire)
-        # Our own timeout fires first; gearmand's (milliseconds in 1.1.x) is the
-        # backstop for a worker that hangs entirely.
+        # Our own timeout fires first and fails the job.  gearmand's is only a
+        # backstop for a worker that hangs entirely: measured on 1.1.20, the value
+        # is milliseconds (anything under 1000 acts as about 1 s) and on expiry
+        # gearmand re-queues the job rather than failing it as PROTOCOL says.
         ms = int((h.timeout + self.settings.timeout_margin) * 1000)
         return encode_request(T.CAN_DO_TIMEOUT, wire, str(ms).encode())
 
