@@ -22,6 +22,7 @@ import ctypes
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
 import signal
 import threading
 import time
@@ -65,11 +66,34 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _exit_with_worker(worker: int) -> None:
+    """Exit as soon as the worker process ``worker`` does.
+
+    PR_SET_PDEATHSIG alone cannot do this: our parent is the forkserver, not
+    the worker, and the forkserver only exits once every holder of its
+    "alive" pipe is gone, which includes each of its children (multiprocessing
+    hands them that fd).  So a SIGKILLed worker would leave the forkserver and
+    every pool process running forever.  A thread waiting on a pidfd of the
+    worker ends us; the forkserver and resource tracker then exit on their own.
+    """
+    try:
+        fd = os.pidfd_open(worker)
+    except ProcessLookupError:
+        os._exit(1)  # the worker died before we started watching it
+    except (OSError, AttributeError):  # kernel < 5.3: fall back on PDEATHSIG alone
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit with worker", daemon=True).start()
+
+
 def _child_init(reports: Any, handlers_dir: str, aliases: Mapping[str, str], parent: int) -> None:
     global _reports
-    _die_with_parent()
-    if os.getppid() != parent and os.getppid() == 1:
-        os._exit(1)  # the parent died before PDEATHSIG was armed
+    _die_with_parent()  # the forkserver (our real parent) died
+    _exit_with_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _reports = reports
     # Import the handler modules so that pickled function references resolve.
