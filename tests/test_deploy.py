@@ -332,3 +332,27 @@ def test_dockerfile_installs_what_scripts_bootstrap_installs() -> None:
     docker_extras = pip_extras(runs)
     assert docker_extras == RUNTIME_EXTRAS
     assert expand_extras(pip_extras(bootstrap)) & RUNTIME_EXTRAS == RUNTIME_EXTRAS
+
+
+# -- docs --------------------------------------------------------------------------
+
+
+def test_settings_reference_lists_every_setting_with_its_environment_variable() -> None:
+    """docs/settings.md has a row for each setting naming its GEARWORKER_ variable."""
+    text = (ROOT / "docs" / "settings.md").read_text()
+    for f in config.fields():
+        name = f.name.upper()
+        row = re.search(rf"^\| `{name}` \|[^\n]*`GEARWORKER_{name}`", text, re.M)
+        assert row, f"{name} missing from docs/settings.md"
+
+
+def test_readme_has_the_operator_sections_and_their_links_resolve() -> None:
+    """README has Settings, Deploying and Migrating sections; every relative link points at a file in the repo."""
+    readme = (ROOT / "README.md").read_text()
+    for heading in ("## Settings", "## Deploying", "## Migrating from the PHP daemon"):
+        assert f"\n{heading}\n" in readme
+    for doc in ("README.md", "docs/deploy.md", "docs/settings.md", "docs/migrating.md"):
+        path = ROOT / doc
+        for target in re.findall(r"\]\(([^)#\s]+)\)", path.read_text()):
+            if "://" not in target:
+                assert (path.parent / target).exists(), f"{doc} links to missing {target}"
