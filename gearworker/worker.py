@@ -266,6 +266,11 @@ class Worker:
     def _assigned(self, session: Session, handle: bytes, wire: bytes, unique: bytes, data: bytes) -> None:
         if not self._answered(session):
             return
+        # A job answering a later grab means the NO_JOB we saw earlier is stale:
+        # grab again.  Without this, a pipeline whose last answer is a job ends
+        # with no grab outstanding and no PRE_SLEEP sent, so gearmand never wakes
+        # us (measured: the echo bench stalled with 336 jobs queued, 0 running).
+        session.drained = False
         stream = session.stream
         assert stream is not None
         function = self._functions.get(wire)
