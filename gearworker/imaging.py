@@ -468,7 +468,7 @@ def run(workload: bytes, limits: Limits, progress: Progress | None = None) -> by
     s = result.source
     answer = {"source": {"path": request.source, "format": s.format, "width": s.width, "height": s.height},
               "copies": files}
-    return json.dumps(answer, separators=(",", ":")).encode()
+    return json.dumps(answer, separators=(",", ":")).encode() + b"\n"  # a line of its own in the gearman CLI
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,6 @@ def resize(job: CpuJob) -> bytes:
     """Resize a photo to several sizes; WORK_STATUS after each copy; bad input fails the job with a clear message."""
     start = time.perf_counter()
     result = run(job.workload, limits(), progress=job.status)
-    log.info("resize.done", handle=job.handle, unique=job.unique, input_bytes=len(job.workload),
-             output_bytes=len(result), duration=round(time.perf_counter() - start, 4))
+    log.info("resize.done", handle=job.handle.decode(errors="replace"), unique=job.unique.decode(errors="replace"),
+             input_bytes=len(job.workload), output_bytes=len(result), duration=round(time.perf_counter() - start, 4))
     return result
