@@ -25,7 +25,7 @@ from gearworker.client import Client, Progress
 from gearworker.imaging import pack_request, unpack_result
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_UPLOAD = 3_000_000
+MAX_UPLOAD = 1_000_000
 
 
 @dataclass
