@@ -218,7 +218,14 @@ class Pool:
         loop = asyncio.get_running_loop()
         end = self._ends[spec.token] = loop.create_future()
         try:
-            fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
+            try:
+                fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
+            except BrokenProcessPool:
+                # The slot's process died while idle (OOM killer, a stray kill):
+                # nothing of this job ran yet, so run it in a fresh process
+                # rather than fail it (or, uncaught, leave it hanging forever).
+                self._replace(slot, kill=False)
+                fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
             try:
                 async with asyncio.timeout(timeout):
                     ok, data = await fut
