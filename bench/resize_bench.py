@@ -104,7 +104,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def _box(x: np.ndarray, k: int = 8) -> np.ndarray:
     """Mean over every k x k window (valid part only), by summed-area table."""
     s = np.pad(x, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    return (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
+    box: np.ndarray = (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
+    return box
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

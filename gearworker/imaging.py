@@ -61,6 +61,10 @@ LOADERS = {
     "gifload_buffer": "gif",
     "tiffload_buffer": "tiff",
 }
+#: How strict decoding is.  A JPEG cut short fails, but libjpeg's warnings ("extraneous bytes before marker")
+#: are common in camera files that display fine, so they pass; elsewhere any decoder error fails (a truncated
+#: uncompressed TIFF otherwise decodes with its missing rows left black).
+_FAIL_ON = {"jpeg": "truncated"}
 _OPTION_KEYS = {"sizes", "format", "quality", "background", "keep_metadata"}
 _FILE_KEYS = {"source", "output_dir", "name"}
 
@@ -351,7 +355,7 @@ def resize(data: bytes, options: Options, limits: Limits, progress: Progress | N
             if image is None:
                 # Shrink-on-load, EXIF orientation applied; fail_on only works in option_string (see NOTES).
                 image = pyvips.Image.thumbnail_buffer(data, width, height=height, size="force",
-                                                      option_string="fail_on=truncated")
+                                                      option_string=f"fail_on={_FAIL_ON.get(source.format, 'error')}")
                 image = _prepare(image, options)
             else:
                 image = image.thumbnail_image(width, height=height, size="force")

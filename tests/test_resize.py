@@ -170,6 +170,13 @@ def _escaped(text: str) -> str:
     return re.escape(text)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "TIFF", "WEBP"])
+def test_truncated_files_of_every_format_fail(fmt: str) -> None:
+    """Half a file is an error in every input format, never a copy with grey or black rows."""
+    with pytest.raises(ImageError):
+        run(samples.truncated(samples.encode(samples.photo(600, 400), fmt)), LIMITS)
+
+
 def test_oversize_upload_is_refused_before_parsing(photo_jpeg: bytes) -> None:
     """max_upload_bytes is checked on the whole workload."""
     with pytest.raises(ImageError, match="over the limit of 1000 bytes"):
