@@ -31,11 +31,15 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
+LOGS = ROOT / "artifacts" / "logs"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+#: TEMPORARY: client_conn.py asserts an asyncio.Transport, which uvloop's transports are not.
+WEB_LOOP = "asyncio"
 #: Generous: the machine is shared and the pool processes start cold.
 WAIT_MS = 60_000
+expect.set_options(timeout=20_000)
 
 
 @dataclass
@@ -63,7 +67,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def start_web(servers: list[str], log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), *extra]
+    cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), "--loop", WEB_LOOP, *extra]
     for server in servers:
         cmd += ["--server", server]
     proc = _start(cmd, log)
@@ -87,16 +91,20 @@ def wait_for_workers(g: Gearmand, functions: set[str], worker: subprocess.Popen[
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("web-stack")
+def stack() -> Iterator[Stack]:
+    # Logs where CI keeps them (artifacts/), fresh for each run.
+    logs = LOGS
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("web-*.log"):
+        old.unlink()
     g = Gearmand().start()
-    worker_log = logs / "worker.log"
+    worker_log = logs / "web-worker.log"
     worker = _start([sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers",
                      "--processes", "2"], worker_log)
     web = None
     try:
         wait_for_workers(g, {"echo", "fail", "slow", "resize"}, worker, worker_log)
-        web, url = start_web([g.address], logs / "web.log")
+        web, url = start_web([g.address], logs / "web-app.log")
         yield Stack(g, url, logs)
     finally:
         if web is not None:
@@ -115,14 +123,17 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    failed_before = request.session.testsfailed
     yield page
+    if request.session.testsfailed > failed_before:
+        page.screenshot(path=str(SHOTS / f"failed-{request.node.name}.png"), full_page=True)
     context.close()
     # An error page or a CSP violation would show here; 4xx answers the test asked for are fine.
     assert [e for e in errors if "status of 4" not in e] == []

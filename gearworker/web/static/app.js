@@ -188,7 +188,8 @@ function setupJobs() {
         method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(data) });
       if (!response.ok) { $("#form-error").textContent = await readError(response); return; }
       const body = await response.json();
-      body.jobs.forEach(renderJob);
+      // The live stream may already have delivered later states: only add rows not seen yet.
+      body.jobs.filter((j) => !document.getElementById(`job-${j.id}`)).forEach(renderJob);
     } catch (err) {
       $("#form-error").textContent = "The web app could not be reached (is it still running?).";
     } finally {
