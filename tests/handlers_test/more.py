@@ -65,3 +65,12 @@ def cpu_sleep_echo(job: CpuJob) -> bytes:
     delay, _, _ = job.workload.partition(b"|")
     time.sleep(float(delay))
     return job.workload
+
+
+@handler("async_timeout_marker", timeout=1)
+async def async_timeout_marker(job: Job) -> str:
+    """``{"seconds": S, "marker": P}``: write P after sleeping; with S past the 1 s timeout it must never be written."""
+    spec = json.loads(job.workload)
+    await asyncio.sleep(float(spec["seconds"]))
+    Path(spec["marker"]).write_text("not cancelled")
+    return "finished"
