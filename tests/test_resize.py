@@ -284,3 +284,16 @@ def test_file_mode_replaces_a_symlink_at_the_target_instead_of_writing_through_i
     run(file_job(storage / "in" / "photo.jpg", out, sizes=[100]), limits)
     assert victim.read_bytes() == b"keep me"
     assert not os.path.islink(out / "photo-100.jpg")
+
+
+def test_command_line_pack_and_unpack(tmp_path: Path, photo_jpeg: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m gearworker.imaging pack/unpack`: the shell side of the gearman CLI examples in docs/resize.md."""
+    from gearworker.imaging import main
+
+    (tmp_path / "photo.jpg").write_bytes(photo_jpeg)
+    (tmp_path / "result.bin").write_bytes(
+        run(pack_request(photo_jpeg, sizes=[300, 100], format="webp"), LIMITS) + b"25% Complete\n")
+    assert main(["unpack", str(tmp_path / "result.bin"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["100.webp", "300.webp"]
+    assert "300x225\twebp" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2
