@@ -60,22 +60,19 @@ class Gateway:
 
     async def server_status(self) -> dict[str, Any]:
         """``{"servers": [{"address", "ok", "error", "functions": [...]}], "functions": [...]}``."""
-        status: dict[str, Any]
+        status: dict[str, Any] = {}
+        failure: Exception | None = None
         try:
             client = await self.client()
             status = await client.server_status()
         except Exception as e:
-            status, error = {}, explain(e, self.servers)
-        else:
-            error = "No job server reachable at {address}."
+            failure = e  # every server failed; a missing key means that one server did not answer
         servers: list[dict[str, Any]] = []
         for address in self.servers:
             rows = status.get(address)
-            servers.append({
-                "address": address, "ok": rows is not None,
-                "error": None if rows is not None else error.format(address=address),
-                "functions": _rows(rows or []),
-            })
+            error = None if rows is not None else explain(failure or NoServerAvailable(address), [address])
+            servers.append({"address": address, "ok": rows is not None, "error": error,
+                            "functions": _rows(rows or [])})
         functions = sorted({f["function"] for s in servers for f in s["functions"]})
         return {"servers": servers, "functions": functions, "time": time.time()}
 
@@ -200,6 +197,8 @@ async def run_job(gateway: Gateway, hub: Hub, session: str, row: JobRow, payload
         raise
     except Exception as e:
         row.error = explain(e, gateway.servers)
+        # Our worker sends its failure text as a WORK_WARNING first: don't show it twice.
+        row.messages = [m for m in row.messages if m not in row.error]
         row.finish("failed")
     log.info("web.job.done", function=row.function, job=row.id, outcome=row.state, duration=row.duration)
     publish()

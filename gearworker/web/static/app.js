@@ -145,28 +145,28 @@ function renderJob(j) {
   }
   row.dataset.state = j.state;
   const progress = el("td");
-  if (j.denominator) {
+  if (j.denominator && j.state !== "finished") {
     const pct = Math.round((100 * j.numerator) / j.denominator);
     const bar = el("span", { class: "mini-progress" }, el("div"));
     bar.firstChild.style.width = `${pct}%`;
     progress.append(bar, `${j.numerator}/${j.denominator}`);
   } else {
-    progress.append(el("span", { class: "muted", text: j.state === "done" ? "—" : "" }));
+    progress.append(el("span", { class: "muted", text: ["done", "finished"].includes(j.state) ? "—" : "" }));
   }
   const out = el("td");
   if (j.error) out.append(el("span", { class: "result error", text: j.error }));
   else if (j.result) out.append(el("span", { class: "result", text: j.result.binary ? `${j.result.bytes} bytes of binary data` : j.result.text || "(empty result)" }));
   else if (j.handle) out.append(el("span", { class: "result", text: j.handle }),
     el("span", { class: "muted", text: j.state === "finished" ? "The server no longer knows this job: it has ended." : "" }));
-  for (const m of j.messages || []) out.append(el("div", { class: "muted", text: `warning: ${m}` }));
+  for (const m of j.messages || []) out.append(el("div", { class: "muted warning", text: `warning: ${m}` }));
   row.replaceChildren(
-    el("td", { class: "muted", text: j.id }),
+    el("td", { class: "muted nowrap", text: j.id }),
     el("td", { class: "fn", text: j.function }),
     el("td", { text: `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}` }),
     el("td", {}, el("span", { class: `badge ${j.state}`, text: JOB_STATES[j.state] || j.state })),
     progress,
     out,
-    el("td", { class: "num muted", text: j.duration != null ? `${j.duration.toFixed(3)} s` : "" }));
+    el("td", { class: "num muted nowrap", text: j.duration != null ? `${j.duration.toFixed(3)} s` : "" }));
 }
 
 function setupJobs() {
