@@ -80,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.source)
     if not registry.functions:
-        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.source, setting="handlers_dir")
+        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.source,
+                          setting="handlers_dir")
     return _run_loop(_serve(settings, registry))
 
 

@@ -189,7 +189,9 @@ def _check_picklable(func: Callable[..., Any], name: str, file: str) -> None:
         ) from e
 
 
-def discover(folder: str | Path, aliases: Mapping[str, str] | None = None, *, settings_file: str | None = None) -> Registry:
+def discover(
+    folder: str | Path, aliases: Mapping[str, str] | None = None, *, settings_file: str | None = None
+) -> Registry:
     """Import every ``*.py`` in ``folder`` and return the registry of handlers.
 
     ``aliases`` maps extra function names onto handler names (the PHP daemon's

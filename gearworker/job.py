@@ -64,7 +64,8 @@ class _JobData:
         return self.workload.decode(encoding)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.function} {self.handle!r} unique={self.unique!r} {len(self.workload)} bytes>"
+        name = type(self).__name__
+        return f"<{name} {self.function} {self.handle!r} unique={self.unique!r} {len(self.workload)} bytes>"
 
 
 class Job(_JobData):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -23,7 +24,7 @@ class _Sink:
         self._console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if console else None
         self._file = file
 
-    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         line = self._json(logger, method, dict(event))
         if self._file is not None:
             self._file.write(str(line) + "\n")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -278,7 +279,7 @@ class Pool:
         self._closed = True
         loop = asyncio.get_running_loop()
         for slot in self._slots:
-            await loop.run_in_executor(None, lambda ex=slot.executor: ex.shutdown(wait=True, cancel_futures=True))
+            await loop.run_in_executor(None, functools.partial(slot.executor.shutdown, wait=True, cancel_futures=True))
         self._slots = []
         if self._reader is not None:
             self._reports.put(None)

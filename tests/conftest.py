@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gearmand import Gearmand  # noqa: E402
+from gearmand import Gearmand
 
 ROOT = Path(__file__).resolve().parent.parent
 

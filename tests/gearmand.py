@@ -96,7 +96,8 @@ class Gearmand:
                 if not chunk:
                     break
                 data += chunk
-                if (multi and (data == b".\n" or data.endswith(b"\n.\n"))) or (not multi and data.endswith(b"\n")):
+                done = data == b".\n" or data.endswith(b"\n.\n") if multi else data.endswith(b"\n")
+                if done:
                     break
             return data.decode()
 

@@ -29,7 +29,9 @@ def worker(gearmand: Gearmand) -> Iterator[WorkerProcess]:
     assert w.stop() == 0
 
 
-def gearman(g: Gearmand, *args: str, data: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def gearman(
+    g: Gearmand, *args: str, data: bytes | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["gearman", "-p", str(g.port), *args], input=data, capture_output=True, timeout=timeout,
                           check=False)
 

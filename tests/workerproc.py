@@ -31,7 +31,9 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="gearworker-", suffix=".log")[1]))
 
-    def start(self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0) -> WorkerProcess:
+    def start(
+        self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0
+    ) -> WorkerProcess:
         """Start; if ``gearmand`` and ``wait_for`` are given, wait until it registered that function."""
         cmd = [sys.executable, "-m", "gearworker", "--handlers", str(self.handlers), "--log-format", "json"]
         for s in self.servers:
@@ -40,7 +42,8 @@ class WorkerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("GEARWORKER_SETTINGS", None)
         self._out = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._out)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=self._out)
         if wait_for is not None and gearmand is not None:
             self.wait_registered(gearmand, wait_for, timeout=timeout)
         return self
