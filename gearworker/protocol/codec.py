@@ -23,6 +23,12 @@ _HEADER = struct.Struct(">4sII")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 
+# Packets up to this size are split with one bytes.split() on a copy of the
+# payload: measured 5x faster than a find() and two copies per argument for a
+# 100-byte JOB_ASSIGN_UNIQ.  Bigger ones are cut out argument by argument so a
+# large workload is copied once, not twice.
+_SPLIT_WHOLE = 64 * 1024
+
 # Compact the receive buffer only once the consumed prefix is large: moving
 # the unconsumed tail is then paid for by the bytes already consumed, which
 # keeps parsing O(n) in the bytes received.
@@ -38,7 +44,7 @@ class Parser:
     every further :meth:`feed` raises again: reset the connection.
     """
 
-    __slots__ = ("_buf", "_pos", "_magic", "_max", "_error")
+    __slots__ = ("_buf", "_error", "_expect", "_magic", "_max", "_pos")
 
     def __init__(self, *, expect: Magic = Magic.RES, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         if max_packet_size < 0:
@@ -46,6 +52,7 @@ class Parser:
         self._buf = bytearray()
         self._pos = 0
         self._magic = expect.value
+        self._expect = expect
         self._max = max_packet_size
         self._error: RemoteProtocolError | None = None
 
@@ -78,6 +85,8 @@ class Parser:
     def _parse(self, buf: bytearray, pos: int, out: list[Packet]) -> int:
         end = len(buf)
         expect = self._magic
+        # The member, looked up once: Magic(expect) per packet cost as much as building the Packet.
+        member = self._expect
         while end - pos >= HEADER_SIZE:
             magic, number, size = _unpack_header(buf, pos)
             if magic != expect:
@@ -91,7 +100,7 @@ class Parser:
             stop = start + size
             if stop > end:
                 break  # wait for the rest of the payload
-            out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), Magic(expect)))
+            out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), member))
             pos = stop
         return pos
 
@@ -104,6 +113,11 @@ def _split(buf: bytearray, start: int, stop: int, count: int, ptype: PacketType)
         return ()
     if count == 1:
         return (bytes(buf[start:stop]),)
+    if stop - start <= _SPLIT_WHOLE:
+        parts = bytes(buf[start:stop]).split(b"\x00", count - 1)
+        if len(parts) != count:
+            raise RemoteProtocolError(f"{ptype.name} needs {count} arguments, got {len(parts)}")
+        return tuple(parts)
     args: list[bytes] = []
     for _ in range(count - 1):
         nul = buf.find(0, start, stop)
@@ -123,18 +137,31 @@ def encode(packet: Packet) -> bytes:
     inside an argument other than the last, which would shift every argument
     after it on the wire.
     """
-    args = packet.args
-    count = ARG_COUNT[packet.type]
-    if len(args) != count:
-        names = ", ".join(ARGUMENTS[packet.type]) or "none"
-        raise LocalProtocolError(f"{packet.type.name} takes {count} arguments ({names}), got {len(args)}")
-    for arg in args[:-1]:
-        if 0 in arg:
-            raise LocalProtocolError(f"{packet.type.name}: NUL byte inside argument {arg!r}")
-    payload = b"\x00".join(args)
-    return _pack_header(packet.magic.value, packet.type, len(payload)) + payload
+    return _encode(packet.magic, packet.type, packet.args)
 
 
 def encode_request(type: PacketType, *args: bytes) -> bytes:
-    """Shortcut for ``encode(Packet(type, args, Magic.REQ))``."""
-    return encode(Packet(type, args, Magic.REQ))
+    """Same as ``encode(Packet(type, args, Magic.REQ))``, without building the Packet.
+
+    The worker calls this once per job (WORK_COMPLETE): skipping the frozen
+    dataclass halved its cost.
+    """
+    return _encode(Magic.REQ, type, args)
+
+
+def _encode(magic: Magic, type: PacketType, args: tuple[bytes, ...]) -> bytes:
+    count = ARG_COUNT[type]
+    if len(args) != count:
+        names = ", ".join(ARGUMENTS[type]) or "none"
+        raise LocalProtocolError(f"{type.name} takes {count} arguments ({names}), got {len(args)}")
+    if count == 0:
+        return _pack_header(magic, type, 0)
+    for arg in args[:-1]:
+        if 0 in arg:
+            raise LocalProtocolError(f"{type.name}: NUL byte inside argument {arg!r}")
+    size = sum(map(len, args)) + count - 1
+    # Magic is a bytes subclass and PacketType an int one, so struct takes the
+    # members as they are (.value through the enum property cost more than the
+    # pack).  Gluing the header to the first argument and joining once copies a
+    # large last argument once, not twice.
+    return b"\x00".join((_pack_header(magic, type, size) + args[0], *args[1:]))
