@@ -269,3 +269,69 @@ def test_explain_turns_errors_into_sentences() -> None:
 
 def test_gateway_reports_each_configured_server() -> None:
     assert Gateway(["h:1", "h:2"]).servers == ["h:1", "h:2"]
+
+
+# -- pieces: live-stream replay, the photo store, downloads, the command line ----------------
+
+
+async def test_a_reconnecting_page_gets_only_the_events_it_missed() -> None:
+    """EventSource resends Last-Event-ID; events published before any stream was open are kept too."""
+    from gearworker.web.events import Hub
+
+    hub = Hub()
+    for n in range(3):
+        hub.publish(SESSION, "job", {"n": n})
+    hub.publish("othersession1", "job", {"n": 99})
+    hub.close()
+    chunks = [c async for c in hub.stream(SESSION, last_id=1)]
+    assert [json.loads(c.split("data: ")[1]) for c in chunks if "data: " in c] == [{"n": 1}, {"n": 2}]
+    assert chunks[1].startswith("id: 2\nevent: job\n")
+
+
+async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
+    from gearworker.web.events import Hub
+
+    hub = Hub()
+    stream = hub.stream(SESSION)
+    assert (await anext(stream)).startswith("retry:")
+    nxt = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    assert not nxt.done()
+    hub.publish(SESSION, "photo", {"state": "done"})
+    assert '"state":"done"' in await asyncio.wait_for(nxt, 5)
+    hub.close()
+    assert [c async for c in stream] == []
+    await stream.aclose()
+
+
+def test_the_photo_store_drops_the_oldest_finished_photos_past_its_budget() -> None:
+    from gearworker.web.photos import Photo, PhotoStore, StoredCopy
+
+    store = PhotoStore(budget=2500)
+    for i in range(3):
+        p = Photo(id=f"{i:032x}", key="", name=f"{i}.jpg", upload_bytes=1, state="done")
+        p.copies = [StoredCopy(256, 256, 171, "jpeg", b"x" * 1000)]
+        store.add(p)
+    running = Photo(id="f" * 32, key="", name="r.jpg", upload_bytes=1, state="resizing")
+    store.add(running)
+    store.trim()
+    assert store.get(f"{0:032x}") is None
+    assert store.copy(f"{1:032x}", 0) is not None and store.copy(f"{2:032x}", 0) is not None
+    assert store.get("f" * 32) is running  # never drop a photo still being resized
+
+
+def test_download_names_survive_any_characters() -> None:
+    from gearworker.web.app import _attachment, _safe_name
+
+    assert _safe_name("C:\\Users\\me\\..\\tårn\".jpg") == "tårn.jpg"
+    assert _safe_name("../../etc/passwd") == "passwd"
+    header = _attachment("tårn-683x1024.jpg")
+    header.encode("latin-1")  # what HTTP headers must be
+    assert header == "attachment; filename=\"t_rn-683x1024.jpg\"; filename*=UTF-8''t%C3%A5rn-683x1024.jpg"
+
+
+def test_gearworker_web_refuses_a_bad_server_address_in_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
+    from gearworker.cli import main
+
+    assert main(["web", "--server", "127.0.0.1:99999"]) == 2
+    assert "port out of range" in capsys.readouterr().err

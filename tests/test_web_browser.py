@@ -11,6 +11,7 @@ the tests are plain functions (pytest-asyncio leaves them alone).
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -163,7 +164,7 @@ def shot(page: Page, name: str) -> None:
 
 def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page: Page, tmp_path: Path) -> None:
     """Upload two photos: both bars climb through WORK_STATUS values to 100%, then the copies appear."""
-    files = [photo(tmp_path / "harbour.jpg", 2400, 1600, 30), photo(tmp_path / "tower.jpg", 1200, 1800, 140)]
+    files = [photo(tmp_path / "harbour.jpg", 2400, 1600, 30), photo(tmp_path / "tårn.jpg", 1200, 1800, 140)]
     page.goto(f"{stack.url}/#photos")
     # Record every value each bar shows, to prove progress moved in steps and was not just set at the end.
     page.evaluate("""() => {
@@ -191,15 +192,32 @@ def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page
         assert values[-1] == 100
         assert any(0 < v < 100 for v in values), values  # at least one WORK_STATUS step before the end
     page.wait_for_function("[...document.querySelectorAll('.copy img')].every(i => i.complete && i.naturalWidth > 0)")
-    tower = page.locator(".photo", has_text="tower.jpg")
+    tower = page.locator(".photo", has_text="tårn.jpg")
     expect(tower.locator(".copy-meta .dim")).to_have_text(
         [f"{w} \N{MULTIPLICATION SIGN} {h} px" for w, h in ((1200, 1800), (683, 1024), (341, 512), (171, 256))])
     with page.expect_download() as info:
         tower.get_by_role("link", name="Download").nth(1).click()
     download = info.value
-    assert download.suggested_filename == "tower-683x1024.jpg"
+    assert download.suggested_filename == "tårn-683x1024.jpg"  # a non-ASCII name survives the header
     assert Image.open(download.path()).size == (683, 1024)
     shot(page, "photos")
+
+
+def test_a_photo_dropped_on_the_drop_zone_is_resized(stack: Stack, page: Page, tmp_path: Path) -> None:
+    data = photo(tmp_path / "dropped.jpg", 800, 600, 60).read_bytes()
+    page.goto(f"{stack.url}/#photos")
+    page.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+        const zone = document.getElementById("drop");
+        for (const type of ["dragenter", "dragover", "drop"]) {
+            zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }
+    }""", base64.b64encode(data).decode())
+    card = page.locator(".photo", has_text="dropped.jpg")
+    expect(card).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    expect(card.locator(".copy")).to_have_count(3)  # 2048 and 1024 collapse into the 800 px original
 
 
 def test_a_file_that_is_not_an_image_is_refused_in_plain_words(stack: Stack, page: Page, tmp_path: Path) -> None:

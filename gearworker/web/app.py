@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote
 
 import structlog
 from starlette.applications import Starlette
@@ -201,7 +202,7 @@ class WebApp:
         if request.query_params.get("download"):
             photo = self.photos.get(photo_id)
             filename = photo.view()["copies"][int(index)]["filename"] if photo else f"photo.{copy.extension}"
-            headers["content-disposition"] = f"attachment; filename=\"{filename}\""
+            headers["content-disposition"] = _attachment(filename)
         return Response(copy.data, media_type=copy.media_type, headers=headers)
 
     # -- jobs form ----------------------------------------------------------
@@ -252,6 +253,12 @@ def _safe_name(filename: str) -> str:
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if c.isprintable() and c not in '"<>')
     return name[:100] or "photo"
+
+
+def _attachment(filename: str) -> str:
+    """Content-Disposition for any file name: an ASCII fallback plus the UTF-8 name (RFC 6266)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
