@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import typing
 from collections.abc import Callable
 from typing import Protocol
@@ -22,6 +23,9 @@ from .errors import ConnectionLost, RemoteProtocolError
 from .protocol import Magic, Packet, Parser
 
 log = structlog.get_logger("gearworker.connection")
+
+#: Seconds a connection must last before the reconnect backoff starts again from its minimum.
+_STABLE_AFTER = 2.0
 
 
 class PacketStream(asyncio.Protocol):
@@ -175,13 +179,19 @@ class Link:
                 continue
             if was_down or self.reconnects:
                 log.info("server.up", server=self.name, attempts=self._backoff.attempts)
-            self._backoff.reset()
             was_down = False
+            up_since = time.monotonic()
             self.stream = stream
             self.owner.link_up(self, stream)
             reason = await stream.closed
             self.stream = None
             self.owner.link_down(self, reason)
+            # Only a connection that stayed up a while shows the server is
+            # healthy.  Resetting on connect would retry a server that accepts
+            # and then drops or garbles every connection at the minimum delay
+            # forever (measured: 25 reconnects and log lines a second).
+            if time.monotonic() - up_since >= min(self._backoff.maximum, _STABLE_AFTER):
+                self._backoff.reset()
             if self._stopping:
                 break
             self.reconnects += 1
