@@ -74,15 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
-    from .handlers import discover
 
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
-    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.source)
-    if not registry.functions:
-        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.source,
-                          setting="handlers_dir")
+    registry = load_handlers(settings)
     return _run_loop(_serve(settings, registry))
+
+
+def load_handlers(settings: Any) -> Any:
+    """Import the handlers and check the settings that name them; errors say where the value came from."""
+    from .check import check_handlers
+    from .handlers import discover
+
+    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.origin("handlers_dir"))
+    if not registry.functions:
+        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.origin("handlers_dir"),
+                          setting="handlers_dir")
+    check_handlers(settings, registry)
+    return registry
 
 
 async def _serve(settings: Any, registry: Any) -> int:
@@ -102,16 +111,10 @@ def _run_loop(coro: Any) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .handlers import discover
+    from .check import describe
 
     settings = load_settings(args)
-    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.source)
-    try:
-        from .check import describe
-    except ImportError:
-        print(f"settings: {settings.source}\nfunctions: {', '.join(sorted(registry.functions))}")
-    else:
-        print(describe(settings, registry))
+    print(describe(settings, load_handlers(settings)))
     return 0
 
 

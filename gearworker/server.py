@@ -126,6 +126,9 @@ class Server:
     # -- shutdown -------------------------------------------------------------
     async def shutdown(self) -> None:
         started = time.monotonic()
+        # 0. Tell systemd we are stopping, and stop the watchdog pings with it.
+        for task in self._background:
+            task.cancel()
         if self._notifier is not None:
             self._notifier.stopping()
         worker = self.worker
@@ -150,10 +153,7 @@ class Server:
         # 5. Stop the pool processes, their forkserver and resource tracker.
         if self.pool is not None:
             await self.pool.close()
-        # 6. Background tasks (readiness, watchdog), the metrics endpoint, the
-        #    local gearmand we started, and the pid file.
-        for task in self._background:
-            task.cancel()
+        # 6. The metrics endpoint, the local gearmand we started, the pid file.
         if self._metrics_server is not None:
             self._metrics_server.close()
             with contextlib.suppress(Exception):

@@ -58,7 +58,8 @@ class Gearmand:
                f"--log-file={self.log}", "--verbose=WARNING", *self.extra]
         if self.sqlite is not None:
             cmd += ["--queue-type=libsqlite3", f"--libsqlite3-db={self.sqlite}"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         try:
             wait_for_port(self.port)
         except TimeoutError:

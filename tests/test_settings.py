@@ -365,12 +365,8 @@ def test_check_prints_what_would_run_with_flags_over_environment_over_file(tmp_p
         ([], {"GEARWORKER_GRACE_PERIOD": "-1"},
          "environment variable GEARWORKER_GRACE_PERIOD: setting 'grace_period': "
          "must be a finite number >= 0, got -1.0"),
-        pytest.param(
-            ["--handlers", "/nonexistent/handlers"], {},
-            "command line: setting 'handlers_dir': handlers folder '/nonexistent/handlers' does not exist",
-            marks=pytest.mark.xfail(reason="cli.py passes settings.source, not settings.origin('handlers_dir'), "
-                                           "to discover()"),
-        ),
+        (["--handlers", "/nonexistent/handlers"], {},
+         "command line: setting 'handlers_dir': handlers folder '/nonexistent/handlers' does not exist"),
     ],
 )
 def test_check_reports_a_bad_value_precisely_and_exits_2(args: list[str], env: dict[str, str], message: str) -> None:
