@@ -164,6 +164,18 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def close(self) -> None:
+        """Close the connection (flushing what is queued) and do not reconnect.
+
+        The synchronous half of :meth:`stop`: a draining worker leaves a server
+        for good, without logging it as down or coming back during the grace
+        period.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self.stream is not None:
+            self.stream.close()
+
     def reset(self, reason: Exception) -> None:
         """Drop the connection (e.g. after a protocol error); it reconnects after a backoff delay."""
         if self.stream is not None:
@@ -177,8 +189,7 @@ class Link:
                 was_down = True
                 await self._sleep(self._backoff.next_delay())
                 continue
-            if was_down or self.reconnects:
-                log.info("server.up", server=self.name, attempts=self._backoff.attempts)
+            log.info("server.up", server=self.name, attempts=self._backoff.attempts + 1)
             was_down = False
             up_since = time.monotonic()
             self.stream = stream

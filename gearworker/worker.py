@@ -208,7 +208,7 @@ class Worker:
             self._metric("reconnect", link.name)
         self.first_connection.set()
         if self.draining:
-            stream.close()
+            link.close()
             return
         self.pump(session)
 
@@ -420,8 +420,8 @@ class Worker:
                         error=error)
         self._metric("job_finished", job.function.name, outcome, duration)
         if self.draining:
-            if not session.running and session.stream is not None:
-                session.stream.close()  # hands back anything assigned but not started
+            if not session.running:
+                session.link.close()  # hands back anything assigned but not started
         else:
             self.pump_all()
         if not self.running:
@@ -432,14 +432,11 @@ class Worker:
         """Take no new job; close connections that have nothing running."""
         self.draining = True
         for session in self.sessions.values():
-            stream = session.stream
-            if stream is None:
-                continue
             # No RESET_ABILITIES: gearmand would re-queue the jobs still running
             # here.  Connections with running jobs stay open to report results
-            # and simply grab no more; the rest close now.
+            # and simply grab no more; the rest close now, for good.
             if not session.running:
-                stream.close()
+                session.link.close()
 
     def abandon(self) -> int:
         """Cancel every running job (past the grace period); they are handed back."""

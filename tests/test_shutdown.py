@@ -147,6 +147,21 @@ def test_sigterm_stops_taking_new_jobs_at_once(start_worker: StartWorker, gearma
     assert status["echo"][:2] == (1, 0) and status["cpu_echo"][:2] == (1, 0), status
 
 
+def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gearmand: Gearmand,
+                                                 tmp_path: Path) -> None:
+    """During the grace period the connections closed at SIGTERM are not re-opened (no reconnect churn, no log noise)."""
+    w = start_worker("--grace-period", "30")
+    workload, pidfile, _ = long_job(tmp_path, 2.5)
+    client = gearman_cli(gearmand.port, "cpu_long", workload)
+    wait_until(pidfile.exists, what="the job to start")
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    client.communicate(timeout=10)
+    lines = [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
+    after = [r["event"] for r in lines[[r["event"] for r in lines].index("server.stopping"):]]
+    assert "server.up" not in after and "server.down" not in after, after
+
+
 def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
         start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path) -> None:
     """Grace over: the pool process is killed, the worker exits 0, gearmand re-queues the job for another worker."""
