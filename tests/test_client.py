@@ -272,3 +272,17 @@ def test_client_without_servers_reads_settings(monkeypatch: pytest.MonkeyPatch, 
     client = Client()
     assert [s.address for s in client.servers] == ["10.0.0.1:4730", "10.0.0.2:4731"]
     assert client.connect_timeout == 1.5
+
+
+def test_the_client_works_on_uvloop(gearmand: Gearmand, workers: Workers) -> None:
+    """uvloop (what uvicorn and gearworker run on) has its own transport classes: the client must run there too."""
+    import uvloop
+
+    workers.php([gearmand], 2)
+
+    async def main() -> list[bytes]:
+        async with Client([gearmand.address]) as client:
+            return await asyncio.wait_for(
+                asyncio.gather(*(client.submit("php.shuffle", f"{i}") for i in range(50))), 30)
+
+    assert uvloop.run(main()) == [f"{i}".encode()[::-1] for i in range(50)]
