@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from gearmand import Gearmand  # noqa: E402
 from images import samples  # noqa: E402
 
-from gearworker.imaging import Limits, Options, pack_request, resize, unpack_result  # noqa: E402
+from gearworker.imaging import Limits, Options, pack_request, plan, resize, unpack_result  # noqa: E402
 
 SIZES = (2048, 1024, 512, 256)
 QUALITY = 85
@@ -49,8 +49,8 @@ Method = Callable[[bytes], list[bytes]]
 
 
 def _targets(width: int, height: int) -> list[tuple[int, int]]:
-    long_side = max(width, height)
-    return [(round(width * s / long_side), round(height * s / long_side)) for s in SIZES]
+    # The same dimensions for every method (never upscaled), so copies compare pixel for pixel.
+    return [(w, h) for _, w, h in plan(width, height, SIZES)]
 
 
 def _save(image: Image.Image) -> bytes:
@@ -170,7 +170,7 @@ def worker_rate(data: bytes, processes: int, jobs: int) -> float | None:
                 asyncio.gather(*(client.submit("resize", workload) for _ in range(jobs))), 600)
             elapsed = time.perf_counter() - start
         for r in results:
-            assert len(unpack_result(bytes(r))) == len(SIZES)
+            assert len(unpack_result(bytes(r))) == len(plan(*Image.open(io.BytesIO(data)).size, SIZES))
         return jobs / elapsed
 
     try:
@@ -219,9 +219,10 @@ def main() -> None:
     scores = quality(data)
     ms = timings(data, args.runs)
     base = ms["naive Pillow LANCZOS"]
+    steps = plan(args.width, args.height, SIZES)
     print(f"| method | ms per photo (median of {args.runs}) | speed-up | "
-          + " | ".join(f"{s} px PSNR dB / SSIM" for s in SIZES) + " |")
-    print("|---|---|---|" + "---|" * len(SIZES))
+          + " | ".join(f"{w}x{h} PSNR dB / SSIM" for _, w, h in steps) + " |")
+    print("|---|---|---|" + "---|" * len(steps))
     for name in METHODS:
         cells = " | ".join(f"{p:.2f} / {s:.4f}" for p, s in scores[name])
         print(f"| {name} | {ms[name]:.0f} | {base / ms[name]:.2f}x | {cells} |")
