@@ -77,6 +77,11 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def _kind(p: psutil.Process) -> str:
+    cmdline = " ".join(p.cmdline())
+    return "forkserver" if "forkserver" in cmdline else "resource_tracker" if "resource_tracker" in cmdline else cmdline
+
+
 def long_job(tmp_path: Path, seconds: float, name: str = "job") -> tuple[bytes, Path, Path]:
     """A cpu_long/async_long workload; returns (workload, pid file, run-once marker)."""
     pidfile, once = tmp_path / f"{name}.pid", tmp_path / f"{name}.once"
@@ -109,6 +114,8 @@ def test_signal_when_idle_exits_0_and_leaves_no_process(start_worker: StartWorke
     w = start_worker()
     assert run_gearman_cli(gearmand.port, "cpu_echo", b"warm")[1] == b"warm"
     tree = pool_tree(w, 4)
+    kinds = sorted(_kind(p) for p in tree)
+    assert kinds == ["forkserver"] * 3 + ["resource_tracker"], kinds  # the forkserver and its 2 pool processes
     w.signal(sig)
     assert w.wait(30) == 0, w.log_text()
     assert gone_within(tree, 5) == []
@@ -149,7 +156,7 @@ def test_sigterm_stops_taking_new_jobs_at_once(start_worker: StartWorker, gearma
 
 def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gearmand: Gearmand,
                                                  tmp_path: Path) -> None:
-    """During the grace period the connections closed at SIGTERM are not re-opened (no reconnect churn, no log noise)."""
+    """During the grace period the connections closed at SIGTERM are not re-opened (no reconnect churn or log noise)."""
     w = start_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 2.5)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
