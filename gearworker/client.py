@@ -158,19 +158,16 @@ class Client:
         client but keeps running on the worker (Gearman cannot cancel it).
         """
         waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=on_progress)
-        proto: ClientProtocol | None = None
+        ptype = _FOREGROUND[_priority(priority)]
+        if timeout is None:  # the common case skips the timeout context's cost
+            return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
         try:
             async with asyncio.timeout(timeout):
-                proto = await self._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
-                result: Result = await waiter.future
-                return result
+                return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
         except TimeoutError as e:
             if waiter.future.done() and not waiter.future.cancelled():
                 raise  # a TimeoutError from elsewhere, not ours
             raise JobTimeout(f"job {function!r} did not finish within {timeout}s") from e
-        finally:
-            if proto is not None and (waiter.future.cancelled() or not waiter.future.done()):
-                proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
 
     def start(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
               unique: str | bytes | None = None, timeout: float | None = None) -> RunningJob:
@@ -312,6 +309,15 @@ class Client:
         if not answers:
             raise NoServerAvailable("no job server answered: " + "; ".join(errors))
         return answers
+
+
+async def _wait(proto: ClientProtocol, waiter: Waiter) -> Result:
+    try:
+        result: Result = await waiter.future
+        return result
+    finally:
+        if waiter.future.cancelled() or not waiter.future.done():
+            proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
 
 
 def _priority(priority: str) -> str:
