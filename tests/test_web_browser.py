@@ -276,6 +276,40 @@ def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, pa
     shot(page, "jobs")
 
 
+# Headless tabs are all "visible": make one look hidden (or shown) to the page's own code.
+HIDE = """() => { Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
+                  document.dispatchEvent(new Event("visibilitychange")); }"""
+SHOW = """() => { Object.defineProperty(document, "visibilityState", {value: "visible", configurable: true});
+                  document.dispatchEvent(new Event("visibilitychange")); }"""
+
+
+def test_hidden_tabs_give_back_their_connection_and_catch_up_when_shown(stack: Stack, page: Page) -> None:
+    """A hidden tab closes its live stream, so background tabs cannot use up the browser's six connections per host.
+
+    Then, shown again, it catches up on what it missed.
+    """
+    tabs = [page.context.new_page() for _ in range(7)]
+    for tab in tabs:
+        tab.goto(f"{stack.url}/#jobs")
+        expect(tab.locator("#function option[value=echo]")).to_have_count(1)
+        tab.evaluate(HIDE)
+    page.goto(f"{stack.url}/#jobs")
+    expect(page.locator("#function option[value=reverse]")).to_have_count(1)
+    page.select_option("#function", "reverse")
+    page.fill("#payload", "stressed")
+    page.click("#submit")
+    expect(page.locator('#job-rows tr[data-state="done"] .result')).to_have_text("desserts")
+    # The first tab submits while hidden (its stream closed), then is shown: the result is replayed.
+    first = tabs[0]
+    first.select_option("#function", "echo")
+    first.fill("#payload", "while hidden")
+    first.click("#submit")
+    first.evaluate(SHOW)
+    expect(first.locator('#job-rows tr[data-state="done"] .result')).to_have_text("while hidden")
+    for tab in tabs:
+        tab.close()
+
+
 # -- Servers -------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ from memory by an id it made; no route takes a file path from the user):
 
 - ``GET /`` the single page (Photos, Jobs and Servers tabs), ``/static/...``
 - ``GET /api/config`` limits the page checks before uploading
-- ``GET /api/events?session=S`` this page's job and photo events (SSE)
-- ``GET /api/servers`` / ``/api/servers/events`` the admin ``status`` table (JSON / SSE)
+- ``GET /api/events?session=S`` this page's job and photo events and the servers table (SSE)
+- ``GET /api/servers`` the admin ``status`` table (JSON)
 - ``POST /api/photos`` one photo (multipart ``photo``); ``GET /photos/{id}/{n}`` a resized copy
 - ``POST /api/jobs`` the Jobs form (JSON)
 """
@@ -104,6 +104,7 @@ class WebApp:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.gateway.close()
+            log.info("web.stopped", photos_kept=len(self.photos))
 
     def end_streams(self) -> None:
         """End the live streams (from a signal handler): uvicorn waits for open responses before it stops."""
@@ -126,20 +127,18 @@ class WebApp:
         session = request.query_params.get("session", "")
         if not SESSION_RE.match(session):
             return error(400, "This page's session id is missing or malformed; reload the page.")
-        try:
-            last_id = int(request.headers.get("last-event-id", "0"))
-        except ValueError:
-            last_id = 0
-        return _sse(self.hub.stream(session, last_id))
+        # EventSource resends Last-Event-ID when it reconnects by itself; a page that closed its
+        # stream while hidden opens a new one with ?last=.
+        last = request.headers.get("last-event-id") or request.query_params.get("last") or "0"
+        last_id = int(last) if last.isdigit() else 0
+        # One stream per page for its jobs and the servers table: browsers allow only six
+        # HTTP/1.1 connections per host, and each open EventSource holds one.
+        return _sse(_merge(self.hub.stream(session, last_id), self._servers_stream()))
 
     async def servers(self, request: Request) -> Response:
         return JSONResponse(await self._server_status())
 
-    async def servers_events(self, request: Request) -> Response:
-        return _sse(self._servers_stream())
-
     async def _servers_stream(self) -> AsyncIterator[str]:
-        yield "retry: 2000\n\n"
         while not self.hub.closed:
             yield format_event("servers", await self._server_status())
             if await self.hub.sleep(SERVERS_INTERVAL):
@@ -285,6 +284,32 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error(405, "This address does not take that kind of request.")
 
 
+async def _merge(*streams: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Chunks from several streams as they come; ends when all have ended."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
+
+    async def pump(stream: AsyncIterator[str]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put(chunk)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.ensure_future(pump(s)) for s in streams]
+    try:
+        running = len(tasks)
+        while running:
+            chunk = await queue.get()
+            if chunk is None:
+                running -= 1
+            else:
+                yield chunk
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -319,7 +344,6 @@ def create_app(servers: Sequence[str], *, max_upload_bytes: int = 50 * 1024 * 10
         Route("/api/config", web.config),
         Route("/api/events", web.events),
         Route("/api/servers", web.servers),
-        Route("/api/servers/events", web.servers_events),
         Route("/api/photos", web.upload_photo, methods=["POST"]),
         Route("/api/jobs", web.submit_jobs, methods=["POST"]),
         Route("/photos/{photo_id}/{index}", web.photo_copy),

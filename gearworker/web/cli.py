@@ -63,6 +63,5 @@ def run(args: argparse.Namespace) -> int:
             web.end_streams()  # else SIGTERM waits out the graceful timeout for every open page
             super().handle_exit(sig, frame)
 
-    Server(config).run()
-    log.info("web.stopped")
+    Server(config).run()  # uvicorn re-raises SIGINT/SIGTERM once it has shut down
     return 0

@@ -115,6 +115,9 @@ class PhotoStore:
         self.budget = budget
         self._photos: OrderedDict[str, Photo] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._photos)
+
     def add(self, photo: Photo) -> None:
         self._photos[photo.id] = photo
 

@@ -246,26 +246,43 @@ function renderServers(data) {
 
 // ---------------------------------------------------------------- start
 
+// One stream for everything, and none while the tab is hidden: a browser gives a host only six
+// HTTP/1.1 connections, and each open stream holds one. Events are numbered, so a stream opened
+// again asks for what it missed (?last=) and the server replays it.
+let events = null;
+let lastEventId = 0;
+
 function listen() {
-  const events = new EventSource(`/api/events?session=${state.session}`);
-  events.addEventListener("photo", (e) => renderPhoto(JSON.parse(e.data)));
-  events.addEventListener("job", (e) => renderJob(JSON.parse(e.data)));
-  const servers = new EventSource("/api/servers/events");
-  servers.addEventListener("servers", (e) => renderServers(JSON.parse(e.data)));
-  servers.addEventListener("error", () => {
-    if (servers.readyState !== EventSource.OPEN) {
+  if (events) return;
+  events = new EventSource(`/api/events?session=${state.session}&last=${lastEventId}`);
+  const on = (type, render) => events.addEventListener(type, (e) => {
+    if (e.lastEventId) lastEventId = Math.max(lastEventId, Number(e.lastEventId));
+    render(JSON.parse(e.data));
+  });
+  on("photo", renderPhoto);
+  on("job", renderJob);
+  on("servers", renderServers);
+  events.addEventListener("error", () => {
+    if (events && events.readyState !== EventSource.OPEN) {
       $("#conn").className = "conn bad";
       $("#conn-text").textContent = "Web app unreachable";
     }
   });
 }
 
+function pause() {
+  if (events) events.close();
+  events = null;
+}
+
+document.addEventListener("visibilitychange", () => (document.visibilityState === "hidden" ? pause() : listen()));
+
 async function start() {
   window.addEventListener("hashchange", showPage);
   showPage();
   setupDrop();
   setupJobs();
-  listen();
+  if (document.visibilityState !== "hidden") listen();  // a tab opened in the background waits until shown
   try {
     const response = await fetch("/api/config");
     state.config = await response.json();
