@@ -36,8 +36,6 @@ LOGS = ROOT / "artifacts" / "logs"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-#: TEMPORARY: client_conn.py asserts an asyncio.Transport, which uvloop's transports are not.
-WEB_LOOP = "asyncio"
 #: Generous: the machine is shared and the pool processes start cold.
 WAIT_MS = 60_000
 expect.set_options(timeout=20_000)
@@ -68,7 +66,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def start_web(servers: list[str], log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), "--loop", WEB_LOOP, *extra]
+    cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), *extra]
     for server in servers:
         cmd += ["--server", server]
     proc = _start(cmd, log)
