@@ -240,12 +240,21 @@ class Client:
         """
         server = server or getattr(handle, "server", None) or None
         targets = [self._server(server)] if server else self.servers
+        errors: list[str] = []
         for target in targets:
-            packet = await self._request(target, _T.GET_STATUS, _T.STATUS_RES, bytes(handle))
+            try:
+                packet = await self._request(target, _T.GET_STATUS, _T.STATUS_RES, bytes(handle))
+            except (NoServerAvailable, ConnectionLost) as e:
+                if len(targets) == 1:
+                    raise
+                errors.append(str(e))
+                continue
             _, known, running, num, den = packet.args
             status = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
             if status.known or len(targets) == 1:
                 return status
+        if len(errors) == len(targets):
+            raise NoServerAvailable("no job server answered: " + "; ".join(errors))
         return JobStatus(False, False, 0, 0)
 
     async def status_unique(self, unique: str | bytes, *, server: str | None = None) -> JobStatus:
@@ -256,7 +265,9 @@ class Client:
         for target in targets:
             try:
                 packet = await self._request(target, _T.GET_STATUS_UNIQUE, _T.STATUS_RES_UNIQUE, uid)
-            except NoServerAvailable:
+            except (NoServerAvailable, ConnectionLost):
+                if len(targets) == 1:
+                    raise
                 continue
             _, known, running, num, den, waiting = packet.args
             status = JobStatus(known == b"1", running == b"1", _int(num), _int(den), _int(waiting))

@@ -69,6 +69,7 @@ async def test_failover_to_the_next_server_when_one_refuses_connections(
         handle = await client.submit_background("php.nobody", "x", unique=to_dead)
         assert handle.server == live.address
         assert (await client.status_unique(to_dead)).known
+        assert (await client.status(bytes(handle))).known  # a plain handle: every server asked, the dead one skipped
 
 
 async def test_gearmand_killed_fails_in_flight_jobs_at_once_and_the_client_recovers(
