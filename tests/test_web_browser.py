@@ -340,6 +340,14 @@ def test_no_job_server_is_said_in_plain_words(page: Page, tmp_path: Path) -> Non
         large = page.locator(".photo", has_text="large.jpg")
         expect(large.locator(".photo-detail")).to_have_text("That file is too big: photos may be up to 19.5 KB.")
         shot(page, "photos-errors")
+        # The server enforces the limit too, for a client that skips the page's check.
+        answer = page.evaluate("""async () => {
+            const body = new FormData();
+            body.append("photo", new Blob([new Uint8Array(3_000_000).fill(255)], {type: "image/jpeg"}), "huge.jpg");
+            const r = await fetch("/api/photos?session=abcdefgh12345678", {method: "POST", body});
+            return [r.status, (await r.json()).error];
+        }""")
+        assert answer == [413, "That file is too big: photos may be up to 19.5 KB."]
     finally:
         page.goto("about:blank")  # close the page's live streams before the app goes away
         _stop(web)
