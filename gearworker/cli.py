@@ -137,14 +137,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 1
     deadline = time.monotonic() + (args.timeout if args.timeout is not None else settings.grace_period + 10)
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             print(f"gearworker (pid {pid}) stopped")
             return 0
         time.sleep(0.05)
     print(f"gearworker (pid {pid}) is still running", file=sys.stderr)
     return 1
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (exited, waiting for its parent to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

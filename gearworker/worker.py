@@ -132,6 +132,8 @@ class Worker:
         self._log_each_job = log.is_enabled_for(logging.INFO)  # logging is configured before the worker is built
         self._global = Bucket("concurrency", settings.concurrency)
         self._functions, self.groups = self._build_functions()
+        self._session_list: list[Session] = []
+        self._rotation = 0
 
     # -- set-up -------------------------------------------------------------
     def _build_functions(self) -> tuple[dict[bytes, Function], list[Group]]:
@@ -189,6 +191,7 @@ class Worker:
                 )
                 self.sessions[link] = Session(link, group)
                 link.start()
+        self._session_list = list(self.sessions.values())
 
     @property
     def connected(self) -> int:
@@ -237,6 +240,9 @@ class Worker:
                 if not session.grabs and session.stream is not None and not self.draining:
                     session.stream.send(_PRE_SLEEP)
                     session.sleeping = True
+                # The answered grab held a place that another server's connection,
+                # blocked by a full limit, may now use.
+                self.pump_all()
         elif t is T.NOOP:
             session.sleeping = session.drained = False
             # Wake with one grab; the job it brings refills the pipeline.  A full
@@ -309,8 +315,17 @@ class Worker:
             stream.send(_GRAB)
 
     def pump_all(self) -> None:
-        for session in self.sessions.values():
-            self.pump(session)
+        """Offer free capacity to every connection, starting one further each time.
+
+        Rotating the start keeps a low ``concurrency`` shared among servers
+        instead of always going to the first one.
+        """
+        sessions = self._session_list
+        if not sessions:
+            return
+        self._rotation = start = (self._rotation + 1) % len(sessions)
+        for i in range(len(sessions)):
+            self.pump(sessions[(start + i) % len(sessions)])
 
     # -- running jobs -------------------------------------------------------
     def _start(self, session: Session, stream: PacketStream, function: Function, handle: bytes, unique: bytes,
@@ -356,17 +371,26 @@ class Worker:
         assert self.pool is not None
         h = job.function.handler
         spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
-        try:
-            ok, payload = await self.pool.run(h.func, spec, h.timeout)
-        except asyncio.CancelledError:
-            self._finish(job, b"", "handed_back")
-            raise
-        except PoolTimeout as e:
-            self._fail(job, "timeout", f"JobTimeout: {e}")
-            return
-        except ChildDied as e:
-            self._fail(job, "crash", f"ChildDied: {e}")
-            return
+        for attempt in (1, 2):
+            try:
+                ok, payload = await self.pool.run(h.func, spec, h.timeout)
+                break
+            except asyncio.CancelledError:
+                self._finish(job, b"", "handed_back")
+                raise
+            except PoolTimeout as e:
+                self._fail(job, "timeout", f"JobTimeout: {e}")
+                return
+            except ChildDied as e:
+                # A pool process killed from outside (the OOM killer, an operator)
+                # says nothing about the job: run it once more in a fresh process,
+                # or a background job would be lost.  A handler that kills its
+                # process every time (os._exit, a segfault) fails on the second try.
+                if attempt == 2:
+                    self._fail(job, "crash", f"ChildDied: {e} (twice)")
+                    return
+                log.warning("job.retry", function=job.function.name, handle=job.handle.decode(errors="replace"),
+                            unique=job.unique.decode(errors="replace"), reason=str(e))
         if ok:
             self._finish(job, encode_request(T.WORK_COMPLETE, job.handle, payload), "complete")
         else:

@@ -170,9 +170,8 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
     assert not leftovers, leftovers
     assert all(code == 0 and d <= GRACE + 10 for code, d in chaos.term_exits), chaos.term_exits
     assert codes == [0] * len(codes)
-    # A job whose pool process is SIGKILLed ends with WORK_FAIL (ChildDied) and
-    # is not re-run: see test_killed_pool_child_job_is_rerun (xfail).  Any
-    # other missing job is a lost job.
+    # A job whose pool process is SIGKILLed runs once more in a fresh process;
+    # only a second death fails it (ChildDied).  Any other missing job is lost.
     assert missing <= crashed, sorted(missing - crashed)[:20]
 
 

@@ -78,8 +78,6 @@ async def test_idle_pool_process_killed_from_outside_is_replaced_and_jobs_still_
         assert w.stop(20) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="worker fails (WORK_FAIL) the job of a pool process killed from outside "
-                   "instead of running it again: a background job is then lost; reported to the lead")
 async def test_job_of_a_pool_process_killed_mid_job_runs_again(gearmand: Gearmand, results_db: Path) -> None:
     """At-least-once: a background job whose pool process is SIGKILLed mid-job (OOM killer) is run again."""
     w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "1"], env=env_for(results_db))
