@@ -1,0 +1,92 @@
+"""The worker never grabs a job it cannot start now, and shares its capacity among servers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from gearmand import Gearmand
+from workerproc import WorkerProcess
+
+
+def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:
+    for i in range(count):
+        subprocess.run(["gearman", "-p", str(g.port), "-b", "-u", f"{function}-{payload}-{i}", "-f", function,
+                        "--", payload], check=True, capture_output=True, timeout=10)
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(gearmand: Gearmand) -> None:
+    """With one pool process busy, the second CPU job is left on the server for another machine."""
+    a = WorkerProcess([gearmand.address], args=["--processes", "1"]).start(wait_for="slow_cpu", gearmand=gearmand)
+    b = WorkerProcess([gearmand.address], args=["--processes", "1"])
+    try:
+        submit_background(gearmand, "slow_cpu", "3", 2)
+        wait_for(lambda: gearmand.status()["slow_cpu"][1] == 1)
+        for _ in range(10):  # stays so: worker a holds one job, the other waits on the server
+            assert gearmand.status()["slow_cpu"][:2] == (2, 1)
+            time.sleep(0.1)
+        b.start(wait_for="slow_cpu", gearmand=gearmand)
+        wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (2, 2))  # both run at once, one on each worker
+        wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (0, 0))
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
+
+
+def test_per_handler_limit_from_settings_holds(gearmand: Gearmand) -> None:
+    """GEARWORKER_HANDLER_CONCURRENCY=slow=1: never more than one `slow` job at once in this worker."""
+    w = WorkerProcess([gearmand.address], env={"GEARWORKER_HANDLER_CONCURRENCY": "slow=1"})
+    w.start(wait_for="slow", gearmand=gearmand)
+    try:
+        submit_background(gearmand, "slow", "1", 3)
+        seen = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            queued, running, _ = gearmand.status()["slow"]
+            seen.add(running)
+            if queued == 0:
+                break
+            time.sleep(0.05)
+        assert seen <= {0, 1} and 1 in seen
+        assert gearmand.status()["slow"][:2] == (0, 0)
+        # The other functions were not held back by slow's limit.
+        out = subprocess.run(["gearman", "-p", str(gearmand.port), "-f", "echo", "--", "x"], capture_output=True,
+                             timeout=10, check=True)
+        assert out.stdout == b"x"
+    finally:
+        assert w.stop() == 0
+
+
+def test_a_concurrency_of_one_is_shared_among_servers(gearmand_factory: type[Gearmand]) -> None:
+    """concurrency=1 with two servers: both servers' queues are worked off, not only the first one's."""
+    g1, g2 = gearmand_factory(), gearmand_factory()  # type: ignore[call-arg]
+    submit_background(g1, "slow", "0", 5)
+    submit_background(g2, "slow", "0", 5)
+    w = WorkerProcess([g1.address, g2.address], args=["--concurrency", "1"])
+    w.start(wait_for="slow", gearmand=g2)
+    try:
+        wait_for(lambda: g1.status()["slow"][0] == 0 and g2.status()["slow"][0] == 0)
+    finally:
+        assert w.stop() == 0
+
+
+def test_worker_registers_again_and_serves_after_its_server_restarts(gearmand: Gearmand) -> None:
+    """CAN_DO is sent again on every reconnect: jobs flow after gearmand comes back on the same port."""
+    w = WorkerProcess([gearmand.address], env={"GEARWORKER_RECONNECT_MAX": "0.5"})
+    w.start(wait_for="echo", gearmand=gearmand)
+    try:
+        gearmand.restart()
+        w.wait_registered(gearmand, "echo")
+        out = subprocess.run(["gearman", "-p", str(gearmand.port), "-f", "reverse", "--", "abc"], capture_output=True,
+                             timeout=10, check=True)
+        assert out.stdout == b"cba"
+        assert w.log_text().count('"server.down"') >= 1
+    finally:
+        assert w.stop() == 0
