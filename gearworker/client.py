@@ -31,7 +31,7 @@ from . import config
 from .backoff import Backoff
 from .client_admin import admin_query
 from .client_conn import ClientProtocol, JobStatus, Progress, Result, ServerConnection, ServerRefused, Waiter
-from .errors import ConnectionLost, JobTimeout, NoServerAvailable
+from .errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
 from .protocol import PacketType, StatusRow, WorkerRow, encode_request
 
 __all__ = [
@@ -51,6 +51,10 @@ _T = PacketType
 Priority = Literal["high", "normal", "low"]
 Payload = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | None
 ProgressCallback = Callable[[Progress], object]
+
+#: Longest unique id sent: gearmand 1.1.20 answers ERROR above 64 bytes and, at exactly
+#: 64, truncates the id to 63 and prepends a NUL to the workload the worker gets.
+MAX_UNIQUE_SIZE = 63
 
 _FOREGROUND = {"normal": _T.SUBMIT_JOB, "high": _T.SUBMIT_JOB_HIGH, "low": _T.SUBMIT_JOB_LOW}
 _BACKGROUND = {"normal": _T.SUBMIT_JOB_BG, "high": _T.SUBMIT_JOB_HIGH_BG, "low": _T.SUBMIT_JOB_LOW_BG}
@@ -100,14 +104,17 @@ class Client:
     ``servers`` are ``"host:port"`` strings; ``None`` takes them from the
     settings (``settings.py`` / ``GEARWORKER_SERVERS``), else the local gearmand
     that ``gearworker run`` starts (127.0.0.1:``local_gearmand_port``, 4730).
+    Unique ids longer than ``max_unique_size`` (63, gearmand's safe limit)
+    raise :class:`~gearworker.errors.LocalProtocolError` before anything is sent.
     Connections open on first use.  Use ``async with Client(...)`` or call
     :meth:`close`.  A client belongs to the event loop it is first used on.
     """
 
     def __init__(self, servers: Sequence[str] | None = None, *, connect_timeout: float | None = None,
                  reconnect_min: float | None = None, reconnect_max: float | None = None,
-                 max_packet_size: int | None = None) -> None:
+                 max_packet_size: int | None = None, max_unique_size: int = MAX_UNIQUE_SIZE) -> None:
         settings = config.load() if servers is None else config.Settings()
+        self.max_unique_size = max_unique_size
         addresses = list(servers) if servers is not None else list(settings.servers)
         if not addresses:  # where `gearworker run` starts its local gearmand when no server is set
             addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
@@ -205,6 +212,10 @@ class Client:
         if self._closed:
             raise ConnectionLost("client is closed")
         uid = _unique(unique)
+        if len(uid) > self.max_unique_size:
+            raise LocalProtocolError(
+                f"unique id of {len(uid)} bytes is longer than {self.max_unique_size}: gearmand 1.1.20 refuses more "
+                "than 64 and silently corrupts the workload at exactly 64 (hash long ids, e.g. with hashlib)")
         data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
         errors: list[str] = []
         for server in self._candidates(uid):

@@ -12,7 +12,7 @@ from test_client_support import Workers, every_byte, free_port_address, workers_
 
 from gearworker import Client, submit, submit_background
 from gearworker.client import Handle, JobStatus, Progress, Result
-from gearworker.errors import JobException, JobFailed, JobTimeout, NoServerAvailable
+from gearworker.errors import JobException, JobFailed, JobTimeout, LocalProtocolError, NoServerAvailable
 from gearworker.protocol import StatusRow
 
 
@@ -286,3 +286,36 @@ def test_the_client_works_on_uvloop(gearmand: Gearmand, workers: Workers) -> Non
                 asyncio.gather(*(client.submit("php.shuffle", f"{i}") for i in range(50))), 30)
 
     assert uvloop.run(main()) == [f"{i}".encode()[::-1] for i in range(50)]
+
+
+async def test_a_request_refused_with_error_fails_alone_and_later_replies_stay_in_order(
+        gearmand: Gearmand, workers: Workers) -> None:
+    """gearmand answers a unique id over 64 bytes with ERROR instead of JOB_CREATED: that submit raises
+    ServerRefused with gearmand's reason, and the jobs submitted around it on the connection get their own results."""
+    from gearworker.client import ServerRefused
+
+    workers.php([gearmand], 2)
+    async with Client([gearmand.address], max_unique_size=1000) as client:  # let gearmand itself refuse
+        before = [asyncio.ensure_future(client.submit("php.shuffle", f"b{i}")) for i in range(10)]
+        refused = asyncio.ensure_future(client.submit("php.shuffle", "x", unique="u" * 65))
+        refused_bg = asyncio.ensure_future(client.submit_background("php.nobody", "x", unique="v" * 65))
+        after = [asyncio.ensure_future(client.submit("php.shuffle", f"a{i}")) for i in range(10)]
+        assert await asyncio.gather(*before, *after) == [f"b{i}"[::-1].encode() for i in range(10)] + \
+                                                        [f"a{i}"[::-1].encode() for i in range(10)]
+        for job in (refused, refused_bg):
+            with pytest.raises(ServerRefused, match="ARGUMENT_TOO_LARGE"):
+                await job
+        assert await client.submit("php.echo", "still fine") == b"still fine"
+
+
+async def test_unique_ids_gearmand_would_mangle_are_refused_before_sending(gearmand: Gearmand,
+                                                                          workers: Workers) -> None:
+    """gearmand 1.1.20 truncates a 64-byte unique id and prepends a NUL to the workload: the client refuses
+    ids over 63 bytes itself, and 63 bytes round-trip intact."""
+    workers.php([gearmand])
+    async with Client([gearmand.address]) as client:
+        with pytest.raises(LocalProtocolError, match="64"):
+            await client.submit("php.echo", "ok", unique="u" * 64)
+        with pytest.raises(LocalProtocolError):
+            await client.submit_background("php.echo", "ok", unique=b"u" * 100)
+        assert await client.submit("php.echo", "ok", unique="u" * 63) == b"ok"
