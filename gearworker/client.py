@@ -221,6 +221,8 @@ class Client:
         for server in self._candidates(uid):
             try:
                 proto = await server.get()
+                if proto.paused:  # back-pressure before queuing more, not after
+                    await proto.writable()
                 proto.send(data, waiter)
                 return proto
             except (NoServerAvailable, ConnectionLost) as e:

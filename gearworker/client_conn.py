@@ -125,6 +125,7 @@ class ClientProtocol(asyncio.Protocol):
         self._jobs: dict[bytes, list[Waiter]] = {}  # handle -> foreground waiters
         self._on_lost = on_lost
         self._tasks: set[asyncio.Future[Any]] = set()  # async progress callbacks in flight
+        self._drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self.closed = False
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -155,7 +156,26 @@ class ClientProtocol(asyncio.Protocol):
         reason = f": {exc}" if exc else ""
         self._lose(ConnectionLost(f"lost connection to job server {self.address}{reason}"), close=False)
 
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
     # -- sending ----------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        """The transport asked us to stop writing until its buffer drains."""
+        return self._drained is not None
+
+    async def writable(self) -> None:
+        """Wait while the socket's send buffer is over its high-water mark (many large payloads)."""
+        while self._drained is not None and not self.closed:
+            await asyncio.shield(self._drained)
 
     def send(self, data: bytes, waiter: Waiter | None = None) -> None:
         """Queue ``data`` for this loop tick's single write; ``waiter`` awaits its reply."""
@@ -200,6 +220,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self.resume_writing()  # wake submits waiting for buffer space: they see the connection closed
         if close and self.transport is not None:
             self.transport.abort()
         waiters = list(self._fifo) + [w for ws in self._jobs.values() for w in ws]

@@ -62,6 +62,22 @@ async def test_10_mb_round_trip(gearmand: Gearmand, workers: Workers) -> None:
     assert len(result) == len(data) and result == data
 
 
+async def test_many_large_payloads_at_once_wait_for_the_send_buffer_and_all_round_trip(
+        gearmand: Gearmand, workers: Workers) -> None:
+    """20 concurrent 1 MB jobs overflow the socket buffer: submits wait for it to drain (pause/resume_writing)
+    instead of piling up, and every caller still gets its own bytes back."""
+    workers.gearworker(gearmand)
+    payloads = [bytes([i]) + every_byte(1024 * 1024) for i in range(20)]
+    async with Client([gearmand.address]) as client:
+        big = asyncio.ensure_future(client.submit("echo", payloads[0] * 5))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the 5 MB write is flushed: the transport pauses us
+        results = await asyncio.gather(*(client.submit("echo", p) for p in payloads))
+        assert results == payloads
+        assert await big == payloads[0] * 5
+        assert client.servers[0].protocol is not None and not client.servers[0].protocol.paused
+
+
 async def test_str_and_json_payloads_and_result_decoding(gearmand: Gearmand, workers: Workers) -> None:
     """str goes as UTF-8, dict/list as JSON; Result.text() and Result.json() decode the answer."""
     workers.php([gearmand])
