@@ -335,3 +335,22 @@ async def test_unique_ids_gearmand_would_mangle_are_refused_before_sending(gearm
         with pytest.raises(LocalProtocolError):
             await client.submit_background("php.echo", "ok", unique=b"u" * 100)
         assert await client.submit("php.echo", "ok", unique="u" * 63) == b"ok"
+
+
+async def test_closing_the_client_fails_its_waiting_jobs_instead_of_leaving_them_hanging(
+        gearmand: Gearmand, workers: Workers) -> None:
+    """close() with foreground jobs in flight fails them with ConnectionLost; a closed client refuses new jobs."""
+    from gearworker.errors import ConnectionLost
+
+    workers.php([gearmand])
+    client = Client([gearmand.address])
+    job = asyncio.ensure_future(client.submit("php.sleep", "30"))
+    for _ in range(200):
+        if gearmand.status().get("php.sleep", (0, 0, 0))[1]:
+            break
+        await asyncio.sleep(0.05)
+    await client.close()
+    with pytest.raises(ConnectionLost, match="closed"):
+        await asyncio.wait_for(job, 10)
+    with pytest.raises(ConnectionLost, match="closed"):
+        await client.submit("php.echo", "x")

@@ -88,3 +88,12 @@ def test_status_with_several_servers_and_workers(gearmand_factory: MakeGearmand,
     partial = gearworker("status", *servers, "--server", dead)
     assert partial.returncode == 2 and dead in partial.stderr.decode()
     assert b"php.echo" in partial.stdout
+
+
+def test_submit_when_schedules_a_background_job(gearmand: Gearmand) -> None:
+    """--when +SECONDS queues a SUBMIT_JOB_EPOCH job: the handle is printed and gearmand holds the job."""
+    out = gearworker("submit", "later.fn", "x", "-b", "--when", "+3600", "--server", gearmand.address)
+    assert out.returncode == 0 and out.stdout.startswith(b"H:")
+    assert gearmand.status()["later.fn"] == (1, 0, 0)
+    bad = gearworker("submit", "later.fn", "x", "-b", "--when", "tomorrow", "--server", gearmand.address)
+    assert bad.returncode == 2 and b"ISO" in bad.stderr
