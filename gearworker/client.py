@@ -166,8 +166,14 @@ class Client:
         """
         waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=on_progress)
         ptype = _FOREGROUND[_priority(priority)]
-        if timeout is None:  # the common case skips the timeout context's cost
-            return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
+        if timeout is None:  # the common case: no timeout context, no extra coroutine
+            proto = await self._send(ptype, function, payload, unique, waiter)
+            try:
+                result: Result = await waiter.future
+                return result
+            finally:
+                if waiter.future.cancelled() or not waiter.future.done():
+                    proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
         try:
             async with asyncio.timeout(timeout):
                 return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
@@ -220,7 +226,7 @@ class Client:
         errors: list[str] = []
         for server in self._candidates(uid):
             try:
-                proto = await server.get()
+                proto = server.protocol or await server.get()  # connected: skip a coroutine per job
                 if proto.paused:  # back-pressure before queuing more, not after
                     await proto.writable()
                 proto.send(data, waiter)
