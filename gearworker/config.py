@@ -302,3 +302,17 @@ def _read_file(path: Path) -> dict[str, Any]:
     except Exception as e:
         raise ConfigError(f"cannot be executed: {type(e).__name__}: {e}", file=str(path)) from e
     return {k.lower(): v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
+_active: Settings | None = None
+
+
+def activate(settings: Settings) -> None:
+    """Make ``settings`` what :func:`active` returns in this process (the worker and each pool process)."""
+    global _active
+    _active = settings
+
+
+def active() -> Settings:
+    """The running worker's settings, for handlers; outside a worker, :func:`load` from the usual places."""
+    return _active if _active is not None else load()

@@ -27,7 +27,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -35,6 +35,8 @@ from typing import Any
 
 import structlog
 
+from . import config, logs
+from .config import Settings
 from .job import CpuJob, CpuJobSpec, to_bytes
 
 log = structlog.get_logger("gearworker.pool")
@@ -91,16 +93,21 @@ def _exit_with_worker(worker: int) -> None:
     threading.Thread(target=watch, name="exit with worker", daemon=True).start()
 
 
-def _child_init(reports: Any, handlers_dir: str, aliases: Mapping[str, str], parent: int) -> None:
+def _child_init(reports: Any, settings: Settings, parent: int) -> None:
     global _reports
     _die_with_parent()  # the forkserver (our real parent) died
     _exit_with_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _reports = reports
+    # The worker's settings, not whatever config.load() would find from here
+    # (a --settings file or flags given to the worker): handlers read them with
+    # config.active(), and logs go where the worker's go.
+    config.activate(settings)
+    logs.configure(settings.log_level, settings.log_format, settings.log_file)
     # Import the handler modules so that pickled function references resolve.
     from .handlers import discover
 
-    discover(handlers_dir, aliases)
+    discover(settings.handlers_dir, settings.aliases)
 
 
 def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool, bytes]:
@@ -129,19 +136,15 @@ class Pool:
 
     def __init__(
         self,
-        size: int,
+        settings: Settings,
         *,
-        handlers_dir: str,
-        aliases: Mapping[str, str] | None = None,
-        max_tasks_per_child: int | None = None,
         on_report: Callable[[int, str, tuple[bytes, ...]], None] | None = None,
     ) -> None:
-        self.size = size
+        self.size = settings.processes
         self.restarts = 0
         self._ctx = multiprocessing.get_context("forkserver")
-        self._handlers_dir = handlers_dir
-        self._aliases = dict(aliases or {})
-        self._max_tasks = max_tasks_per_child
+        self._settings = settings
+        self._max_tasks = settings.max_tasks_per_child
         self._on_report = on_report
         self._reports = self._ctx.SimpleQueue()
         self._slots: list[_Slot] = []
@@ -166,7 +169,7 @@ class Pool:
             max_workers=1,
             mp_context=self._ctx,
             initializer=_child_init,
-            initargs=(self._reports, self._handlers_dir, self._aliases, os.getpid()),
+            initargs=(self._reports, self._settings, os.getpid()),
             **kwargs,
         )
 

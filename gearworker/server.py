@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from . import config
 from .config import Settings
 from .handlers import Registry
 from .localserver import LocalGearmand
@@ -70,6 +71,7 @@ class Server:
     # -- startup --------------------------------------------------------------
     async def startup(self) -> None:
         s = self.settings
+        config.activate(s)  # what handlers see through config.active()
         self._notifier = _notifier()
         if s.pid_file:
             self._pidfile = PidFile(s.pid_file)
@@ -80,8 +82,7 @@ class Server:
             s.servers = [self._local.address]
         self.metrics = _metrics()
         if any(h.cpu for h in self.registry.handlers.values()):
-            self.pool = Pool(s.processes, handlers_dir=s.handlers_dir, aliases=s.aliases,
-                             max_tasks_per_child=s.max_tasks_per_child)
+            self.pool = Pool(s)
             await self.pool.start()
             if self.metrics is not None:
                 self.metrics.set_pool(self.pool.size)

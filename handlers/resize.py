@@ -27,7 +27,7 @@ log = structlog.get_logger("gearworker.handlers.resize")
 @functools.cache
 def limits() -> Limits:
     """The limits from the settings, read once per pool process."""
-    s = config.load()
+    s = config.active()
     return Limits(max_upload_bytes=s.max_upload_bytes, max_image_pixels=s.max_image_pixels,
                   storage_roots=tuple(s.storage_roots))
 
