@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from .backoff import Backoff
 from .capacity import Bucket
 from .config import Settings
 from .connection import Link, PacketStream
@@ -177,8 +178,6 @@ class Worker:
     def start(self) -> None:
         """Open a link to every configured server (they connect in the background)."""
         s = self.settings
-        from .backoff import Backoff
-
         for host, port in s.addresses():
             for group in self.groups:
                 link = Link(
@@ -200,19 +199,19 @@ class Worker:
 
     # -- LinkOwner: connections come and go ---------------------------------
     def link_up(self, link: Link, stream: PacketStream) -> None:
+        if self.draining:
+            link.close()  # a connection made just as we began to drain: leave for good
+            return
         session = self.sessions[link]
         session.stream = stream
         session.sleeping = session.drained = False
         # A new connection knows nothing of us: identify and register again
         # (CAN_DO after every reconnect).
         stream.send(encode_request(T.SET_CLIENT_ID, self._client_id.encode()) + session.group.register)
-        self._metric("set_connection", link.name, "connected")
+        self._report_server(link.name)
         if link.reconnects:
             self._metric("reconnect", link.name)
         self.first_connection.set()
-        if self.draining:
-            link.close()
-            return
         self.pump(session)
 
     def link_down(self, link: Link, reason: Exception | None) -> None:
@@ -224,8 +223,13 @@ class Worker:
         session.grabs = 0
         # Jobs still running from this connection were re-queued by gearmand;
         # they run on, but their results will be dropped (see _finish).
-        self._metric("set_connection", link.name, "down")
+        self._report_server(link.name)
         self.pump_all()
+
+    def _report_server(self, server: str) -> None:
+        """A server is "connected" while any of its connections (one per group) is up."""
+        up = any(s.stream is not None for s in self._session_list if s.link.name == server)
+        self._metric("set_connection", server, "connected" if up else "down")
 
     # -- packets from a server ----------------------------------------------
     def on_packet(self, link: Link, packet: Packet) -> None:
