@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from ..client import Client, Priority
+from ..client_conn import ServerRefused
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
 from .photos import Photo, PhotoStore, StoredCopy
@@ -85,6 +86,8 @@ def _rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
 def explain(exc: BaseException, servers: Sequence[str]) -> str:
     """One sentence, in plain words, for what went wrong."""
     where = ", ".join(servers) or "the configured address"
+    if isinstance(exc, ServerRefused):  # a subclass of NoServerAvailable: the server answered, and said no
+        return f"The job server refused the job: {exc}"
     if isinstance(exc, NoServerAvailable):
         return f"No job server reachable at {where}."
     if isinstance(exc, JobFailed):
