@@ -196,14 +196,20 @@ def pack_request(image: bytes, *, sizes: list[int] | None = None, format: str = 
 
 def parse_request(workload: bytes, limits: Limits) -> Request:
     """Tell the workload's kind apart and validate it; raises :class:`ImageError`."""
-    if len(workload) > limits.max_upload_bytes:
+    # The limit is on the image; the options header may add up to _MAX_HEADER
+    # bytes (base64 adds a third), so that what the web app accepts the worker does too.
+    if len(workload) > limits.max_upload_bytes * 4 // 3 + _MAX_HEADER:
         raise ImageError(f"upload of {len(workload)} bytes is over the limit of {limits.max_upload_bytes} bytes")
     if workload.startswith(REQUEST_MAGIC):
         header, image = _split_header(workload, REQUEST_MAGIC, "request")
-        return Request(Options.from_json(header), image=image)
-    if workload.lstrip()[:1] == b"{":  # no image format starts with "{"
-        return _parse_json_request(workload, limits)
-    return Request(Options(), image=workload)
+        request = Request(Options.from_json(header), image=image)
+    elif workload.lstrip()[:1] == b"{":  # no image format starts with "{"
+        request = _parse_json_request(workload, limits)
+    else:
+        request = Request(Options(), image=workload)
+    if request.image is not None and len(request.image) > limits.max_upload_bytes:
+        raise ImageError(f"upload of {len(request.image)} bytes is over the limit of {limits.max_upload_bytes} bytes")
+    return request
 
 
 def _parse_json_request(workload: bytes, limits: Limits) -> Request:

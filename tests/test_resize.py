@@ -178,9 +178,17 @@ def test_truncated_files_of_every_format_fail(fmt: str) -> None:
 
 
 def test_oversize_upload_is_refused_before_parsing(photo_jpeg: bytes) -> None:
-    """max_upload_bytes is checked on the whole workload."""
+    """max_upload_bytes is checked on the image, with or without an options header."""
     with pytest.raises(ImageError, match="over the limit of 1000 bytes"):
         run(photo_jpeg, Limits(max_upload_bytes=1000))
+    with pytest.raises(ImageError, match="over the limit of 1000 bytes"):
+        run(pack_request(photo_jpeg), Limits(max_upload_bytes=1000))
+
+
+def test_image_exactly_at_the_upload_limit_is_accepted_with_its_options_header(photo_jpeg: bytes) -> None:
+    """The web app accepts an image of max_upload_bytes; the options header must not push it over."""
+    copies = unpack_result(run(pack_request(photo_jpeg, sizes=[64]), Limits(max_upload_bytes=len(photo_jpeg))))
+    assert [c.size for c in copies] == [64]
 
 
 def test_pixel_limit_comes_from_the_limits(photo_jpeg: bytes) -> None:
