@@ -1,0 +1,46 @@
+"""Server.serve() is a plain coroutine: start, serve and stop it in-process, no signals involved."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gearmand import Gearmand
+from workerproc import TEST_HANDLERS
+
+from gearworker import Client, config
+from gearworker.handlers import discover
+from gearworker.server import Server
+
+
+async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gearmand) -> None:
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "handlers_dir": str(TEST_HANDLERS),
+                                              "processes": 1, "log_level": "warning"})
+    server = Server(settings, discover(settings.handlers_dir))
+    serving = asyncio.create_task(server.serve())
+    async with Client([gearmand.address]) as client:
+        assert await asyncio.wait_for(client.submit("echo", b"in-process"), 20) == b"in-process"
+        assert await asyncio.wait_for(client.submit("cpu_echo", b"\x00pool\xff"), 20) == b"\x00pool\xff"
+    assert server.healthy()
+    server.should_exit.set()
+    assert await asyncio.wait_for(serving, 20) == 0
+    assert not server.healthy()
+
+
+async def test_force_exit_cuts_the_grace_period_short(gearmand: Gearmand) -> None:
+    """A second signal's event: a job that would outlive the grace is handed back at once."""
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "handlers_dir": str(TEST_HANDLERS),
+                                              "processes": 1, "grace_period": 60, "log_level": "warning"})
+    server = Server(settings, discover(settings.handlers_dir))
+    serving = asyncio.create_task(server.serve())
+    async with Client([gearmand.address]) as client:
+        await client.submit_background("async_long", b'{"seconds": 30}')
+        while gearmand.status().get("async_long", (0, 0, 0))[1] == 0:
+            await asyncio.sleep(0.05)
+    server.should_exit.set()
+    await asyncio.sleep(0.2)
+    assert not serving.done()  # draining: waiting for the job
+    server.force_exit.set()
+    assert await asyncio.wait_for(serving, 10) == 0
+    while gearmand.status()["async_long"][1] != 0:  # handed back: queued again, not running
+        await asyncio.sleep(0.05)
+    assert gearmand.status()["async_long"][0] == 1
