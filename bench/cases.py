@@ -9,6 +9,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from gearworker.protocol import Magic, PacketType, Parser, encode_request
 
 from .procs import cpu_seconds, fresh_gearmand, php, rss_bytes, running, start_workers, stop, wait_registered
@@ -142,29 +144,42 @@ def resize_in_process(workload: bytes, jobs: int) -> float:
     return jobs / (time.perf_counter() - start)
 
 
-def resize_worker(workload: bytes, processes: int, jobs: int) -> float:
-    """Images per second through gearmand and ``gearworker run --processes N`` (2 x N jobs in flight)."""
+@dataclass
+class PoolRun:
+    images_per_s: float
+    pool_ms_per_image: float  # CPU of the pool processes: the resizing itself
+    overhead_ms_per_image: float  # CPU of the worker's main process, gearmand and the client: the transfer
+
+
+def resize_worker(workload: bytes, processes: int, jobs: int) -> PoolRun:
+    """Images through gearmand and ``gearworker run --processes N``, 2 x N jobs in flight, with CPU per image."""
     from gearworker.client import Client
 
     extra = ["--processes", str(processes), "--handlers", "handlers"]
-    with running("gearworker", 1, function="resize", extra=extra) as (gearmands, _):
+    with running("gearworker", 1, function="resize", extra=extra) as (gearmands, procs):
         address = gearmands[0].address
+        assert gearmands[0].proc is not None
+        parent = procs[0].pid
+        overhead_pids = [parent, gearmands[0].proc.pid]
 
-        async def go() -> float:
+        async def go() -> PoolRun:
             async with Client([address]) as client:
                 await asyncio.gather(*(client.submit("resize", workload) for _ in range(processes)))
-                queue: asyncio.Queue[int] = asyncio.Queue()
-                for i in range(jobs):
-                    queue.put_nowait(i)
+                pool_pids = [p.pid for p in psutil.Process(parent).children(recursive=True)]
+                left = list(range(jobs))
 
                 async def feeder() -> None:
-                    while not queue.empty():
-                        queue.get_nowait()
+                    while left:
+                        left.pop()
                         await client.submit("resize", workload)
 
+                pool0, over0, me0 = cpu_seconds(pool_pids), cpu_seconds(overhead_pids), time.process_time()
                 start = time.perf_counter()
                 await asyncio.wait_for(asyncio.gather(*(feeder() for _ in range(2 * processes))), 300)
-                return jobs / (time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                pool = cpu_seconds(pool_pids) - pool0
+                over = cpu_seconds(overhead_pids) - over0 + time.process_time() - me0
+                return PoolRun(jobs / elapsed, pool / jobs * 1e3, over / jobs * 1e3)
 
         return asyncio.run(go())
 
