@@ -132,6 +132,7 @@ class Worker:
         self._fail_with_exception = settings.failure_style == "exception"
         self._log_each_job = log.is_enabled_for(logging.INFO)  # logging is configured before the worker is built
         self._global = Bucket("concurrency", settings.concurrency)
+        self._loop = asyncio.get_running_loop()
         self._functions, self.groups = self._build_functions()
         self._session_list: list[Session] = []
         self._rotation = 0
@@ -342,10 +343,12 @@ class Worker:
         self.running += 1
         self.idle.clear()
         self._metric("job_started", function.name)
+        # loop.create_task, not asyncio.create_task: the latter looks the loop up
+        # again, which costs a getpid() system call per job.
         if function.handler.cpu:
-            job.task = asyncio.create_task(self._run_cpu(job, data))
+            job.task = self._loop.create_task(self._run_cpu(job, data))
         else:
-            job.task = asyncio.create_task(self._run_async(job, data))
+            job.task = self._loop.create_task(self._run_async(job, data))
 
     async def _run_async(self, job: RunningJob, data: bytes) -> None:
         h = job.function.handler
