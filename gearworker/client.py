@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import json
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -32,6 +31,7 @@ from .backoff import Backoff
 from .client_admin import admin_query
 from .client_conn import ClientProtocol, JobStatus, Progress, Result, ServerConnection, ServerRefused, Waiter
 from .errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
+from .job import to_bytes
 from .protocol import PacketType, StatusRow, WorkerRow, encode_request
 
 __all__ = [
@@ -73,17 +73,9 @@ class Handle(bytes):
 
 def encode_payload(payload: Payload) -> bytes:
     """bytes-like as they are, ``str`` as UTF-8, dict/list as compact JSON, None as empty."""
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, (bytearray, memoryview)):
-        return bytes(payload)
-    if isinstance(payload, str):
-        return payload.encode()
-    if payload is None:
-        return b""
-    if isinstance(payload, (dict, list)):
-        return json.dumps(payload, separators=(",", ":")).encode()
-    raise TypeError(f"payload must be bytes, str, dict or list, not {type(payload).__name__}")
+    if payload is not None and not isinstance(payload, (bytes, bytearray, memoryview, str, dict, list)):
+        raise TypeError(f"payload must be bytes, str, dict or list, not {type(payload).__name__}")
+    return to_bytes(payload)  # the same encoding as a handler's return value
 
 
 def _unique(unique: str | bytes | None) -> bytes:
@@ -166,14 +158,8 @@ class Client:
         """
         waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=on_progress)
         ptype = _FOREGROUND[_priority(priority)]
-        if timeout is None:  # the common case: no timeout context, no extra coroutine
-            proto = await self._send(ptype, function, payload, unique, waiter)
-            try:
-                result: Result = await waiter.future
-                return result
-            finally:
-                if waiter.future.cancelled() or not waiter.future.done():
-                    proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
+        if timeout is None:  # the common case: no timeout context
+            return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
         try:
             async with asyncio.timeout(timeout):
                 return await _wait(await self._send(ptype, function, payload, unique, waiter), waiter)
