@@ -1,0 +1,111 @@
+"""The worker's hot path in one process, without sockets: CPU per job that a noisy machine cannot blur.
+
+    .venv/bin/python -m bench.hotpath                  # 200,000 echo jobs in batches of 20
+    .venv/bin/python -m bench.hotpath --batch 1        # one job per read: the latency path
+    .venv/bin/python -m bench.hotpath --no-metrics     # without the Prometheus bookkeeping
+    .venv/bin/python -m bench.hotpath --profile        # cProfile, top functions by own time
+
+Bytes of ``--batch`` JOB_ASSIGN_UNIQ packets are fed to a real
+:class:`PacketStream` (parser, worker, tasks, handler, encoder) whose
+transport only counts what is written.  Numbers are process CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from gearworker import config, handlers, logs
+from gearworker.connection import Link, PacketStream
+from gearworker.protocol import Magic, Packet, PacketType, encode
+from gearworker.worker import Session, Worker
+
+HANDLERS = Path(__file__).resolve().parent / "handlers"
+
+
+class CountingTransport:
+    """Stands in for the socket: counts writes and bytes."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.bytes += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool) -> tuple[float, float]:
+    """Return (CPU us per job, writes per job)."""
+    logs.configure("warning", "json")
+    settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(HANDLERS),
+                                                    "concurrency": 1000})
+    settings.grab_pipeline = grab_pipeline
+    meter = None
+    if metrics:
+        from gearworker.metrics import Metrics
+
+        meter = Metrics()
+    worker = Worker(settings, handlers.discover(HANDLERS), None, metrics=meter)
+    link = Link("127.0.0.1", 1, worker, max_packet_size=1 << 20)
+    session = worker.sessions[link] = Session(link, worker.groups[0])
+    stream = PacketStream(lambda p: worker.on_packet(link, p), max_packet_size=1 << 20)
+    transport = CountingTransport()
+    stream.connection_made(transport)  # type: ignore[arg-type]
+    worker.link_up(link, stream)
+    await asyncio.sleep(0)
+    data = b"".join(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:host:%d" % i, b"echo", b"", b"x" * 100),
+                                  Magic.RES)) for i in range(batch))
+    writes = transport.writes
+    start = time.process_time()
+    for _ in range(jobs // batch):
+        session.grabs = max(session.grabs, batch)  # as if gearmand answered grabs we had sent
+        stream.data_received(data)
+        await asyncio.sleep(0)  # the jobs' tasks run
+        await asyncio.sleep(0)  # their results are flushed
+    elapsed = time.process_time() - start
+    done = jobs // batch * batch
+    return elapsed / done * 1e6, (transport.writes - writes) / done
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.split("\n")[0])
+    p.add_argument("--jobs", type=int, default=200_000)
+    p.add_argument("--batch", type=int, default=20, help="jobs per read")
+    p.add_argument("--grab-pipeline", type=int, default=8)
+    p.add_argument("--no-metrics", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    coro = run(args.jobs, args.batch, args.grab_pipeline, not args.no_metrics)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        with cProfile.Profile() as prof:
+            us, writes = uvloop.run(coro)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    else:
+        us, writes = uvloop.run(coro)
+    print(f"{us:.2f} us CPU per job, {writes:.3f} writes per job (batch {args.batch}, "
+          f"metrics {'off' if args.no_metrics else 'on'}{', under cProfile' if args.profile else ''})")
+
+
+if __name__ == "__main__":
+    main()
