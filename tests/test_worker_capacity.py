@@ -90,3 +90,19 @@ def test_worker_registers_again_and_serves_after_its_server_restarts(gearmand: G
         assert w.log_text().count('"server.down"') >= 1
     finally:
         assert w.stop() == 0
+
+
+async def test_five_hundred_jobs_in_flight_through_one_worker_all_complete(gearmand: Gearmand) -> None:
+    """A pipeline of grabs ending on a job must grab again (once stalled with 336 queued, 0 running)."""
+    import asyncio
+
+    from gearworker import Client
+
+    w = WorkerProcess([gearmand.address]).start(wait_for="echo", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            payloads = [f"job-{i}".encode() * (i % 7 + 1) for i in range(500)]
+            results = await asyncio.wait_for(asyncio.gather(*(client.submit("echo", p) for p in payloads)), 60)
+        assert results == payloads
+    finally:
+        assert w.stop() == 0
