@@ -4,8 +4,9 @@ Background jobs are fire-and-forget, so the only proof that a job ran is what
 it leaves behind.  ``rec`` (async) and ``rec_cpu`` (``cpu=True``, in a pool
 process) sleep the workload's milliseconds, then insert one row (unique id,
 function, pid, time) into the ``runs`` table of the file named by
-``$GW_RESULTS_DB``.  A unique id that appears twice ran twice: that is how the
-suite counts at-least-once duplicates.
+``$GW_RESULTS_DB``; they also note each start in ``starts``.  A unique id
+twice in ``runs`` completed twice (an at-least-once duplicate); twice in
+``starts`` but once in ``runs`` was interrupted and run again.
 
 The row is written as the last thing before returning, so a worker killed
 between the insert and its WORK_COMPLETE produces a duplicate (the job is
@@ -21,7 +22,10 @@ import time
 
 from gearworker import CpuJob, Job, handler
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS runs (uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS runs (uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL);"
+    "CREATE TABLE IF NOT EXISTS starts (uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)"
+)
 _db: sqlite3.Connection | None = None
 _db_pid = 0
 
@@ -32,17 +36,17 @@ def connect(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout = 60000")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process, which is all we need
-    db.execute(_SCHEMA)
+    db.executescript(_SCHEMA)
     return db
 
 
-def _record(job: Job | CpuJob) -> None:
+def _record(job: Job | CpuJob, table: str = "runs") -> None:
     global _db, _db_pid
     # One connection per process; a pool child must never reuse its parent's.
     if _db is None or _db_pid != os.getpid():
         _db = connect(os.environ["GW_RESULTS_DB"])
         _db_pid = os.getpid()
-    _db.execute("INSERT INTO runs VALUES (?, ?, ?, ?)",
+    _db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
                 (job.unique.decode(), job.function, os.getpid(), time.time()))
 
 
@@ -54,6 +58,7 @@ def _millis(job: Job | CpuJob) -> float:
 @handler("rec")
 async def rec(job: Job) -> str:
     """Sleep the workload's milliseconds on the event loop, then record the run."""
+    _record(job, "starts")
     await asyncio.sleep(_millis(job))
     _record(job)
     return "ok"
@@ -62,6 +67,7 @@ async def rec(job: Job) -> str:
 @handler("rec_cpu", cpu=True)
 def rec_cpu(job: CpuJob) -> str:
     """Block the pool process for the workload's milliseconds, then record the run."""
+    _record(job, "starts")
     time.sleep(_millis(job))
     _record(job)
     return "ok"

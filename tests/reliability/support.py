@@ -47,16 +47,18 @@ def record_figures(name: str, **figures: Any) -> None:
 def create_results_db(path: Path) -> Path:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
-    db.execute("CREATE TABLE IF NOT EXISTS runs (uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)")
+    for table in ("runs", "starts"):
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                   "(uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)")
     db.close()
     return path
 
 
-def runs(path: Path) -> Counter[str]:
-    """How many times each unique id ran."""
+def runs(path: Path, table: str = "runs") -> Counter[str]:
+    """How many times each unique id completed (``runs``) or started (``starts``)."""
     db = sqlite3.connect(path, timeout=60.0)
     try:
-        return Counter(u for (u,) in db.execute("SELECT uniq FROM runs"))
+        return Counter(u for (u,) in db.execute(f"SELECT uniq FROM {table}"))
     finally:
         db.close()
 

@@ -25,7 +25,16 @@ from workerproc import WorkerProcess
 from gearworker import Client
 
 from .conftest import Size
-from .support import HANDLERS, ProcessWatch, env_for, log_events, pool_children, record_figures, submit_background
+from .support import (
+    HANDLERS,
+    ProcessWatch,
+    env_for,
+    log_events,
+    pool_children,
+    record_figures,
+    runs,
+    submit_background,
+)
 
 GRACE = 5.0
 KINDS = ("kill_worker", "term_worker", "restart_gearmand", "kill_pool_child")
@@ -158,10 +167,12 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
     crashed = _crashed(chaos)
     missing = expected - set(seen)
     counts = list(seen[u] for u in expected if u in seen)
+    starts = runs(results_db, "starts")
     figures = dict(
         size=size.label, seed=seed, jobs=len(jobs), completed=len(expected & set(seen)), missing=len(missing),
         lost_to_pool_kill=len(missing & crashed), duplicates=sum(c - 1 for c in counts),
         ran_twice_or_more=sum(1 for c in counts if c > 1), max_runs=max(counts, default=0),
+        started_more_than_once=sum(1 for u in expected if starts[u] > 1),
         duration_s=round(duration, 1), submit_phase_s=round(submitted, 1), submit_retries=retries,
         events=chaos.events, sigterm_exits=[(c, round(d, 2)) for c, d in chaos.term_exits],
         final_exit_codes=codes, processes_seen=len(watch.seen), leftover_processes=len(leftovers),

@@ -22,7 +22,16 @@ from workerproc import WorkerProcess
 from gearworker import Client
 
 from .conftest import Size
-from .support import HANDLERS, ProcessWatch, env_for, log_events, record_figures, submit_background, wait_for_runs
+from .support import (
+    HANDLERS,
+    ProcessWatch,
+    env_for,
+    log_events,
+    record_figures,
+    runs,
+    submit_background,
+    wait_for_runs,
+)
 
 GRACE = 5.0
 SLACK = 3.0  # closing the pool and its forkserver after the last job
@@ -82,9 +91,10 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
             assert last.stop(30) == 0
     missing = expected - set(seen)
     duplicates = sum(c - 1 for u, c in seen.items() if u in expected)
+    restarted = sum(1 for u, c in runs(results_db, "starts").items() if u in expected and c > 1)
     record_figures(
         "shutdown", size=size.label, seed=seed, cycles=size.shutdown_cycles, jobs=len(expected),
-        completed=len(expected) - len(missing), missing=len(missing), duplicates=duplicates,
+        completed=len(expected) - len(missing), missing=len(missing), duplicates=duplicates, started_twice=restarted,
         handed_back_after_grace=handed_back, grace_s=GRACE, max_exit_s=round(max(exits), 2),
         mean_exit_s=round(sum(exits) / len(exits), 2), jobs_running_at_sigterm=sum(running_at_term),
         leftover_processes=len(leftovers), duration_s=round(time.monotonic() - started, 1),
@@ -93,4 +103,4 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
     assert not leftovers, leftovers
     assert not missing, sorted(missing)[:20]
     # Every job is shorter than the grace period: none may have been handed back and run twice.
-    assert duplicates == 0 and handed_back == 0
+    assert duplicates == 0 and restarted == 0 and handed_back == 0

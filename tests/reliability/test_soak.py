@@ -53,8 +53,8 @@ def _after(samples: list[dict[str, float]], t: float) -> list[dict[str, float]]:
 @pytest.mark.timeout(900)
 async def test_soak_async_jobs_memory_and_fds_stay_flat(size: Size, gearmand: Gearmand, results_db: Path) -> None:
     """Hundreds of thousands of async jobs through one worker: RSS growth after warm-up < 5 MiB, fds constant."""
-    w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "1", "--log-level", "warning"],
-                      env=env_for(results_db))
+    # Info level, as in production: every job also goes through structlog (a job.done line).
+    w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "1"], env=env_for(results_db))
     w.start(wait_for="echo", gearmand=gearmand)
     try:
         sampler = Sampler(w.pid).start()
@@ -94,7 +94,7 @@ async def test_soak_cpu_jobs_with_recycled_pool_processes_memory_and_fds_stay_fl
     process count at rest unchanged, and every job ran once."""
     per_child = 10
     w = WorkerProcess([gearmand.address], handlers=HANDLERS, env=env_for(results_db),
-                      args=["--processes", "2", "--max-tasks-per-child", str(per_child), "--log-level", "warning"])
+                      args=["--processes", "2", "--max-tasks-per-child", str(per_child)])
     w.start(wait_for="rec_cpu", gearmand=gearmand)
     try:
         sampler = Sampler(w.pid).start()
