@@ -27,7 +27,7 @@ FIGURES: dict[str, dict[str, Any]] = {}
 
 
 def record_figures(name: str, **figures: Any) -> None:
-    """Keep ``figures`` for the summary and merge them into artifacts/reliability.json."""
+    """Keep ``figures`` for the summary and merge them into artifacts/reliability.json (under their size)."""
     figures["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     FIGURES[name] = figures
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,8 @@ def record_figures(name: str, **figures: Any) -> None:
         data = json.loads(ARTIFACT.read_text())
     except (OSError, ValueError):
         data = {}
-    data[name] = figures
+    # Keyed by size, so a CI-size run does not overwrite the figures of the last full run.
+    data.setdefault(str(figures.get("size", "any")), {})[name] = figures
     tmp = ARTIFACT.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(ARTIFACT)
