@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -24,6 +25,13 @@ ARTIFACT = ROOT / "artifacts" / "reliability.json"
 
 # Figures recorded during this session, printed in the terminal summary.
 FIGURES: dict[str, dict[str, Any]] = {}
+
+
+def seed_from_env() -> int:
+    """The random seed of a scenario: $GW_RELIABILITY_SEED to replay one, else a fresh one (printed)."""
+    seed = int(os.environ.get("GW_RELIABILITY_SEED") or random.randrange(1 << 30))
+    print(f"[reliability] seed {seed} (replay with GW_RELIABILITY_SEED={seed})")
+    return seed
 
 
 def record_figures(name: str, **figures: Any) -> None:

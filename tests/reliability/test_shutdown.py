@@ -29,6 +29,7 @@ from .support import (
     log_events,
     record_figures,
     runs,
+    seed_from_env,
     submit_background,
     wait_for_runs,
 )
@@ -52,7 +53,7 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
     size: Size, gearmand: Gearmand, results_db: Path
 ) -> None:
     """Each SIGTERM under load: exit code 0 within the grace period, no orphan; in the end every job ran once."""
-    seed = random.randrange(1 << 30)
+    seed = seed_from_env()
     rng = random.Random(seed)
     expected: set[str] = set()
     exits: list[float] = []
