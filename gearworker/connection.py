@@ -65,6 +65,11 @@ class PacketStream(asyncio.Protocol):
             if self._transport is None:
                 return  # a handler reset the connection mid-batch
             on_packet(packet)
+        # What these packets made us send (grabs, mostly) goes out now, not a
+        # loop turn later: the answers to a read are already one batch.  Lone-job
+        # p50 latency 1.54x -> 1.34-1.43x PHP's; tiny-job CPU per job unchanged
+        # (10.3 vs 10.5 us, python -m bench).
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
