@@ -62,8 +62,8 @@ class PacketStream(asyncio.Protocol):
             return
         on_packet = self._on_packet
         for packet in packets:
-            if self._transport is None:
-                return  # a handler reset the connection mid-batch
+            if self._transport is None or self.closed.done():
+                return  # a handler reset the connection mid-batch: ignore the rest
             on_packet(packet)
         # What these packets made us send (grabs, mostly) goes out now, not a
         # loop turn later: the answers to a read are already one batch.  Lone-job
@@ -232,6 +232,8 @@ class Link:
         return stream
 
     async def _sleep(self, delay: float) -> None:
+        if self._stopping:  # stop() came during a connect attempt: its wake-up must not be lost
+            return
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import structlog
@@ -55,10 +56,31 @@ class PoolTimeout(Exception):
     """The job ran past its timeout and its pool process was killed."""
 
 
+@dataclass(slots=True, eq=False)
+class _Channel:
+    """One slot's report pipe: its process writes, a thread of ours reads.
+
+    A pipe per slot, not one queue for all: a process SIGKILLed in the middle
+    of a write (our timeout, the OOM killer) would leave a shared queue's
+    inter-process lock held forever and every other process blocked on it.
+    Here it can only garble its own pipe, which is thrown away with the slot.
+    """
+
+    reader: Connection
+    writer: Connection
+    thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        # Our copy of the write end: once the process is gone too, the reader
+        # thread sees EOF and ends.
+        self.writer.close()
+
+
 @dataclass(slots=True)
 class _Slot:
     index: int
     executor: ProcessPoolExecutor
+    channel: _Channel
     busy: bool = False
 
 
@@ -115,7 +137,7 @@ def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool
     token = spec.token
 
     def send(kind: str, args: tuple[bytes, ...]) -> None:
-        _reports.put((token, kind, args))
+        _reports.send((token, kind, args))
 
     try:
         return True, to_bytes(func(CpuJob(spec, send)))
@@ -124,7 +146,7 @@ def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool
     finally:
         # Reports and the result travel on different pipes; this marker tells
         # the parent that every report of this job is already in its pipe.
-        _reports.put((token, "end", ()))
+        _reports.send((token, "end", ()))
 
 
 def _noop() -> int:
@@ -146,10 +168,8 @@ class Pool:
         self._settings = settings
         self._max_tasks = settings.max_tasks_per_child
         self._on_report = on_report
-        self._reports = self._ctx.SimpleQueue()
         self._slots: list[_Slot] = []
         self._ends: dict[int, asyncio.Future[None]] = {}
-        self._reader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -161,24 +181,27 @@ class Pool:
     def healthy(self) -> bool:
         return not self._closed and len(self._slots) == self.size
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _new_slot_parts(self) -> tuple[ProcessPoolExecutor, _Channel]:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        channel = _Channel(reader, writer)
         kwargs: dict[str, Any] = {}
         if self._max_tasks is not None:
             kwargs["max_tasks_per_child"] = self._max_tasks
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=self._ctx,
             initializer=_child_init,
-            initargs=(self._reports, self._settings, os.getpid()),
+            initargs=(writer, self._settings, os.getpid()),
             **kwargs,
         )
+        channel.thread = threading.Thread(target=self._read_reports, args=(reader,), name="pool reports", daemon=True)
+        channel.thread.start()
+        return executor, channel
 
     async def start(self) -> None:
         """Start every slot's process and wait until each has loaded the handlers."""
         self._loop = asyncio.get_running_loop()
-        self._reader = threading.Thread(target=self._read_reports, name="pool reports", daemon=True)
-        self._reader.start()
-        self._slots = [_Slot(i, self._executor()) for i in range(self.size)]
+        self._slots = [_Slot(i, *self._new_slot_parts()) for i in range(self.size)]
         started = time.monotonic()
         pids = await asyncio.gather(*(self._loop.run_in_executor(s.executor, _noop) for s in self._slots))
         log.info("pool.started", processes=self.size, pids=list(pids), duration=round(time.monotonic() - started, 3))
@@ -187,18 +210,19 @@ class Pool:
         """The pids of the live pool processes."""
         return [pid for s in self._slots for pid in list(getattr(s.executor, "_processes", {}) or {})]
 
-    def _read_reports(self) -> None:
+    def _read_reports(self, reader: Connection) -> None:
         # Blocking reads belong in a thread; hand each report to the loop.
-        while True:
-            try:
-                item = self._reports.get()
-            except (EOFError, OSError):
-                return
-            if item is None:
-                return
-            assert self._loop is not None
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+        try:
+            while True:
+                item = reader.recv()
+                assert self._loop is not None
                 self._loop.call_soon_threadsafe(self._dispatch, item)
+        except (EOFError, OSError, RuntimeError):  # every writer gone, or the loop closed
+            pass
+        except Exception:  # a process killed mid-write left a garbled message: the slot is being replaced
+            log.warning("pool.report_garbled", exc_info=True)
+        finally:
+            reader.close()
 
     def _dispatch(self, item: tuple[int, str, tuple[bytes, ...]]) -> None:
         token, kind, args = item
@@ -262,7 +286,8 @@ class Pool:
             proc.join(1.0)
             code = proc.exitcode
         old.shutdown(wait=False, cancel_futures=True)
-        slot.executor = self._executor()
+        slot.channel.close()
+        slot.executor, slot.channel = self._new_slot_parts()
         self.restarts += 1
         log.warning("pool.restarted", slot=slot.index, exitcode=code, killed=kill)
         return code
@@ -283,11 +308,11 @@ class Pool:
         loop = asyncio.get_running_loop()
         for slot in self._slots:
             await loop.run_in_executor(None, functools.partial(slot.executor.shutdown, wait=True, cancel_futures=True))
+            slot.channel.close()
+        for slot in self._slots:
+            if slot.channel.thread is not None:
+                await loop.run_in_executor(None, slot.channel.thread.join, 2.0)
         self._slots = []
-        if self._reader is not None:
-            self._reports.put(None)
-            await loop.run_in_executor(None, self._reader.join, 2.0)
-        self._reports.close()
         _stop_helpers()
 
 
@@ -296,8 +321,7 @@ def _stop_helpers() -> None:
 
     It is a child of this process; stopping it here means the worker has no
     child left when it exits.  (The resource tracker is left to exit on its own
-    when we do: stopping it early makes it report our queue's semaphores as
-    leaked.)
+    when we do.)
     """
     with contextlib.suppress(Exception):
         multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]

@@ -222,8 +222,10 @@ class Worker:
         for bucket in session.group.buckets:
             bucket.reserved -= session.grabs
         session.grabs = 0
-        # Jobs still running from this connection were re-queued by gearmand;
-        # they run on, but their results will be dropped (see _finish).
+        # Jobs still running from this connection were re-queued by gearmand,
+        # under the same handles, and may come back on the next connection while
+        # these copies run on; their results will be dropped (see _finish).
+        session.running = {}
         self._report_server(link.name)
         self.pump_all()
 
@@ -242,7 +244,7 @@ class Worker:
         elif t is T.NO_JOB:
             if self._answered(session):
                 session.drained = True
-                if not session.grabs and session.stream is not None and not self.draining:
+                if not session.grabs and session.stream is not None and session.stream.is_open and not self.draining:
                     session.stream.send(_PRE_SLEEP)
                     session.sleeping = True
                 # The answered grab held a place that another server's connection,
@@ -308,7 +310,9 @@ class Worker:
     def pump(self, session: Session, depth: int = 0) -> None:
         """Keep up to ``depth`` (default ``grab_pipeline``) grabs in flight on ``session`` while its group has room."""
         stream = session.stream
-        if stream is None or self.draining or session.sleeping or session.drained:
+        # is_open, not "is not None": between a connection's loss and the Link's
+        # link_down() call (one loop turn) the stream is set but closed.
+        if stream is None or not stream.is_open or self.draining or session.sleeping or session.drained:
             return
         buckets = session.group.buckets
         depth = depth or self.settings.grab_pipeline
@@ -367,8 +371,13 @@ class Worker:
                     raise
             payload = to_bytes(result)
         except asyncio.CancelledError:
-            self._finish(job, b"", "handed_back")  # shutdown: gearmand re-queues it
-            raise
+            if _cancelled_by_us():
+                self._finish(job, b"", "handed_back")  # shutdown: gearmand re-queues it
+                raise
+            # The handler awaited something that someone else cancelled: that is
+            # the handler's failure, and the job must still end.
+            self._fail(job, "fail", "CancelledError: an awaited operation was cancelled")
+            return
         except Exception as e:
             self._fail(job, "fail", f"{type(e).__name__}: {e}")
             return
@@ -378,9 +387,10 @@ class Worker:
         assert self.pool is not None
         h = job.function.handler
         spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
+        timeout = h.timeout
         for attempt in (1, 2):
             try:
-                ok, payload = await self.pool.run(h.func, spec, h.timeout)
+                ok, payload = await self.pool.run(h.func, spec, timeout)
                 break
             except asyncio.CancelledError:
                 self._finish(job, b"", "handed_back")
@@ -396,8 +406,16 @@ class Worker:
                 if attempt == 2:
                     self._fail(job, "crash", f"ChildDied: {e} (twice)")
                     return
+                if h.timeout is not None:  # the retry gets what is left, so gearmand's backstop never fires first
+                    timeout = h.timeout - (time.monotonic() - job.started)
+                    if timeout <= 0:
+                        self._fail(job, "timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout; {e}")
+                        return
                 log.warning("job.retry", function=job.function.name, handle=job.handle.decode(errors="replace"),
                             unique=job.unique.decode(errors="replace"), reason=str(e))
+            except Exception as e:  # the pool itself failed (e.g. the job cannot be pickled): still end the job
+                self._fail(job, "crash", f"{type(e).__name__}: {e}")
+                return
         if ok:
             self._finish(job, encode_request(T.WORK_COMPLETE, job.handle, payload), "complete")
         else:
@@ -418,7 +436,7 @@ class Worker:
 
     def report(self, job: RunningJob, kind: str, args: tuple[bytes, ...]) -> None:
         """Forward a WORK_STATUS / WORK_DATA / WORK_WARNING of a running job."""
-        if job.stream is job.session.stream and job.stream.is_open and job.handle in job.session.running:
+        if job.stream is job.session.stream and job.stream.is_open and job.session.running.get(job.handle) is job:
             job.stream.send(encode_request(_REPORT_TYPES[kind], job.handle, *args))
 
     def pool_report(self, token: int, kind: str, args: tuple[bytes, ...]) -> None:
@@ -431,7 +449,8 @@ class Worker:
         session = job.session
         for bucket in job.function.buckets:
             bucket.used -= 1
-        session.running.pop(job.handle, None)
+        if session.running.get(job.handle) is job:  # not a newer copy of the same handle
+            del session.running[job.handle]
         del self._jobs[job.token]
         self.running -= 1
         if packets:
@@ -487,3 +506,9 @@ class Worker:
     def _metric(self, name: str, *args: Any) -> None:
         if self.metrics is not None:
             getattr(self.metrics, name)(*args)
+
+
+def _cancelled_by_us() -> bool:
+    """True when the running task itself was cancelled (shutdown), not merely something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

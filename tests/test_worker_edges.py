@@ -1,0 +1,106 @@
+"""Edge cases found in review, each pinned in-process against a real gearmand."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from gearmand import Gearmand
+
+from gearworker import Client, Job, JobFailed, config
+from gearworker.handlers import Handler, Registry, discover
+from gearworker.job import CpuJobSpec
+from gearworker.pool import Pool, PoolTimeout
+from gearworker.worker import Worker
+
+SPAM = '''
+from gearworker import handler
+
+@handler("spam", cpu=True)
+def spam(job):
+    while True:
+        job.send_data(b"x" * 200)
+
+@handler("quick", cpu=True)
+def quick(job):
+    job.status(1, 2)
+    return b"ok"
+'''
+
+
+async def test_a_process_killed_mid_report_does_not_block_the_other_slots_or_shutdown(tmp_path: Path) -> None:
+    """Each slot reports on its own pipe: a timeout kill during a write cannot leave a shared lock held."""
+    (tmp_path / "spam.py").write_text(SPAM)
+    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
+                                              "processes": 2, "log_level": "error"})
+    registry = discover(settings.handlers_dir)
+    reports: list[str] = []
+    pool = Pool(settings, on_report=lambda token, kind, args: reports.append(kind))
+    await pool.start()
+    try:
+        for token in range(1, 9, 2):
+            with pytest.raises(PoolTimeout):
+                await pool.run(registry.functions["spam"].func, CpuJobSpec(token, "spam", b"H:1", b"", b""), 0.3)
+            ok, result = await pool.run(registry.functions["quick"].func,
+                                        CpuJobSpec(token + 1, "quick", b"H:2", b"", b""), 10)
+            assert (ok, result) == (True, b"ok")
+        assert "status" in reports
+    finally:
+        await asyncio.wait_for(pool.close(), 10)
+
+
+async def _awaits_a_cancelled_future(job: Job) -> bytes:
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    future.cancel()  # an operation someone else cancelled
+    return await future
+
+
+async def test_cancelled_error_from_handler_code_fails_the_job_instead_of_leaving_it_open(gearmand: Gearmand) -> None:
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
+    registry = Registry()
+    registry.add(Handler("h", _awaits_a_cancelled_future, False, None, None, "test", True))
+    worker = Worker(settings, registry, None)
+    worker.start()
+    try:
+        async with Client([gearmand.address]) as client:
+            with pytest.raises(JobFailed, match="CancelledError"):
+                await asyncio.wait_for(client.submit("h", b""), 10)
+        assert worker.running == 0
+    finally:
+        await worker.close()
+
+
+async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gearmand: Gearmand) -> None:
+    """The stream is closed a loop turn before link_down: no send on it, idle is set, the link reconnects."""
+    release = asyncio.Event()
+
+    async def wait_then_echo(job: Job) -> bytes:
+        await release.wait()
+        return job.workload
+
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error",
+                                              "concurrency": 1, "reconnect_min": 0.05, "reconnect_max": 0.2})
+    registry = Registry()
+    registry.add(Handler("w", wait_then_echo, False, None, None, "test", True))
+    worker = Worker(settings, registry, None)
+    worker.start()
+    try:
+        async with Client([gearmand.address]) as client:
+            submitted = asyncio.create_task(client.submit_background("w", b"x"))
+            await submitted
+            while worker.running == 0:
+                await asyncio.sleep(0.01)
+            (session,) = worker.sessions.values()
+            assert session.stream is not None
+            session.stream.abort()  # the connection drops...
+            release.set()  # ...in the same turn as the job ends
+            await asyncio.wait_for(worker.idle.wait(), 5)
+            assert worker.running == 0
+            while not worker.connected:
+                await asyncio.sleep(0.02)
+            # It came back: the re-queued job runs again and completes there.
+            while gearmand.status().get("w", (1, 0, 0))[0] != 0:
+                await asyncio.sleep(0.02)
+    finally:
+        await worker.close()
