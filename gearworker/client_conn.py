@@ -123,6 +123,7 @@ class ClientProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self._fifo: deque[Waiter] = deque()  # requests answered in order
         self._jobs: dict[bytes, list[Waiter]] = {}  # handle -> foreground waiters
+        self._copies: dict[bytes, int] = {}  # handle -> progress packets seen (coalesced submits: see _route)
         self._on_lost = on_lost
         self._tasks: set[asyncio.Future[Any]] = set()  # async progress callbacks in flight
         self._drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
@@ -203,9 +204,12 @@ class ClientProtocol(asyncio.Protocol):
             return
         waiters = self._jobs.get(waiter.handle)
         if waiters is not None and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
+            # Keep its place: gearmand still sends it its copy of every event
+            # (see _route).  Once nobody is left waiting, forget the handle.
+            waiter.abandoned = True
+            if all(w.abandoned for w in waiters):
                 del self._jobs[waiter.handle]
+                self._copies.pop(waiter.handle, None)
 
     @property
     def in_flight(self) -> int:
@@ -226,6 +230,7 @@ class ClientProtocol(asyncio.Protocol):
         waiters = list(self._fifo) + [w for ws in self._jobs.values() for w in ws]
         self._fifo.clear()
         self._jobs.clear()
+        self._copies.clear()
         for waiter in waiters:
             if waiter.handle:
                 message = f"{error}; job {waiter.handle.decode(errors='replace')} ({waiter.function}) was in flight"
@@ -268,7 +273,8 @@ class ClientProtocol(asyncio.Protocol):
         if waiter.background:  # background job: the handle is the answer
             if not waiter.future.done():
                 waiter.future.set_result(handle)
-        elif not waiter.abandoned and not waiter.future.done():
+        elif not waiter.future.done() or waiter.abandoned:
+            # Abandoned ones too: gearmand sends one copy of each event per submit.
             self._jobs.setdefault(handle, []).append(waiter)
 
     def _route(self, packet: Packet) -> None:
@@ -282,20 +288,30 @@ class ClientProtocol(asyncio.Protocol):
         ptype = packet.type
         if ptype is _T.WORK_COMPLETE:
             del self._jobs[handle]
+            self._copies.pop(handle, None)
             result = Result(packet.args[1])
             for w in waiters:
                 if not w.future.done():
                     w.future.set_result(result)
         elif ptype is _T.WORK_FAIL or ptype is _T.WORK_EXCEPTION:
             del self._jobs[handle]
+            self._copies.pop(handle, None)
             for w in waiters:
-                _fail(w.future, _job_error(ptype, packet, w))
+                if not w.abandoned:
+                    _fail(w.future, _job_error(ptype, packet, w))
         else:
+            # Submits coalesced on this connection each get their own copy of
+            # every event from gearmand, back to back: hand copy i to waiter i,
+            # or each waiter would see every event once per submit.
+            seen = self._copies.get(handle, 0)
+            self._copies[handle] = seen + 1
+            w = waiters[seen % len(waiters)]
+            if w.abandoned or w.future.done():
+                return
             event = _progress(ptype, packet, handle)
-            for w in waiters:
-                if ptype is _T.WORK_WARNING:
-                    w.warning = event.data
-                self._deliver(w, event)
+            if ptype is _T.WORK_WARNING:
+                w.warning = event.data
+            self._deliver(w, event)
 
     def _deliver(self, waiter: Waiter, event: Progress) -> None:
         if waiter.sink is None:

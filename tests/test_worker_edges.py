@@ -104,3 +104,30 @@ async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gear
                 await asyncio.sleep(0.02)
     finally:
         await worker.close()
+
+
+async def test_coalesced_submits_on_one_connection_each_see_every_event_once(gearmand: Gearmand) -> None:
+    """gearmand sends one copy of each WORK_DATA/WARNING per coalesced submit; each caller gets one, not all."""
+
+    async def chunks(job: Job) -> bytes:
+        await job.send_data(b"chunk")
+        await job.warning(b"careful")
+        return b"done"
+
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
+    registry = Registry()
+    registry.add(Handler("chunks", chunks, False, None, None, "test", True))
+    async with Client([gearmand.address]) as client:
+        seen: list[list[bytes]] = [[], [], []]
+        submits = [asyncio.create_task(client.submit("chunks", b"x", unique="same",
+                                                     on_progress=lambda e, i=i: seen[i].append(e.data)))
+                   for i in range(3)]
+        while gearmand.status().get("chunks", (0, 0, 0))[0] == 0:
+            await asyncio.sleep(0.02)
+        worker = Worker(settings, registry, None)
+        worker.start()
+        try:
+            assert await asyncio.wait_for(asyncio.gather(*submits), 10) == [b"done"] * 3
+        finally:
+            await worker.close()
+    assert seen == [[b"chunk", b"careful"]] * 3
