@@ -263,13 +263,13 @@ def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, pa
     expect(failed.locator(".warning")).to_have_count(0)  # the worker's warning repeats the reason: shown once
 
     page.select_option("#function", "slow")
-    page.fill("#payload", "2")
+    page.fill("#payload", "4")  # 4 s with progress each second: the 1 s status poll cannot miss it
     page.check("input[name=mode][value=background]")
     page.click("#submit")
     background = page.locator("#job-rows tr", has_text="background")
     expect(background.locator(".result").first).to_have_text(re.compile(r"^H:"))  # the handle, at once
     expect(background).to_have_attribute("data-state", "running")  # the status refreshes
-    expect(background.locator("td").nth(4)).to_contain_text("/2")   # with the worker's progress
+    expect(background.locator("td").nth(4)).to_contain_text("/4")   # with the worker's progress
     expect(background).to_have_attribute("data-state", "finished", timeout=WAIT_MS)
     shot(page, "jobs")
 
