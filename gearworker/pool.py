@@ -206,10 +206,6 @@ class Pool:
         pids = await asyncio.gather(*(self._loop.run_in_executor(s.executor, _noop) for s in self._slots))
         log.info("pool.started", processes=self.size, pids=list(pids), duration=round(time.monotonic() - started, 3))
 
-    def pids(self) -> list[int]:
-        """The pids of the live pool processes."""
-        return [pid for s in self._slots for pid in list(getattr(s.executor, "_processes", {}) or {})]
-
     def _read_reports(self, reader: Connection) -> None:
         # Blocking reads belong in a thread; hand each report to the loop.
         try:

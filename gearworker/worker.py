@@ -124,7 +124,6 @@ class Worker:
         self.idle = asyncio.Event()
         self.idle.set()
         self.running = 0
-        self.completed = 0
         self.first_connection = asyncio.Event()
         self._jobs: dict[int, RunningJob] = {}
         self._tokens = itertools.count(1)
@@ -461,7 +460,6 @@ class Worker:
                 # and will give it to a worker again (at-least-once delivery).
                 outcome = "handed_back"
         duration = time.monotonic() - job.started
-        self.completed += 1
         if outcome == "complete":
             # Guarded: building these values cost ~1.8 us a job even with info
             # filtered out, a sixth of the worker's CPU per tiny job.
