@@ -1,0 +1,106 @@
+"""The worker's scheduler: at each tick, if elected, submit the scheduled handler's background job.
+
+See :mod:`gearworker.schedule` for when ticks fall and why the job server's
+``workers`` list decides which process submits.  This module is the loop
+that does it; the job server access is passed in (two callables) so that the
+loop can be tested with a fake clock and run by the worker with a real
+:class:`gearworker.Client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from .schedule import Cron, Interval, WorkerEntry, elect, tick_unique
+
+log = structlog.get_logger("gearworker.scheduler")
+
+#: ``server -> rows`` of each reachable job server's ``workers`` list.
+WorkersQuery = Callable[[], Awaitable[Mapping[str, Sequence[WorkerEntry]]]]
+#: ``(function, workload, unique)``: submit a background job.
+Submit = Callable[[str, bytes, str], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledFunction:
+    """A function whose job is submitted at every tick of ``schedule``."""
+
+    function: str
+    schedule: Interval | Cron
+
+
+def tick_workload(tick: int, schedule: Interval | Cron) -> bytes:
+    """The job's workload: ``{"tick": <unix time>, "schedule": "<schedule>"}`` (read it with ``job.json()``)."""
+    return json.dumps({"tick": tick, "schedule": str(schedule)}, separators=(",", ":")).encode()
+
+
+class Scheduler:
+    """Runs every schedule of one worker process until cancelled."""
+
+    def __init__(self, functions: Sequence[ScheduledFunction], client_id: str, *, workers: WorkersQuery,
+                 submit: Submit, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self.functions = list(functions)
+        self.client_id = client_id
+        self._workers = workers
+        self._submit = submit
+        self._clock = clock
+        self._sleep = sleep
+        #: Ticks this process submitted, per function (for tests and logs).
+        self.submitted: dict[str, list[int]] = {f.function: [] for f in self.functions}
+
+    async def run(self) -> None:
+        """One loop per scheduled function; returns only when cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for f in self.functions:
+                group.create_task(self._loop(f))
+
+    async def _loop(self, f: ScheduledFunction) -> None:
+        tick = f.schedule.next_after(self._clock())
+        while True:
+            await self._sleep_until(tick)
+            try:
+                await self.fire(f, tick)
+            except Exception as e:  # a server error must not end the schedule
+                log.warning("schedule.error", function=f.function, tick=tick, error=f"{type(e).__name__}: {e}")
+            # From the later of the tick and now: a process that was stopped (or
+            # a loop that lagged) for several ticks does not fire them all at once.
+            tick = f.schedule.next_after(max(tick, self._clock()))
+
+    async def _sleep_until(self, tick: int) -> None:
+        # Wall-clock ticks, monotonic sleeps: re-check the wall clock after each
+        # sleep, since the clock may be stepped (NTP) while we sleep.
+        while (delay := tick - self._clock()) > 0:
+            await self._sleep(min(delay, 60.0))
+
+    async def fire(self, f: ScheduledFunction, tick: int) -> bool:
+        """Submit ``f``'s job for ``tick`` if this process is elected; return whether it did."""
+        tables = await self._workers()
+        rows = [row for table in tables.values() for row in table]
+        leader = elect(rows, f.function)
+        self._warn_on_clash(tables, f.function, leader)
+        if leader != self.client_id:
+            log.debug("schedule.skip", function=f.function, tick=tick, leader=leader)
+            return False
+        unique = tick_unique(f.function, tick)
+        await self._submit(f.function, tick_workload(tick, f.schedule), unique)
+        self.submitted[f.function].append(tick)
+        log.info("schedule.submitted", function=f.function, tick=tick, unique=unique)
+        return True
+
+    def _warn_on_clash(self, tables: Mapping[str, Sequence[WorkerEntry]], function: str, leader: str | None) -> None:
+        # Each process has exactly one connection per server registered for a
+        # function: two rows with the winning id on one server mean two
+        # processes share a client id, and both would submit.
+        for server, table in tables.items():
+            same = sum(1 for r in table if r.client_id == leader and function in r.functions)
+            if same > 1:
+                log.warning("schedule.client_id_clash", function=function, server=server, client_id=leader,
+                            connections=same,
+                            hint="client ids must be unique per process: ticks may run more than once")
