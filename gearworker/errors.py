@@ -78,3 +78,17 @@ class JobException(JobFailed):
 
 class JobTimeout(GearworkerError, TimeoutError):
     """A job ran past its timeout (worker side) or the caller stopped waiting."""
+
+
+class NoRetry(GearworkerError):
+    """Raise from a handler to fail the job at once, without the retries its ``@handler`` allows.
+
+    For failures another attempt cannot fix (a malformed workload, a missing
+    record)::
+
+        if "id" not in data:
+            raise NoRetry("workload has no 'id'")
+
+    The client gets ``NoRetry: <message>`` as the failure message.  Chain the
+    cause with ``raise NoRetry(...) from e`` to keep it in the logs.
+    """

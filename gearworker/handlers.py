@@ -14,6 +14,14 @@ A handler module is any ``*.py`` file in the handlers folder::
 
 A plain ``def`` without ``cpu=True`` runs in a thread, so it cannot block the
 loop either.
+
+Job-queue options (docs/jobs.md)::
+
+    @handler("charge", retries=3, retry_backoff=2)    # run again on failure: ~2 s, 4 s, 8 s apart
+    async def charge(job): ...
+
+    @handler("report", schedule="0 6 * * mon-fri")    # the worker submits it at 06:00 UTC on weekdays
+    async def report(job): ...
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from .errors import HandlerError
+from .middleware import MiddlewareProtocol, middlewares_in
+from .retry import RetryPolicy
+from .retry import validate as validate_retries
+from .schedule import Cron, Interval, ScheduleError
+from .schedule import parse as parse_schedule
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +61,8 @@ class HandlerOptions:
     timeout: float | None = None
     concurrency: int | None = None
     aliases: tuple[str, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    schedule: Interval | Cron | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,8 @@ class Handler:
     concurrency: int | None
     file: str
     is_async: bool = field(default=False)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    schedule: Interval | Cron | None = field(default=None)
 
 
 def handler(
@@ -70,6 +87,9 @@ def handler(
     timeout: float | None = None,
     concurrency: int | None = None,
     aliases: Iterable[str] = (),
+    retries: int = 0,
+    retry_backoff: float = 1.0,
+    schedule: int | str | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the handler of the Gearman function ``name``.
 
@@ -82,6 +102,16 @@ def handler(
     :param concurrency: at most this many jobs of this handler at once in this
         process (settings may override).
     :param aliases: more function names served by the same handler.
+    :param retries: after a failed attempt (an exception, a timeout, a dead
+        pool process) run the job again, up to this many more times; raise
+        :class:`gearworker.errors.NoRetry` to fail at once.
+    :param retry_backoff: seconds before the first retry; each next wait
+        doubles, with jitter.
+    :param schedule: whole seconds (``60``) or a cron expression in UTC
+        (``"*/5 * * * *"``): the worker submits a background job to this
+        function at each tick, once across all workers (docs/jobs.md).
+
+    Bad values raise :class:`HandlerError` naming the handler's file.
     """
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0 seconds")
@@ -91,7 +121,14 @@ def handler(
     def mark(func: F) -> F:
         if cpu and inspect.iscoroutinefunction(func):
             raise TypeError(f"{func.__qualname__}: a cpu=True handler must be a plain def, not async def")
-        options = HandlerOptions(name or func.__name__, cpu, timeout, concurrency, tuple(aliases))
+        fname = name or func.__name__
+        file = getattr(getattr(func, "__code__", None), "co_filename", None)
+        try:
+            retry = validate_retries(retries, retry_backoff)
+            when = parse_schedule(schedule) if schedule is not None else None
+        except (ValueError, ScheduleError) as e:
+            raise HandlerError(f"handler {fname!r}: {e}", file=file) from e
+        options = HandlerOptions(fname, cpu, timeout, concurrency, tuple(aliases), retry, when)
         setattr(func, _MARK, options)
         return func
 
@@ -104,6 +141,7 @@ class Registry:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
         self.functions: dict[str, Handler] = {}  # names and aliases
+        self.middleware: list[MiddlewareProtocol] = []  # marked with @middleware in handler modules
 
     def add(self, h: Handler, aliases: Iterable[str] = ()) -> None:
         """Register ``h`` under its name and ``aliases``."""
@@ -171,6 +209,8 @@ def handlers_in(module: ModuleType, file: str) -> list[Handler]:
                 options.concurrency,
                 file,
                 inspect.iscoroutinefunction(value),
+                options.retry,
+                options.schedule,
             )
         )
         if options.cpu:
@@ -207,6 +247,7 @@ def discover(
         module = load_module(file.resolve())
         for h in handlers_in(module, str(file)):
             registry.add(h, getattr(h.func, _MARK).aliases)
+        registry.middleware += middlewares_in(module)
     for name, target in (aliases or {}).items():
         registry.alias(name, target, file=settings_file)
     return registry
