@@ -90,6 +90,11 @@ Reference: docs/settings.md.
 # env GEARWORKER_MAX_TASKS_PER_CHILD    flag --max-tasks-per-child N
 # MAX_TASKS_PER_CHILD = None
 
+# Replace a pool process once its resident memory passes this many MiB
+# (checked after each job it runs); None: never.
+# env GEARWORKER_MAX_CHILD_RSS
+# MAX_CHILD_RSS = None
+
 # --- Jobs -----------------------------------------------------------------------
 
 # Seconds added to a handler's timeout in the CAN_DO_TIMEOUT sent to gearmand,
@@ -102,6 +107,24 @@ Reference: docs/settings.md.
 # which gearmand 1.1.20 garbles for clients that did not ask for exceptions.
 # env GEARWORKER_FAILURE_STYLE
 # FAILURE_STYLE = "fail"
+
+# Keep a record of every job that failed for good (after its retries), for
+# `gearworker failed list|show|retry|purge`.  A path ending in .db, .sqlite or
+# .sqlite3 is an sqlite database; any other path is a folder of JSON files.
+# None: no records (the failure is only logged).  See docs/jobs.md.
+# env GEARWORKER_FAILED_JOBS=/var/lib/gearworker/failed.db
+# FAILED_JOBS = None
+
+# Workload bytes kept in a failed-job record (1 MiB); a record cut short is
+# only retried with `gearworker failed retry --force`.
+# env GEARWORKER_FAILED_WORKLOAD_LIMIT
+# FAILED_WORKLOAD_LIMIT = 1048576
+
+# Middlewares run around every job, "module:attribute" (a class is
+# instantiated with no arguments).  Handler modules can also mark their own
+# with @middleware.  See docs/jobs.md.
+# env GEARWORKER_MIDDLEWARE=myapp.jobs:Audit
+# MIDDLEWARE = []
 
 # --- Shutdown, process ----------------------------------------------------------
 

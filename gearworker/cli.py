@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .errors import ConfigError
 
-COMMANDS = ("run", "check", "stop", "submit", "status", "web")
+COMMANDS = ("run", "check", "stop", "submit", "status", "web", "failed")
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -64,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--pid-file", metavar="PATH")
     stop.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: grace period + 10)")
     stop.set_defaults(func=cmd_stop)
-    from . import client_cli
+    from . import client_cli, failed_cli
     from .web import cli as web_cli
 
     client_cli.register(sub)
+    failed_cli.register(sub)
     web_cli.register(sub)
     return parser
 

@@ -43,6 +43,7 @@ class Settings:
     handler_concurrency: dict[str, int] = _doc("per-handler limits, overriding the decorator's", default_factory=dict)
     processes: int = _doc("process pool size for cpu=True handlers", default_factory=_cores)
     max_tasks_per_child: int | None = _doc("recycle a pool process after this many jobs", default=None)
+    max_child_rss: int | None = _doc("recycle a pool process once its RSS passes this many MiB", default=None)
     grace_period: float = _doc("seconds in-flight jobs may finish after SIGTERM", default=30.0)
     timeout_margin: float = _doc("seconds added to a handler's timeout in CAN_DO_TIMEOUT", default=5.0)
     grab_pipeline: int = _doc("GRAB_JOB requests in flight per connection", default=8)
@@ -52,6 +53,9 @@ class Settings:
     connect_timeout: float = _doc("seconds to wait for a TCP connection", default=5.0)
     client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
     failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
+    failed_jobs: str | None = _doc("record finally-failed jobs here: *.db/*.sqlite file or a folder", default=None)
+    failed_workload_limit: int = _doc("workload bytes kept in a failed-job record", default=1024 * 1024)
+    middleware: list[str] = _doc("'module:attribute' middlewares run around every job", default_factory=list)
     pid_file: str | None = _doc("pid file; refuses a second instance", default=None)
     log_file: str | None = _doc("also write JSON log lines to this file", default=None)
     log_format: str = _doc("'auto' (console on a terminal, else JSON), 'json' or 'console'", default="auto")
@@ -72,8 +76,15 @@ class Settings:
                      "max_image_pixels", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
-        if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
-            self._fail("max_tasks_per_child", f"must be >= 1 or None, got {self.max_tasks_per_child!r}")
+        for name in ("max_tasks_per_child", "max_child_rss"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                self._fail(name, f"must be >= 1 or None, got {getattr(self, name)!r}")
+        if self.failed_workload_limit < 0:
+            self._fail("failed_workload_limit", f"must be >= 0, got {self.failed_workload_limit!r}")
+        for spec in self.middleware:
+            module, sep, attr = spec.partition(":")
+            if not (sep and module and attr):
+                self._fail("middleware", f"{spec!r} is not 'module:attribute'")
         for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout"):
             value = getattr(self, name)
             # NaN passes every comparison, so test for it explicitly.
