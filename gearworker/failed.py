@@ -19,6 +19,7 @@ also got the failure; its record is harmless and may be purged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -31,9 +32,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
+
 from .errors import GearworkerError
+from .middleware import JobInfo, JobResult, Middleware
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+#: Outcomes that are failures of the job (not "complete", not "handed_back" to gearmand for another worker).
+FAILED_OUTCOMES = frozenset({"fail", "timeout", "crash"})
+
+log = structlog.get_logger("gearworker.failed")
 
 
 class FailedStoreError(GearworkerError):
@@ -264,3 +272,41 @@ class FolderStore:
             if (cutoff is None or job.failed_at < cutoff) and self.delete(job.id):
                 removed += 1
         return removed
+
+
+class RecordFailures(Middleware):
+    """The middleware that writes a record of each job that failed for good (the ``failed_jobs`` setting).
+
+    The write (an sqlite insert or a file, a few milliseconds with fsync)
+    runs in a thread so the event loop never waits on the disk; a store that
+    cannot be written is logged (``failed.record_error``) and the job's
+    failure is still reported to gearmand as usual.
+    """
+
+    def __init__(self, store: FailedStore) -> None:
+        self.store = store
+        self.pending: set[asyncio.Future[Any]] = set()
+
+    def after(self, job: JobInfo, result: JobResult) -> None:
+        if result.outcome not in FAILED_OUTCOMES:
+            return
+        record = FailedJob(job.function, job.handle_text, job.unique_text, result.error or result.outcome,
+                           result.attempts, job.workload, len(job.workload), job.server, time.time())
+        future = asyncio.get_running_loop().run_in_executor(None, self._write, record)
+        self.pending.add(future)
+        future.add_done_callback(self.pending.discard)
+
+    def _write(self, record: FailedJob) -> None:
+        try:
+            job_id = self.store.add(record)
+        except Exception as e:
+            log.error("failed.record_error", function=record.function, handle=record.handle,
+                      error=f"{type(e).__name__}: {e}")
+            return
+        log.info("failed.recorded", id=job_id, function=record.function, handle=record.handle,
+                 unique=record.unique, attempts=record.attempts)
+
+    async def flush(self) -> None:
+        """Wait for the records being written (at shutdown)."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)

@@ -26,6 +26,7 @@ Job-queue options (docs/jobs.md)::
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import inspect
 import pickle
@@ -173,7 +174,7 @@ def load_module(path: Path) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     _ensure_package(path.parent)
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise HandlerError("cannot be imported as a Python module", file=str(path))
     module = importlib.util.module_from_spec(spec)
@@ -184,6 +185,19 @@ def load_module(path: Path) -> ModuleType:
         del sys.modules[name]
         raise HandlerError(f"import failed: {type(e).__name__}: {e}", file=str(path)) from e
     return module
+
+
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Always compile the handler file's source, never a cached ``.pyc``.
+
+    A ``.pyc`` is trusted when the source's size and mtime in whole seconds
+    match: a file edited in the same second as its last import, to the same
+    size, would reload as the old code (SIGHUP after a quick edit).  Handler
+    files are few and small, so compiling them costs nothing that matters.
+    """
+
+    def get_code(self, fullname: str) -> Any:
+        return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
 
 
 def _ensure_package(folder: Path) -> None:

@@ -57,6 +57,7 @@ class JobInfo:
     size: int  # workload bytes
     server: str
     attempts: int = 1  # attempts allowed (1 + retries)
+    workload: bytes = field(default=b"", repr=False)
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -230,11 +231,14 @@ class MetricsMiddleware(Middleware):
 
 
 def build(settings_middleware: Iterable[str], found: Iterable[MiddlewareProtocol], *, metrics: Any = None,
-          file: str | None = None) -> Chain:
-    """The worker's chain: logging, metrics (when on), the settings' list, then those found in handler modules."""
+          failed: MiddlewareProtocol | None = None, file: str | None = None) -> Chain:
+    """The worker's chain: logging, metrics (when on), failed-job records (when on), the settings' list,
+    then those found in handler modules."""
     items: list[MiddlewareProtocol] = [LogMiddleware()]
     if metrics is not None:
         items.append(MetricsMiddleware(metrics))
+    if failed is not None:
+        items.append(failed)
     items += [load(spec, file=file) for spec in settings_middleware]
     items += list(found)
     return Chain(items)

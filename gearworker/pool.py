@@ -7,6 +7,12 @@ the whole executor and fails every job in it; with one executor per slot the
 damage stays with the one job that slot was running, and only that slot is
 rebuilt.
 
+Recycling: a slot's process is replaced after ``max_tasks_per_child`` jobs
+or once its resident memory passes ``max_child_rss`` MiB (read from
+``/proc`` after each job), by swapping in a fresh single-process executor
+while the slot is idle.  ``ProcessPoolExecutor``'s own ``max_tasks_per_child``
+is not used: it can deadlock under load (CPython gh-115634).
+
 Children are started by a ``forkserver`` (forking the parent would copy its
 event loop, threads and possibly libvips state: see NOTES on pyvips hanging
 after fork), die with their parent (``PR_SET_PDEATHSIG``, so a SIGKILLed
@@ -38,6 +44,7 @@ import structlog
 
 from . import config, logs
 from .config import Settings
+from .errors import NoRetry
 from .job import CpuJob, CpuJobSpec, to_bytes
 
 log = structlog.get_logger("gearworker.pool")
@@ -54,6 +61,17 @@ class ChildDied(Exception):
 
 class PoolTimeout(Exception):
     """The job ran past its timeout and its pool process was killed."""
+
+
+class CpuResult(tuple[bool, bytes]):
+    """``(ok, result or "Type: message")``; ``retryable`` is False when the handler raised NoRetry."""
+
+    retryable: bool
+
+    def __new__(cls, ok: bool, data: bytes, retryable: bool = True) -> CpuResult:
+        self = super().__new__(cls, (ok, data))
+        self.retryable = retryable
+        return self
 
 
 @dataclass(slots=True, eq=False)
@@ -82,6 +100,7 @@ class _Slot:
     executor: ProcessPoolExecutor
     channel: _Channel
     busy: bool = False
+    jobs: int = 0  # jobs run by the current process
 
 
 def _die_with_parent() -> None:
@@ -132,17 +151,21 @@ def _child_init(reports: Any, settings: Settings, parent: int) -> None:
     discover(settings.handlers_dir, settings.aliases)
 
 
-def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool, bytes]:
-    """Run one job in the child; never raise (exceptions may not pickle)."""
+def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool, bytes, bool]:
+    """Run one job in the child: ``(ok, result or "Type: message", retryable)``.
+
+    Never raises: exceptions may not pickle.  ``retryable`` is False for
+    :class:`gearworker.errors.NoRetry`.
+    """
     token = spec.token
 
     def send(kind: str, args: tuple[bytes, ...]) -> None:
         _reports.send((token, kind, args))
 
     try:
-        return True, to_bytes(func(CpuJob(spec, send)))
+        return True, to_bytes(func(CpuJob(spec, send))), True
     except Exception as e:
-        return False, f"{type(e).__name__}: {e}".encode()
+        return False, f"{type(e).__name__}: {e}".encode(), not isinstance(e, NoRetry)
     finally:
         # Reports and the result travel on different pipes; this marker tells
         # the parent that every report of this job is already in its pipe.
@@ -167,6 +190,8 @@ class Pool:
         self._ctx = multiprocessing.get_context("forkserver")
         self._settings = settings
         self._max_tasks = settings.max_tasks_per_child
+        self._max_rss = settings.max_child_rss * 1024 * 1024 if settings.max_child_rss else None
+        self.recycled = 0
         self._on_report = on_report
         self._slots: list[_Slot] = []
         self._ends: dict[int, asyncio.Future[None]] = {}
@@ -184,15 +209,11 @@ class Pool:
     def _new_slot_parts(self) -> tuple[ProcessPoolExecutor, _Channel]:
         reader, writer = self._ctx.Pipe(duplex=False)
         channel = _Channel(reader, writer)
-        kwargs: dict[str, Any] = {}
-        if self._max_tasks is not None:
-            kwargs["max_tasks_per_child"] = self._max_tasks
         executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=self._ctx,
             initializer=_child_init,
             initargs=(writer, self._settings, os.getpid()),
-            **kwargs,
         )
         channel.thread = threading.Thread(target=self._read_reports, args=(reader,), name="pool reports", daemon=True)
         channel.thread.start()
@@ -229,10 +250,10 @@ class Pool:
         elif self._on_report is not None:
             self._on_report(token, kind, args)
 
-    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None) -> tuple[bool, bytes]:
+    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None) -> CpuResult:
         """Run ``func`` on ``spec`` in a free slot.
 
-        Returns ``(ok, result_or_message)``; raises :class:`PoolTimeout` or
+        Returns ``(ok, result_or_message)`` (with ``.retryable``); raises :class:`PoolTimeout` or
         :class:`ChildDied`, after which the slot has been replaced.  The caller
         must only call this when :attr:`free` > 0 (the worker never grabs a CPU
         job it cannot start).
@@ -252,7 +273,7 @@ class Pool:
                 fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
             try:
                 async with asyncio.timeout(timeout):
-                    ok, data = await fut
+                    ok, data, retryable = await fut
             except TimeoutError:
                 self._replace(slot, kill=True)
                 raise PoolTimeout(f"ran past its {timeout:g}s timeout; its pool process was killed") from None
@@ -264,10 +285,38 @@ class Pool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await end
-            return ok, data
+            self._after_job(slot)
+            return CpuResult(ok, data, retryable)
         finally:
             self._ends.pop(spec.token, None)
             slot.busy = False
+
+    def _after_job(self, slot: _Slot) -> None:
+        """Recycle the slot's process when it has run its share of jobs or grown too big."""
+        slot.jobs += 1
+        reason = None
+        if self._max_tasks is not None and slot.jobs >= self._max_tasks:
+            reason = "max_tasks_per_child"
+        elif self._max_rss is not None:
+            pids = list(getattr(slot.executor, "_processes", {}) or {})
+            rss = max((_rss(pid) for pid in pids), default=0)
+            if rss > self._max_rss:
+                reason = "max_child_rss"
+        if reason is None:
+            return
+        old = slot.executor
+        pids = list(getattr(old, "_processes", {}) or {})
+        # Idle now: the old process gets the executor's stop sentinel and exits
+        # by itself; its management thread reaps it.  Nothing waits here.
+        old.shutdown(wait=False)
+        slot.channel.close()
+        slot.executor, slot.channel = self._new_slot_parts()
+        slot.jobs = 0
+        self.recycled += 1
+        # Start the new process now, not when the next job arrives.
+        assert self._loop is not None
+        self._loop.run_in_executor(slot.executor, _noop)
+        log.info("pool.recycled", slot=slot.index, reason=reason, pids=pids)
 
     def _replace(self, slot: _Slot, *, kill: bool) -> int | None:
         """Swap in a fresh executor for ``slot``; return the dead child's exit code."""
@@ -284,6 +333,7 @@ class Pool:
         old.shutdown(wait=False, cancel_futures=True)
         slot.channel.close()
         slot.executor, slot.channel = self._new_slot_parts()
+        slot.jobs = 0
         self.restarts += 1
         log.warning("pool.restarted", slot=slot.index, exitcode=code, killed=kill)
         return code
@@ -298,8 +348,12 @@ class Pool:
                     killed += 1
         return killed
 
-    async def close(self) -> None:
-        """Stop every pool process, the report reader and the forkserver."""
+    def pids(self) -> list[int]:
+        """The pids of the pool processes now running."""
+        return [pid for slot in self._slots for pid in (getattr(slot.executor, "_processes", {}) or {})]
+
+    async def close(self, *, stop_helpers: bool = True) -> None:
+        """Stop every pool process, the report reader and (unless another pool still uses it) the forkserver."""
         self._closed = True
         loop = asyncio.get_running_loop()
         for slot in self._slots:
@@ -309,7 +363,8 @@ class Pool:
             if slot.channel.thread is not None:
                 await loop.run_in_executor(None, slot.channel.thread.join, 2.0)
         self._slots = []
-        _stop_helpers()
+        if stop_helpers:
+            _stop_helpers()
 
 
 def _stop_helpers() -> None:
@@ -321,6 +376,15 @@ def _stop_helpers() -> None:
     """
     with contextlib.suppress(Exception):
         multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _exit_reason(code: int | None) -> str:

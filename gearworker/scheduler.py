@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from .schedule import Cron, Interval, WorkerEntry, elect, tick_unique
 
 log = structlog.get_logger("gearworker.scheduler")
+
+#: Ticks older than this many seconds are skipped, not fired late.
+CATCH_UP = 60.0
 
 #: ``server -> rows`` of each reachable job server's ``workers`` list.
 WorkersQuery = Callable[[], Awaitable[Mapping[str, Sequence[WorkerEntry]]]]
@@ -65,13 +69,18 @@ class Scheduler:
         tick = f.schedule.next_after(self._clock())
         while True:
             await self._sleep_until(tick)
+            # A loop that lagged (a busy host) fires the ticks it is late for, one
+            # after another; a process stopped for long (a suspended VM) skips
+            # what is more than CATCH_UP seconds old rather than firing it all.
+            if self._clock() - tick > CATCH_UP:
+                late, tick = tick, f.schedule.next_after(self._clock())
+                log.warning("schedule.behind", function=f.function, skipped_from=late, next=tick)
+                continue
             try:
                 await self.fire(f, tick)
             except Exception as e:  # a server error must not end the schedule
                 log.warning("schedule.error", function=f.function, tick=tick, error=f"{type(e).__name__}: {e}")
-            # From the later of the tick and now: a process that was stopped (or
-            # a loop that lagged) for several ticks does not fire them all at once.
-            tick = f.schedule.next_after(max(tick, self._clock()))
+            tick = f.schedule.next_after(tick)
 
     async def _sleep_until(self, tick: int) -> None:
         # Wall-clock ticks, monotonic sleeps: re-check the wall clock after each
@@ -104,3 +113,31 @@ class Scheduler:
                 log.warning("schedule.client_id_clash", function=function, server=server, client_id=leader,
                             connections=same,
                             hint="client ids must be unique per process: ticks may run more than once")
+
+
+def scheduled_functions(handlers: Iterable[Any]) -> list[ScheduledFunction]:
+    """The handlers (of a registry) that have a schedule."""
+    return [ScheduledFunction(h.name, h.schedule) for h in handlers if h.schedule is not None]
+
+
+async def run_schedules(servers: Sequence[str], functions: Sequence[ScheduledFunction], client_id: str, *,
+                        connect_timeout: float = 5.0) -> None:
+    """Run ``functions``' schedules for the worker whose connections carry ``client_id``, until cancelled.
+
+    Uses its own :class:`gearworker.Client`: the admin ``workers`` query for
+    the election (a short connection per server per tick) and SUBMIT_JOB_BG.
+    """
+    from .client import Client
+
+    async with Client(servers, connect_timeout=connect_timeout) as client:
+
+        async def workers() -> Mapping[str, Sequence[WorkerEntry]]:
+            tables = await client.workers()
+            return {server: [WorkerEntry(r.client_id, r.functions) for r in rows] for server, rows in tables.items()}
+
+        async def submit(function: str, workload: bytes, unique: str) -> None:
+            await client.submit_background(function, workload, unique=unique)
+
+        log.info("schedule.started", client_id=client_id,
+                 schedules={f.function: str(f.schedule) for f in functions})
+        await Scheduler(functions, client_id, workers=workers, submit=submit).run()

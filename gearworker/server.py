@@ -3,6 +3,14 @@
 Modelled on uvicorn: signal handlers only set events, ``serve()`` is a plain
 coroutine that tests drive without signals, and a second signal skips the
 grace period.
+
+SIGHUP reloads the handlers without downtime (:meth:`Server.reload`): the
+handler modules are imported afresh; if that fails the old handlers stay and
+the error is logged.  Otherwise a new pool and a new :class:`Worker` start
+and register first, then the old worker stops taking jobs, lets the jobs it
+runs finish on the old code, and closes with its pool.  The pid never
+changes.  While old jobs finish, the old and new workers' limits apply
+separately (up to twice ``concurrency`` and ``processes`` for that time).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import structlog
 
 from . import config
 from .config import Settings
+from .errors import ConfigError
 from .handlers import Registry
 from .localserver import LocalGearmand
 from .pidfile import PidFile
@@ -43,12 +52,19 @@ class Server:
         self._notifier: Any = None
         self._background: list[asyncio.Task[Any]] = []
         self._metrics_server: Any = None
+        self.reload_requested = asyncio.Event()
+        self.reloads = 0  # successful reloads
+        self._retiring: list[tuple[Worker, Pool | None, asyncio.Task[None]]] = []
+        self._scheduler: asyncio.Task[None] | None = None
+        self._failed: Any = None  # the RecordFailures middleware, when failed_jobs is set
+        self._reload_lock = asyncio.Lock()
 
     # -- the whole life -----------------------------------------------------
     async def serve(self) -> int:
         """Start, run until :attr:`should_exit` is set, shut down; return the exit code."""
         try:
             await self.startup()
+            self._background.append(asyncio.create_task(self._reload_on_request()))
             await self.should_exit.wait()
         finally:
             await self.shutdown()
@@ -67,6 +83,20 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the handlers (in :meth:`serve`'s task, not in the signal handler)."""
+        log.info("server.reload_requested")
+        self.reload_requested.set()
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            if self.should_exit.is_set():
+                return
+            await self.reload()
 
     # -- startup --------------------------------------------------------------
     async def startup(self) -> None:
@@ -83,20 +113,112 @@ class Server:
         # Prometheus bookkeeping costs ~3 us of every job (16% of a tiny job's CPU,
         # measured with py-spy): keep it only when something can read it.
         self.metrics = _metrics() if s.metrics else None
-        if any(h.cpu for h in self.registry.handlers.values()):
-            self.pool = Pool(s)
-            await self.pool.start()
-            if self.metrics is not None:
-                self.metrics.set_pool(self.pool.size)
-        self.worker = Worker(s, self.registry, self.pool, metrics=self.metrics)
-        if self.pool is not None:
-            self.pool._on_report = self.worker.pool_report
-        self.worker.start()
+        if s.failed_jobs:
+            from .failed import RecordFailures, open_store
+
+            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit))
+        self.pool = await self._start_pool(self.registry)
+        self.worker = self._start_worker(self.registry, self.pool)
+        self._start_scheduler()
         if s.metrics and self.metrics is not None:
             await self._start_metrics()
         self._background.append(asyncio.create_task(self._announce_ready()))
         log.info("server.started", pid=os.getpid(), servers=s.servers, functions=sorted(self.registry.functions),
                  processes=self.pool.size if self.pool else 0, concurrency=s.concurrency)
+
+    async def _start_pool(self, registry: Registry) -> Pool | None:
+        if not any(h.cpu for h in registry.handlers.values()):
+            return None
+        pool = Pool(self.settings)
+        await pool.start()
+        if self.metrics is not None:
+            self.metrics.set_pool(pool.size)
+        return pool
+
+    def _start_worker(self, registry: Registry, pool: Pool | None) -> Worker:
+        from .middleware import build
+
+        s = self.settings
+        chain = build(s.middleware, registry.middleware, metrics=self.metrics, failed=self._failed,
+                      file=s.origin("middleware"))
+        worker = Worker(s, registry, pool, metrics=self.metrics, middleware=chain)
+        if pool is not None:
+            pool._on_report = worker.pool_report
+        worker.start()
+        return worker
+
+    def _start_scheduler(self) -> None:
+        from .scheduler import run_schedules, scheduled_functions
+
+        assert self.worker is not None
+        worker = self.worker
+        functions = scheduled_functions(self.registry.handlers.values())
+        if not functions:
+            return
+
+        async def run() -> None:
+            # Only a worker that gearmand lists can be elected: wait until it is connected.
+            await worker.first_connection.wait()
+            await run_schedules(self.settings.servers, functions, worker.client_id,
+                                connect_timeout=self.settings.connect_timeout)
+
+        self._scheduler = asyncio.create_task(run())
+
+    async def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._scheduler
+            self._scheduler = None
+
+    # -- reload (SIGHUP) ------------------------------------------------------
+    async def reload(self) -> bool:
+        """Load the handlers again and serve new jobs with them; jobs running now finish on the old code.
+
+        Returns False (and logs ``server.reload_failed``) when the new
+        handlers cannot be loaded: the old ones keep serving.
+        """
+        from .cli import load_handlers
+        from .reload import changes, reimport
+
+        async with self._reload_lock:
+            started = time.monotonic()
+            try:
+                registry = reimport(lambda: load_handlers(self.settings))
+            except ConfigError as e:
+                log.error("server.reload_failed", error=str(e), kept=sorted(self.registry.functions))
+                return False
+            try:
+                pool = await self._start_pool(registry)
+            except Exception as e:
+                log.error("server.reload_failed", error=f"pool: {type(e).__name__}: {e}",
+                          kept=sorted(self.registry.functions))
+                return False
+            old_worker, old_pool, old_registry = self.worker, self.pool, self.registry
+            assert old_worker is not None
+            # The new worker registers before the old one lets go: no moment
+            # without a worker for any function.
+            self.registry, self.pool = registry, pool
+            self.worker = self._start_worker(registry, pool)
+            old_worker.stop_taking_jobs()
+            retire = asyncio.create_task(self._retire(old_worker, old_pool))
+            self._retiring.append((old_worker, old_pool, retire))
+            await self._stop_scheduler()
+            self._start_scheduler()
+            self.reloads += 1
+            log.info("server.reloaded", pid=os.getpid(), duration=round(time.monotonic() - started, 3),
+                     still_running=old_worker.running, **changes(old_registry, registry))
+            return True
+
+    async def _retire(self, worker: Worker, pool: Pool | None) -> None:
+        """Let an old worker's jobs finish, then close its connections and pool."""
+        await worker.idle.wait()
+        await worker.close()
+        if pool is not None:
+            # The new pool's processes come from the same forkserver: keep it.
+            await pool.close(stop_helpers=False)
+        self._retiring = [r for r in self._retiring if r[0] is not worker]
+        log.info("server.old_handlers_retired")
 
     async def _announce_ready(self) -> None:
         assert self.worker is not None
@@ -134,25 +256,21 @@ class Server:
             task.cancel()
         if self._notifier is not None:
             self._notifier.stopping()
+        await self._stop_scheduler()
+        if self.worker is not None:
+            self.worker.stop_taking_jobs()  # now, not after the old workers below have drained
+        for old_worker, old_pool, task in list(self._retiring):
+            # A reload's old worker is stopped like the current one, sharing the grace period.
+            task.cancel()
+            await self._stop_worker(old_worker, old_pool, started)
+            if old_pool is not None:
+                await old_pool.close(stop_helpers=False)
+        self._retiring = []
         worker = self.worker
         if worker is not None:
-            # 1. Take no new job: connections with nothing running close now, so
-            #    gearmand hands what we grabbed but did not start to other workers.
-            worker.stop_taking_jobs()
-            # 2. Let in-flight jobs finish, for up to the grace period (a second
-            #    signal cuts it short).
-            await self._wait_for_jobs(worker)
-            # 3. Past the grace period: cancel async jobs and kill pool processes
-            #    still working.  Nothing is reported for them...
-            abandoned = worker.abandon()
-            if self.pool is not None:
-                self.pool.kill_all()
-            await asyncio.sleep(0)  # let the cancelled jobs unwind
-            # 4. ...so when we close the connections gearmand re-queues them
-            #    for another worker (at-least-once delivery).
-            await worker.close()
-            if abandoned:
-                log.warning("server.jobs_handed_back", count=abandoned)
+            await self._stop_worker(worker, self.pool, started)
+        if self._failed is not None:
+            await self._failed.flush()
         # 5. Stop the pool processes, their forkserver and resource tracker.
         if self.pool is not None:
             await self.pool.close()
@@ -167,14 +285,34 @@ class Server:
             self._pidfile.release()
         log.info("server.stopped", duration=round(time.monotonic() - started, 3))
 
-    async def _wait_for_jobs(self, worker: Worker) -> None:
+    async def _stop_worker(self, worker: Worker, pool: Pool | None, started: float) -> None:
+        # 1. Take no new job: connections with nothing running close now, so
+        #    gearmand hands what we grabbed but did not start to other workers.
+        worker.stop_taking_jobs()
+        # 2. Let in-flight jobs finish, for up to the grace period (a second
+        #    signal cuts it short).
+        await self._wait_for_jobs(worker, started)
+        # 3. Past the grace period: cancel async jobs and kill pool processes
+        #    still working.  Nothing is reported for them...
+        abandoned = worker.abandon()
+        if pool is not None:
+            pool.kill_all()
+        await asyncio.sleep(0)  # let the cancelled jobs unwind
+        # 4. ...so when we close the connections gearmand re-queues them
+        #    for another worker (at-least-once delivery).
+        await worker.close()
+        if abandoned:
+            log.warning("server.jobs_handed_back", count=abandoned)
+
+    async def _wait_for_jobs(self, worker: Worker, started: float) -> None:
         if worker.idle.is_set():
             return
         log.info("server.draining", running=worker.running, grace=self.settings.grace_period)
         idle = asyncio.create_task(worker.idle.wait())
         force = asyncio.create_task(self.force_exit.wait())
+        remaining = max(0.0, self.settings.grace_period - (time.monotonic() - started))
         try:
-            await asyncio.wait({idle, force}, timeout=self.settings.grace_period, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({idle, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
             idle.cancel()
             force.cancel()

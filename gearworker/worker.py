@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import os
 import socket
 import time
@@ -49,8 +48,11 @@ from .connection import Link, PacketStream
 from .errors import RemoteProtocolError
 from .handlers import Handler, Registry
 from .job import CpuJobSpec, Job, to_bytes
+from .middleware import Chain, JobInfo, JobResult
+from .middleware import build as build_middleware
 from .pool import ChildDied, Pool, PoolTimeout
 from .protocol import Packet, PacketType, encode_request
+from .retry import Failure, failure_of, run_with_retries
 
 log = structlog.get_logger("gearworker.worker")
 
@@ -105,7 +107,9 @@ class RunningJob:
     stream: PacketStream  # the connection it came on: results go back there only
     token: int
     started: float
+    info: JobInfo
     task: asyncio.Task[None] | None = None
+    attempts: int = 1  # attempts made so far
 
     def __call__(self, kind: str, *args: bytes) -> None:
         self.worker.report(self, kind, args)
@@ -114,8 +118,11 @@ class RunningJob:
 class Worker:
     """Takes jobs from all configured servers and runs them."""
 
-    def __init__(self, settings: Settings, registry: Registry, pool: Pool | None, *, metrics: Any = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry, pool: Pool | None, *, metrics: Any = None,
+                 middleware: Chain | None = None) -> None:
         self.settings = settings
+        # Logging and metrics of each job are middlewares like any other.
+        self.middleware = middleware if middleware is not None else build_middleware([], [], metrics=metrics)
         self.registry = registry
         self.pool = pool
         self.metrics = metrics
@@ -127,9 +134,10 @@ class Worker:
         self.first_connection = asyncio.Event()
         self._jobs: dict[int, RunningJob] = {}
         self._tokens = itertools.count(1)
-        self._client_id = (settings.client_id or socket.gethostname()) + f"-{os.getpid()}"
+        #: SET_CLIENT_ID of every connection: gearadmin --workers shows it, and
+        #: the scheduler's election compares it (gearworker.schedule).
+        self.client_id = (settings.client_id or socket.gethostname()) + f"-{os.getpid()}"
         self._fail_with_exception = settings.failure_style == "exception"
-        self._log_each_job = log.is_enabled_for(logging.INFO)  # logging is configured before the worker is built
         self._global = Bucket("concurrency", settings.concurrency)
         self._loop = asyncio.get_running_loop()
         self._functions, self.groups = self._build_functions()
@@ -172,7 +180,9 @@ class Worker:
         # backstop for a worker that hangs entirely: measured on 1.1.20, the value
         # is milliseconds (anything under 1000 acts as about 1 s) and on expiry
         # gearmand re-queues the job rather than failing it as PROTOCOL says.
-        ms = int((h.timeout + self.settings.timeout_margin) * 1000)
+        # With retries, every attempt and the waits between them run before the
+        # job ends: gearmand's backstop must cover them all.
+        ms = int((h.retry.budget(h.timeout) + self.settings.timeout_margin) * 1000)
         return encode_request(T.CAN_DO_TIMEOUT, wire, str(ms).encode())
 
     def start(self) -> None:
@@ -207,7 +217,7 @@ class Worker:
         session.sleeping = session.drained = False
         # A new connection knows nothing of us: identify and register again
         # (CAN_DO after every reconnect).
-        stream.send(encode_request(T.SET_CLIENT_ID, self._client_id.encode()) + session.group.register)
+        stream.send(encode_request(T.SET_CLIENT_ID, self.client_id.encode()) + session.group.register)
         self._report_server(link.name)
         if link.reconnects:
             self._metric("reconnect", link.name)
@@ -340,12 +350,14 @@ class Worker:
                data: bytes) -> None:
         for bucket in function.buckets:
             bucket.used += 1
-        job = RunningJob(self, function, handle, unique, session, stream, next(self._tokens), time.monotonic())
+        info = JobInfo(function.name, handle, unique, len(data), session.link.name, function.handler.retry.attempts,
+                       data)
+        job = RunningJob(self, function, handle, unique, session, stream, next(self._tokens), time.monotonic(), info)
         session.running[handle] = job
         self._jobs[job.token] = job
         self.running += 1
         self.idle.clear()
-        self._metric("job_started", function.name)
+        self.middleware.before(info)
         # loop.create_task, not asyncio.create_task: the latter looks the loop up
         # again, which costs a getpid() system call per job.
         if function.handler.cpu:
@@ -354,8 +366,18 @@ class Worker:
             job.task = self._loop.create_task(self._run_async(job, data))
 
     async def _run_async(self, job: RunningJob, data: bytes) -> None:
-        h = job.function.handler
         api = Job(job.function.name, job.handle, job.unique, data, job)
+        try:
+            result = await self._attempts(job, lambda n: self._attempt_async(job, api))
+        except asyncio.CancelledError:
+            self._finish(job, b"", "handed_back")  # shutdown: gearmand re-queues it
+            raise
+        self._end(job, result)
+
+    async def _attempt_async(self, job: RunningJob, api: Job) -> bytes | Failure:
+        """Run an async handler once: its result, or the failure (an exception, the timeout)."""
+        h = job.function.handler
+        started = time.monotonic()
         try:
             if h.timeout is None:
                 result = await h.func(api)
@@ -364,61 +386,79 @@ class Worker:
                     async with asyncio.timeout(h.timeout):
                         result = await h.func(api)
                 except TimeoutError:
-                    if time.monotonic() - job.started >= h.timeout:
-                        self._fail(job, "timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
-                        return
+                    if time.monotonic() - started >= h.timeout:
+                        return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
                     raise
-            payload = to_bytes(result)
+            return to_bytes(result)
         except asyncio.CancelledError:
             if _cancelled_by_us():
-                self._finish(job, b"", "handed_back")  # shutdown: gearmand re-queues it
                 raise
             # The handler awaited something that someone else cancelled: that is
             # the handler's failure, and the job must still end.
-            self._fail(job, "fail", "CancelledError: an awaited operation was cancelled")
-            return
+            return Failure("fail", "CancelledError: an awaited operation was cancelled")
         except Exception as e:
-            self._fail(job, "fail", f"{type(e).__name__}: {e}")
-            return
-        self._finish(job, encode_request(T.WORK_COMPLETE, job.handle, payload), "complete")
+            return failure_of(e)
+
+    async def _attempts(self, job: RunningJob, attempt: Any) -> bytes | Failure:
+        """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.retry`)."""
+        policy = job.function.handler.retry
+        if not policy.retries:  # the common case: no retry machinery per job
+            result: bytes | Failure = await attempt(1)
+            if isinstance(result, Failure):
+                self.middleware.on_failure(job.info, result, 1, True)
+            return result
+        result, job.attempts = await run_with_retries(
+            attempt, policy,
+            warn=lambda text: self.report(job, "warning", (text.encode(),)),
+            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+        return result
+
+    def _end(self, job: RunningJob, result: bytes | Failure) -> None:
+        if isinstance(result, Failure):
+            self._fail(job, result.outcome, result.message)
+        else:
+            self._finish(job, encode_request(T.WORK_COMPLETE, job.handle, result), "complete")
 
     async def _run_cpu(self, job: RunningJob, data: bytes) -> None:
+        spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
+        try:
+            result = await self._attempts(job, lambda n: self._attempt_cpu(job, spec))
+        except asyncio.CancelledError:
+            self._finish(job, b"", "handed_back")
+            raise
+        self._end(job, result)
+
+    async def _attempt_cpu(self, job: RunningJob, spec: CpuJobSpec) -> bytes | Failure:
+        """Run a ``cpu=True`` handler once in the pool: its result, or the failure."""
         assert self.pool is not None
         h = job.function.handler
-        spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
         timeout = h.timeout
-        for attempt in (1, 2):
+        started = time.monotonic()
+        for run in (1, 2):
             try:
-                ok, payload = await self.pool.run(h.func, spec, timeout)
+                outcome = await self.pool.run(h.func, spec, timeout)
                 break
-            except asyncio.CancelledError:
-                self._finish(job, b"", "handed_back")
-                raise
             except PoolTimeout as e:
-                self._fail(job, "timeout", f"JobTimeout: {e}")
-                return
+                return Failure("timeout", f"JobTimeout: {e}")
             except ChildDied as e:
                 # A pool process killed from outside (the OOM killer, an operator)
                 # says nothing about the job: run it once more in a fresh process,
                 # or a background job would be lost.  A handler that kills its
                 # process every time (os._exit, a segfault) fails on the second try.
-                if attempt == 2:
-                    self._fail(job, "crash", f"ChildDied: {e} (twice)")
-                    return
-                if h.timeout is not None:  # the retry gets what is left, so gearmand's backstop never fires first
-                    timeout = h.timeout - (time.monotonic() - job.started)
+                if run == 2:
+                    return Failure("crash", f"ChildDied: {e} (twice)")
+                if h.timeout is not None:  # the rerun gets what is left, so gearmand's backstop never fires first
+                    timeout = h.timeout - (time.monotonic() - started)
                     if timeout <= 0:
-                        self._fail(job, "timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout; {e}")
-                        return
+                        return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout; {e}")
                 log.warning("job.retry", function=job.function.name, handle=job.handle.decode(errors="replace"),
                             unique=job.unique.decode(errors="replace"), reason=str(e))
             except Exception as e:  # the pool itself failed (e.g. the job cannot be pickled): still end the job
-                self._fail(job, "crash", f"{type(e).__name__}: {e}")
-                return
+                return Failure("crash", f"{type(e).__name__}: {e}", retryable=False)
+        ok, payload = outcome
         if ok:
-            self._finish(job, encode_request(T.WORK_COMPLETE, job.handle, payload), "complete")
-        else:
-            self._fail(job, "fail", payload.decode(errors="replace"))
+            return payload
+        return Failure("fail", payload.decode(errors="replace"), outcome.retryable)
 
     def _failure_packets(self, handle: bytes, message: str) -> bytes:
         text = message.encode()
@@ -459,18 +499,8 @@ class Worker:
                 # The connection it came on dropped; gearmand re-queued the job
                 # and will give it to a worker again (at-least-once delivery).
                 outcome = "handed_back"
-        duration = time.monotonic() - job.started
-        if outcome == "complete":
-            # Guarded: building these values cost ~1.8 us a job even with info
-            # filtered out, a sixth of the worker's CPU per tiny job.
-            if self._log_each_job:
-                log.info("job.done", function=job.function.name, handle=job.handle.decode(errors="replace"),
-                         unique=job.unique.decode(errors="replace"), duration=round(duration, 6), outcome=outcome)
-        else:
-            log.warning("job.done", function=job.function.name, handle=job.handle.decode(errors="replace"),
-                        unique=job.unique.decode(errors="replace"), duration=round(duration, 6), outcome=outcome,
-                        error=error)
-        self._metric("job_finished", job.function.name, outcome, duration)
+        # The job.done log line, metrics and failed-job records: see gearworker.middleware.
+        self.middleware.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts))
         if self.draining:
             if not session.running:
                 session.link.close()  # hands back anything assigned but not started

@@ -209,3 +209,27 @@ async def test_a_failing_workers_query_skips_the_tick_and_keeps_the_schedule() -
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert done == ["sched:f:502"]
+
+
+async def test_a_lagging_loop_fires_late_ticks_but_skips_what_is_too_old() -> None:
+    """Late by 2 s: both ticks still run.  Suspended for 10 minutes: the old ticks are skipped."""
+    clock = FakeClock(100.5)
+    done: list[int] = []
+
+    async def workers() -> Mapping[str, Sequence[WorkerEntry]]:
+        return {"s": [WorkerEntry("me", ("f",))]}
+
+    async def submit(function: str, workload: bytes, unique: str) -> None:
+        done.append(int(unique.rsplit(":", 1)[1]))
+
+    task = asyncio.create_task(Scheduler([ScheduledFunction("f", Interval(1))], "me", workers=workers,
+                                         submit=submit, clock=clock, sleep=clock.sleep).run())
+    await settle()
+    clock.now = 103.2  # ticks 101, 102 and 103 are due
+    await settle()
+    clock.now = 703.5  # 10 minutes later
+    await settle()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert done[:3] == [101, 102, 103]
+    assert done[3:] == [704] or done[3:] == []  # nothing from the 10 minutes in between
