@@ -60,7 +60,7 @@ async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool) -> tuple
     settings.grab_pipeline = grab_pipeline
     meter = None
     if metrics:
-        from gearworker.metrics import Metrics
+        from gearworker.metrics.prometheus import Metrics
 
         meter = Metrics()
     worker = Worker(settings, handlers.discover(HANDLERS), None, metrics=meter)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gearworker.errors import ConfigError, HandlerError
-from gearworker.handlers import discover
+from gearworker.worker.registry import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 

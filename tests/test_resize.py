@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from images import samples
 from PIL import Image
 
-from gearworker.handlers import load_module
+from gearworker.worker.registry import load_module
 from gearworker.imaging import (
     Copy,
     ImageError,
@@ -29,7 +29,7 @@ from gearworker.imaging import (
     run,
     unpack_result,
 )
-from gearworker.job import CpuJob, CpuJobSpec
+from gearworker.worker.job import CpuJob, CpuJobSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits()

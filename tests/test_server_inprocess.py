@@ -8,7 +8,7 @@ from gearmand import Gearmand
 from workerproc import TEST_HANDLERS
 
 from gearworker import Client, config
-from gearworker.handlers import discover
+from gearworker.worker.registry import discover
 from gearworker.server import Server
 
 

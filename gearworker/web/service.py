@@ -18,8 +18,7 @@ from typing import Any
 
 import structlog
 
-from ..client import Client, Priority
-from ..client_conn import ServerRefused
+from ..client import Client, Priority, ServerRefused
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
 from .photos import Photo, PhotoStore, StoredCopy
