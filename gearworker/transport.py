@@ -319,7 +319,13 @@ class Endpoint:
         except ssl.SSLError as e:  # before OSError: it is one, and the TLS cause must show
             raise NoServerAvailable(f"TLS with job server {self.address} failed: {e.reason or e}") from e
         except OSError as e:
-            raise NoServerAvailable(f"cannot connect to job server {self.address}: {e.strerror or e}") from e
+            why = e.strerror or str(e) or type(e).__name__
+            if o.ssl is not None and not isinstance(e, ConnectionRefusedError):
+                # The server took the connection, then dropped it in the handshake:
+                # it does not speak TLS there (gearmand 1.1.20 never does; see NOTES).
+                raise NoServerAvailable(f"TLS with job server {self.address} failed: {type(e).__name__}: {why} "
+                                        "(the server closed the connection during the TLS handshake)") from e
+            raise NoServerAvailable(f"cannot connect to job server {self.address}: {why}") from e
         return stream
 
 
