@@ -102,3 +102,15 @@ def test_the_web_app_and_the_resize_handler_module_do_not_load_pyvips() -> None:
             "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n")
     done = _run(code)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_web_app_and_the_wire_format_work_without_pyvips_installed() -> None:
+    """With pyvips unimportable (the `web` extra without `images`), the web app imports and a client packs/unpacks."""
+    code = ("import sys\n"
+            "sys.modules['pyvips'] = None  # any `import pyvips` now raises ImportError\n"
+            "import gearworker.web.app\n"
+            "from gearworker.resize import Copy, Result, Source, pack_request, pack_result, unpack_result\n"
+            "pack_request(b'x', sizes=[10])\n"
+            "assert unpack_result(pack_result(Result(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n")
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
