@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from gearworker.connection import Link, PacketStream
 
 from gearworker import config, handlers, logs
-from gearworker.connection import Link, PacketStream
 from gearworker.protocol import Magic, Packet, PacketType, encode
 from gearworker.worker import Session, Worker
 

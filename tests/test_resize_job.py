@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from images import samples
 
-from gearworker.worker.registry import load_module
-from gearworker.worker.job import CpuJob, CpuJobSpec
 from gearworker.resize import ImageError, Limits, pack_request, run, unpack_result
+from gearworker.worker.job import CpuJob, CpuJobSpec
+from gearworker.worker.registry import load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits()
