@@ -80,7 +80,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
 
 
 def _list(store: Any, args: argparse.Namespace) -> int:
-    from .client_cli import format_table
+    from .client.cli import format_table
 
     jobs = store.list(function=args.function, limit=args.limit)
     if args.json:

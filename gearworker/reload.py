@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .handlers import MODULE_PREFIX, Registry
+from .worker.registry import MODULE_PREFIX, Registry
 
 
 def _ours(name: str) -> bool:

@@ -26,7 +26,7 @@ from gearmand import Gearmand
 from workerproc import ROOT, WorkerProcess
 
 from gearworker import Client
-from gearworker.client_conn import Progress
+from gearworker.client import Progress
 from gearworker.errors import JobFailed
 
 HANDLERS = Path(__file__).resolve().parent / "handlers_jobqueue"

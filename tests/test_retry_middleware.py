@@ -22,10 +22,10 @@ import pytest
 import gearworker
 from gearworker import handler
 from gearworker.errors import ConfigError, HandlerError, NoRetry
-from gearworker.handlers import discover
 from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware, build, load, middleware
 from gearworker.retry import MAX_DELAY, Failure, RetryPolicy, failure_of, run_with_retries, validate
 from gearworker.schedule import Cron, Interval
+from gearworker.worker.registry import discover
 
 # -- the policy ------------------------------------------------------------------
 

@@ -37,12 +37,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from .errors import HandlerError
-from .middleware import MiddlewareProtocol, middlewares_in
-from .retry import RetryPolicy
-from .retry import validate as validate_retries
-from .schedule import Cron, Interval, ScheduleError
-from .schedule import parse as parse_schedule
+from ..errors import HandlerError
+from ..middleware import MiddlewareProtocol, middlewares_in
+from ..retry import RetryPolicy
+from ..retry import validate as validate_retries
+from ..schedule import Cron, Interval, ScheduleError
+from ..schedule import parse as parse_schedule
 
 F = TypeVar("F", bound=Callable[..., Any])
 

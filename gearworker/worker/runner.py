@@ -1,0 +1,221 @@
+"""Running one job: the handler call, its timeout, its outcome and the packets that end it.
+
+The :class:`Runner` starts each job as a task (on the event loop for async
+handlers, in the process pool for ``cpu=True`` ones), turns whatever happens
+into exactly one ending (WORK_COMPLETE, or a failure), and tells the worker
+that the job's places in its limits are free again.
+
+A handler with ``retries`` runs again after a failed attempt
+(:mod:`gearworker.retry`), and the middlewares (:mod:`gearworker.middleware`:
+the ``job.done`` log line, metrics, failed-job records, the user's) hear of
+the start, each failed attempt and the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..middleware import Chain, JobInfo, JobResult
+from ..payload import to_bytes
+from ..protocol import JobAssigned
+from ..retry import Failure, failure_of, run_with_retries
+from .job import CpuJobSpec, Job
+from .pool import ChildDied, Pool, PoolTimeout
+
+if TYPE_CHECKING:
+    from ..transport import PacketStream
+    from .worker import Connection, Function
+
+__all__ = ["ActiveJob", "Runner"]
+
+log = structlog.get_logger("gearworker.worker")
+
+
+@dataclass(slots=True, eq=False)
+class ActiveJob:
+    """A job this worker is running; also the reporter its :class:`Job` calls."""
+
+    function: Function
+    handle: bytes
+    unique: bytes
+    conn: Connection
+    stream: PacketStream  # the connection it came on: its results go back there only
+    token: int
+    started: float
+    info: JobInfo
+    task: asyncio.Task[None] | None = None
+    abandoned: bool = False  # its connection dropped before it ended
+    attempts: int = 1  # attempts made so far
+
+    def __call__(self, kind: str, args: tuple[bytes, ...]) -> None:
+        """Forward a WORK_STATUS / WORK_DATA / WORK_WARNING, while the connection it came on lasts."""
+        conn = self.conn
+        if conn.stream is self.stream and self.stream.is_open and conn.session.holds(self.handle, self):
+            self.stream.send(conn.session.report(self.handle, kind, *args))
+
+
+class Runner:
+    """Runs jobs and ends each exactly once; ``on_end`` frees the job's places in the worker's limits."""
+
+    def __init__(self, pool: Pool | None, middleware: Chain, *, exception_style: bool,
+                 on_end: Callable[[ActiveJob], None]) -> None:
+        self.pool = pool
+        self.middleware = middleware
+        self._exception_style = exception_style
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self._tokens = 0
+
+    def start(self, conn: Connection, function: Function, assigned: JobAssigned) -> ActiveJob:
+        """Start ``assigned`` (its places in the limits are already taken)."""
+        assert conn.stream is not None
+        self._tokens += 1
+        h = function.handler
+        info = JobInfo(function.name, assigned.handle, assigned.unique, len(assigned.data), conn.name,
+                       h.retry.attempts, assigned.data)
+        job = ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens,
+                        time.monotonic(), info)
+        conn.session.attach(assigned.handle, job)
+        self.middleware.before(info)
+        # loop.create_task, not asyncio.create_task: the latter looks the loop up
+        # again, which costs a getpid() system call per job.
+        if function.handler.cpu:
+            job.task = self._loop.create_task(self._run_cpu(job, assigned.data))
+        else:
+            job.task = self._loop.create_task(self._run_async(job, assigned.data))
+        return job
+
+    async def _run_async(self, job: ActiveJob, data: bytes) -> None:
+        api = Job(job.function.name, job.handle, job.unique, data, job)
+        try:
+            result = await self._attempts(job, lambda n: self._attempt_async(job, api))
+        except asyncio.CancelledError:
+            # Shutdown, or its connection dropped: gearmand re-queues it.
+            self.finish(job, None, "abandoned" if job.abandoned else "handed_back")
+            raise
+        self._end(job, result)
+
+    async def _attempt_async(self, job: ActiveJob, api: Job) -> bytes | Failure:
+        """Run an async handler once: its result, or the failure (an exception, the timeout)."""
+        h = job.function.handler
+        started = time.monotonic()
+        try:
+            if h.timeout is None:
+                result = await h.func(api)
+            else:
+                try:
+                    async with asyncio.timeout(h.timeout):
+                        result = await h.func(api)
+                except TimeoutError:
+                    if time.monotonic() - started >= h.timeout:
+                        return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
+                    raise
+            return to_bytes(result)
+        except asyncio.CancelledError:
+            if _cancelled_by_us():
+                raise
+            # The handler awaited something that someone else cancelled: that is
+            # the handler's failure, and the job must still end.
+            return Failure("fail", "CancelledError: an awaited operation was cancelled")
+        except Exception as e:
+            return failure_of(e)
+
+    async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
+        """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.retry`)."""
+        policy = job.function.handler.retry
+        if not policy.retries:  # the common case: no retry machinery per job
+            result = await attempt(1)
+            if isinstance(result, Failure):
+                self.middleware.on_failure(job.info, result, 1, True)
+            return result
+        result, job.attempts = await run_with_retries(
+            attempt, policy,
+            warn=lambda text: job("warning", (text.encode(),)),
+            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+        return result
+
+    def _end(self, job: ActiveJob, result: bytes | Failure) -> None:
+        if isinstance(result, Failure):
+            self.fail(job, result.outcome, result.message)
+        else:
+            self.finish(job, result, "complete")
+
+    async def _run_cpu(self, job: ActiveJob, data: bytes) -> None:
+        spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
+        try:
+            result = await self._attempts(job, lambda n: self._attempt_cpu(job, spec))
+        except asyncio.CancelledError:  # the pool killed its process
+            self.finish(job, None, "abandoned" if job.abandoned else "handed_back")
+            raise
+        self._end(job, result)
+
+    async def _attempt_cpu(self, job: ActiveJob, spec: CpuJobSpec) -> bytes | Failure:
+        """Run a ``cpu=True`` handler once in the pool: its result, or the failure."""
+        assert self.pool is not None
+        h = job.function.handler
+        timeout = h.timeout
+        started = time.monotonic()
+        for run in (1, 2):
+            try:
+                outcome = await self.pool.run(h.func, spec, timeout, job)
+                break
+            except PoolTimeout as e:
+                return Failure("timeout", f"JobTimeout: {e}")
+            except ChildDied as e:
+                # A pool process killed from outside (the OOM killer, an operator)
+                # says nothing about the job: run it once more in a fresh process,
+                # or a background job would be lost.  A handler that kills its
+                # process every time (os._exit, a segfault) fails on the second try.
+                if run == 2:
+                    return Failure("crash", f"ChildDied: {e} (twice)")
+                if h.timeout is not None:  # the rerun gets what is left, so gearmand's backstop never fires first
+                    timeout = h.timeout - (time.monotonic() - started)
+                    if timeout <= 0:
+                        return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout; {e}")
+                log.warning("job.retry", function=job.function.name, handle=job.handle.decode(errors="replace"),
+                            unique=job.unique.decode(errors="replace"), reason=str(e))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the pool itself failed (e.g. the job cannot be pickled): still end the job
+                return Failure("crash", f"{type(e).__name__}: {e}", retryable=False)
+        ok, payload = outcome
+        if ok:
+            return payload
+        return Failure("fail", payload.decode(errors="replace"), outcome.retryable)
+
+    def fail(self, job: ActiveJob, outcome: str, message: str) -> None:
+        """End ``job`` as failed with ``message`` (the client sees it)."""
+        self.finish(job, message.encode(), outcome, error=message)
+
+    def finish(self, job: ActiveJob, data: bytes | None, outcome: str, *, error: str | None = None) -> None:
+        """End ``job``: send its result (``data`` for "complete", else the failure message; None: nothing)."""
+        conn = job.conn
+        session = conn.session
+        held = session.holds(job.handle, job)
+        if data is not None and held and conn.stream is job.stream and job.stream.is_open:
+            if error is None:
+                job.stream.send(session.complete(job.handle, data))
+            else:
+                job.stream.send(session.fail(job.handle, data, exception=self._exception_style))
+        else:
+            if held:
+                session.forget(job.handle)  # handed back: gearmand re-queues it when the connection closes
+            if data is not None:
+                # The connection it came on dropped; gearmand re-queued the job
+                # and will give it to a worker again (at-least-once delivery).
+                outcome = "handed_back"
+        # The job.done log line, metrics and failed-job records: see gearworker.middleware.
+        self.middleware.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts))
+        self._on_end(job)
+
+
+def _cancelled_by_us() -> bool:
+    """True when the running task itself was cancelled (shutdown), not merely something it awaited."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
