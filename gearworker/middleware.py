@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import structlog
-
 from .errors import ConfigError
 from .retry import Failure
 
-log = structlog.get_logger("gearworker.middleware")
-job_log = structlog.get_logger("gearworker.worker")
+# structlog (and with it asyncio) is imported only where a log line is made:
+# handler modules import this module through @handler, and importing
+# gearworker stays light (tests/test_worker_session.py checks it).
 
 _MARK = "__gearworker_middleware__"
 T = TypeVar("T")
@@ -189,31 +188,37 @@ def _overrides(m: object, name: str) -> bool:
 
 
 def _hook_failed(hook: Any, job: JobInfo) -> None:
-    log.error("middleware.error", hook=getattr(hook, "__qualname__", repr(hook)), function=job.function,
-              handle=job.handle_text, exc_info=True)
+    import structlog
+
+    structlog.get_logger("gearworker.middleware").error(
+        "middleware.error", hook=getattr(hook, "__qualname__", repr(hook)), function=job.function,
+        handle=job.handle_text, exc_info=True)
 
 
 class LogMiddleware(Middleware):
     """The worker's ``job.done`` line (info when complete, warning otherwise) and ``job.retry`` warnings."""
 
     def __init__(self) -> None:
+        import structlog
+
+        self._log = log = structlog.get_logger("gearworker.worker")
         # Decided once (logging is configured before the worker is built):
         # building the values of a filtered-out line cost ~1.8 us a job.
-        self._info = job_log.is_enabled_for(logging.INFO)
+        self._info = log.is_enabled_for(logging.INFO)
 
     def after(self, job: JobInfo, result: JobResult) -> None:
         if result.outcome == "complete":
             if self._info:
-                job_log.info("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
+                self._log.info("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
                              duration=round(result.duration, 6), outcome=result.outcome)
             return
-        job_log.warning("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
+        self._log.warning("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
                         duration=round(result.duration, 6), outcome=result.outcome, error=result.error,
                         attempts=result.attempts)
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
         if not final:
-            job_log.warning("job.retry", function=job.function, handle=job.handle_text, unique=job.unique_text,
+            self._log.warning("job.retry", function=job.function, handle=job.handle_text, unique=job.unique_text,
                             attempt=attempt, attempts=job.attempts, outcome=failure.outcome, error=failure.message)
 
 

@@ -19,7 +19,6 @@ while it waits: the client keeps one job handle, and gearmand's own timeout
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -99,7 +98,7 @@ async def run_with_retries(
     *,
     warn: Callable[[str], object],
     on_failure: Callable[[Failure, int, bool], object] | None = None,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
 ) -> tuple[bytes | Failure, int]:
     """Run ``attempt(n)`` (n = 1, 2, ...) until it returns bytes, fails for good, or attempts run out.
 
@@ -107,6 +106,12 @@ async def run_with_retries(
     the client's warning text before each retry; ``on_failure(failure,
     attempt, final)`` is told of every failed attempt (middleware, logs).
     """
+    if sleep is None:
+        # Imported here: a handler module imports this one (through @handler), and
+        # importing gearworker must stay free of asyncio.
+        import asyncio
+
+        sleep = asyncio.sleep
     n = 1
     while True:
         result = await attempt(n)
