@@ -66,3 +66,17 @@ def cpu_slow_first(job: CpuJob) -> str:
     if _attempt(job) == 1:
         time.sleep(5)
     return "cpu second attempt in time"
+
+
+_HOARD: list[bytes] = []
+
+
+@handler("cpu_pid_rss", cpu=True)
+def cpu_pid_rss(job: CpuJob) -> str:
+    """``pid rss_mib`` of the pool process; workload "hoard N" first keeps N MiB alive in it."""
+    words = job.workload.split()
+    if words[:1] == [b"hoard"]:
+        _HOARD.append(b"x" * (int(words[1]) * 1024 * 1024))  # written, so resident
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    return f"{os.getpid()} {rss}"
