@@ -183,37 +183,46 @@ class Server:
         Returns False (and logs ``server.reload_failed``) when the new
         handlers cannot be loaded: the old ones keep serving.
         """
+        async with self._reload_lock:
+            started = time.monotonic()
+            if self._notifier is not None:  # systemctl shows "reloading" until READY=1
+                self._notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                return await self._reload(started)
+            finally:
+                if self._notifier is not None:
+                    self._notifier.ready(f"serving {len(self.registry.functions)} functions")
+
+    async def _reload(self, started: float) -> bool:
         from .cli import load_handlers
         from .reload import changes, reimport
 
-        async with self._reload_lock:
-            started = time.monotonic()
-            try:
-                registry = reimport(lambda: load_handlers(self.settings))
-            except ConfigError as e:
-                log.error("server.reload_failed", error=str(e), kept=sorted(self.registry.functions))
-                return False
-            try:
-                pool = await self._start_pool(registry)
-            except Exception as e:
-                log.error("server.reload_failed", error=f"pool: {type(e).__name__}: {e}",
-                          kept=sorted(self.registry.functions))
-                return False
-            old_worker, old_pool, old_registry = self.worker, self.pool, self.registry
-            assert old_worker is not None
-            # The new worker registers before the old one lets go: no moment
-            # without a worker for any function.
-            self.registry, self.pool = registry, pool
-            self.worker = self._start_worker(registry, pool)
-            old_worker.stop_taking_jobs()
-            retire = asyncio.create_task(self._retire(old_worker, old_pool))
-            self._retiring.append((old_worker, old_pool, retire))
-            await self._stop_scheduler()
-            self._start_scheduler()
-            self.reloads += 1
-            log.info("server.reloaded", pid=os.getpid(), duration=round(time.monotonic() - started, 3),
-                     still_running=old_worker.running, **changes(old_registry, registry))
-            return True
+        try:
+            registry = reimport(lambda: load_handlers(self.settings))
+        except ConfigError as e:
+            log.error("server.reload_failed", error=str(e), kept=sorted(self.registry.functions))
+            return False
+        try:
+            pool = await self._start_pool(registry)
+        except Exception as e:
+            log.error("server.reload_failed", error=f"pool: {type(e).__name__}: {e}",
+                      kept=sorted(self.registry.functions))
+            return False
+        old_worker, old_pool, old_registry = self.worker, self.pool, self.registry
+        assert old_worker is not None
+        # The new worker registers before the old one lets go: no moment
+        # without a worker for any function.
+        self.registry, self.pool = registry, pool
+        self.worker = self._start_worker(registry, pool)
+        old_worker.stop_taking_jobs()
+        retire = asyncio.create_task(self._retire(old_worker, old_pool))
+        self._retiring.append((old_worker, old_pool, retire))
+        await self._stop_scheduler()
+        self._start_scheduler()
+        self.reloads += 1
+        log.info("server.reloaded", pid=os.getpid(), duration=round(time.monotonic() - started, 3),
+                 still_running=old_worker.running, **changes(old_registry, registry))
+        return True
 
     async def _retire(self, worker: Worker, pool: Pool | None) -> None:
         """Let an old worker's jobs finish, then close its connections and pool."""

@@ -193,6 +193,13 @@ def test_unit_exec_start_is_the_real_command_line() -> None:
     assert argv[0].endswith("/.venv/bin/gearworker")
 
 
+def test_unit_reload_sends_sighup_to_the_main_process() -> None:
+    """`systemctl reload` reloads the handlers without a restart: ExecReload sends SIGHUP to $MAINPID."""
+    service = parse_unit(UNIT)["Service"]
+    argv = shlex.split(service["ExecReload"][0])
+    assert argv[0] in ("/bin/kill", "/usr/bin/kill") and argv[1:] == ["-HUP", "$MAINPID"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     """`systemd-analyze verify` reports nothing for the unit (ExecStart pointed at this checkout's venv)."""
