@@ -12,9 +12,13 @@ worker processes on one host) or a folder (any other path; one JSON file per
 record, written atomically, easy to ship or inspect with ``jq``).
 
 Which jobs are recorded: gearmand does not tell a worker whether a job is a
-background job (JOB_ASSIGN_UNIQ is the same for both), so every job that
-fails for good is recorded, foreground ones too.  A foreground job's client
-also got the failure; its record is harmless and may be purged.
+background job (JOB_ASSIGN_UNIQ is the same for both).  Before reporting a
+final failure the worker asks the job's server (GET_STATUS_UNIQUE, which
+counts the clients waiting for a job): a job with a waiting client is not
+recorded, since that client gets the failure.  Background jobs, and
+foreground jobs whose client has gone, are recorded.  A job without a unique
+id cannot be asked about (gearmand 1.1.20 keeps no unique for it), so it is
+recorded whatever its kind.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -283,12 +287,31 @@ class RecordFailures(Middleware):
     failure is still reported to gearmand as usual.
     """
 
-    def __init__(self, store: FailedStore) -> None:
+    def __init__(self, store: FailedStore, servers: Sequence[str] = ()) -> None:
         self.store = store
+        self.servers = list(servers)
         self.pending: set[asyncio.Future[Any]] = set()
+        self._client: Any = None
+
+    async def before_final_failure(self, job: JobInfo) -> None:
+        """Ask gearmand (GET_STATUS_UNIQUE) how many clients wait for the job, while it still holds it."""
+        if not job.unique or not self.servers:
+            return
+        if self._client is None:
+            from .client import Client
+
+            self._client = Client(self.servers)
+        server = job.server if job.server in self.servers else None
+        status = await self._client.status_unique(job.unique, server=server)
+        if status.known:
+            job.state["waiting_clients"] = status.waiting
 
     def after(self, job: JobInfo, result: JobResult) -> None:
         if result.outcome not in FAILED_OUTCOMES:
+            return
+        if job.state.get("waiting_clients", 0) > 0:
+            log.info("failed.not_recorded", function=job.function, handle=job.handle_text, unique=job.unique_text,
+                     reason="a client waits for the job and got the failure")
             return
         record = FailedJob(job.function, job.handle_text, job.unique_text, result.error or result.outcome,
                            result.attempts, job.workload, len(job.workload), job.server, time.time())
@@ -307,6 +330,8 @@ class RecordFailures(Middleware):
                  unique=record.unique, attempts=record.attempts)
 
     async def flush(self) -> None:
-        """Wait for the records being written (at shutdown)."""
+        """Wait for the records being written (at shutdown); close the status client."""
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()

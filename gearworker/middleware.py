@@ -22,6 +22,12 @@ write) to a task or a thread.  An exception in a hook is logged
 ``before`` hooks run in order, ``after`` hooks in reverse order, so the first
 middleware wraps all the others.
 
+One optional hook is async: ``async def before_final_failure(self, job)`` is
+awaited (for at most :data:`FINAL_HOOK_TIMEOUT` seconds) after a job's last
+attempt failed and before the failure is sent to gearmand, while gearmand
+still holds the job.  The failed-job recorder uses it to ask gearmand whether
+a client is waiting for the job.
+
 The worker's own per-job log line and Prometheus metrics are middlewares
 too (:class:`LogMiddleware`, :class:`MetricsMiddleware`), always first.
 """
@@ -43,6 +49,8 @@ from .retry import Failure
 # gearworker stays light (tests/test_worker_session.py checks it).
 
 _MARK = "__gearworker_middleware__"
+#: Seconds a ``before_final_failure`` hook may hold a failed job's report.
+FINAL_HOOK_TIMEOUT = 2.0
 T = TypeVar("T")
 
 
@@ -151,7 +159,7 @@ def load(spec: str, *, file: str | None = None) -> MiddlewareProtocol:
 class Chain:
     """The middlewares of a worker, called in order; a failing hook is logged and skipped."""
 
-    __slots__ = ("_after", "_before", "_failure", "items")
+    __slots__ = ("_after", "_before", "_failure", "_final", "items")
 
     def __init__(self, items: Sequence[MiddlewareProtocol]) -> None:
         self.items = list(items)
@@ -160,6 +168,23 @@ class Chain:
         self._before = [m.before for m in self.items if _overrides(m, "before")]
         self._after = [m.after for m in reversed(self.items) if _overrides(m, "after")]
         self._failure = [m.on_failure for m in self.items if _overrides(m, "on_failure")]
+        self._final = [hook for m in self.items if callable(hook := getattr(m, "before_final_failure", None))]
+
+    @property
+    def has_final_hooks(self) -> bool:
+        """True when some middleware wants :meth:`before_final_failure` awaited."""
+        return bool(self._final)
+
+    async def before_final_failure(self, job: JobInfo) -> None:
+        """Await each ``before_final_failure`` hook, each for at most :data:`FINAL_HOOK_TIMEOUT` seconds."""
+        import asyncio
+
+        for hook in self._final:
+            try:
+                async with asyncio.timeout(FINAL_HOOK_TIMEOUT):
+                    await hook(job)
+            except Exception:
+                _hook_failed(hook, job)
 
     def before(self, job: JobInfo) -> None:
         for hook in self._before:

@@ -123,7 +123,8 @@ class Server:
         if s.failed_jobs:
             from .failed import RecordFailures, open_store
 
-            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit))
+            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit),
+                                          s.servers)
         self.pool = await self._start_pool(self.registry)
         self.worker = self._start_worker(self.registry, self.pool)
         self._start_scheduler()

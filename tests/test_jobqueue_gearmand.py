@@ -93,7 +93,10 @@ async def test_failing_twice_then_succeeding_with_two_retries_gives_the_client_i
 
 async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
         gearmand: Gearmand, jobs_worker: WorkerProcess, tmp_path: Path) -> None:
-    """The last failure is reported as before (warning with the message, then WORK_FAIL) and recorded."""
+    """The last failure is reported as before (warning with the message, then WORK_FAIL).
+
+    It is recorded too: without a unique id gearmand cannot say whether a client waits.
+    """
     result, warnings = await run(gearmand, "never_works")
     assert isinstance(result, JobFailed)
     assert warnings == ["attempt 1/2 failed: RuntimeError: broken for good (attempt 1)",
@@ -102,6 +105,20 @@ async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT function, attempts, error FROM failed_jobs").fetchall()
     assert rows == [("never_works", 2, "RuntimeError: broken for good (attempt 2)")]
+
+
+async def test_only_jobs_nobody_waits_for_are_recorded(gearmand: Gearmand, jobs_worker: WorkerProcess,
+                                                       tmp_path: Path) -> None:
+    """A foreground job whose client waits (asked with GET_STATUS_UNIQUE) is not recorded; a background one is."""
+    async with Client([gearmand.address]) as client:
+        with pytest.raises(JobFailed):
+            await client.submit("never_works", b"fg", unique="fg-1", timeout=60)
+        await client.submit_background("never_works", b"bg", unique="bg-1")
+    wait_for(lambda: log_events(jobs_worker, "failed.recorded"), what="failed-job record")
+    assert [e["unique"] for e in log_events(jobs_worker, "failed.not_recorded")] == ["fg-1"]
+    with sqlite3.connect(tmp_path / "failed.db") as db:
+        rows = db.execute("SELECT unique_id, workload, attempts FROM failed_jobs").fetchall()
+    assert rows == [("bg-1", b"bg", 2)]
 
 
 async def test_no_retry_fails_at_the_first_attempt(gearmand: Gearmand, jobs_worker: WorkerProcess,

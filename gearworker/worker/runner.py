@@ -133,11 +133,13 @@ class Runner:
             result = await attempt(1)
             if isinstance(result, Failure):
                 self.middleware.on_failure(job.info, result, 1, True)
-            return result
-        result, job.attempts = await run_with_retries(
-            attempt, policy,
-            warn=lambda text: job("warning", (text.encode(),)),
-            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+        else:
+            result, job.attempts = await run_with_retries(
+                attempt, policy,
+                warn=lambda text: job("warning", (text.encode(),)),
+                on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+        if isinstance(result, Failure) and self.middleware.has_final_hooks:
+            await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
         return result
 
     def _end(self, job: ActiveJob, result: bytes | Failure) -> None:
