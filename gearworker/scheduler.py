@@ -49,13 +49,17 @@ class Scheduler:
 
     def __init__(self, functions: Sequence[ScheduledFunction], client_id: str, *, workers: WorkersQuery,
                  submit: Submit, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 own: Callable[[str, str], int] | None = None) -> None:
         self.functions = list(functions)
         self.client_id = client_id
         self._workers = workers
         self._submit = submit
         self._clock = clock
         self._sleep = sleep
+        # (server, function) -> how many of this process's connections to that
+        # server serve the function: 1, or 2 while a reload's old connections finish.
+        self._own = own or (lambda server, function: 1)
         #: Ticks this process submitted, per function (for tests and logs).
         self.submitted: dict[str, list[int]] = {f.function: [] for f in self.functions}
 
@@ -104,12 +108,12 @@ class Scheduler:
         return True
 
     def _warn_on_clash(self, tables: Mapping[str, Sequence[WorkerEntry]], function: str, leader: str | None) -> None:
-        # Each process has exactly one connection per server registered for a
-        # function: two rows with the winning id on one server mean two
-        # processes share a client id, and both would submit.
+        # Each process has one connection per server registered for a function
+        # (two for a moment after a reload): more rows with the winning id mean
+        # two processes share a client id, and both would submit.
         for server, table in tables.items():
             same = sum(1 for r in table if r.client_id == leader and function in r.functions)
-            if same > 1:
+            if same > (self._own(server, function) if leader == self.client_id else 1):
                 log.warning("schedule.client_id_clash", function=function, server=server, client_id=leader,
                             connections=same,
                             hint="client ids must be unique per process: ticks may run more than once")
@@ -121,7 +125,7 @@ def scheduled_functions(handlers: Iterable[Any]) -> list[ScheduledFunction]:
 
 
 async def run_schedules(servers: Sequence[str], functions: Sequence[ScheduledFunction], client_id: str, *,
-                        connect_timeout: float = 5.0) -> None:
+                        connect_timeout: float = 5.0, own: Callable[[str, str], int] | None = None) -> None:
     """Run ``functions``' schedules for the worker whose connections carry ``client_id``, until cancelled.
 
     Uses its own :class:`gearworker.Client`: the admin ``workers`` query for
@@ -140,4 +144,4 @@ async def run_schedules(servers: Sequence[str], functions: Sequence[ScheduledFun
 
         log.info("schedule.started", client_id=client_id,
                  schedules={f.function: str(f.schedule) for f in functions})
-        await Scheduler(functions, client_id, workers=workers, submit=submit).run()
+        await Scheduler(functions, client_id, workers=workers, submit=submit, own=own).run()

@@ -166,9 +166,16 @@ class Server:
             # Only a worker that gearmand lists can be elected: wait until it is connected.
             await worker.first_connection.wait()
             await run_schedules(self.settings.servers, functions, worker.client_id,
-                                connect_timeout=self.settings.connect_timeout)
+                                connect_timeout=self.settings.connect_timeout, own=self._own_connections)
 
         self._scheduler = asyncio.create_task(run())
+
+    def _own_connections(self, server: str, function: str) -> int:
+        """This process's live connections to ``server`` registered for ``function`` (old ones after a reload too)."""
+        wire = function.encode()
+        workers = [w for w in (self.worker, *(r[0] for r in self._retiring)) if w is not None]
+        return sum(1 for w in workers for c in w.connections
+                   if c.name == server and c.stream is not None and wire in c.group.timeouts)
 
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None:

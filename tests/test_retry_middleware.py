@@ -238,3 +238,29 @@ def test_the_example_middleware_in_handlers_is_found() -> None:
     """handlers/ ships an example (handlers/slowjobs.py) that the default worker loads."""
     registry = discover(Path(__file__).resolve().parent.parent / "handlers")
     assert "SlowJobs" in [type(m).__name__ for m in registry.middleware]
+
+
+async def test_an_async_final_failure_hook_is_awaited_and_cut_short_when_slow(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """before_final_failure hooks are awaited in order; one that hangs is stopped at FINAL_HOOK_TIMEOUT."""
+    import asyncio
+
+    import gearworker.middleware as mw
+
+    monkeypatch.setattr(mw, "FINAL_HOOK_TIMEOUT", 0.05)
+    calls: list[str] = []
+
+    class Hangs(Middleware):
+        async def before_final_failure(self, job: JobInfo) -> None:
+            calls.append("hangs")
+            await asyncio.sleep(3600)
+
+    class Quick(Middleware):
+        async def before_final_failure(self, job: JobInfo) -> None:
+            calls.append("quick")
+
+    chain = Chain([Hangs(), Quick()])
+    assert chain.has_final_hooks and not Chain([Recorder()]).has_final_hooks
+    await chain.before_final_failure(info())
+    assert calls == ["hangs", "quick"]
+    assert "middleware.error" in capsys.readouterr().out

@@ -233,3 +233,22 @@ async def test_a_lagging_loop_fires_late_ticks_but_skips_what_is_too_old() -> No
     await asyncio.gather(task, return_exceptions=True)
     assert done[:3] == [101, 102, 103]
     assert done[3:] == [704] or done[3:] == []  # nothing from the 10 minutes in between
+
+
+async def test_two_processes_sharing_a_client_id_are_warned_of(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two rows with the winning id (and one own connection) log schedule.client_id_clash; a reload's second
+    connection of our own does not."""
+    rows = {"s": [WorkerEntry("worker-1", ("f",)), WorkerEntry("worker-1", ("f",))]}
+
+    async def workers() -> Mapping[str, Sequence[WorkerEntry]]:
+        return rows
+
+    async def submit(function: str, workload: bytes, unique: str) -> None:
+        pass
+
+    f = ScheduledFunction("f", Interval(1))
+    assert await Scheduler([f], "worker-1", workers=workers, submit=submit).fire(f, 10)
+    assert "schedule.client_id_clash" in capsys.readouterr().out
+    reloading = Scheduler([f], "worker-1", workers=workers, submit=submit, own=lambda server, function: 2)
+    assert await reloading.fire(f, 11)
+    assert "schedule.client_id_clash" not in capsys.readouterr().out
