@@ -64,13 +64,22 @@ def _handlers(settings: Settings, registry: Registry) -> list[str]:
         aliases = _aliases(registry, h)
         if aliases:
             parts.append(f"aliases={','.join(aliases)}")
+        if h.retry.retries:
+            parts.append(f"retries={h.retry.retries} retry_backoff={h.retry.backoff:g}s")
+        if h.schedule is not None:
+            parts.append(f"schedule={str(h.schedule)!r}")
         parts.append(f"file={h.file}")
         lines.append(" ".join(parts))
     return lines
 
 
 def _limits(settings: Settings) -> list[str]:
-    recycle = f"after {settings.max_tasks_per_child} jobs" if settings.max_tasks_per_child else "never"
+    reasons = []
+    if settings.max_tasks_per_child:
+        reasons.append(f"after {settings.max_tasks_per_child} jobs")
+    if settings.max_child_rss:
+        reasons.append(f"above {settings.max_child_rss} MiB RSS")
+    recycle = " or ".join(reasons) or "never"
     if settings.metrics:
         host, port = parse_address(settings.metrics, default_host="127.0.0.1")
         metrics = f"http://{host}:{port}/metrics and /healthz"
