@@ -73,7 +73,7 @@ class WorkerRow:
 
 
 @dataclass(frozen=True, slots=True)
-class JobRow:
+class ShowJobsRow:
     """A row of ``show jobs``."""
 
     handle: str
@@ -82,7 +82,7 @@ class JobRow:
     job_queued: int
 
     @classmethod
-    def parse(cls, line: str) -> JobRow:
+    def parse(cls, line: str) -> ShowJobsRow:
         try:
             handle, retries, ignore, queued = line.split("\t")
             return cls(handle, int(retries), int(ignore), int(queued))
