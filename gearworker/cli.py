@@ -18,6 +18,8 @@ from . import __version__
 from .errors import ConfigError
 from .procs import is_running
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 COMMANDS = ("run", "check", "stop", "submit", "status", "web")
 
 

@@ -29,6 +29,8 @@ from .worker.worker import Worker
 if TYPE_CHECKING:
     from .metrics.prometheus import Metrics
 
+__all__ = ["Server"]
+
 log = structlog.get_logger("gearworker.server")
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 
+__all__ = ["AdminParser", "AdminResponse", "ShowJobsRow", "StatusRow", "WorkerRow", "encode_admin"]
+
 #: Commands answered by a list of lines ending with ``.``.
 _MULTILINE = frozenset({"status", "workers", "show jobs", "show unique jobs"})
 _KNOWN = _MULTILINE | {"version", "getpid", "maxqueue", "shutdown", "verbose", "cancel job"}

@@ -42,6 +42,8 @@ from ..payload import to_bytes
 from ..procs import die_with_parent
 from .job import CpuJob, CpuJobSpec, Reporter
 
+__all__ = ["ChildDied", "Pool", "PoolTimeout"]
+
 log = structlog.get_logger("gearworker.pool")
 
 # Set in each child by _child_init.
