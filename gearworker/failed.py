@@ -41,6 +41,8 @@ import structlog
 from .errors import GearworkerError
 from .middleware import JobInfo, JobResult, Middleware
 
+__all__ = ["FailedJob", "FailedStore", "FailedStoreError", "FolderStore", "RecordFailures", "SqliteStore", "open_store"]
+
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 #: Outcomes that are failures of the job (not "complete", not "handed_back" to gearmand for another worker).
 FAILED_OUTCOMES = frozenset({"fail", "timeout", "crash"})

@@ -18,6 +18,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+__all__ = ["cmd_failed", "register"]
+
 EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
 
 

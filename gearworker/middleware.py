@@ -44,6 +44,11 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from .errors import ConfigError
 from .retry import Failure
 
+__all__ = [
+    "FINAL_HOOK_TIMEOUT", "Chain", "JobInfo", "JobResult", "LogMiddleware", "MetricsMiddleware", "Middleware",
+    "MiddlewareProtocol", "build", "load", "middleware", "middlewares_in",
+]
+
 # structlog (and with it asyncio) is imported only where a log line is made:
 # handler modules import this module through @handler, and importing
 # gearworker stays light (tests/test_worker_session.py checks it).

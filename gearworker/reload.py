@@ -19,6 +19,8 @@ from typing import Any
 
 from .worker.registry import MODULE_PREFIX, Registry
 
+__all__ = ["changes", "reimport"]
+
 
 def _ours(name: str) -> bool:
     return name == MODULE_PREFIX or name.startswith(MODULE_PREFIX + ".")

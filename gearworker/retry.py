@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from .errors import NoRetry
 
+__all__ = ["MAX_DELAY", "Failure", "RetryPolicy", "failure_of", "run_with_retries", "validate", "warning_text"]
+
 #: Longest wait between two attempts, seconds, whatever the backoff and attempt.
 MAX_DELAY = 300.0
 

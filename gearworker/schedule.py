@@ -43,6 +43,8 @@ from typing import Protocol
 
 from .errors import GearworkerError
 
+__all__ = ["Cron", "Interval", "Schedule", "ScheduleError", "WorkerEntry", "elect", "parse", "tick_unique"]
+
 #: gearmand 1.1.20's safe unique id length (see gearworker.client.MAX_UNIQUE_SIZE).
 _MAX_UNIQUE = 63
 

@@ -20,6 +20,8 @@ import structlog
 
 from .schedule import Cron, Interval, WorkerEntry, elect, tick_unique
 
+__all__ = ["CATCH_UP", "ScheduledFunction", "Scheduler", "run_schedules", "scheduled_functions", "tick_workload"]
+
 log = structlog.get_logger("gearworker.scheduler")
 
 #: Ticks older than this many seconds are skipped, not fired late.

@@ -44,6 +44,17 @@ from ..retry import validate as validate_retries
 from ..schedule import Cron, Interval, ScheduleError
 from ..schedule import parse as parse_schedule
 
+__all__ = [
+    "MODULE_PREFIX",
+    "Handler",
+    "HandlerOptions",
+    "Registry",
+    "discover",
+    "handler",
+    "handlers_in",
+    "load_module",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Handler modules are imported under this package name, so that a ``cpu=True``
