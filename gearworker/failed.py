@@ -311,7 +311,7 @@ class RecordFailures(Middleware):
     def after(self, job: JobInfo, result: JobResult) -> None:
         if result.outcome not in FAILED_OUTCOMES:
             return
-        if job.state.get("waiting_clients", 0) > 0:
+        if job._state is not None and job._state.get("waiting_clients", 0) > 0:
             log.info("failed.not_recorded", function=job.function, handle=job.handle_text, unique=job.unique_text,
                      reason="a client waits for the job and got the failure")
             return

@@ -61,7 +61,11 @@ T = TypeVar("T")
 
 @dataclass(slots=True, eq=False)
 class JobInfo:
-    """What a middleware knows of a job.  ``state`` is free for middlewares to keep per-job values in."""
+    """What a middleware knows of a job.  :attr:`state` is free for middlewares to keep per-job values in.
+
+    One is made for every job, so it stays cheap: a plain slotted class whose
+    ``state`` dict is only created when a middleware first uses it.
+    """
 
     function: str
     handle: bytes
@@ -70,7 +74,14 @@ class JobInfo:
     server: str
     attempts: int = 1  # attempts allowed (1 + retries)
     workload: bytes = field(default=b"", repr=False)
-    state: dict[str, Any] = field(default_factory=dict)
+    _state: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-job values of middlewares (created on first use)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     @property
     def handle_text(self) -> str:
@@ -81,7 +92,7 @@ class JobInfo:
         return self.unique.decode(errors="replace")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~4x more, and one is made per job
 class JobResult:
     """How a job ended: ``outcome`` is "complete", "fail", "timeout", "crash" or "handed_back"."""
 
@@ -103,7 +114,14 @@ class MiddlewareProtocol(Protocol):
 
 
 class Middleware:
-    """A middleware with no-op hooks: override the ones you need."""
+    """A middleware with no-op hooks: override the ones you need.
+
+    Set ``quiet_on_complete = True`` on one whose ``after`` does nothing for
+    completed jobs: the worker then skips it for them (it makes no
+    :class:`JobInfo` / :class:`JobResult` for a job no middleware looks at).
+    """
+
+    quiet_on_complete = False
 
     def before(self, job: JobInfo) -> None:
         """Called once when the job starts (not again for each retry)."""
@@ -164,7 +182,8 @@ def load(spec: str, *, file: str | None = None) -> MiddlewareProtocol:
 class Chain:
     """The middlewares of a worker, called in order; a failing hook is logged and skipped."""
 
-    __slots__ = ("_after", "_before", "_failure", "_final", "items")
+    __slots__ = ("_after", "_after_complete", "_before", "_failure", "_final", "has_after_complete", "has_before",
+                 "items")
 
     def __init__(self, items: Sequence[MiddlewareProtocol]) -> None:
         self.items = list(items)
@@ -172,6 +191,12 @@ class Chain:
         # would cost a call each per job for nothing.
         self._before = [m.before for m in self.items if _overrides(m, "before")]
         self._after = [m.after for m in reversed(self.items) if _overrides(m, "after")]
+        # A middleware with quiet_on_complete = True does nothing in after() for a completed job
+        # (the job.done line with info logging off): the worker then makes no JobInfo/JobResult for it.
+        self._after_complete = [m.after for m in reversed(self.items)
+                                if _overrides(m, "after") and not getattr(m, "quiet_on_complete", False)]
+        self.has_before = bool(self._before)
+        self.has_after_complete = bool(self._after_complete)
         self._failure = [m.on_failure for m in self.items if _overrides(m, "on_failure")]
         self._final = [hook for m in self.items if callable(hook := getattr(m, "before_final_failure", None))]
 
@@ -199,7 +224,8 @@ class Chain:
                 _hook_failed(hook, job)
 
     def after(self, job: JobInfo, result: JobResult) -> None:
-        for hook in self._after:
+        hooks = self._after_complete if result.outcome == "complete" else self._after
+        for hook in hooks:
             try:
                 hook(job, result)
             except Exception:
@@ -235,6 +261,7 @@ class LogMiddleware(Middleware):
         # Decided once (logging is configured before the worker is built):
         # building the values of a filtered-out line cost ~1.8 us a job.
         self._info = log.is_enabled_for(logging.INFO)
+        self.quiet_on_complete = not self._info
 
     def after(self, job: JobInfo, result: JobResult) -> None:
         if result.outcome == "complete":

@@ -264,3 +264,24 @@ async def test_an_async_final_failure_hook_is_awaited_and_cut_short_when_slow(
     await chain.before_final_failure(info())
     assert calls == ["hangs", "quick"]
     assert "middleware.error" in capsys.readouterr().out
+
+
+def test_a_chain_with_nothing_to_do_for_completed_jobs_says_so() -> None:
+    """With info logging off and no other middleware, completed jobs need no JobInfo or JobResult at all."""
+    import structlog
+
+    from gearworker import logs
+
+    try:
+        logs.configure("warning", "json")
+        quiet = build([], [])
+        assert not quiet.has_before and not quiet.has_after_complete
+        calls: list[str] = []
+        busy = build([], [Recorder("r", calls)])
+        assert busy.has_before and busy.has_after_complete
+        busy.after(info(), JobResult("complete", 0.0))
+        assert calls == ["r.after complete"]
+        logs.configure("info", "json")
+        assert build([], []).has_after_complete  # the job.done info line needs it
+    finally:
+        structlog.reset_defaults()

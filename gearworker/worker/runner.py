@@ -48,10 +48,19 @@ class ActiveJob:
     stream: PacketStream  # the connection it came on: its results go back there only
     token: int
     started: float
-    info: JobInfo
+    data: bytes  # the workload
     task: asyncio.Task[None] | None = None
     abandoned: bool = False  # its connection dropped before it ended
     attempts: int = 1  # attempts made so far
+    _info: JobInfo | None = None
+
+    @property
+    def info(self) -> JobInfo:
+        """The job as middlewares see it; made on first use (a job no middleware looks at costs nothing)."""
+        if self._info is None:
+            self._info = JobInfo(self.function.name, self.handle, self.unique, len(self.data), self.conn.name,
+                                 self.function.handler.retry.attempts, self.data)
+        return self._info
 
     def __call__(self, kind: str, args: tuple[bytes, ...]) -> None:
         """Forward a WORK_STATUS / WORK_DATA / WORK_WARNING, while the connection it came on lasts."""
@@ -76,13 +85,11 @@ class Runner:
         """Start ``assigned`` (its places in the limits are already taken)."""
         assert conn.stream is not None
         self._tokens += 1
-        h = function.handler
-        info = JobInfo(function.name, assigned.handle, assigned.unique, len(assigned.data), conn.name,
-                       h.retry.attempts, assigned.data)
         job = ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens,
-                        time.monotonic(), info)
+                        time.monotonic(), assigned.data)
         conn.session.attach(assigned.handle, job)
-        self.middleware.before(info)
+        if self.middleware.has_before:
+            self.middleware.before(job.info)
         # loop.create_task, not asyncio.create_task: the latter looks the loop up
         # again, which costs a getpid() system call per job.
         if function.handler.cpu:
@@ -94,7 +101,12 @@ class Runner:
     async def _run_async(self, job: ActiveJob, data: bytes) -> None:
         api = Job(job.function.name, job.handle, job.unique, data, job)
         try:
-            result = await self._attempts(job, lambda n: self._attempt_async(job, api))
+            if job.function.handler.retry.retries:
+                result = await self._attempts(job, lambda n: self._attempt_async(job, api))
+            else:  # the common case, without a closure and a coroutine more per job
+                result = await self._attempt_async(job, api)
+                if isinstance(result, Failure):
+                    await self._failed(job, result, 1)
         except asyncio.CancelledError:
             # Shutdown, or its connection dropped: gearmand re-queues it.
             self.finish(job, None, "abandoned" if job.abandoned else "handed_back")
@@ -128,19 +140,19 @@ class Runner:
 
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
         """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.retry`)."""
-        policy = job.function.handler.retry
-        if not policy.retries:  # the common case: no retry machinery per job
-            result = await attempt(1)
-            if isinstance(result, Failure):
-                self.middleware.on_failure(job.info, result, 1, True)
-        else:
-            result, job.attempts = await run_with_retries(
-                attempt, policy,
-                warn=lambda text: job("warning", (text.encode(),)),
-                on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+        result, job.attempts = await run_with_retries(
+            attempt, job.function.handler.retry,
+            warn=lambda text: job("warning", (text.encode(),)),
+            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
         if isinstance(result, Failure) and self.middleware.has_final_hooks:
             await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
         return result
+
+    async def _failed(self, job: ActiveJob, failure: Failure, attempt: int) -> None:
+        """The only attempt of a job without retries failed: tell the middlewares."""
+        self.middleware.on_failure(job.info, failure, attempt, True)
+        if self.middleware.has_final_hooks:
+            await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
 
     def _end(self, job: ActiveJob, result: bytes | Failure) -> None:
         if isinstance(result, Failure):
@@ -151,7 +163,12 @@ class Runner:
     async def _run_cpu(self, job: ActiveJob, data: bytes) -> None:
         spec = CpuJobSpec(job.token, job.function.name, job.handle, job.unique, data)
         try:
-            result = await self._attempts(job, lambda n: self._attempt_cpu(job, spec))
+            if job.function.handler.retry.retries:
+                result = await self._attempts(job, lambda n: self._attempt_cpu(job, spec))
+            else:
+                result = await self._attempt_cpu(job, spec)
+                if isinstance(result, Failure):
+                    await self._failed(job, result, 1)
         except asyncio.CancelledError:  # the pool killed its process
             self.finish(job, None, "abandoned" if job.abandoned else "handed_back")
             raise
@@ -213,7 +230,9 @@ class Runner:
                 # and will give it to a worker again (at-least-once delivery).
                 outcome = "handed_back"
         # The job.done log line, metrics and failed-job records: see gearworker.middleware.
-        self.middleware.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts))
+        mw = self.middleware
+        if outcome != "complete" or mw.has_after_complete:  # by default nothing is done for a completed job
+            mw.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts))
         self._on_end(job)
 
 
