@@ -221,6 +221,14 @@ async def hold(job):
 @handler("cpu_version", cpu=True)
 def cpu_version(job):
     return "{v} " + str(os.getpid())
+
+@handler("cpu_retried", cpu=True, retries=1, retry_backoff=3)
+def cpu_retried(job):
+    marker = os.path.join(os.environ["GW_TEST_STATE"], "tried")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return "{v} retried"
 """
 
 
@@ -251,6 +259,27 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
         assert w.proc is not None and w.proc.poll() is None
         assert [e["pid"] for e in log_events(w, "server.reloaded")] == [w.pid]
         await asyncio.to_thread(wait_for, lambda: log_events(w, "server.old_handlers_retired"), 30, "old retired")
+    finally:
+        assert w.stop() == 0
+
+
+async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearmand: Gearmand, tmp_path: Path) -> None:
+    """A cpu=True job waiting to retry when SIGHUP comes runs its next attempt on the old code and pool."""
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"],
+                      env={"GW_TEST_STATE": str(tmp_path)})
+    w.start(wait_for="cpu_retried", gearmand=gearmand)
+    try:
+        warned = asyncio.Event()
+        async with Client([gearmand.address]) as client:
+            job = asyncio.create_task(client.submit("cpu_retried", timeout=60, on_progress=lambda p: warned.set()))
+            await asyncio.wait_for(warned.wait(), 30)  # "attempt 1/2 failed": the retry waits ~1.5-3 s
+            (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
+            w.signal(signal.SIGHUP)
+            assert await job == b"v1 retried"
+            assert await client.submit("cpu_retried", timeout=30) == b"v2 retried"  # the marker exists now
     finally:
         assert w.stop() == 0
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -154,7 +155,32 @@ def _child_init(reports: Any, settings: Settings, parent: int) -> None:
     discover(settings.handlers_dir, settings.aliases)
 
 
-def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool, bytes, bool]:
+_FuncRef = Callable[[CpuJob], object] | tuple[str, str]
+
+
+def _reference(func: Callable[..., object]) -> _FuncRef:
+    """``func`` as (module, qualname), resolved in the child, where possible.
+
+    Pickle refuses a function that is no longer the one its module holds:
+    after a reload (SIGHUP) a job of the old handlers that runs again (a
+    retry) must still reach its old code in the old pool's processes.
+    """
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if module and qualname and "<" not in qualname:
+        return module, qualname
+    return func
+
+
+def _resolve(ref: _FuncRef) -> Callable[[CpuJob], object]:
+    if not isinstance(ref, tuple):
+        return ref
+    obj: Any = importlib.import_module(ref[0])
+    for part in ref[1].split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _child_run(ref: _FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes, bool]:
     """Run one job in the child: ``(ok, result or "Type: message", retryable)``.
 
     Never raises: exceptions may not pickle.  ``retryable`` is False for
@@ -166,7 +192,7 @@ def _child_run(func: Callable[[CpuJob], object], spec: CpuJobSpec) -> tuple[bool
         _reports.send((token, kind, args))
 
     try:
-        return True, to_bytes(func(CpuJob(spec, send))), True
+        return True, to_bytes(_resolve(ref)(CpuJob(spec, send))), True
     except Exception as e:
         return False, f"{type(e).__name__}: {e}".encode(), not isinstance(e, NoRetry)
     finally:
@@ -280,15 +306,16 @@ class Pool:
         loop = asyncio.get_running_loop()
         end = loop.create_future()
         self._calls[spec.token] = _Call(end, on_report)
+        ref = _reference(func)
         try:
             try:
-                fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
+                fut = loop.run_in_executor(slot.executor, _child_run, ref, spec)
             except BrokenProcessPool:
                 # The slot's process died while idle (OOM killer, a stray kill):
                 # nothing of this job ran yet, so run it in a fresh process
                 # rather than fail it (or, uncaught, leave it hanging forever).
                 self._replace(slot, kill=False)
-                fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
+                fut = loop.run_in_executor(slot.executor, _child_run, ref, spec)
             try:
                 async with asyncio.timeout(timeout):
                     ok, data, retryable = await fut
