@@ -53,18 +53,20 @@ async def refuses(job: Job) -> str:
     raise NoRetry("workload is not valid")
 
 
-@handler("slow_first", timeout=0.5, retries=1, retry_backoff=0.05)
+# 2 s: the second attempt of the cpu one runs in a fresh pool process (the first
+# one's was killed), whose start-up counts against the timeout on a busy machine.
+@handler("slow_first", timeout=2, retries=1, retry_backoff=0.05)
 async def slow_first(job: Job) -> str:
     """Times out on the first attempt, answers on the second."""
     if _attempt(job) == 1:
-        await asyncio.sleep(5)
+        await asyncio.sleep(30)
     return "second attempt in time"
 
 
-@handler("cpu_slow_first", cpu=True, timeout=0.5, retries=1, retry_backoff=0.05)
+@handler("cpu_slow_first", cpu=True, timeout=2, retries=1, retry_backoff=0.05)
 def cpu_slow_first(job: CpuJob) -> str:
     if _attempt(job) == 1:
-        time.sleep(5)
+        time.sleep(30)
     return "cpu second attempt in time"
 
 
