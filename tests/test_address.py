@@ -88,3 +88,11 @@ def test_the_error_quotes_the_stripped_text() -> None:
     """The message shows what was parsed, without the blanks around it."""
     with pytest.raises(ValueError, match=r"^bad port in 'h:x': expected HOST:PORT$"):
         parse_address("  h:x  ")
+
+
+@pytest.mark.parametrize("text", ["[::1]4730", "[::1:4730", "[::1", "[::1]x"])
+def test_a_malformed_bracketed_v6_address_is_an_error(text: str) -> None:
+    """A missing "]" or a port not after ":" is refused when read, not turned into some other address."""
+    with pytest.raises(ValueError) as info:
+        parse_address(text)
+    assert str(info.value) == f"bad address {text!r}: expected [IPV6]:PORT"
