@@ -149,7 +149,7 @@ async def test_each_run_gets_only_its_own_reports(pool: Pool, registry: Registry
     b: list[Report] = []
     results = await asyncio.gather(run(pool, registry, "progress", b"a", on_report=collect(a)),
                                    run(pool, registry, "progress", b"b", on_report=collect(b)))
-    assert results == [(True, b"a done"), (True, b"b done")]
+    assert list(results) == [(True, b"a done"), (True, b"b done")]
     assert len(a) == len(b) == 61
     assert a == b  # same handler, same reports, none crossed over or lost
 
@@ -192,8 +192,8 @@ async def test_a_child_killed_from_outside_raises_child_died_and_the_slot_is_reb
         await task
     assert pool.restarts == 1
     assert pool.free == 2 and pool.healthy
-    assert await asyncio.gather(run(pool, registry, "progress", b"x"), run(pool, registry, "progress", b"y")) == [
-        (True, b"x done"), (True, b"y done")]
+    results = await asyncio.gather(run(pool, registry, "progress", b"x"), run(pool, registry, "progress", b"y"))
+    assert list(results) == [(True, b"x done"), (True, b"y done")]
 
 
 async def test_cancelling_a_run_kills_its_process_and_frees_the_slot(pool: Pool, registry: Registry) -> None:
