@@ -9,9 +9,9 @@ import pytest
 from gearmand import Gearmand
 
 from gearworker import Client, Job, JobFailed, config
-from gearworker.worker.registry import Handler, Registry, discover
 from gearworker.worker.job import CpuJobSpec
 from gearworker.worker.pool import Pool, PoolTimeout
+from gearworker.worker.registry import Handler, Registry, discover
 from gearworker.worker.worker import Worker
 
 SPAM = '''
