@@ -29,7 +29,7 @@ from .address import parse_address
 from .config import Settings
 from .errors import ConfigError
 from .localserver import LocalGearmand
-from .metrics import NO_METRICS, MetricsSink
+from .metrics import NO_METRICS, MetricsSink, NullMetrics
 from .pidfile import PidFile
 from .worker.pool import Pool
 from .worker.registry import Registry
@@ -155,7 +155,7 @@ class Server:
         from .middleware import build
 
         s = self.settings
-        metrics = self.metrics if self.metrics is not NO_METRICS else None
+        metrics = None if isinstance(self.metrics, NullMetrics) else self.metrics  # a no-op sink: no per-job calls
         chain = build(s.middleware, registry.middleware, metrics=metrics, failed=self._failed,
                       file=s.origin("middleware"))
         worker = Worker(s, registry, pool, metrics=self.metrics, middleware=chain)

@@ -27,16 +27,6 @@ from gearworker.transport import HEARTBEAT, Endpoint, Link, PacketStream, Stream
 T = PacketType
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every test runs on both loops: the worker uses uvloop, whose transports differ in detail."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
-
 class Collector:
     """A Receiver that keeps what it gets."""
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from ..config import Settings
-from ..metrics import NO_METRICS, MetricsSink
+from ..metrics import NO_METRICS, MetricsSink, NullMetrics
 from ..middleware import Chain
 from ..middleware import build as build_middleware
 from ..protocol import JobAssigned, NoJob, Packet, ServerError, Woken, WorkerSession, registration
@@ -157,7 +157,7 @@ class Worker:
         self._exception_style = settings.failure_style == "exception"
         # The per-job log line and metrics are middlewares like any other (gearworker.middleware).
         if middleware is None:
-            middleware = build_middleware([], [], metrics=metrics if metrics is not NO_METRICS else None)
+            middleware = build_middleware([], [], metrics=None if isinstance(metrics, NullMetrics) else metrics)
         self.runner = Runner(pool, middleware, exception_style=self._exception_style, on_end=self._ended)
         #: Jobs still running whose connection dropped (on_connection_lost = "finish").
         self._orphans: set[ActiveJob] = set()
