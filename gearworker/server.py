@@ -244,10 +244,13 @@ class Server:
     async def _retire(self, worker: Worker, pool: Pool | None) -> None:
         """Let an old worker's jobs finish, then close its connections and pool."""
         await worker.idle.wait()
-        await worker.close()
-        if pool is not None:
-            # The new pool's processes come from the same forkserver: keep it.
-            await pool.close(stop_helpers=False)
+        try:
+            await worker.close()
+            if pool is not None:
+                # The new pool's processes come from the same forkserver: keep it.
+                await pool.close(stop_helpers=False)
+        except Exception as e:  # nothing waits for this task: say what went wrong
+            log.error("server.retire_failed", error=f"{type(e).__name__}: {e}", exc_info=True)
         self._retiring = [r for r in self._retiring if r[0] is not worker]
         log.info("server.old_handlers_retired")
 
@@ -290,11 +293,15 @@ class Server:
         if self.worker is not None:
             self.worker.stop_taking_jobs()  # now, not after the old workers below have drained
         for old_worker, old_pool, task in list(self._retiring):
-            # A reload's old worker is stopped like the current one, sharing the grace period.
-            task.cancel()
-            await self._stop_worker(old_worker, old_pool, started)
-            if old_pool is not None:
-                await old_pool.close(stop_helpers=False)
+            # A reload's old worker, still finishing jobs: its own task closes it once
+            # they end; it gets the same grace period as the current one.
+            remaining = max(0.0, self.settings.grace_period - (time.monotonic() - started))
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+            if not done:  # past the grace period: stop it like the current worker
+                task.cancel()
+                await self._stop_worker(old_worker, old_pool, started)
+                if old_pool is not None:
+                    await old_pool.close(stop_helpers=False)
         self._retiring = []
         worker = self.worker
         if worker is not None:

@@ -199,7 +199,7 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
         assert done.read_bytes() == b'{"order": 42}'
         assert cli("failed", "list", "--json", env=env).stdout == ""  # the record is gone
     finally:
-        assert w.stop() == 0
+        assert w.stop() == 0, w.log_text()[-4000:]
 
 
 # -- reload --------------------------------------------------------------------------
@@ -260,7 +260,7 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
         assert [e["pid"] for e in log_events(w, "server.reloaded")] == [w.pid]
         await asyncio.to_thread(wait_for, lambda: log_events(w, "server.old_handlers_retired"), 30, "old retired")
     finally:
-        assert w.stop() == 0
+        assert w.stop() == 0, w.log_text()[-4000:]
 
 
 async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearmand: Gearmand, tmp_path: Path) -> None:
@@ -281,7 +281,29 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
             assert await job == b"v1 retried"
             assert await client.submit("cpu_retried", timeout=30) == b"v2 retried"  # the marker exists now
     finally:
-        assert w.stop() == 0
+        assert w.stop() == 0, w.log_text()[-4000:]
+
+
+async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(gearmand: Gearmand,
+                                                                             tmp_path: Path) -> None:
+    """SIGHUP then SIGTERM while an old-code job runs: it completes, the worker exits 0 within the grace period."""
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
+    w.start(wait_for="hold", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            held = asyncio.create_task(client.submit("hold", "2", timeout=60))
+            await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
+            (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
+            w.signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            w.signal(signal.SIGTERM)
+            assert await held == b"v1 held"
+        assert await asyncio.to_thread(w.wait, 60) == 0, w.log_text()[-4000:]
+    finally:
+        w.stop()
 
 
 async def test_a_reload_whose_import_fails_keeps_the_old_handlers(gearmand: Gearmand, tmp_path: Path) -> None:
@@ -301,7 +323,7 @@ async def test_a_reload_whose_import_fails_keeps_the_old_handlers(gearmand: Gear
             assert await client.submit("version", timeout=30) == b"v1"
             assert (await client.submit("cpu_version", timeout=30)).startswith(b"v1 ")
     finally:
-        assert w.stop() == 0
+        assert w.stop() == 0, w.log_text()[-4000:]
 
 
 # -- schedules ---------------------------------------------------------------------
@@ -337,7 +359,7 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
         wait_for(lambda: time.time() > last + 2, timeout=40)
     finally:
         for w in workers:
-            assert w.stop() == 0
+            assert w.stop() == 0, w.log_text()[-4000:]
     lines = ticks.read_text().split()
     runs = Counter(int(unique.rsplit(":", 1)[1]) for unique in lines[::2])
     assert [t for t, n in runs.items() if n > 1] == []  # no tick twice, start-up included
