@@ -68,16 +68,16 @@ async function readError(response) {
 
 // ---------------------------------------------------------------- photos
 
+// A card's id is the uploading page's key (random per page, kept by the server), so the card made
+// when the upload starts is the one later events fill in; photos without a key use their id.
+const cardId = (p) => `photo-${p.key || p.id}`;
+const cardOf = (photoId) => document.querySelector(`#photo-list .photo[data-photo="${photoId}"]`);
+
 function photoCard(p, { append = false } = {}) {
-  // A card made for an upload (keyed by its local key) becomes the photo's card once the id is known.
-  let card = document.getElementById(`photo-${p.id}`);
-  if (!card && p.key && state.uploads.has(p.key)) {
-    card = document.getElementById(`photo-${p.key}`);
-    if (card && p.id) { card.id = `photo-${p.id}`; state.uploads.set(p.key, p.id); }
-  }
+  let card = document.getElementById(cardId(p));
   if (!card) {
     card = $("#photo-template").content.firstElementChild.cloneNode(true);
-    card.id = `photo-${p.id || p.key}`;
+    card.id = cardId(p);
     $(".delete", card).addEventListener("click", () => deletePhoto(card));
     if (append) $("#photo-list").append(card); else $("#photo-list").prepend(card);
   }
@@ -132,7 +132,7 @@ async function deletePhoto(card) {
 }
 
 function removePhoto(id) {
-  const card = document.getElementById(`photo-${id}`);
+  const card = cardOf(id);
   if (card) { card.remove(); state.photosTotal = Math.max(0, state.photosTotal - 1); photoCount(); }
 }
 
@@ -149,14 +149,14 @@ async function loadPhotos({ reset = false } = {}) {
   if (!response.ok) return;
   const body = await response.json();
   if (reset) {
-    const keep = new Set(body.photos.map((p) => `photo-${p.id}`));
-    for (const card of document.querySelectorAll("#photo-list .photo[data-photo]")) if (!keep.has(card.id)) card.remove();
+    const keep = new Set(body.photos.map((p) => p.id));
+    for (const card of document.querySelectorAll("#photo-list .photo[data-photo]")) if (!keep.has(card.dataset.photo)) card.remove();
   }
   state.photosTotal = body.total;
-  for (const p of body.photos) renderPhoto(p, { append: !document.getElementById(`photo-${p.id}`) });
+  for (const p of body.photos) renderPhoto(p, { append: !document.getElementById(cardId(p)) });
   if (reset) {  // newest first, as listed
     const list = $("#photo-list");
-    for (const p of body.photos) { const c = document.getElementById(`photo-${p.id}`); if (c) list.append(c); }
+    for (const p of body.photos) { const c = document.getElementById(cardId(p)); if (c) list.append(c); }
   }
   photoCount();
 }
@@ -178,14 +178,15 @@ function uploadPhoto(file) {
   xhr.open("POST", `/api/photos?session=${state.session}&format=${encodeURIComponent($("#format").value)}`);
   xhr.setRequestHeader("x-csrf-token", csrfToken());
   xhr.upload.addEventListener("progress", (e) => {
-    if (!e.lengthComputable || state.uploads.get(key)) return;
+    if (!e.lengthComputable || document.getElementById(cardId(local))?.dataset.photo) return;  // the server has it
     renderPhoto({ ...local, percent: Math.min(99, Math.floor((100 * e.loaded) / e.total)) });
   });
   xhr.addEventListener("load", () => {
     let answer = {};
     try { answer = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
     if (xhr.status >= 400) return fail(answer.error || `The web app answered ${xhr.status}.`);
-    if (answer.id && !document.getElementById(`photo-${answer.id}`)) renderPhoto(answer);
+    state.uploads.set(key, answer.id);
+    if (!cardOf(answer.id) || cardOf(answer.id).dataset.state === "uploading") renderPhoto(answer);
     state.photosTotal += 1;
     photoCount();
   });
