@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import structlog
 
-from ..client import Client, Handle, Priority
+from ..client import Client, Handle, Priority, RunningJob
 from .events import Hub
 from .service import Gateway, explain, watch_for_workers
 
@@ -81,7 +81,13 @@ class JobRow:
     started: float = field(default_factory=time.monotonic)
     duration: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    running: RunningJob | None = field(default=None, repr=False)  # a foreground job once sent
     cancel_requested: bool = False
+
+    def learn_handle(self) -> None:
+        """Copy the handle of a foreground job once the server has created it."""
+        if self.handle is None and self.running is not None and self.running.handle:
+            self.handle = self.running.handle.decode("utf-8", "replace")
 
     def view(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
@@ -143,6 +149,11 @@ async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) ->
         if not row.cancel_requested:
             raise  # the app is stopping
         await _cancelled(ctx, row)
+    except TimeoutError:
+        row.error = (f"No worker took the job within {ctx.timeout:g} s: no worker has “{row.function}”."
+                     if row.state == "waiting" else
+                     f"The job took too long: no worker finished it within {ctx.timeout:g} s (web_job_timeout).")
+        row.finish("failed")
     except Exception as e:
         row.error = explain(e, ctx.gateway.servers)
         # Our worker sends its failure text as a WORK_WARNING first: don't show it twice.
@@ -156,6 +167,7 @@ async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) ->
 async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: bytes, publish: Any) -> None:
     def waiting(none: bool) -> None:
         state = "waiting" if none else "submitted"
+        row.learn_handle()
         if row.state in ("submitted", "waiting") and row.state != state:
             row.state = state
             publish()
@@ -164,8 +176,9 @@ async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: byt
         ctx.gateway, row.function, lambda: row.state in ("submitted", "waiting"), waiting))
     try:
         async with client.start(row.function, payload, priority=row.priority, timeout=ctx.timeout) as job:
+            row.running = job
             async for p in job:
-                row.handle = row.handle or job.handle.decode("utf-8", "replace") or None
+                row.learn_handle()
                 row.state = "running"
                 if p.kind == "status":
                     row.numerator, row.denominator = p.numerator, p.denominator
@@ -173,11 +186,7 @@ async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: byt
                     row.messages.append(bytes(p.data).decode("utf-8", "replace")[:500])
                 publish()
             result = await job.result()
-            row.handle = row.handle or job.handle.decode("utf-8", "replace") or None
-    except TimeoutError as e:
-        if row.cancel_requested:
-            raise asyncio.CancelledError from e
-        raise TimeoutError(f"no worker finished it within {ctx.timeout:g} s") from e
+            row.learn_handle()
     finally:
         watcher.cancel()
     row.result = result_view(bytes(result))
@@ -187,6 +196,7 @@ async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: byt
 async def _cancelled(ctx: JobContext, row: JobRow) -> None:
     """The page's Cancel: stop waiting, and ask the server to drop the job if no worker has it yet."""
     dropped = False
+    row.learn_handle()
     if row.handle and row.state in ("submitted", "waiting", "queued"):
         with contextlib.suppress(Exception):
             client = await ctx.gateway.client()
@@ -234,6 +244,7 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
             log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state)
             publish()
             return
+        announce = resumed and not seen  # the first answer about a picked-up job: the page learns it is watched
         seen = True
         state = "running" if status.running else "queued"
         if state == "queued":
@@ -241,7 +252,7 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
             state = "waiting" if workers == 0 else state
         changed = (state, status.numerator, status.denominator) != (row.state, row.numerator, row.denominator)
         row.state, row.numerator, row.denominator = state, status.numerator, status.denominator
-        if changed:
+        if changed or announce:
             publish()
 
 
