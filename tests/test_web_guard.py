@@ -121,7 +121,8 @@ async def test_a_declared_body_over_the_cap_is_refused_before_one_byte_is_read(m
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/api/jobs", "raw_path": b"/api/jobs", "root_path": "", "query_string": b"session=" + SESSION.encode(),
+             "path": "/api/jobs", "raw_path": b"/api/jobs", "root_path": "",
+             "query_string": b"session=" + SESSION.encode(),
              "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
                          (b"content-length", str(300 * 1024 * 1024).encode()),
                          (b"cookie", f"gw_csrf={TOKEN}".encode()), (b"x-csrf-token", TOKEN.encode())],
@@ -131,7 +132,7 @@ async def test_a_declared_body_over_the_cap_is_refused_before_one_byte_is_read(m
 
 
 async def test_a_chunked_body_is_cut_off_at_the_cap(make: Any) -> None:
-    app, client = await make()
+    _, client = await make()
     chunks = 0
 
     async def body() -> AsyncIterator[bytes]:
@@ -163,14 +164,15 @@ def test_password_hashes_verify_and_sessions_are_signed() -> None:
 
 async def test_with_a_password_everything_needs_a_login(make: Any) -> None:
     stored = hash_password("correct horse", n=2**10)
-    app, client = await make(password_hash=stored)
+    _, client = await make(password_hash=stored)
     assert (await client.get("/api/photos")).status_code == 401
     page = await client.get("/")
     assert (page.status_code, page.headers["location"]) == (303, "/login")
     assert (await client.get("/login")).status_code == 200
     assert (await client.post("/api/login", json={"password": "nope"})).status_code == 401
     r = await client.post("/api/login", json={"password": "correct horse"})
-    assert r.status_code == 200 and "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+    cookie = r.headers["set-cookie"]
+    assert r.status_code == 200 and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert (await client.get("/api/photos")).status_code == 200  # the cookie jar now holds the login
 
 
@@ -191,7 +193,7 @@ def test_the_rate_limit_refills_over_time() -> None:
 
 
 async def test_too_many_jobs_from_one_client_get_429(make: Any) -> None:
-    app, client = await make(rate_limit=5)
+    _, client = await make(rate_limit=5)
     ok = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo", "copies": 5})
     assert ok.status_code == 202
     r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo"})
