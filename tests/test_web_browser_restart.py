@@ -90,7 +90,7 @@ def evil_site(stack: Stack) -> Iterator[tuple[str, list[str]]]:
     pages: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_GET(self) -> None:
             body = pages[-1].encode()
             self.send_response(200)
             self.send_header("content-type", "text/html; charset=utf-8")
