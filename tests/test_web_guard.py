@@ -273,3 +273,15 @@ def test_transparent_sources_get_a_format_with_alpha() -> None:
     assert output_format("auto", encoded("RGB", "JPEG")) == "jpeg"
     assert output_format("jpeg", encoded("RGBA", "PNG")) == "jpeg"  # asked for: flattened on white
     assert output_format("avif", encoded("RGB", "JPEG")) == "avif"
+
+
+async def test_a_rejected_upload_is_logged(make: Any) -> None:
+    from structlog.testing import capture_logs
+
+    _, client = await make(max_upload_bytes=1000)
+    with capture_logs() as logs:
+        r1 = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("notes.txt", b"hello", "text/plain")})
+        r2 = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("big.jpg", b"\xff" * 5000)})
+    assert (r1.status_code, r2.status_code) == (415, 413)
+    rejected = [e for e in logs if e["event"] == "web.photo.rejected"]
+    assert [(e["reason"], e["log_level"]) for e in rejected] == [("not_an_image", "warning"), ("too_large", "warning")]
