@@ -319,7 +319,7 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
 
 
 def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_finished(tmp_path: Path) -> None:
-    from gearworker.web.photos import Photo, StoredCopy
+    from gearworker.web.photos import CopyFile, Photo
     from gearworker.web.storage import PhotoStore
 
     store = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
@@ -327,7 +327,7 @@ def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_fin
         p = Photo(id=f"{i:032x}", key="", name=f"{i}.jpg", upload_bytes=1, state="done", created=i)
         store.add(p, io.BytesIO(b"o"))
         store.write_copy(p, "copy-256.jpg", b"x" * 1000)
-        p.copies = [StoredCopy(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
+        p.copies = [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
         store.save(p)
     running = Photo(id="f" * 32, key="", name="r.jpg", upload_bytes=1, state="resizing", created=9)
     store.add(running, io.BytesIO(b"o"))
@@ -340,7 +340,7 @@ def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_fin
     again = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
     assert [p.id for p in again.load()] == ["f" * 32]
     assert [p.name for p in again.page(0, 10)] == ["r.jpg", "2.jpg", "1.jpg"]
-    assert again.get(f"{2:032x}").copies == [StoredCopy(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
+    assert again.get(f"{2:032x}").copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
 
 
 def test_download_names_survive_any_characters() -> None:

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from gearworker.web.app import create_app
 from gearworker.web.login import check_hash_format, hash_password, session_cookie, valid_session, verify_password
-from gearworker.web.photos import Photo, StoredCopy, has_alpha, output_format
+from gearworker.web.photos import CopyFile, Photo, has_alpha, output_format
 from gearworker.web.security import RateLimit, is_loopback
 
 SESSION = "testsession01"
@@ -212,7 +212,7 @@ def store_photo(app: Starlette, name: str, created: float) -> Photo:
     photo = Photo(id=new_id(), key="", name=name, upload_bytes=3, created=created, state="done")
     store.add(photo, io.BytesIO(b"abc"))
     store.write_copy(photo, "copy-256.jpg", b"\xff\xd8\xff" + name.encode())
-    photo.copies = [StoredCopy(256, 256, 171, "jpeg", 3 + len(name), "copy-256.jpg")]
+    photo.copies = [CopyFile(256, 256, 171, "jpeg", 3 + len(name), "copy-256.jpg")]
     store.save(photo)
     return photo
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..resize import Copy
+
 #: Magic numbers of the formats the resize handler decodes.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -22,8 +24,6 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 ACCEPTED = "JPEG, PNG, WebP, GIF or TIFF"
-MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-               "gif": "image/gif", "tiff": "image/tiff", "avif": "image/avif"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -50,8 +50,11 @@ def human_size(n: int) -> str:
 
 
 @dataclass
-class StoredCopy:
-    """One resized copy as kept on disk: ``file`` is its name in the photo's folder."""
+class CopyFile:
+    """One resized copy as kept on disk: what it shows, and ``file``, its name in the photo's folder.
+
+    The bytes stay on disk: :class:`gearworker.resize.Copy` is the same copy in memory, as a job returns it.
+    """
 
     size: int
     width: int
@@ -62,19 +65,19 @@ class StoredCopy:
 
     @property
     def media_type(self) -> str:
-        return MEDIA_TYPES.get(self.format.lower(), "application/octet-stream")
+        """What to serve it as: the same as the in-memory copy would say."""
+        return Copy(self.size, self.width, self.height, self.format, b"").media_type
 
     @property
     def extension(self) -> str:
-        fmt = self.format.lower()
-        return "jpg" if fmt == "jpeg" else fmt
+        return Copy(self.size, self.width, self.height, self.format, b"").extension
 
     def to_json(self) -> dict[str, Any]:
         return {"size": self.size, "width": self.width, "height": self.height, "format": self.format,
                 "bytes": self.bytes, "file": self.file}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> StoredCopy:
+    def from_json(cls, obj: dict[str, Any]) -> CopyFile:
         return cls(int(obj["size"]), int(obj["width"]), int(obj["height"]), str(obj["format"]), int(obj["bytes"]),
                    str(obj["file"]))
 
@@ -100,7 +103,7 @@ class Photo:
     numerator: int = 0
     denominator: int = 0
     error: str | None = None
-    copies: list[StoredCopy] = field(default_factory=list)
+    copies: list[CopyFile] = field(default_factory=list)
 
     @property
     def stored_bytes(self) -> int:
@@ -122,7 +125,7 @@ class Photo:
                    upload_bytes=int(obj["upload_bytes"]), created=float(obj["created"]),
                    format=str(obj.get("format", "jpeg")), source_format=str(obj.get("source_format", "")),
                    state=str(obj["state"]), error=obj.get("error"),
-                   copies=[StoredCopy.from_json(c) for c in obj.get("copies", [])])
+                   copies=[CopyFile.from_json(c) for c in obj.get("copies", [])])
 
     def view(self) -> dict[str, Any]:
         percent = 100 if self.state == "done" else (

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import Client
-from .photos import Photo, StoredCopy
+from .photos import CopyFile, Photo
 from .storage import PhotoStore
 
 FUNCTION = "resize"
@@ -34,11 +34,11 @@ class ResizeAnswerError(Exception):
 
 
 async def resize_photo(client: Client, store: PhotoStore, photo: Photo, image: bytes | None, *, mode: str,
-                       timeout: float, on_progress: Callable[[Any], None]) -> list[StoredCopy]:
+                       timeout: float, on_progress: Callable[[Any], None]) -> list[CopyFile]:
     """Run the ``resize`` job for ``photo`` and return its copies, written under the store's root."""
     if mode == "file":
         return await _file_mode(client, store, photo, timeout=timeout, on_progress=on_progress)
-    from ..imaging import pack_request, unpack_result
+    from ..resize import pack_request, unpack_result
 
     if image is None:
         image = await asyncio.to_thread(store.original(photo).read_bytes)
@@ -47,14 +47,14 @@ async def resize_photo(client: Client, store: PhotoStore, photo: Photo, image: b
     del image  # the original is on disk: don't hold it while the copies are written
     copies = []
     for c in unpack_result(bytes(result)):
-        stored = StoredCopy(c.size, c.width, c.height, c.format, len(c.data), _file_name(c.size, c.format))
+        stored = CopyFile(c.size, c.width, c.height, c.format, len(c.data), f"{_STEM}-{c.size}.{c.extension}")
         await asyncio.to_thread(store.write_copy, photo, stored.file, c.data)
         copies.append(stored)
     return copies
 
 
 async def _file_mode(client: Client, store: PhotoStore, photo: Photo, *, timeout: float,
-                     on_progress: Callable[[Any], None]) -> list[StoredCopy]:
+                     on_progress: Callable[[Any], None]) -> list[CopyFile]:
     folder = store.folder(photo)
     job = {"source": str(store.original(photo)), "output_dir": str(folder), "name": _STEM, "format": photo.format}
     result = await client.submit(FUNCTION, json.dumps(job).encode(), timeout=timeout, on_progress=on_progress)
@@ -65,13 +65,8 @@ async def _file_mode(client: Client, store: PhotoStore, photo: Photo, *, timeout
             path = Path(c["path"])
             if path.parent != folder:  # only ever serve files from the photo's own folder
                 raise ResizeAnswerError(f"the worker wrote a copy outside the photo's folder: {path}")
-            copies.append(StoredCopy(int(c["size"]), int(c["width"]), int(c["height"]), str(c["format"]),
+            copies.append(CopyFile(int(c["size"]), int(c["width"]), int(c["height"]), str(c["format"]),
                                      int(c["bytes"]), path.name))
     except (ValueError, KeyError, TypeError) as e:
         raise ResizeAnswerError(f"the worker's answer is not a resize result: {e}") from e
     return copies
-
-
-def _file_name(size: int, fmt: str) -> str:
-    ext = {"jpeg": "jpg"}.get(fmt, fmt)
-    return f"{_STEM}-{size}.{ext}"

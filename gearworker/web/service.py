@@ -21,8 +21,7 @@ from typing import Any
 
 import structlog
 
-from ..client import Client
-from ..client_conn import ServerRefused
+from ..client import Client, ServerRefused
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
 from .photos import Photo
