@@ -47,6 +47,7 @@ class Gateway:
         self._lock = asyncio.Lock()
         self._status: tuple[float, dict[str, Any]] | None = None
         self._status_lock = asyncio.Lock()
+        self._pids: dict[str, tuple[float, str | None]] = {}
 
     async def client(self) -> Client:
         """The connected client; raises :class:`NoServerAvailable` when no server answers."""
@@ -80,13 +81,23 @@ class Gateway:
         return sum(int(f["workers"]) for s in up for f in s["functions"] if f["function"] == function)
 
     async def server_pid(self, address: str) -> str | None:
-        """gearmand's process id (admin ``getpid``): a new one means the server restarted."""
+        """gearmand's process id (admin ``getpid``): a new one means the server restarted.
+
+        Shared for :data:`STATUS_TTL` by every watched job, so a hundred background jobs cost one
+        admin connection per interval, not a hundred.
+        """
+        now = time.monotonic()
+        cached = self._pids.get(address)
+        if cached is not None and now - cached[0] <= STATUS_TTL:
+            return cached[1]
         try:
             client = await self.client()
             lines = await client.admin("getpid", server=address)
+            pid = lines[0] if lines else None
         except Exception:
-            return None
-        return lines[0] if lines else None
+            pid = None
+        self._pids[address] = (time.monotonic(), pid)
+        return pid
 
     async def server_status(self) -> dict[str, Any]:
         """``{"servers": [{"address", "ok", "error", "functions": [...]}], "functions": [...]}``."""
