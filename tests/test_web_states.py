@@ -132,3 +132,39 @@ async def test_after_a_web_restart_open_background_jobs_are_watched_again(make: 
     assert states[foreground["id"]] == "lost"
     watched = await wait_for_row(app, lambda r: r["id"] == queued["id"] and r["state"] == "waiting")
     assert watched["handle"] == queued["handle"]
+
+
+@pytest.mark.parametrize("mode", ["bytes", "file"])
+async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(gearmand: Gearmand, tmp_path: Path,
+                                                                        mode: str) -> None:
+    """Both photo modes: the original kept on disk is resized by a real worker when the app starts again."""
+    import io
+
+    from PIL import Image
+    from workerproc import WorkerProcess
+
+    from gearworker.web.photos import Photo, new_id
+    from gearworker.web.storage import PhotoStore
+
+    root = tmp_path / "photos"
+    image = io.BytesIO()
+    Image.new("RGB", (900, 600), (30, 90, 200)).save(image, "JPEG")
+    image.seek(0)
+    photo = Photo(id=new_id(), key="", name="cut.jpg", upload_bytes=len(image.getvalue()), state="resizing")
+    PhotoStore(root).add(photo, image)  # what the app had stored when it stopped mid-resize
+    worker = WorkerProcess([gearmand.address], args=["--processes", "1"],
+                           env={"GEARWORKER_STORAGE_ROOTS": str(root.resolve())})
+    worker.start(wait_for="resize", gearmand=gearmand, timeout=60)
+    try:
+        app = create_app([gearmand.address], storage_root=str(root), photo_mode=mode)
+        web = app.state.web
+        async with web.lifespan(app):
+            await asyncio.wait_for(asyncio.gather(*web.tasks), timeout=60)
+            kept = web.photos.get(photo.id)
+            assert kept is not None and (kept.state, kept.error) == ("done", None)
+            assert [(c.width, c.height, c.file) for c in kept.copies] == [
+                (900, 600, "copy-1024.jpg"), (512, 341, "copy-512.jpg"), (256, 171, "copy-256.jpg")]
+            for c in kept.copies:
+                assert Image.open(root / photo.id / c.file).size == (c.width, c.height)
+    finally:
+        worker.stop()
