@@ -8,18 +8,12 @@ exiting 0").  This runs the real ``python -m gearworker.web`` and stops it like 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from gearmand import free_port
 
 
 def test_web_app_exits_0_on_sigterm_once_it_has_shut_down() -> None:
