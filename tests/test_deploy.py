@@ -240,6 +240,16 @@ def test_compose_has_gearmand_workers_and_web_built_from_the_dockerfile(compose:
     assert services["worker"]["deploy"]["replicas"] >= 2
 
 
+def test_compose_gives_every_service_an_explicit_stop_grace_period(compose: dict[str, Any]) -> None:
+    """Each service says how long it may take to stop (through podman's Docker API, Compose v2 SIGKILLed a service
+    without one at once); the web app's outlasts its own graceful timeout."""
+    for name, service in compose["services"].items():
+        assert "stop_grace_period" in service, name
+    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", Path(web_cli.__file__).read_text())
+    assert graceful is not None
+    assert seconds(compose["services"]["web"]["stop_grace_period"]) > int(graceful.group(1))
+
+
 def test_compose_publishes_gearmand_and_web_on_loopback_only(compose: dict[str, Any]) -> None:
     """gearmand (4730) and the web app (8000) are published on 127.0.0.1 only, on host ports set by GW_GEARMAND_PORT
     and GW_WEB_PORT (the tests run stacks side by side on free ports)."""
