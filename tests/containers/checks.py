@@ -54,8 +54,14 @@ def wait_for_web(s: Stack) -> None:
 
 
 def web_client(s: Stack) -> httpx.Client:
-    # A same-origin request, as the web app's own page sends it.
-    return httpx.Client(base_url=web_url(s, ""), timeout=30, headers={"Origin": web_url(s, "")})
+    """A client that talks to the web app as its own page does: same Origin, and the CSRF cookie the page
+    gets echoed in a header (where the web app sets one)."""
+    client = httpx.Client(base_url=web_url(s, ""), timeout=30, headers={"Origin": web_url(s, "")})
+    client.get("/")
+    token = client.cookies.get("gw_csrf")
+    if token:
+        client.headers["X-CSRF-Token"] = token
+    return client
 
 
 def fetch_copies(s: Stack, photo_id: str) -> list[bytes]:
