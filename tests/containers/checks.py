@@ -53,15 +53,16 @@ def wait_for_web(s: Stack) -> None:
     wait_until("the web app answering on its published port", answers, timeout=60, detail=lambda: s.logs("web"))
 
 
-def web_client(s: Stack) -> httpx.Client:
+@contextlib.contextmanager
+def web_client(s: Stack) -> Iterator[httpx.Client]:
     """A client that talks to the web app as its own page does: same Origin, and the CSRF cookie the page
     gets echoed in a header (where the web app sets one)."""
-    client = httpx.Client(base_url=web_url(s, ""), timeout=30, headers={"Origin": web_url(s, "")})
-    client.get("/")
-    token = client.cookies.get("gw_csrf")
-    if token:
-        client.headers["X-CSRF-Token"] = token
-    return client
+    with httpx.Client(base_url=web_url(s, ""), timeout=30, headers={"Origin": web_url(s, "")}) as client:
+        client.get("/")
+        token = client.cookies.get("gw_csrf")
+        if token:
+            client.headers["X-CSRF-Token"] = token
+        yield client
 
 
 def fetch_copies(s: Stack, photo_id: str) -> list[bytes]:
