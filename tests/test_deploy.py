@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -324,6 +324,18 @@ def test_compose_shares_a_photos_volume_between_workers_and_web(compose: dict[st
         assert mounts.get("photos") == "/data/photos"
         assert "/data/photos" in settings_from_env(services[name]["environment"]).storage_roots
     assert "photos" in compose["volumes"]
+
+
+def test_compose_web_keeps_its_photos_on_the_photos_volume(compose: dict[str, Any]) -> None:
+    """The web app's storage root lies inside the photos volume, so photos outlive the web container; it is
+    reachable from the host's loopback only unless a login is set."""
+    web = compose["services"]["web"]
+    mounts = {target: source for source, target in (v.split(":")[:2] for v in web["volumes"])}
+    settings = settings_from_env(web["environment"])
+    root = PurePosixPath(settings.web_storage_root)
+    assert any(root.is_relative_to(target) and source in compose["volumes"] for target, source in mounts.items())
+    if settings.web_allow_insecure_remote and not settings.web_password_hash:
+        assert all(port.startswith("127.0.0.1:") for port in web["ports"])
 
 
 # -- Dockerfile ------------------------------------------------------------------
