@@ -1,4 +1,4 @@
-"""Run the project's docker-compose.yml for real with podman-compose, under a name of its own.
+"""Run the project's docker-compose.yml for real (podman-compose, or Docker Compose on podman), under a name of its own.
 
 Each run gets a random project name (containers, volumes and network are prefixed with it)
 and free loopback ports, so that tests running at the same time on one machine do not

@@ -28,7 +28,7 @@ from .checks import (
 )
 from .stack import Stack, podman_compose, run
 
-# Cold, the base image (~75 s) and the image (~35 s) are built in the first test's set-up.
+# Cold, the base image (70-145 s on a busy 2-core box) and the image (~60 s) are built in the first set-up.
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 
