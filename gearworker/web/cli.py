@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from types import FrameType
 
@@ -76,12 +77,17 @@ def run(args: argparse.Namespace) -> int:
     log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
     web = app.state.web
 
-    class Server(uvicorn.Server):
+    class _UvicornServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             web.end_streams()  # else SIGTERM waits out the graceful timeout for every open page
             super().handle_exit(sig, frame)
 
-    Server(config).run()  # uvicorn re-raises SIGINT/SIGTERM once it has shut down
+    # uvicorn re-raises the signal it stopped for once it has shut down.  With SIGTERM's default
+    # action the process would then die by it (exit 143 under Docker/podman, a "failed" stop);
+    # a finished graceful stop on SIGTERM is a clean exit, as for the worker: exit 0.  Installed
+    # before serving, so a SIGTERM that arrives before uvicorn takes over also just exits.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    _UvicornServer(config).run()  # SIGINT is still re-raised: Ctrl-C ends as KeyboardInterrupt
     return 0
 
 
@@ -97,3 +103,7 @@ def _hash_password() -> int:
         return 2
     print(hash_password(password))
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
