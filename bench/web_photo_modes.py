@@ -27,7 +27,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from gearmand import Gearmand, free_port, wait_for_port  # noqa: E402
+from gearmand import Gearmand, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench"
