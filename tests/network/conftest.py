@@ -57,3 +57,12 @@ def stunnel_factory(tmp_path: Path) -> Iterator[type[Stunnel]]:
 def pytest_configure(config: pytest.Config) -> None:
     # The worker subprocesses log JSON; keep their environment free of a user's settings file.
     os.environ.pop("GEARWORKER_SETTINGS", None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from netlab import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("network figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")

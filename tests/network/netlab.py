@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gearmand import Gearmand, free_port, wait_for_port  # noqa: E402
+from gearmand import GEARMAND, Gearmand, free_port, wait_for_port  # noqa: E402
 from workerproc import WorkerProcess  # noqa: E402
 
 T = TypeVar("T")
@@ -148,10 +148,14 @@ class Netns:
             self.drop(port, server_port)
         return ports
 
-    def partition(self, server_port: int) -> None:
-        """Drop all traffic to and from ``server_port`` (existing and new connections)."""
-        self.exec("iptables", "-I", "INPUT", "-p", "tcp", "--dport", str(server_port), "-j", "DROP")
-        self.exec("iptables", "-I", "INPUT", "-p", "tcp", "--sport", str(server_port), "-j", "DROP")
+    def partition(self, server_port: int, host: str = "127.0.0.1") -> None:
+        """Drop all traffic to and from ``host:server_port``, existing and new connections.
+
+        On loopback a connection to 127.0.0.2 comes from 127.0.0.2, so clients
+        using :attr:`NsGearmand.client_address` are not cut off.
+        """
+        self.exec("iptables", "-I", "INPUT", "-p", "tcp", "-d", host, "--dport", str(server_port), "-j", "DROP")
+        self.exec("iptables", "-I", "INPUT", "-p", "tcp", "-s", host, "--sport", str(server_port), "-j", "DROP")
 
     def heal(self) -> None:
         """Remove every DROP rule: packets flow again."""
@@ -181,9 +185,27 @@ class NsGearmand(Gearmand):
     netns: Netns | None = None
 
     def start(self) -> NsGearmand:
+        """Start gearmand listening on every address of the namespace.
+
+        Clients use 127.0.0.2 and workers 127.0.0.1, so :meth:`Netns.partition`
+        can cut the workers off while clients still submit (--listen may be given once).
+        """
         assert self.netns is not None
-        self.netns.call(Gearmand.start, self)
+        cmd = [GEARMAND, "--listen=0.0.0.0", f"--port={self.port}", f"--threads={self.threads}",
+               f"--log-file={self.log}", "--verbose=WARNING", *self.extra]
+        self.proc = self.netns.call(subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        try:
+            self.netns.call(wait_for_port, self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"gearmand did not start; log: {self.log.read_text()[-2000:]}") from None
         return self
+
+    @property
+    def client_address(self) -> str:
+        """The address clients use: outside what :meth:`Netns.partition` cuts."""
+        return f"127.0.0.2:{self.port}"
 
     def admin(self, command: str, timeout: float = 5.0) -> str:
         assert self.netns is not None
@@ -382,3 +404,13 @@ def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 
 def log_events(text: str, event: str) -> list[str]:
     """The JSON log lines of a worker whose ``event`` is ``event``."""
     return [line for line in text.splitlines() if re.search(rf'"event": ?"{re.escape(event)}"', line)]
+
+
+#: Measured figures (detection times, duplicate counts), printed at the end of the run.
+FIGURES: dict[str, str] = {}
+
+
+def figure(name: str, value: str) -> None:
+    """Record one measured figure for the terminal summary (and print it for ``-s`` runs)."""
+    FIGURES[name] = value
+    print(f"{name}: {value}")

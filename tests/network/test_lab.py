@@ -101,3 +101,24 @@ def test_stunnel_terminates_tls_for_gearmand(gearmand: Gearmand, pki: Pki, stunn
             s.sendall(b"version\n")
             if not s.recv(100):
                 raise ConnectionResetError("closed without a client certificate")
+
+
+def test_partition_cuts_127_0_0_1_only(lab: Lab) -> None:
+    """partition() cuts the workers' address both ways; clients on 127.0.0.2 still reach gearmand; heal() lifts it."""
+    g = lab.gearmand()
+    lab.netns.partition(g.port)
+
+    def probe() -> tuple[bool, bytes]:
+        try:
+            _roundtrip(g.port)
+            cut = False
+        except OSError:
+            cut = True
+        with socket.create_connection(("127.0.0.2", g.port), timeout=2) as s:
+            s.sendall(b"version\n")
+            return cut, s.recv(100)
+
+    cut, answer = lab.netns.call(probe)
+    assert cut and answer.startswith(b"OK")
+    lab.netns.heal()
+    assert lab.netns.call(_roundtrip, g.port).startswith(b"OK")
