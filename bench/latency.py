@@ -10,8 +10,9 @@ libgearman, bench/php/load.php) on loopback next to gearmand keeping 500 jobs in
 flight, the same for every worker.  A PHP GearmanWorker does one job per round
 trip (GRAB_JOB, JOB_ASSIGN, WORK_COMPLETE, ...); gearworker keeps grab_pipeline
 grabs in flight per connection, so it does up to grab_pipeline jobs per round
-trip: the grab_pipeline=32 column shows what a deeper pipeline buys on a long link.  Workers compared run back to back in each round; the
-table shows medians of jobs/s and of the per-round ratios.
+trip: the grab_pipeline=32 column shows what a deeper pipeline buys on a long
+link.  Workers compared run back to back in each round; the table shows
+medians of jobs/s and of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 from .procs import ROOT, fresh_gearmand, php, start_workers, stop, wait_registered
 
 sys.path.insert(0, str(ROOT / "tests" / "network"))
 
-from netlab import DelayProxy  # noqa: E402
+from netlab import DelayProxy
 
 DELAYS_MS = (1, 5, 20)
 KINDS = (("gearworker", 1), ("gearworker-gp32", 1), ("php", 1), ("php", 4))
