@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from gearworker.connection import Link, PacketStream
 
 from gearworker import config, handlers, logs
-from gearworker.connection import Link, PacketStream
 from gearworker.protocol import Magic, Packet, PacketType, encode
 from gearworker.worker import Session, Worker
 
@@ -60,7 +60,7 @@ async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool) -> tuple
     settings.grab_pipeline = grab_pipeline
     meter = None
     if metrics:
-        from gearworker.metrics import Metrics
+        from gearworker.metrics.prometheus import Metrics
 
         meter = Metrics()
     worker = Worker(settings, handlers.discover(HANDLERS), None, metrics=meter)

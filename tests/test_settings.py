@@ -20,7 +20,7 @@ from gearworker import cli, config
 from gearworker.check import describe
 from gearworker.config import Settings
 from gearworker.errors import ConfigError
-from gearworker.handlers import discover
+from gearworker.worker.registry import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_PY = ROOT / "settings.py"

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from .errors import HandlerError
+from ..errors import HandlerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
