@@ -151,8 +151,8 @@ class Netns:
     def partition(self, server_port: int, host: str = "127.0.0.1") -> None:
         """Drop all traffic to and from ``host:server_port``, existing and new connections.
 
-        On loopback a connection to 127.0.0.2 comes from 127.0.0.2, so clients
-        using :attr:`NsGearmand.client_address` are not cut off.
+        A client of :attr:`NsGearmand.client_address` talks 127.0.0.1 -> 127.0.0.2:port
+        (lo's source address is 127.0.0.1), which neither rule matches: clients are not cut off.
         """
         self.exec("iptables", "-I", "INPUT", "-p", "tcp", "-d", host, "--dport", str(server_port), "-j", "DROP")
         self.exec("iptables", "-I", "INPUT", "-p", "tcp", "-s", host, "--sport", str(server_port), "-j", "DROP")
@@ -161,16 +161,21 @@ class Netns:
         """Remove every DROP rule: packets flow again."""
         self.exec("iptables", "-F", "INPUT")
 
-    def forget_idle_after(self, seconds: int) -> None:
-        """Behave like a NAT: a TCP connection idle for ``seconds`` is forgotten; its later packets vanish.
+    def forget_idle_after(self, seconds: int, server_port: int, host: str = "127.0.0.1") -> None:
+        """Behave like a NAT on the way to ``host:server_port``: connections idle for ``seconds`` are forgotten and
+        their later packets vanish.
 
         Conntrack's established timeout is the NAT table's idle timeout; with
         ``tcp_loose=0`` a mid-stream packet of a forgotten connection is INVALID
-        (not picked up again), and INVALID packets are dropped.
+        (not picked up again), and INVALID packets of connections to
+        ``host:server_port`` are dropped: clients of :attr:`NsGearmand.client_address`
+        (127.0.0.2) are not behind this NAT.
         """
         self.exec("sysctl", "-q", "-w", f"net.netfilter.nf_conntrack_tcp_timeout_established={seconds}")
         self.exec("sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0")
-        self.exec("iptables", "-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+        invalid = ["-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]
+        self.exec("iptables", "-A", "INPUT", "-p", "tcp", "-d", host, "--dport", str(server_port), *invalid)
+        self.exec("iptables", "-A", "INPUT", "-p", "tcp", "-s", host, "--sport", str(server_port), *invalid)
 
     def dropped_packets(self) -> int:
         """Packets dropped so far by this namespace's INPUT rules."""

@@ -60,7 +60,7 @@ def test_nat_that_forgets_idle_connections(lab: Lab) -> None:
     heartbeats, so with default settings its connection never idles long enough: a job submitted after 6 s of
     quiet runs at once (waits under 5 s)."""
     g = lab.gearmand()
-    lab.netns.forget_idle_after(3)
+    lab.netns.forget_idle_after(3, g.port)
     lab.worker([g.address]).start(wait_for="net_echo", gearmand=g)
     time.sleep(6)
 
@@ -76,7 +76,7 @@ def test_nat_forgets_a_quiet_worker_and_it_comes_back(lab: Lab) -> None:
     guards it, and the NAT forgets its connection after 3 s idle.  A job submitted after that waits at most the
     30 s detection bound: the heartbeat finds the connection dead and the worker reconnects."""
     g = lab.gearmand()
-    lab.netns.forget_idle_after(3)
+    lab.netns.forget_idle_after(3, g.port)
     worker = lab.worker([g.address], env={"GEARWORKER_IDLE_POLL": "0"}).start(wait_for="net_echo", gearmand=g)
     time.sleep(4)  # longer than the NAT's idle timeout, shorter than the heartbeat interval
 
