@@ -6,10 +6,10 @@ import asyncio
 import os
 import time
 
-from gearworker import Job, handler
+from gearworker import CpuJob, Job, handler
 
 
-def _record(job: Job) -> None:
+def _record(job: Job | CpuJob) -> None:
     path = os.environ.get("NET_RECORD")
     if path:
         # One short write per line with O_APPEND: lines from concurrent jobs never interleave.
@@ -28,5 +28,17 @@ async def net_echo(job: Job) -> bytes:
 async def net_slow(job: Job) -> bytes:
     """Sleep the workload's seconds, then record the run and return the workload."""
     await asyncio.sleep(float(job.workload or b"1"))
+    _record(job)
+    return job.workload
+
+
+@handler("net_cpu_sleep", cpu=True)
+def net_cpu_sleep(job: CpuJob) -> bytes:
+    """In a pool process: write this process's pid to $NET_PIDS, sleep the workload's seconds, record the run."""
+    path = os.environ.get("NET_PIDS")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    time.sleep(float(job.workload or b"1"))
     _record(job)
     return job.workload
