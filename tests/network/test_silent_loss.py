@@ -22,15 +22,16 @@ from gearworker.errors import ConnectionLost
 BOUND = 60.0  # seconds: the issue's bound for a job on the rebooted server, with default settings
 
 
-def test_worker_and_client_survive_a_server_that_vanishes_and_reboots(lab: Lab) -> None:
-    """After a silent loss and a reboot on the same address, with default settings and no worker restart:
-    a foreground job that was waiting on the vanished server fails with ConnectionLost within 60 s, and a job
-    submitted to the new gearmand completes within 60 s."""
+def _vanish_and_reboot(lab: Lab, *, heartbeat: bool) -> tuple[float, float]:
+    """Worker and a waiting client on gearmand; its host vanishes and reboots.  Returns (seconds until the
+    client's job failed with ConnectionLost, seconds until a job on the new gearmand was done)."""
     g = lab.gearmand()
-    worker = lab.worker([g.address]).start(wait_for="net_echo", gearmand=g)
+    env = {} if heartbeat else {"GEARWORKER_HEARTBEAT_INTERVAL": "0"}
+    worker = lab.worker([g.address], env=env).start(wait_for="net_echo", gearmand=g)
+    client_options = {} if heartbeat else {"heartbeat_interval": 0.0}
 
     async def scenario() -> tuple[float, float]:
-        async with Client([g.address]) as waiting:
+        async with Client([g.address], **client_options) as waiting:
             # A foreground job nobody can run: it waits on the server until the server is declared dead.
             stuck = asyncio.create_task(waiting.submit("nobody_runs_this", b"x"))
             while g.status().get("nobody_runs_this", (0, 0, 0))[0] < 1:
@@ -49,7 +50,24 @@ def test_worker_and_client_survive_a_server_that_vanishes_and_reboots(lab: Lab) 
         assert result == b"after the reboot"
         return client_detected, time.monotonic() - vanished
 
-    client_detected, job_done = lab.netns.run_async(scenario)
+    times = lab.netns.run_async(scenario)
     assert worker.proc is not None and worker.proc.poll() is None, "the worker must not have restarted"
-    figure("silent loss: client's foreground job failed with ConnectionLost after", f"{client_detected:.1f} s")
-    figure("silent loss: job on the rebooted gearmand done after", f"{job_done:.1f} s")
+    return times
+
+
+def test_worker_and_client_survive_a_server_that_vanishes_and_reboots(lab: Lab) -> None:
+    """After a silent loss and a reboot on the same address, with default settings and no worker restart:
+    a foreground job that was waiting on the vanished server fails with ConnectionLost within 60 s, and a job
+    submitted to the new gearmand completes within 60 s."""
+    client_detected, job_done = _vanish_and_reboot(lab, heartbeat=True)
+    figure("silent loss (defaults): client job failed with ConnectionLost after", f"{client_detected:.1f} s")
+    figure("silent loss (defaults): job on the rebooted gearmand done after", f"{job_done:.1f} s")
+
+
+def test_tcp_keepalive_alone_detects_a_vanished_server(lab: Lab) -> None:
+    """With the heartbeat off (worker and client), TCP keepalive with its defaults (10 s idle + 3 x 5 s) plus
+    TCP_USER_TIMEOUT (the same 25 s for data left unacknowledged, e.g. the idle worker's grabs) still detects the
+    vanished server: the client's job fails and a job on the rebooted gearmand completes, within 60 s."""
+    client_detected, job_done = _vanish_and_reboot(lab, heartbeat=False)
+    figure("silent loss (keepalive only): client's job failed after", f"{client_detected:.1f} s")
+    figure("silent loss (keepalive only): job on the rebooted gearmand done after", f"{job_done:.1f} s")
