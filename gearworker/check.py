@@ -12,6 +12,8 @@ from .config import Settings
 from .errors import ConfigError
 from .worker.registry import Handler, Registry
 
+__all__ = ["check_handlers", "describe"]
+
 
 def check_handlers(settings: Settings, registry: Registry) -> None:
     """Raise :class:`ConfigError` for settings that name handlers which do not exist.

@@ -18,6 +18,8 @@ from . import __version__
 from .errors import ConfigError
 from .procs import is_running
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 COMMANDS = ("run", "check", "stop", "submit", "status", "web")
 
 
@@ -75,11 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
+    from .server import EarlySignals
 
+    early = EarlySignals()  # first: a stop requested while we start up is a clean stop
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     registry = load_handlers(settings)
-    return _run_loop(_serve(settings, registry))
+    return _run_loop(_serve(settings, registry, early))
 
 
 def load_handlers(settings: Any) -> Any:
@@ -95,11 +99,11 @@ def load_handlers(settings: Any) -> Any:
     return registry
 
 
-async def _serve(settings: Any, registry: Any) -> int:
+async def _serve(settings: Any, registry: Any, early: Any) -> int:
     from .server import Server
 
     server = Server(settings, registry)
-    server.install_signal_handlers()
+    server.install_signal_handlers(early)
     return await server.serve()
 
 

@@ -21,6 +21,8 @@ from .address import DEFAULT_PORT, parse_address
 from .errors import ConfigError
 from .protocol.codec import DEFAULT_MAX_PACKET_SIZE
 
+__all__ = ["ENV_PREFIX", "Settings", "activate", "active", "coerce", "fields", "load"]
+
 ENV_PREFIX = "GEARWORKER_"
 
 

@@ -15,6 +15,8 @@ import structlog
 from .errors import ConfigError
 from .procs import die_with_parent
 
+__all__ = ["LocalGearmand"]
+
 log = structlog.get_logger("gearworker.localserver")
 
 

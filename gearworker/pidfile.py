@@ -9,6 +9,8 @@ from pathlib import Path
 from .errors import ConfigError
 from .procs import is_running
 
+__all__ = ["PidFile", "read_pid"]
+
 
 def _alive(pid: int) -> bool:
     if not is_running(pid):

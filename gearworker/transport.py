@@ -138,6 +138,9 @@ class PacketStream(asyncio.Protocol):
         self._options = options
         self._parser = Parser(expect=Magic.RES, max_packet_size=options.max_packet_size)
         self._transport: asyncio.Transport | None = None
+        #: Connected and neither closing nor closed: what may still be sent on.  A plain
+        #: attribute, not a property asking the transport: it is read several times per job.
+        self.is_open = False
         self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
         self._drained: asyncio.Future[None] | None = None  # set while the socket's send buffer is full
@@ -150,6 +153,7 @@ class PacketStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = typing.cast(asyncio.Transport, transport)
+        self.is_open = True
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             _tune_socket(sock, self._options)
@@ -184,6 +188,7 @@ class PacketStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self.is_open = False
         self._out.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -203,10 +208,6 @@ class PacketStream(asyncio.Protocol):
             drained.set_result(None)
 
     # -- used by the owner --------------------------------------------------
-    @property
-    def is_open(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing()
-
     @property
     def paused(self) -> bool:
         """The socket's send buffer is over its high-water mark: hold further writes."""
@@ -234,12 +235,14 @@ class PacketStream(asyncio.Protocol):
 
     def close(self) -> None:
         """Flush what is queued, then close (a FIN: gearmand re-queues a worker's jobs)."""
+        self.is_open = False
         if self._transport is not None:
             self._flush()
             self._transport.close()
 
     def abort(self, reason: Exception | None = None) -> None:
         """Drop the connection at once, discarding unsent data; ``reason`` reaches the receiver."""
+        self.is_open = False
         if not self.closed.done():
             self.closed.set_result(reason)
         if self._transport is not None:

@@ -15,7 +15,7 @@ import pytest
 from images import samples
 from PIL import Image
 
-from gearworker.resize import Copy, ImageError, Limits, Result, Source, run
+from gearworker.resize import Copy, ImageError, Limits, Resized, Source, run
 from gearworker.resize.files import default_name, inside_roots, read_source, write_copies
 
 LIMITS = Limits()
@@ -125,7 +125,7 @@ def test_read_source_refuses_a_file_over_the_upload_limit(tmp_path: Path) -> Non
 
 def test_write_copies_names_files_by_size_and_format_extension(tmp_path: Path) -> None:
     """Each copy becomes <name>-<size>.<ext> (jpg for JPEG) with its bytes, and no temporary file stays behind."""
-    result = Result(Source("png", 10, 10), [Copy(10, 10, 10, "jpeg", b"big"), Copy(5, 5, 5, "jpeg", b"s")])
+    result = Resized(Source("png", 10, 10), [Copy(10, 10, 10, "jpeg", b"big"), Copy(5, 5, 5, "jpeg", b"s")])
     written = write_copies(result, str(tmp_path / "out"), "cat", Limits(storage_roots=(str(tmp_path),)))
     assert [(w["path"], w["bytes"]) for w in written] == [
         (str(tmp_path / "out" / "cat-10.jpg"), 3), (str(tmp_path / "out" / "cat-5.jpg"), 1)]

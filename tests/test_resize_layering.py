@@ -109,8 +109,8 @@ def test_the_web_app_and_the_wire_format_work_without_pyvips_installed() -> None
     code = ("import sys\n"
             "sys.modules['pyvips'] = None  # any `import pyvips` now raises ImportError\n"
             "import gearworker.web.app\n"
-            "from gearworker.resize import Copy, Result, Source, pack_request, pack_result, unpack_result\n"
+            "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
             "pack_request(b'x', sizes=[10])\n"
-            "assert unpack_result(pack_result(Result(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n")
+            "assert unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n")
     done = _run(code)
     assert done.returncode == 0, done.stderr

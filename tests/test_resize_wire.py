@@ -21,7 +21,7 @@ from gearworker.resize import (
     ImageError,
     Limits,
     Options,
-    Result,
+    Resized,
     Source,
     pack_request,
     pack_result,
@@ -91,7 +91,7 @@ def test_parse_request_refuses_malformed_workloads(workload: bytes, message: str
 def test_pack_result_round_trips_through_unpack_result_and_ignores_trailing_bytes() -> None:
     """unpack_result gives back each copy as packed, in order; bytes after the last copy (progress) are ignored."""
     copies = [Copy(512, 512, 384, "webp", b"A" * 5), Copy(64, 64, 48, "webp", b""), Copy(32, 32, 24, "webp", b"bc")]
-    packed = pack_result(Result(Source("jpeg", 1200, 900), copies))
+    packed = pack_result(Resized(Source("jpeg", 1200, 900), copies))
     assert unpack_result(packed + b"25% Complete\n") == copies
     header = json.loads(packed.split(b"\n")[1])
     assert header["source"] == {"format": "jpeg", "width": 1200, "height": 900}
@@ -106,8 +106,8 @@ def test_unpack_result_refuses_a_malformed_header() -> None:
 def test_the_wire_format_never_loads_libvips() -> None:
     """A client packing requests and unpacking results (the web app) never imports pyvips."""
     code = ("import sys\n"
-            "from gearworker.resize import Copy, Result, Source, pack_request, pack_result, unpack_result\n"
-            "unpack_result(pack_result(Result(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n"
+            "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
+            "unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n"
             "pack_request(b'x', sizes=[10])\n"
             "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

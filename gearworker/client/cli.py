@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+__all__ = ["register"]
+
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 
 

@@ -25,6 +25,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .. import __version__
 
+__all__ = ["BUCKETS", "OUTCOMES", "STATES", "Metrics", "serve"]
+
 log = structlog.get_logger("gearworker.metrics")
 
 OUTCOMES = ("complete", "fail", "timeout", "crash", "handed_back", "abandoned")

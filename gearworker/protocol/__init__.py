@@ -5,7 +5,7 @@ This package imports no asyncio and does no I/O.  See :class:`Parser`,
 and, for the text admin protocol, :mod:`.admin`.
 """
 
-from .admin import AdminParser, AdminResponse, JobRow, StatusRow, WorkerRow, encode_admin
+from .admin import AdminParser, AdminResponse, ShowJobsRow, StatusRow, WorkerRow, encode_admin
 from .codec import DEFAULT_MAX_PACKET_SIZE, Parser, encode, encode_request
 from .packets import ARGUMENTS, HEADER_SIZE, Magic, Packet, PacketType, request, response
 from .worker_session import JobAssigned, NoJob, ServerError, Woken, WorkerSession, registration
@@ -17,13 +17,13 @@ __all__ = [
     "AdminParser",
     "AdminResponse",
     "JobAssigned",
-    "JobRow",
     "Magic",
     "NoJob",
     "Packet",
     "PacketType",
     "Parser",
     "ServerError",
+    "ShowJobsRow",
     "StatusRow",
     "Woken",
     "WorkerRow",

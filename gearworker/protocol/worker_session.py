@@ -148,7 +148,8 @@ class WorkerSession(Generic[J]):
         """How many more grabs this connection would send now (up to ``depth``, default its own)."""
         if not self.open or self.sleeping or self.drained:
             return 0
-        return max(0, (depth or self.depth) - self.grabs)
+        wanted = (depth or self.depth) - self.grabs
+        return wanted if wanted > 0 else 0
 
     def grab(self, count: int) -> bytes:
         """``count`` GRAB_JOB_UNIQ requests; the caller has reserved room for their jobs."""

@@ -27,7 +27,7 @@ calls it in the process pool).  The pieces:
 
 from .engine import plan, probe, resize
 from .job import run
-from .types import DEFAULT_SIZES, FORMATS, Copy, ImageError, Limits, Options, Progress, Result, Source
+from .types import DEFAULT_SIZES, FORMATS, Copy, ImageError, Limits, OnProgress, Options, Resized, Source
 from .wire import REQUEST_MAGIC, RESULT_MAGIC, Request, pack_request, pack_result, parse_request, unpack_result
 
 __all__ = [
@@ -38,10 +38,10 @@ __all__ = [
     "Copy",
     "ImageError",
     "Limits",
+    "OnProgress",
     "Options",
-    "Progress",
     "Request",
-    "Result",
+    "Resized",
     "Source",
     "pack_request",
     "pack_result",

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .types import Copy, ImageError, Limits, Options, Progress, Result, Source
+from .types import Copy, ImageError, Limits, OnProgress, Options, Resized, Source
 
 __all__ = ["LOADERS", "plan", "probe", "resize"]
 
@@ -97,12 +97,12 @@ def plan(width: int, height: int, sizes: Sequence[int]) -> list[tuple[int, int, 
     return copies
 
 
-def resize(data: bytes, options: Options, limits: Limits, progress: Progress | None = None) -> Result:
+def resize(data: bytes, options: Options, limits: Limits, progress: OnProgress | None = None) -> Resized:
     """Make every copy ``options`` asks for from image bytes; ``progress(i, n)`` after each one."""
     pyvips = _vips()
     source = probe(data, limits)
     steps = plan(source.width, source.height, options.sizes)
-    result = Result(source)
+    result = Resized(source)
     image = None
     for i, (size, width, height) in enumerate(steps, 1):
         try:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .types import ImageError, Limits, Result
+from .types import ImageError, Limits, Resized
 
 __all__ = ["default_name", "inside_roots", "read_source", "write_copies"]
 
@@ -63,7 +63,7 @@ def default_name(source: str) -> str:
     return re.sub(r"[^\w.-]", "_", Path(source).stem) or "image"
 
 
-def write_copies(result: Result, output_dir: str, name: str, limits: Limits) -> list[dict[str, Any]]:
+def write_copies(result: Resized, output_dir: str, name: str, limits: Limits) -> list[dict[str, Any]]:
     """Write each copy as ``<name>-<size>.<ext>`` atomically (a reader never sees half a file)."""
     folder = inside_roots(output_dir, limits.storage_roots, what="output_dir")
     try:

@@ -10,13 +10,13 @@ import json
 
 from .engine import resize
 from .files import default_name, read_source, write_copies
-from .types import Limits, Progress
+from .types import Limits, OnProgress
 from .wire import pack_result, parse_request
 
 __all__ = ["run"]
 
 
-def run(workload: bytes, limits: Limits, progress: Progress | None = None) -> bytes:
+def run(workload: bytes, limits: Limits, progress: OnProgress | None = None) -> bytes:
     """Handle one ``resize`` workload and return the result bytes (raises :class:`~.types.ImageError`).
 
     Bytes mode answers with a ``GWRES1`` result; file mode writes the copies and

@@ -23,9 +23,9 @@ __all__ = [
     "Copy",
     "ImageError",
     "Limits",
+    "OnProgress",
     "Options",
-    "Progress",
-    "Result",
+    "Resized",
     "Source",
 ]
 
@@ -41,7 +41,7 @@ MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "w
 _OPTION_KEYS = {"sizes", "format", "quality", "background", "keep_metadata"}
 
 #: ``progress(i, n)``: called after copy ``i`` of ``n`` is made.
-Progress = Callable[[int, int], None]
+OnProgress = Callable[[int, int], None]
 
 
 class ImageError(GearworkerError, ValueError):
@@ -150,7 +150,7 @@ class Source:
 
 
 @dataclass(slots=True)
-class Result:
+class Resized:
     """What :func:`gearworker.resize.engine.resize` made: the source as loaded and each copy, largest first."""
 
     source: Source

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .types import Copy, ImageError, Limits, Options, Result
+from .types import Copy, ImageError, Limits, Options, Resized
 
 __all__ = [
     "REQUEST_MAGIC",
@@ -115,7 +115,7 @@ def _split_header(data: bytes, magic: bytes, what: str) -> tuple[dict[str, Any],
     return header, data[end + 1:]
 
 
-def pack_result(result: Result) -> bytes:
+def pack_result(result: Resized) -> bytes:
     """Bytes-mode result: a JSON header line describing the copies, then their bytes."""
     entries, offset = [], 0
     for c in result.copies:

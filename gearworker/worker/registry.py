@@ -30,6 +30,17 @@ from typing import Any, TypeVar
 
 from ..errors import HandlerError
 
+__all__ = [
+    "MODULE_PREFIX",
+    "Handler",
+    "HandlerOptions",
+    "Registry",
+    "discover",
+    "handler",
+    "handlers_in",
+    "load_module",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Handler modules are imported under this package name, so that a ``cpu=True``

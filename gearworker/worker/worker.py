@@ -72,7 +72,7 @@ class Connection:
         self.group = group
         self.session = session
         self.stream: PacketStream | None = None
-        self.link = Link(endpoint, self, on_up=self._up, on_down=self._down)
+        self.link = Link(endpoint, self, on_up=self.up, on_down=self.down)
         self.name = endpoint.address
 
     # -- transport.Receiver ---------------------------------------------------
@@ -99,10 +99,10 @@ class Connection:
                         text=event.text.decode(errors="replace"))
 
     def connection_lost(self, reason: Exception | None) -> None:
-        pass  # the Link reports it through _down, once it has stopped using the stream
+        pass  # the Link reports it through down(), once it has stopped using the stream
 
     # -- the link comes and goes --------------------------------------------------
-    def _up(self, stream: PacketStream) -> None:
+    def up(self, stream: PacketStream) -> None:
         if self.worker.draining:
             self.link.close()  # a connection made just as we began to drain: leave for good
             return
@@ -111,7 +111,7 @@ class Connection:
         stream.send(self.session.connected())
         self.worker.connection_up(self)
 
-    def _down(self, reason: Exception | None) -> None:
+    def down(self, reason: Exception | None) -> None:
         self.stream = None
         grabs, jobs = self.session.disconnected()
         # Jobs still running from this connection were re-queued by gearmand and
@@ -244,10 +244,10 @@ class Worker:
     def assigned(self, conn: Connection, assigned: JobAssigned) -> None:
         """A grab of ``conn`` brought a job: its reserved place becomes a used one."""
         function = self._functions.get(assigned.function)
-        self.release(conn.group, 1, pump=False)
         stream = conn.stream
         assert stream is not None
         if function is None:
+            self.release(conn.group, 1, pump=False)
             # gearmand never does this; a confused server might.  End the job
             # clearly rather than leave it running forever.
             log.error("job.unknown_function", server=conn.name, function=assigned.function.decode(errors="replace"),
@@ -255,9 +255,11 @@ class Worker:
             message = f"no handler for function {assigned.function!r} on this worker".encode()
             stream.send(conn.session.fail(assigned.handle, message, exception=self._exception_style))
         elif self.draining:
+            self.release(conn.group, 1, pump=False)
             return  # not started: handed back when this connection closes
         else:
-            for bucket in function.buckets:
+            for bucket in function.buckets:  # the group's buckets: the grab's reserved place is now used
+                bucket.reserved -= 1
                 bucket.used += 1
             self.running += 1
             self.idle.clear()
@@ -319,10 +321,13 @@ class Worker:
         # on_down call (one loop turn) the stream is set but closed.
         if stream is None or self.draining or not stream.is_open:
             return
-        wanted = conn.session.wanted(depth)
-        if not wanted:
+        count = conn.session.wanted(depth)
+        if not count:
             return
-        count = min(wanted, min(b.free for b in conn.group.buckets))
+        for bucket in conn.group.buckets:  # a loop, not min() over a generator: this runs twice per job
+            free = bucket.free
+            if free < count:
+                count = free
         if count > 0:
             _reserve(conn.group, count)
             stream.send(conn.session.grab(count))
