@@ -35,6 +35,12 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     # What a new user runs: every setting at its default, so one job.done line per job at info,
     # JSON (stderr is not a terminal) into a pipe the bench drains, as journald does under systemd.
     "gearworker-defaults": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")], {}),
+    # Scratch experiments for the lead (bench/eager.py): handlers started eagerly; and the job.done logger
+    # bound once instead of resolved through the module's lazy proxy on every call.
+    "gearworker-defaults-eager": ([sys.executable, str(BENCH / "eager.py"), "run", "--handlers",
+                                   str(BENCH / "handlers")], {}),
+    "gearworker-defaults-eager-bound": ([sys.executable, str(BENCH / "eager.py"), "run", "--handlers",
+                                         str(BENCH / "handlers")], {"BENCH_BIND_LOG": "1"}),
     # Tuned for the tiny-job flood: no per-job log line, room for all 500 jobs in flight.
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
     # The two changes proposed in README's Performance section, measured before they are made:
@@ -66,7 +72,7 @@ def start_workers(kind: str, servers: list[str], count: int = 1, extra: list[str
                   ) -> list[subprocess.Popen[bytes]]:
     cmd = worker_command(kind, servers, extra)
     env = {**os.environ, "GEARWORKER_STORAGE_ROOTS": "[]", **WORKERS[kind][1]}
-    env = {k: v for k, v in env.items() if not k.startswith("GEARWORKER_") or k in WORKERS[kind][1]
+    env = {k: v for k, v in env.items() if not k.startswith(("GEARWORKER_", "BENCH_")) or k in WORKERS[kind][1]
            or k == "GEARWORKER_STORAGE_ROOTS"}  # nothing from the caller's environment changes a "defaults" run
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for _ in range(count)]
