@@ -43,6 +43,53 @@ Reference: docs/settings.md.
 # RECONNECT_MIN = 0.1
 # RECONNECT_MAX = 10.0
 
+# --- Liveness and TLS -------------------------------------------------------------
+# The Gearman protocol has no liveness: a server whose host vanishes without a
+# FIN would leave a connection that looks alive forever.  Every connection
+# (worker and client) that has been silent HEARTBEAT_INTERVAL seconds sends
+# ECHO_REQ and is dropped (then reconnected) when nothing arrives within
+# HEARTBEAT_TIMEOUT: a dead server is noticed within their sum (20 s).
+# 0 turns the heartbeat off.  docs/reliability.md has every bound.
+# env GEARWORKER_HEARTBEAT_INTERVAL, GEARWORKER_HEARTBEAT_TIMEOUT
+# HEARTBEAT_INTERVAL = 10.0
+# HEARTBEAT_TIMEOUT = 10.0
+
+# TCP keepalive, the kernel's own probe under the heartbeat: idle seconds
+# before the first probe (0: off), seconds between probes, probes before the
+# connection is dropped.
+# env GEARWORKER_KEEPALIVE_IDLE, GEARWORKER_KEEPALIVE_INTERVAL, GEARWORKER_KEEPALIVE_COUNT
+# KEEPALIVE_IDLE = 10
+# KEEPALIVE_INTERVAL = 5
+# KEEPALIVE_COUNT = 3
+
+# A sleeping worker asks for work every IDLE_POLL seconds even without a NOOP:
+# gearmand 1.1.20 hands out a scheduled (SUBMIT_JOB_EPOCH) job only when
+# something wakes a worker (gearmand #101).  0: off.
+# env GEARWORKER_IDLE_POLL
+# IDLE_POLL = 1.0
+
+# What happens to a job whose connection to its server drops: gearmand has
+# already re-queued it and its result can no longer be delivered.  "cancel"
+# cancels an async handler and kills a CPU job's process; "finish" lets it
+# run to the end (side effects complete, result dropped).  Either way
+# shutdown does not wait for it.
+# env GEARWORKER_ON_CONNECTION_LOST
+# ON_CONNECTION_LOST = "cancel"
+
+# TLS to the job servers (gearmand built with SSL, or stunnel in front of it).
+# The server certificate is verified against TLS_CA_FILE (None: the system's
+# CAs) and TLS_SERVER_HOSTNAME (None: the host of each address).  A client
+# certificate is sent when TLS_CERT_FILE is set.  Never falls back to plaintext.
+# env GEARWORKER_TLS, GEARWORKER_TLS_CA_FILE, GEARWORKER_TLS_CERT_FILE, GEARWORKER_TLS_KEY_FILE,
+#     GEARWORKER_TLS_SERVER_HOSTNAME
+# TLS = False
+# TLS_CA_FILE = None
+# TLS_CERT_FILE = None
+# TLS_KEY_FILE = None
+# TLS_SERVER_HOSTNAME = None
+
+# --- Identity --------------------------------------------------------------------
+
 # Prefix of the client id gearmand shows in `gearadmin --workers`; empty means
 # "<hostname>-<pid>".
 # env GEARWORKER_CLIENT_ID    flag --client-id ID

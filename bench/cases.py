@@ -127,7 +127,7 @@ def resize_photo() -> tuple[bytes, bytes]:
     sys.path.insert(0, str(ROOT / "tests"))
     from images import samples
 
-    from gearworker.imaging import pack_request
+    from gearworker.resize import pack_request
 
     photo = samples.jpeg(samples.photo(4000, 3000, seed=7), quality=92)
     return pack_request(photo, sizes=[2048, 1024, 512, 256], quality=85), photo
@@ -138,7 +138,7 @@ def resize_in_process(workload: bytes, jobs: int) -> float:
     import os
 
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
-    from gearworker.imaging import Limits, run
+    from gearworker.resize import Limits, run
 
     limits = Limits(storage_roots=())
     run(workload, limits)  # warm-up: libvips start-up
@@ -150,7 +150,7 @@ def resize_in_process(workload: bytes, jobs: int) -> float:
 
 def _resize_many(workload: bytes, jobs: int) -> float:
     """Seconds per image for ``jobs`` resizes in this process (after a warm-up)."""
-    from gearworker.imaging import Limits, run
+    from gearworker.resize import Limits, run
 
     limits = Limits(storage_roots=())
     run(workload, limits)

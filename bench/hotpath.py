@@ -21,10 +21,13 @@ from typing import Any
 
 import uvloop
 
-from gearworker import config, handlers, logs
-from gearworker.connection import Link, PacketStream
-from gearworker.protocol import Magic, Packet, PacketType, encode
-from gearworker.worker import Session, Worker
+from gearworker import config, logs
+from gearworker.metrics import NO_METRICS, MetricsSink
+from gearworker.protocol import Magic, Packet, PacketType, WorkerSession, encode, registration
+from gearworker.transport import Endpoint, PacketStream, StreamOptions
+from gearworker.worker.registry import discover
+from gearworker.worker.runner import ActiveJob
+from gearworker.worker.worker import Connection, Worker
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 
@@ -60,18 +63,21 @@ async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool, log_leve
     settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(HANDLERS),
                                                     "concurrency": 1000})
     settings.grab_pipeline = grab_pipeline
-    meter = None
+    meter: MetricsSink = NO_METRICS
     if metrics:
-        from gearworker.metrics import Metrics
+        from gearworker.metrics.prometheus import Metrics
 
         meter = Metrics()
-    worker = Worker(settings, handlers.discover(HANDLERS), None, metrics=meter)
-    link = Link("127.0.0.1", 1, worker, max_packet_size=1 << 20)
-    session = worker.sessions[link] = Session(link, worker.groups[0])
-    stream = PacketStream(lambda p: worker.on_packet(link, p), max_packet_size=1 << 20)
+    worker = Worker(settings, discover(HANDLERS), None, metrics=meter)
+    group = worker.groups[0]
+    options = StreamOptions(max_packet_size=1 << 20)
+    session: WorkerSession[ActiveJob] = WorkerSession(b"bench", registration(group.timeouts), depth=grab_pipeline)
+    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+    worker.connections.append(conn)
+    stream = PacketStream(conn, options)
     transport = CountingTransport()
     stream.connection_made(transport)  # type: ignore[arg-type]
-    worker.link_up(link, stream)
+    conn.up(stream)
     await asyncio.sleep(0)
     data = b"".join(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:host:%d" % i, b"echo", b"", b"x" * 100),
                                   Magic.RES)) for i in range(batch))

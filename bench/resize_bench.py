@@ -8,7 +8,7 @@ at run time and turned into JPEG copies at 2048/1024/512/256 px (q85) by
 
 * naive:   Pillow, LANCZOS from the full-size image for every copy (the reference);
 * draft:   Pillow, JPEG draft mode (DCT-domain shrink) + each copy from the previous;
-* fast:    gearworker.imaging (libvips: shrink-on-load + each copy from the previous).
+* fast:    gearworker.resize (libvips: shrink-on-load + each copy from the previous).
 
 Quality is PSNR and SSIM (luma) of each *encoded* copy against the naive path's
 copy *before* encoding, so the naive path's own figures show what JPEG alone
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from gearmand import Gearmand  # noqa: E402
 from images import samples  # noqa: E402
 
-from gearworker.imaging import Limits, Options, pack_request, plan, resize, unpack_result  # noqa: E402
+from gearworker.resize import Limits, Options, pack_request, plan, resize, unpack_result  # noqa: E402
 
 SIZES = (2048, 1024, 512, 256)
 QUALITY = 85

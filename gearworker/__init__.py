@@ -16,8 +16,8 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from .handlers import handler
-from .job import CpuJob, Job
+from .worker.job import CpuJob, Job
+from .worker.registry import handler
 
 if TYPE_CHECKING:
     from .client import Client, submit, submit_background

@@ -7,9 +7,12 @@ effective values (a per-handler limit from settings beats the decorator's).
 
 from __future__ import annotations
 
-from .config import Settings, parse_address
+from .address import parse_address
+from .config import Settings
 from .errors import ConfigError
-from .handlers import Handler, Registry
+from .worker.registry import Handler, Registry
+
+__all__ = ["check_handlers", "describe"]
 
 
 def check_handlers(settings: Settings, registry: Registry) -> None:

@@ -16,6 +16,9 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError
+from .procs import is_running
+
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = ("run", "check", "stop", "submit", "status", "web")
 
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--pid-file", metavar="PATH")
     stop.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: grace period + 10)")
     stop.set_defaults(func=cmd_stop)
-    from . import client_cli
+    from .client import cli as client_cli
     from .web import cli as web_cli
 
     client_cli.register(sub)
@@ -87,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def load_handlers(settings: Any) -> Any:
     """Import the handlers and check the settings that name them; errors say where the value came from."""
     from .check import check_handlers
-    from .handlers import discover
+    from .worker.registry import discover
 
     registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.origin("handlers_dir"))
     if not registry.functions:
@@ -140,25 +143,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 1
     deadline = time.monotonic() + (args.timeout if args.timeout is not None else settings.grace_period + 10)
     while time.monotonic() < deadline:
-        if not _running(pid):
+        if not is_running(pid):
             print(f"gearworker (pid {pid}) stopped")
             return 0
         time.sleep(0.05)
     print(f"gearworker (pid {pid}) is still running", file=sys.stderr)
     return 1
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (exited, waiting for its parent to reap it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .address import DEFAULT_PORT, parse_address
 from .errors import ConfigError
 from .protocol.codec import DEFAULT_MAX_PACKET_SIZE
 
+__all__ = ["ENV_PREFIX", "Settings", "activate", "active", "coerce", "fields", "load"]
+
 ENV_PREFIX = "GEARWORKER_"
-DEFAULT_PORT = 4730
 
 
 def _cores() -> int:
@@ -50,6 +52,23 @@ class Settings:
     reconnect_min: float = _doc("first reconnect delay, seconds", default=0.1)
     reconnect_max: float = _doc("longest reconnect delay, seconds", default=10.0)
     connect_timeout: float = _doc("seconds to wait for a TCP connection", default=5.0)
+    heartbeat_interval: float = _doc("seconds a connection may stay silent before we send ECHO_REQ; 0: off",
+                                     default=10.0)
+    heartbeat_timeout: float = _doc("seconds to wait for any byte after a heartbeat before dropping the connection",
+                                    default=10.0)
+    keepalive_idle: int = _doc("TCP keepalive: idle seconds before the first probe; 0: off", default=10)
+    keepalive_interval: int = _doc("TCP keepalive: seconds between probes", default=5)
+    keepalive_count: int = _doc("TCP keepalive: unanswered probes before the kernel drops the connection", default=3)
+    idle_poll: float = _doc("a sleeping worker grabs anyway every this many seconds (scheduled jobs); 0: off",
+                            default=1.0)
+    on_connection_lost: str = _doc("jobs whose connection dropped: 'cancel' them or let them 'finish'",
+                                   default="cancel")
+    tls: bool = _doc("connect to job servers with TLS", default=False)
+    tls_ca_file: str | None = _doc("CA certificates (PEM) to verify job servers; None: the system's", default=None)
+    tls_cert_file: str | None = _doc("client certificate (PEM) for job servers that ask for one", default=None)
+    tls_key_file: str | None = _doc("private key of tls_cert_file; None: in the same file", default=None)
+    tls_server_hostname: str | None = _doc("name to check the server certificate against; None: the host",
+                                           default=None)
     client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
     failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
     pid_file: str | None = _doc("pid file; refuses a second instance", default=None)
@@ -74,7 +93,8 @@ class Settings:
                 self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             self._fail("max_tasks_per_child", f"must be >= 1 or None, got {self.max_tasks_per_child!r}")
-        for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout"):
+        for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout",
+                     "heartbeat_interval", "heartbeat_timeout", "idle_poll"):
             value = getattr(self, name)
             # NaN passes every comparison, so test for it explicitly.
             if not math.isfinite(value) or value < 0:
@@ -93,7 +113,21 @@ class Settings:
                 parse_address(self.metrics, default_host="127.0.0.1", default_port=None)
             except ValueError as e:
                 self._fail("metrics", str(e))
+        for name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
+            if getattr(self, name) < 0:
+                self._fail(name, f"must be >= 0, got {getattr(self, name)!r}")
+        if self.heartbeat_interval and not self.heartbeat_timeout:
+            self._fail("heartbeat_timeout", "must be > 0 while heartbeat_interval is set")
+        if (self.tls_cert_file or self.tls_key_file or self.tls_ca_file) and not self.tls:
+            self._fail("tls", "TLS files are set but tls is False: set tls = True (never a silent plaintext)")
+        if self.tls_key_file and not self.tls_cert_file:
+            self._fail("tls_key_file", "is set without tls_cert_file")
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                self._fail(name, f"no such file: {path}")
         for name, value, allowed in (
+            ("on_connection_lost", self.on_connection_lost, {"cancel", "finish"}),
             ("failure_style", self.failure_style, {"fail", "exception"}),
             ("log_format", self.log_format, {"auto", "json", "console"}),
             ("log_level", self.log_level, {"debug", "info", "warning", "error"}),
@@ -117,39 +151,6 @@ class Settings:
     def addresses(self) -> list[tuple[str, int]]:
         """The servers as (host, port) pairs."""
         return [parse_address(s) for s in self.servers]
-
-
-def parse_address(
-    text: str, *, default_host: str = "127.0.0.1", default_port: int | None = DEFAULT_PORT
-) -> tuple[str, int]:
-    """Parse ``host:port``, ``host``, ``:port``, ``port`` or ``[v6]:port``.
-
-    A bare number is a port (no one names a host ``9100``).  With
-    ``default_port=None`` the port is required.
-    """
-    text = text.strip()
-    if not text:
-        raise ValueError("empty server address")
-    if text.isdigit():
-        host, port_text = "", text
-    elif text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"no port in {text!r}: expected HOST:PORT or PORT")
-        port_text = str(default_port)
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}: expected HOST:PORT") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"port out of range in {text!r}")
-    return host or default_host, port
 
 
 def fields() -> list[dataclasses.Field[Any]]:

@@ -9,6 +9,21 @@ peer sent something malformed (reset that connection, never the process).
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "ConnectionLost",
+    "GearworkerError",
+    "HandlerError",
+    "JobError",
+    "JobException",
+    "JobFailed",
+    "JobTimeout",
+    "LocalProtocolError",
+    "NoServerAvailable",
+    "ProtocolError",
+    "RemoteProtocolError",
+]
+
 
 class GearworkerError(Exception):
     """Base class of every error raised by gearworker."""

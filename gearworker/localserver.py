@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import shutil
 import signal
 import socket
@@ -14,8 +13,15 @@ import tempfile
 import structlog
 
 from .errors import ConfigError
+from .procs import die_with_parent
+
+__all__ = ["LocalGearmand"]
 
 log = structlog.get_logger("gearworker.localserver")
+
+
+def _gearmand_dies_with_us() -> None:  # runs in the child between fork and exec
+    die_with_parent(signal.SIGTERM)  # SIGTERM, not SIGKILL: gearmand saves its queue on the way out
 
 
 def _listening(port: int) -> bool:
@@ -24,9 +30,6 @@ def _listening(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 class LocalGearmand:
@@ -57,7 +60,7 @@ class LocalGearmand:
         self._proc = subprocess.Popen(
             [binary, "--listen=127.0.0.1", f"--port={self.port}", "--threads=0", f"--log-file={logfile.name}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_gearmand_dies_with_us,
         )
         for _ in range(200):
             if self._proc.poll() is not None:

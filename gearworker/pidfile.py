@@ -7,15 +7,14 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
+from .procs import is_running
+
+__all__ = ["PidFile", "read_pid"]
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not is_running(pid):
         return False
-    except PermissionError:
-        return True
     # A live process with a recycled pid is not us if it is not a gearworker.
     with contextlib.suppress(OSError):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -12,17 +12,24 @@ import contextlib
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from . import config
+from .address import parse_address
 from .config import Settings
-from .handlers import Registry
 from .localserver import LocalGearmand
+from .metrics import NO_METRICS, MetricsSink
 from .pidfile import PidFile
-from .pool import Pool
-from .worker import Worker
+from .worker.pool import Pool
+from .worker.registry import Registry
+from .worker.worker import Worker
+
+if TYPE_CHECKING:
+    from .metrics.prometheus import Metrics
+
+__all__ = ["Server"]
 
 log = structlog.get_logger("gearworker.server")
 
@@ -37,7 +44,7 @@ class Server:
         self.force_exit = asyncio.Event()
         self.pool: Pool | None = None
         self.worker: Worker | None = None
-        self.metrics: Any = None
+        self.metrics: MetricsSink = NO_METRICS
         self._local: LocalGearmand | None = None
         self._pidfile: PidFile | None = None
         self._notifier: Any = None
@@ -82,18 +89,17 @@ class Server:
             s.servers = [self._local.address]
         # Prometheus bookkeeping costs ~3 us of every job (16% of a tiny job's CPU,
         # measured with py-spy): keep it only when something can read it.
-        self.metrics = _metrics() if s.metrics else None
+        prometheus = _prometheus() if s.metrics else None
+        if prometheus is not None:
+            self.metrics = prometheus
         if any(h.cpu for h in self.registry.handlers.values()):
-            self.pool = Pool(s)
+            self.pool = Pool(s, metrics=self.metrics)
             await self.pool.start()
-            if self.metrics is not None:
-                self.metrics.set_pool(self.pool.size)
+            self.metrics.set_pool(self.pool.size)
         self.worker = Worker(s, self.registry, self.pool, metrics=self.metrics)
-        if self.pool is not None:
-            self.pool._on_report = self.worker.pool_report
         self.worker.start()
-        if s.metrics and self.metrics is not None:
-            await self._start_metrics()
+        if prometheus is not None:
+            await self._start_metrics(prometheus)
         self._background.append(asyncio.create_task(self._announce_ready()))
         log.info("server.started", pid=os.getpid(), servers=s.servers, functions=sorted(self.registry.functions),
                  processes=self.pool.size if self.pool else 0, concurrency=s.concurrency)
@@ -117,13 +123,12 @@ class Server:
             and (self.pool is None or self.pool.healthy)
         )
 
-    async def _start_metrics(self) -> None:
-        from .config import parse_address
-        from .metrics import serve
+    async def _start_metrics(self, prometheus: Metrics) -> None:
+        from .metrics.prometheus import serve
 
         assert self.settings.metrics is not None
         host, port = parse_address(self.settings.metrics, default_host="127.0.0.1")
-        self._metrics_server = await serve(self.metrics, host, port, self.healthy)
+        self._metrics_server = await serve(prometheus, host, port, self.healthy)
         log.info("metrics.listening", address=f"{host}:{port}")
 
     # -- shutdown -------------------------------------------------------------
@@ -188,9 +193,9 @@ def _notifier() -> Any:
     return Notifier.from_env()
 
 
-def _metrics() -> Any:
+def _prometheus() -> Metrics | None:
     try:
-        from .metrics import Metrics
+        from .metrics.prometheus import Metrics
     except ImportError:  # prometheus-client not installed: metrics are optional
         return None
     return Metrics()

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+__all__ = ["Notifier", "run_watchdog"]
+
 log = structlog.get_logger("gearworker.systemd")
 
 

@@ -4,11 +4,11 @@ Send image bytes (JPEG, PNG, WebP, GIF, TIFF) and get every copy back in one
 result, or send a JSON job naming files on shared storage::
 
     gearman -f resize < photo.jpg > result.bin
-    python -m gearworker.imaging unpack result.bin copies/
+    python -m gearworker.resize unpack result.bin copies/
 
     gearman -f resize '{"source": "/srv/photos/in/a.jpg", "output_dir": "/srv/photos/out"}'
 
-``docs/resize.md`` documents the formats; :mod:`gearworker.imaging` does the work.
+``docs/resize.md`` documents the formats; :mod:`gearworker.resize` does the work.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import structlog
 
 from gearworker import CpuJob, config, handler
-from gearworker.imaging import Limits, run
+from gearworker.resize import Limits, run
 
 log = structlog.get_logger("gearworker.handlers.resize")
 

@@ -31,7 +31,7 @@ async def test_500_concurrent_jobs_finishing_out_of_order_each_reach_their_own_c
             finished.append(i)
 
         await asyncio.gather(*(one(i) for i in range(500)))
-        connection = client.servers[0].protocol
+        connection = client.servers[0].router
         assert connection is not None and connection.in_flight == 0
     assert sorted(finished) == list(range(500))
     assert finished != sorted(finished), "the workers should have finished jobs out of order"
@@ -75,7 +75,7 @@ async def test_many_large_payloads_at_once_wait_for_the_send_buffer_and_all_roun
         results = await asyncio.gather(*(client.submit("echo", p) for p in payloads))
         assert results == payloads
         assert await big == payloads[0] * 5
-        assert client.servers[0].protocol is not None and not client.servers[0].protocol.paused
+        assert client.servers[0].router is not None and not client.servers[0].router.stream.paused
 
 
 async def test_str_and_json_payloads_and_result_decoding(gearmand: Gearmand, workers: Workers) -> None:
@@ -198,7 +198,7 @@ async def test_a_caller_timing_out_does_not_disturb_the_other_jobs_on_the_connec
     workers.php([gearmand], 4)
     async with Client([gearmand.address]) as client:
         assert await client.submit("php.echo", "warm up") == b"warm up"
-        connection = client.servers[0].protocol
+        connection = client.servers[0].router
         others = [asyncio.ensure_future(client.submit("php.shuffle", f"other-{i}")) for i in range(50)]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(client.submit("php.sleep", "0.5"), 0.05)
@@ -212,7 +212,7 @@ async def test_a_caller_timing_out_does_not_disturb_the_other_jobs_on_the_connec
         assert results == [f"other-{i}"[::-1].encode() for i in range(50)] + \
                           [f"later-{i}"[::-1].encode() for i in range(50)]
         assert early.cancelled()
-        assert client.servers[0].protocol is connection
+        assert client.servers[0].router is connection
         await asyncio.sleep(0.6)  # the abandoned jobs finish on the workers; their results are dropped
         assert connection is not None and connection.in_flight == 0
         assert await client.submit("php.echo", "after") == b"after"

@@ -104,10 +104,10 @@ async def test_a_dying_server_sends_later_jobs_to_the_other_server(
     workers.php([a, b], 2)
     async with Client([a.address, b.address], **FAST_RETRY) as client:
         assert len(await asyncio.gather(*(client.submit("php.echo", "x") for _ in range(10)))) == 10
-        assert all(s.protocol is not None for s in client.servers)
+        assert all(s.router is not None for s in client.servers)
         a.kill()
         for _ in range(200):  # let the client see the connection close
-            if client.servers[0].protocol is None:
+            if client.servers[0].router is None:
                 break
             await asyncio.sleep(0.01)
         results = await asyncio.gather(*(client.submit("php.echo", f"{i}", unique=f"k{i}") for i in range(20)))

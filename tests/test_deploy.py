@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from gearworker import cli, config
+from gearworker.address import parse_address
 from gearworker.web import cli as web_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,7 +257,7 @@ def test_compose_worker_command_and_environment_are_real(compose: dict[str, Any]
     gearmand_port = next(a for a in compose["services"]["gearmand"]["command"] if a.startswith("--port=")).split("=")[1]
     assert settings.servers == [f"gearmand:{gearmand_port}"]
     assert settings.metrics is not None
-    host, port = config.parse_address(settings.metrics)
+    host, port = parse_address(settings.metrics)
     assert host == "0.0.0.0"  # reachable by Prometheus from another container
     assert f"http://127.0.0.1:{port}/healthz" in " ".join(worker["healthcheck"]["test"])
     # Docker sends SIGKILL after stop_grace_period: it must outlast the drain.

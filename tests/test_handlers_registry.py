@@ -3,7 +3,7 @@
 Issue: "Start-up fails with a clear message naming the file when a handler
 module cannot be imported, two handlers claim one name, or a CPU handler
 cannot be pickled."  Each case is checked twice: through
-``gearworker.handlers.discover`` and through the real command line (exit code
+``gearworker.worker.registry.discover`` and through the real command line (exit code
 2, one readable line on stderr, no traceback).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gearworker.errors import ConfigError, HandlerError
-from gearworker.handlers import discover
+from gearworker.worker.registry import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 

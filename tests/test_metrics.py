@@ -20,7 +20,7 @@ import pytest
 from gearmand import Gearmand, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from gearworker.metrics import Metrics, serve
+from gearworker.metrics.prometheus import Metrics, serve
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -22,7 +22,7 @@ from images import samples
 from PIL import Image
 
 from gearworker.client import Client, Progress
-from gearworker.imaging import pack_request, unpack_result
+from gearworker.resize import pack_request, unpack_result
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 1_000_000

@@ -8,8 +8,8 @@ from gearmand import Gearmand
 from workerproc import TEST_HANDLERS
 
 from gearworker import Client, config
-from gearworker.handlers import discover
 from gearworker.server import Server
+from gearworker.worker.registry import discover
 
 
 async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gearmand) -> None:

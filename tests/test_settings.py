@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from gearworker import cli, config
+from gearworker.address import parse_address
 from gearworker.check import describe
 from gearworker.config import Settings
 from gearworker.errors import ConfigError
-from gearworker.handlers import discover
+from gearworker.worker.registry import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_PY = ROOT / "settings.py"
@@ -144,9 +145,9 @@ def test_path_objects_are_accepted_for_text_settings(tmp_path: Path) -> None:
 
 def test_bare_port_means_loopback() -> None:
     """METRICS=9100 and a server '4730' mean 127.0.0.1 on that port."""
-    assert config.parse_address("9100") == ("127.0.0.1", 9100)
-    assert config.parse_address("[::1]:4731") == ("::1", 4731)
-    assert config.parse_address("gearmand") == ("gearmand", 4730)
+    assert parse_address("9100") == ("127.0.0.1", 9100)
+    assert parse_address("[::1]:4731") == ("::1", 4731)
+    assert parse_address("gearmand") == ("gearmand", 4730)
 
 
 # -- bad values: exact messages ---------------------------------------------------

@@ -305,12 +305,13 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
 
 
 def test_the_photo_store_drops_the_oldest_finished_photos_past_its_budget() -> None:
-    from gearworker.web.photos import Photo, PhotoStore, StoredCopy
+    from gearworker.resize import Copy
+    from gearworker.web.photos import Photo, PhotoStore
 
     store = PhotoStore(budget=2500)
     for i in range(3):
         p = Photo(id=f"{i:032x}", key="", name=f"{i}.jpg", upload_bytes=1, state="done")
-        p.copies = [StoredCopy(256, 256, 171, "jpeg", b"x" * 1000)]
+        p.copies = [Copy(256, 256, 171, "jpeg", b"x" * 1000)]
         store.add(p)
     running = Photo(id="f" * 32, key="", name="r.jpg", upload_bytes=1, state="resizing")
     store.add(running)

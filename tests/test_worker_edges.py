@@ -9,10 +9,10 @@ import pytest
 from gearmand import Gearmand
 
 from gearworker import Client, Job, JobFailed, config
-from gearworker.handlers import Handler, Registry, discover
-from gearworker.job import CpuJobSpec
-from gearworker.pool import Pool, PoolTimeout
-from gearworker.worker import Worker
+from gearworker.worker.job import CpuJobSpec
+from gearworker.worker.pool import Pool, PoolTimeout
+from gearworker.worker.registry import Handler, Registry, discover
+from gearworker.worker.worker import Worker
 
 SPAM = '''
 from gearworker import handler
@@ -36,14 +36,20 @@ async def test_a_process_killed_mid_report_does_not_block_the_other_slots_or_shu
                                               "processes": 2, "log_level": "error"})
     registry = discover(settings.handlers_dir)
     reports: list[str] = []
-    pool = Pool(settings, on_report=lambda token, kind, args: reports.append(kind))
+    pool = Pool(settings)
+
+    def report(kind: str, args: tuple[bytes, ...]) -> None:
+        reports.append(kind)
+
     await pool.start()
     try:
         for token in range(1, 9, 2):
             with pytest.raises(PoolTimeout):
-                await pool.run(registry.functions["spam"].func, CpuJobSpec(token, "spam", b"H:1", b"", b""), 0.3)
+                await pool.run(registry.functions["spam"].func, CpuJobSpec(token, "spam", b"H:1", b"", b""), 0.3,
+                               report)
             ok, result = await pool.run(registry.functions["quick"].func,
-                                        CpuJobSpec(token + 1, "quick", b"H:2", b"", b""), 10)
+                                        CpuJobSpec(token + 1, "quick", b"H:2", b"", b""), 10,
+                                        report)
             assert (ok, result) == (True, b"ok")
         assert "status" in reports
     finally:
@@ -91,9 +97,9 @@ async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gear
             await submitted
             while worker.running == 0:
                 await asyncio.sleep(0.01)
-            (session,) = worker.sessions.values()
-            assert session.stream is not None
-            session.stream.abort()  # the connection drops...
+            (conn,) = worker.connections
+            assert conn.stream is not None
+            conn.stream.abort()  # the connection drops...
             release.set()  # ...in the same turn as the job ends
             await asyncio.wait_for(worker.idle.wait(), 5)
             assert worker.running == 0

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 
+__all__ = ["AdminParser", "AdminResponse", "ShowJobsRow", "StatusRow", "WorkerRow", "encode_admin"]
+
 #: Commands answered by a list of lines ending with ``.``.
 _MULTILINE = frozenset({"status", "workers", "show jobs", "show unique jobs"})
 _KNOWN = _MULTILINE | {"version", "getpid", "maxqueue", "shutdown", "verbose", "cancel job"}
@@ -73,7 +75,7 @@ class WorkerRow:
 
 
 @dataclass(frozen=True, slots=True)
-class JobRow:
+class ShowJobsRow:
     """A row of ``show jobs``."""
 
     handle: str
@@ -82,7 +84,7 @@ class JobRow:
     job_queued: int
 
     @classmethod
-    def parse(cls, line: str) -> JobRow:
+    def parse(cls, line: str) -> ShowJobsRow:
         try:
             handle, retries, ignore, queued = line.split("\t")
             return cls(handle, int(retries), int(ignore), int(queued))

@@ -14,6 +14,8 @@ import struct
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .packets import ARG_COUNT, ARGUMENTS, HEADER_SIZE, Magic, Packet, PacketType, packet_type
 
+__all__ = ["DEFAULT_MAX_PACKET_SIZE", "Parser", "encode", "encode_request"]
+
 #: Default hard cap on one packet's payload.  A peer announcing more than this
 #: is cut off before we buffer a byte of it, so a forged 4 GiB length header
 #: costs nothing.  64 MiB leaves room for large photos.

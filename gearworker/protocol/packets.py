@@ -11,6 +11,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+__all__ = [
+    "ARGUMENTS",
+    "ARG_COUNT",
+    "HEADER_SIZE",
+    "Magic",
+    "Packet",
+    "PacketType",
+    "packet_type",
+    "request",
+    "response",
+]
+
 HEADER_SIZE = 12
 
 

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..resize import Copy
+
 #: Magic numbers of the formats the resize handler decodes.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -23,8 +25,6 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 ACCEPTED = "JPEG, PNG, WebP, GIF or TIFF"
-MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-               "gif": "image/gif", "tiff": "image/tiff", "avif": "image/avif"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -51,26 +51,6 @@ def human_size(n: int) -> str:
 
 
 @dataclass
-class StoredCopy:
-    """One resized copy, ready to serve."""
-
-    size: int
-    width: int
-    height: int
-    format: str
-    data: bytes
-
-    @property
-    def media_type(self) -> str:
-        return MEDIA_TYPES.get(self.format.lower(), "application/octet-stream")
-
-    @property
-    def extension(self) -> str:
-        fmt = self.format.lower()
-        return "jpg" if fmt == "jpeg" else fmt
-
-
-@dataclass
 class Photo:
     """One uploaded photo and what became of it; ``view()`` is what the page sees."""
 
@@ -83,7 +63,7 @@ class Photo:
     denominator: int = 0
     error: str | None = None
     handle: str | None = None
-    copies: list[StoredCopy] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)  # as unpack_result gave them; Copy knows its media_type
 
     @property
     def stored_bytes(self) -> int:
@@ -124,7 +104,7 @@ class PhotoStore:
     def get(self, photo_id: str) -> Photo | None:
         return self._photos.get(photo_id)
 
-    def copy(self, photo_id: str, index: int) -> StoredCopy | None:
+    def copy(self, photo_id: str, index: int) -> Copy | None:
         photo = self._photos.get(photo_id)
         if photo is None or not 0 <= index < len(photo.copies):
             return None

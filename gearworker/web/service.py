@@ -18,11 +18,10 @@ from typing import Any
 
 import structlog
 
-from ..client import Client, Priority
-from ..client_conn import ServerRefused
+from ..client import Client, Priority, ServerRefused
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
-from .photos import Photo, PhotoStore, StoredCopy
+from .photos import Photo, PhotoStore
 
 log = structlog.get_logger("gearworker.web")
 
@@ -113,7 +112,7 @@ def result_view(result: bytes) -> dict[str, Any]:
 
 async def run_photo(gateway: Gateway, hub: Hub, store: PhotoStore, session: str, photo: Photo, image: bytes) -> None:
     """Resize one uploaded photo, publishing its progress and then its copies."""
-    from ..imaging import pack_request, unpack_result
+    from ..resize import pack_request, unpack_result
 
     def publish() -> None:
         hub.publish(session, "photo", photo.view())
@@ -127,7 +126,7 @@ async def run_photo(gateway: Gateway, hub: Hub, store: PhotoStore, session: str,
     try:
         client = await gateway.client()
         result = await client.submit("resize", pack_request(image), timeout=PHOTO_TIMEOUT, on_progress=on_progress)
-        photo.copies = [StoredCopy(c.size, c.width, c.height, c.format, bytes(c.data)) for c in unpack_result(result)]
+        photo.copies = unpack_result(result)
         photo.state = "done"
         store.trim()
     except asyncio.CancelledError:

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+__all__ = ["register"]
+
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 
 
@@ -61,8 +63,8 @@ def _when(text: str) -> datetime.datetime:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from . import config, logs
-    from .client import Client
+    from .. import config, logs
+    from .api import Client
 
     logs.configure(args.log_level, "auto")
     settings = config.load(args.settings)
@@ -81,7 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def _submit(args: argparse.Namespace, payload: bytes) -> int:
-    from .errors import ConnectionLost, JobFailed, JobTimeout, NoServerAvailable
+    from ..errors import ConnectionLost, JobFailed, JobTimeout, NoServerAvailable
 
     async with _client(args) as client:
         try:
@@ -129,7 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from .errors import GearworkerError
+    from ..errors import GearworkerError
 
     async with _client(args) as client:
         if args.handle or args.unique:
@@ -150,7 +152,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def _job_status(client: Any, args: argparse.Namespace) -> int:
-    from .errors import NoServerAvailable
+    from ..errors import NoServerAvailable
 
     try:
         if args.handle:
@@ -172,7 +174,7 @@ def _yes(flag: bool) -> str:
 
 
 def _status_table(answers: dict[str, list[str]], many: bool) -> list[list[str]]:
-    from .protocol import StatusRow
+    from ..protocol import StatusRow
 
     rows = [(["SERVER"] if many else []) + ["FUNCTION", "QUEUED", "RUNNING", "WORKERS"]]
     for address, lines in answers.items():
@@ -182,7 +184,7 @@ def _status_table(answers: dict[str, list[str]], many: bool) -> list[list[str]]:
 
 
 def _workers_table(answers: dict[str, list[str]], many: bool) -> list[list[str]]:
-    from .protocol import WorkerRow
+    from ..protocol import WorkerRow
 
     rows = [(["SERVER"] if many else []) + ["FD", "ADDRESS", "CLIENT-ID", "FUNCTIONS"]]
     for address, lines in answers.items():

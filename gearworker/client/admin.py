@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import asyncio
 
-from .errors import ConnectionLost, RemoteProtocolError
-from .protocol import AdminParser, encode_admin
+from ..errors import ConnectionLost, RemoteProtocolError
+from ..protocol import AdminParser, encode_admin
+from ..transport import Endpoint
+
+__all__ = ["admin_query"]
 
 
-async def admin_query(host: str, port: int, command: str, *, timeout: float = 5.0) -> list[str]:
-    """Send one admin command and return the answer's lines (raises on ``ERR``)."""
+async def admin_query(endpoint: Endpoint, command: str, *, timeout: float | None = None) -> list[str]:
+    """Send one admin command and return the answer's lines (raises on ``ERR``).
+
+    Over TLS too when the endpoint uses it (stunnel passes the text protocol
+    like any other bytes).  ``timeout`` defaults to the endpoint's connect timeout.
+    """
     words = command.split()
     parser = AdminParser()
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+    host, port, o = endpoint.host, endpoint.port, endpoint.options
+    async with asyncio.timeout(o.connect_timeout if timeout is None else timeout):
+        if o.ssl is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(host, port, ssl=o.ssl,
+                                                           server_hostname=o.server_hostname or host)
         try:
             parser.sent(command)
             writer.write(encode_admin(*words))

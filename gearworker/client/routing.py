@@ -1,4 +1,4 @@
-"""One client connection per job server: an asyncio Protocol that routes replies to callers.
+"""One client connection per job server, and the router that hands its replies to callers.
 
 Gearman answers a connection's requests in the order they were sent, so the
 replies that carry no handle (JOB_CREATED, OPTION_RES, ERROR) and the status
@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import structlog
 
-from .backoff import Backoff
-from .config import parse_address
-from .errors import ConnectionLost, JobException, JobFailed, NoServerAvailable, RemoteProtocolError
-from .protocol import Magic, Packet, PacketType, Parser, encode_request
+from ..errors import ConnectionLost, JobException, JobFailed, NoServerAvailable, RemoteProtocolError
+from ..payload import to_int
+from ..protocol import Packet, PacketType, encode_request
+from ..transport import Endpoint, PacketStream
+
+__all__ = ["JobStatus", "Progress", "Result", "Router", "ServerConnection", "ServerRefused", "Waiter"]
 
 log = structlog.get_logger("gearworker.client")
 
@@ -112,90 +113,49 @@ def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
         future.exception()
 
 
-class ClientProtocol(asyncio.Protocol):
-    """The wire side of one connection: write batching, parsing and routing."""
+class Router:
+    """Routes one connection's replies to the callers waiting for them.
 
-    def __init__(self, address: str, max_packet_size: int, on_lost: Callable[[ClientProtocol], None]) -> None:
+    It is the :class:`~gearworker.transport.PacketStream`'s receiver; the
+    stream does the batching, back-pressure and heartbeat.
+    """
+
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.transport: asyncio.Transport | None = None
-        self._parser = Parser(expect=Magic.RES, max_packet_size=max_packet_size)
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self.stream: PacketStream | None = None
         self._fifo: deque[Waiter] = deque()  # requests answered in order
         self._jobs: dict[bytes, list[Waiter]] = {}  # handle -> foreground waiters
         self._copies: dict[bytes, int] = {}  # handle -> progress packets seen (coalesced submits: see _route)
-        self._on_lost = on_lost
         self._tasks: set[asyncio.Future[Any]] = set()  # async progress callbacks in flight
-        self._drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self.closed = False
 
-    # -- asyncio.Protocol -------------------------------------------------
+    # -- transport.Receiver -------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike: no isinstance check.
-        self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def packet_received(self, packet: Packet) -> None:
+        ptype = packet.type
+        if ptype in _ROUTED:
+            self._route(packet)
+        elif ptype in _IN_ORDER:
+            self._answer(packet)
+        elif ptype is not _T.NOOP:
+            raise RemoteProtocolError(f"unexpected {ptype.name} on a client connection")
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            packets = self._parser.feed(data)
-        except RemoteProtocolError as e:
-            log.warning("client.protocol_error", server=self.address, error=str(e))
-            self._lose(ConnectionLost(f"{self.address} sent invalid data: {e}"))
-            return
-        for packet in packets:
-            try:
-                self._dispatch(packet)
-            except RemoteProtocolError as e:
-                log.warning("client.protocol_error", server=self.address, error=str(e))
-                self._lose(ConnectionLost(f"{self.address} broke the protocol: {e}"))
-                return
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = f": {exc}" if exc else ""
-        self._lose(ConnectionLost(f"lost connection to job server {self.address}{reason}"), close=False)
-
-    def pause_writing(self) -> None:
-        if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+    def connection_lost(self, reason: Exception | None) -> None:
+        why = f": {reason}" if reason else ""
+        if isinstance(reason, RemoteProtocolError):
+            why = f": it sent invalid data ({reason})"
+        self._lose(ConnectionLost(f"lost connection to job server {self.address}{why}"))
 
     # -- sending ----------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        """The transport asked us to stop writing until its buffer drains."""
-        return self._drained is not None
-
-    async def writable(self) -> None:
-        """Wait while the socket's send buffer is over its high-water mark (many large payloads)."""
-        while self._drained is not None and not self.closed:
-            await asyncio.shield(self._drained)
-
     def send(self, data: bytes, waiter: Waiter | None = None) -> None:
         """Queue ``data`` for this loop tick's single write; ``waiter`` awaits its reply."""
-        if self.closed:
+        if self.closed or self.stream is None:
             raise ConnectionLost(f"connection to job server {self.address} is closed")
+        self.stream.send(data)
         if waiter is not None:
             waiter.address = self.address
             self._fifo.append(waiter)
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.transport is None or self.closed or not self._out:
-            return
-        out, self._out = self._out, []
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def forget(self, waiter: Waiter) -> None:
         """The caller of ``waiter`` stopped waiting: drop it without disturbing the others."""
@@ -218,15 +178,14 @@ class ClientProtocol(asyncio.Protocol):
 
     def close(self) -> None:
         """Close the connection; everything still waiting fails with ConnectionLost."""
+        if self.stream is not None:
+            self.stream.abort(ConnectionLost(f"client closed its connection to {self.address}"))
         self._lose(ConnectionLost(f"client closed its connection to {self.address}"))
 
-    def _lose(self, error: ConnectionLost, *, close: bool = True) -> None:
+    def _lose(self, error: ConnectionLost) -> None:
         if self.closed:
             return
         self.closed = True
-        self.resume_writing()  # wake submits waiting for buffer space: they see the connection closed
-        if close and self.transport is not None:
-            self.transport.abort()
         waiters = list(self._fifo) + [w for ws in self._jobs.values() for w in ws]
         self._fifo.clear()
         self._jobs.clear()
@@ -237,20 +196,8 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 message = str(error)
             _fail(waiter.future, ConnectionLost(message))
-        self._on_lost(self)
 
     # -- receiving --------------------------------------------------------
-
-    def _dispatch(self, packet: Packet) -> None:
-        ptype = packet.type
-        if ptype in _ROUTED:
-            self._route(packet)
-        elif ptype in _IN_ORDER:
-            self._answer(packet)
-        elif ptype is _T.NOOP:
-            pass
-        else:
-            raise RemoteProtocolError(f"unexpected {ptype.name} on a client connection")
 
     def _answer(self, packet: Packet) -> None:
         if not self._fifo:
@@ -339,15 +286,8 @@ _IN_ORDER = frozenset({_T.JOB_CREATED, _T.ERROR, _T.OPTION_RES, _T.STATUS_RES, _
 
 def _progress(ptype: PacketType, packet: Packet, handle: bytes) -> Progress:
     if ptype is _T.WORK_STATUS:
-        return Progress("status", _int(packet.args[1]), _int(packet.args[2]), handle=handle)
+        return Progress("status", to_int(packet.args[1]), to_int(packet.args[2]), handle=handle)
     return Progress("data" if ptype is _T.WORK_DATA else "warning", data=packet.args[1], handle=handle)
-
-
-def _int(value: bytes) -> int:
-    try:
-        return int(value or b"0")
-    except ValueError:
-        return 0
 
 
 def _job_error(ptype: PacketType, packet: Packet, waiter: Waiter) -> JobFailed:
@@ -367,26 +307,23 @@ class ServerConnection:
     without waiting); the first use after the window tries again.
     """
 
-    def __init__(self, address: str, *, connect_timeout: float, backoff: Backoff, max_packet_size: int) -> None:
-        self.address = address
-        self.host, self.port = parse_address(address)
-        self.connect_timeout = connect_timeout
-        self.backoff = backoff
-        self.max_packet_size = max_packet_size
-        self.protocol: ClientProtocol | None = None
-        self._connecting: asyncio.Future[ClientProtocol] | None = None
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.address = endpoint.address
+        self.router: Router | None = None  # set while connected
+        self._connecting: asyncio.Future[Router] | None = None
         self._retry_at = 0.0
         self.last_error = ""
 
     @property
     def available(self) -> bool:
         """Connected, or allowed to try connecting now (not in a back-off window)."""
-        return self.protocol is not None or time.monotonic() >= self._retry_at
+        return self.router is not None or time.monotonic() >= self._retry_at
 
-    async def get(self) -> ClientProtocol:
-        """Return the live connection, connecting first if needed."""
-        if self.protocol is not None:
-            return self.protocol
+    async def get(self) -> Router:
+        """Return the live connection's router, connecting first if needed."""
+        if self.router is not None:
+            return self.router
         if self._connecting is None:
             if time.monotonic() < self._retry_at:
                 wait = self._retry_at - time.monotonic()
@@ -396,41 +333,53 @@ class ServerConnection:
         fut = self._connecting
         return await asyncio.shield(fut)
 
-    async def _connect(self) -> ClientProtocol:
-        loop = asyncio.get_running_loop()
+    async def _connect(self) -> Router:
+        router = _LinkedRouter(self)
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, proto = await loop.create_connection(
-                    lambda: ClientProtocol(self.address, self.max_packet_size, self._lost), self.host, self.port)
-        except (OSError, TimeoutError) as e:
-            self.last_error = str(e) or type(e).__name__
-            self._retry_at = time.monotonic() + self.backoff.next_delay()
+            stream = await self.endpoint.dial(router)
+        except NoServerAvailable as e:
+            self.last_error = str(e)
+            self._retry_at = time.monotonic() + self.endpoint.backoff.next_delay()
             log.warning("client.connect_failed", server=self.address, error=self.last_error)
-            raise NoServerAvailable(f"cannot connect to job server {self.address}: {self.last_error}") from e
+            raise
         finally:
             self._connecting = None
-        self.backoff.reset()
-        self.protocol = proto
+        self.endpoint.backoff.reset()
+        router.stream = stream
+        self.router = router
         # Ask for WORK_EXCEPTION as such (else gearmand 1.1.20 mangles it into WORK_FAIL).
         # Pipelined: its OPTION_RES is matched in order like any other reply.
         option = Waiter(_T.OPTION_RES)
         option.future.add_done_callback(_ignore_result)
-        proto.send(encode_request(_T.OPTION_REQ, b"exceptions"), option)
+        router.send(encode_request(_T.OPTION_REQ, b"exceptions"), option)
         log.info("client.connected", server=self.address)
-        return proto
+        return router
 
-    def _lost(self, proto: ClientProtocol) -> None:
-        if self.protocol is proto:
-            self.protocol = None
+    def lost(self, router: Router) -> None:
+        """``router``'s connection is gone: the next use connects again."""
+        if self.router is router:
+            self.router = None
             log.info("client.disconnected", server=self.address)
 
     def close(self) -> None:
         """Close the connection (if any); waiting callers fail with ConnectionLost."""
-        proto, self.protocol = self.protocol, None
-        if proto is not None:
-            proto.close()
+        router, self.router = self.router, None
+        if router is not None:
+            router.close()
         if self._connecting is not None:
             self._connecting.cancel()
+
+
+class _LinkedRouter(Router):
+    """A router that tells its :class:`ServerConnection` when its connection is gone."""
+
+    def __init__(self, owner: ServerConnection) -> None:
+        super().__init__(owner.address)
+        self._owner = owner
+
+    def connection_lost(self, reason: Exception | None) -> None:
+        super().connection_lost(reason)
+        self._owner.lost(self)
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -12,37 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from .errors import GearworkerError
+from ..payload import to_bytes
 
+__all__ = ["CpuJob", "CpuJobSpec", "Job", "Reporter"]
 
-class ResultError(GearworkerError):
-    """A handler returned a value that cannot be sent as a result."""
-
-
-class _Reporter(Protocol):
-    def __call__(self, kind: str, *args: bytes) -> None: ...
-
-
-def to_bytes(value: object) -> bytes:
-    """Turn a handler's return value (or a payload) into bytes.
-
-    bytes-like values go as they are, ``str`` as UTF-8, ``None`` as empty, and
-    anything else as JSON.
-    """
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode()
-    if value is None:
-        return b""
-    try:
-        return json.dumps(value, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as e:
-        raise ResultError(f"result of type {type(value).__name__} is not bytes, str or JSON-serialisable: {e}") from e
+#: Where a job's progress goes: ("status", (numerator, denominator)), ("data", (bytes,)) or ("warning", (bytes,)).
+Reporter = Callable[[str, tuple[bytes, ...]], None]
 
 
 class _JobData:
@@ -73,7 +50,7 @@ class Job(_JobData):
 
     __slots__ = ("_report",)
 
-    def __init__(self, function: str, handle: bytes, unique: bytes, workload: bytes, report: _Reporter) -> None:
+    def __init__(self, function: str, handle: bytes, unique: bytes, workload: bytes, report: Reporter) -> None:
         self.function = function
         self.handle = handle
         self.unique = unique
@@ -82,15 +59,15 @@ class Job(_JobData):
 
     async def status(self, numerator: int, denominator: int) -> None:
         """Report progress (WORK_STATUS): ``numerator`` out of ``denominator``."""
-        self._report("status", str(int(numerator)).encode(), str(int(denominator)).encode())
+        self._report("status", (str(int(numerator)).encode(), str(int(denominator)).encode()))
 
     async def send_data(self, data: object) -> None:
         """Send partial data to the client (WORK_DATA)."""
-        self._report("data", to_bytes(data))
+        self._report("data", (to_bytes(data),))
 
     async def warning(self, message: object) -> None:
         """Send a warning to the client (WORK_WARNING)."""
-        self._report("warning", to_bytes(message))
+        self._report("warning", (to_bytes(message),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +89,7 @@ class CpuJob(_JobData):
 
     __slots__ = ("_send",)
 
-    def __init__(self, spec: CpuJobSpec, send: Callable[[str, tuple[bytes, ...]], None]) -> None:
+    def __init__(self, spec: CpuJobSpec, send: Reporter) -> None:
         self.function = spec.function
         self.handle = spec.handle
         self.unique = spec.unique

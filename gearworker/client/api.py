@@ -7,7 +7,7 @@
         handle = await client.submit_background("thumbnail", {"id": 7}, unique="photo-7")
         print(await client.status(handle))
 
-All jobs share one connection per server (see :mod:`gearworker.client_conn`).
+All jobs share one connection per server (see :mod:`gearworker.client.routing`).
 A job with a unique id always goes to the same server (rendezvous hashing of
 the id over the server list), so gearmand can coalesce duplicates even with
 several servers; jobs without one are spread round robin.  When a server
@@ -18,31 +18,37 @@ was running at once with :class:`~gearworker.errors.ConnectionLost`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
+import ssl
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
-from . import config
-from .backoff import Backoff
-from .client_admin import admin_query
-from .client_conn import ClientProtocol, JobStatus, Progress, Result, ServerConnection, ServerRefused, Waiter
-from .errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
-from .job import to_bytes
-from .protocol import PacketType, StatusRow, WorkerRow, encode_request
+from .. import config
+from ..address import parse_address
+from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
+from ..payload import to_bytes, to_int
+from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
+from ..transport import Endpoint, StreamOptions
+from .admin import admin_query
+from .routing import JobStatus, Progress, Result, Router, ServerConnection, ServerRefused, Waiter
 
 __all__ = [
     "Client",
     "Handle",
     "JobStatus",
+    "Payload",
+    "Priority",
     "Progress",
     "Result",
     "RunningJob",
     "ServerRefused",
     "default_client",
+    "encode_payload",
     "submit",
     "submit_background",
 ]
@@ -104,23 +110,25 @@ class Client:
 
     def __init__(self, servers: Sequence[str] | None = None, *, connect_timeout: float | None = None,
                  reconnect_min: float | None = None, reconnect_max: float | None = None,
-                 max_packet_size: int | None = None, max_unique_size: int = MAX_UNIQUE_SIZE) -> None:
+                 max_packet_size: int | None = None, max_unique_size: int = MAX_UNIQUE_SIZE,
+                 heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None,
+                 tls: ssl.SSLContext | None = None, tls_server_hostname: str | None = None) -> None:
         settings = config.load() if servers is None else config.Settings()
         self.max_unique_size = max_unique_size
         addresses = list(servers) if servers is not None else list(settings.servers)
         if not addresses:  # where `gearworker run` starts its local gearmand when no server is set
             addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
         for address in addresses:
-            config.parse_address(address)  # a typo fails here, not at the first submit
-        self.connect_timeout = settings.connect_timeout if connect_timeout is None else connect_timeout
-        rmin = settings.reconnect_min if reconnect_min is None else reconnect_min
-        rmax = settings.reconnect_max if reconnect_max is None else reconnect_max
-        size = settings.max_packet_size if max_packet_size is None else max_packet_size
-        self.servers = [
-            ServerConnection(a, connect_timeout=self.connect_timeout, backoff=Backoff(rmin, max(rmin, rmax)),
-                             max_packet_size=size)
-            for a in addresses
-        ]
+            parse_address(address)  # a typo fails here, not at the first submit
+        overrides: dict[str, Any] = {
+            "connect_timeout": connect_timeout, "reconnect_min": reconnect_min, "reconnect_max": reconnect_max,
+            "max_packet_size": max_packet_size, "heartbeat_interval": heartbeat_interval,
+            "heartbeat_timeout": heartbeat_timeout, "ssl": tls, "server_hostname": tls_server_hostname,
+        }
+        options = dataclasses.replace(StreamOptions.from_settings(settings),
+                                      **{k: v for k, v in overrides.items() if v is not None})
+        self.connect_timeout = options.connect_timeout
+        self.servers = [ServerConnection(Endpoint(a, options)) for a in addresses]
         self._by_address = {s.address: s for s in self.servers}
         self._round_robin = itertools.count()
         self._closed = False
@@ -200,7 +208,7 @@ class Client:
         return Handle(handle, waiter.address)
 
     async def _send(self, ptype: PacketType, function: str, payload: Payload, unique: str | bytes | None,
-                    waiter: Waiter, *extra: bytes) -> ClientProtocol:
+                    waiter: Waiter, *extra: bytes) -> Router:
         if self._closed:
             raise ConnectionLost("client is closed")
         uid = _unique(unique)
@@ -212,11 +220,12 @@ class Client:
         errors: list[str] = []
         for server in self._candidates(uid):
             try:
-                proto = server.protocol or await server.get()  # connected: skip a coroutine per job
-                if proto.paused:  # back-pressure before queuing more, not after
-                    await proto.writable()
-                proto.send(data, waiter)
-                return proto
+                router = server.router or await server.get()  # connected: skip a coroutine per job
+                stream = router.stream
+                if stream is not None and stream.paused:  # back-pressure before queuing more, not after
+                    await stream.writable()
+                router.send(data, waiter)
+                return router
             except (NoServerAvailable, ConnectionLost) as e:
                 errors.append(str(e))
         raise NoServerAvailable("no job server reachable: " + "; ".join(errors))
@@ -255,7 +264,7 @@ class Client:
                 errors.append(str(e))
                 continue
             _, known, running, num, den = packet.args
-            status = JobStatus(known == b"1", running == b"1", _int(num), _int(den))
+            status = JobStatus(known == b"1", running == b"1", to_int(num), to_int(den))
             if status.known or len(targets) == 1:
                 return status
         if len(errors) == len(targets):
@@ -275,15 +284,15 @@ class Client:
                     raise
                 continue
             _, known, running, num, den, waiting = packet.args
-            status = JobStatus(known == b"1", running == b"1", _int(num), _int(den), _int(waiting))
+            status = JobStatus(known == b"1", running == b"1", to_int(num), to_int(den), to_int(waiting))
             if status.known:
                 return status
         return status
 
     async def _request(self, server: ServerConnection, ptype: PacketType, reply: PacketType, arg: bytes) -> Any:
-        proto = await server.get()
+        router = await server.get()
         waiter = Waiter(reply)
-        proto.send(encode_request(ptype, arg), waiter)
+        router.send(encode_request(ptype, arg), waiter)
         return await waiter.future
 
     def _server(self, address: str) -> ServerConnection:
@@ -307,11 +316,11 @@ class Client:
     async def admin(self, command: str, *, server: str | None = None) -> list[str]:
         """Send one text admin command (e.g. ``"version"``) to one server; return the answer's lines."""
         target = self._server(server) if server else self.servers[0]
-        return await admin_query(target.host, target.port, command, timeout=self.connect_timeout)
+        return await admin_query(target.endpoint, command)
 
     async def _admin_all(self, command: str) -> dict[str, list[str]]:
         results = await asyncio.gather(
-            *(admin_query(s.host, s.port, command, timeout=self.connect_timeout) for s in self.servers),
+            *(admin_query(s.endpoint, command) for s in self.servers),
             return_exceptions=True)
         answers: dict[str, list[str]] = {}
         errors: list[str] = []
@@ -327,26 +336,19 @@ class Client:
         return answers
 
 
-async def _wait(proto: ClientProtocol, waiter: Waiter) -> Result:
+async def _wait(router: Router, waiter: Waiter) -> Result:
     try:
         result: Result = await waiter.future
         return result
     finally:
         if waiter.future.cancelled() or not waiter.future.done():
-            proto.forget(waiter)  # the caller stopped waiting: leave the other jobs be
+            router.forget(waiter)  # the caller stopped waiting: leave the other jobs be
 
 
 def _priority(priority: str) -> str:
     if priority not in _FOREGROUND:
         raise ValueError(f"priority must be 'high', 'normal' or 'low', not {priority!r}")
     return priority
-
-
-def _int(value: bytes) -> int:
-    try:
-        return int(value or b"0")
-    except ValueError:
-        return 0
 
 
 _END = object()
@@ -362,7 +364,7 @@ class RunningJob:
         self._timeout = timeout
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._waiter: Waiter | None = None
-        self._proto: ClientProtocol | None = None
+        self._router: Router | None = None
         self._deadline: float | None = None
 
     @property
@@ -378,13 +380,13 @@ class RunningJob:
         self._waiter = waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=self._events.put_nowait)
         waiter.future.add_done_callback(lambda _: self._events.put_nowait(_END))
         async with asyncio.timeout_at(self._deadline):
-            self._proto = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
+            self._router = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._waiter is not None and self._proto is not None and not self._waiter.future.done():
-            self._proto.forget(self._waiter)  # left early: stop routing to us
+        if self._waiter is not None and self._router is not None and not self._waiter.future.done():
+            self._router.forget(self._waiter)  # left early: stop routing to us
             self._waiter.future.cancel()
 
     def __aiter__(self) -> AsyncIterator[Progress]:
@@ -412,8 +414,8 @@ class RunningJob:
         except TimeoutError as e:
             if self._deadline is None or asyncio.get_running_loop().time() < self._deadline:
                 raise
-            if self._waiter is not None and self._proto is not None:
-                self._proto.forget(self._waiter)
+            if self._waiter is not None and self._router is not None:
+                self._router.forget(self._waiter)
                 self._waiter.future.cancel()
             raise JobTimeout(f"job {self._args[0]!r} did not finish within {self._timeout}s") from e
 

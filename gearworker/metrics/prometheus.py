@@ -23,11 +23,13 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import __version__
+from .. import __version__
+
+__all__ = ["BUCKETS", "OUTCOMES", "STATES", "Metrics", "serve"]
 
 log = structlog.get_logger("gearworker.metrics")
 
-OUTCOMES = ("complete", "fail", "timeout", "crash", "handed_back")
+OUTCOMES = ("complete", "fail", "timeout", "crash", "handed_back", "abandoned")
 STATES = ("connected", "connecting", "down")
 #: Job durations span echo (tens of microseconds) to photo resizes (seconds).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

@@ -28,7 +28,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from .errors import HandlerError
+from ..errors import HandlerError
+
+__all__ = [
+    "MODULE_PREFIX",
+    "Handler",
+    "HandlerOptions",
+    "Registry",
+    "discover",
+    "handler",
+    "handlers_in",
+    "load_module",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

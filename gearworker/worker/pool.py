@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import multiprocessing
 import multiprocessing.forkserver
@@ -36,13 +35,16 @@ from typing import Any
 
 import structlog
 
-from . import config, logs
-from .config import Settings
-from .job import CpuJob, CpuJobSpec, to_bytes
+from .. import config, logs
+from ..config import Settings
+from ..metrics import NO_METRICS, MetricsSink
+from ..payload import to_bytes
+from ..procs import die_with_parent
+from .job import CpuJob, CpuJobSpec, Reporter
+
+__all__ = ["ChildDied", "Pool", "PoolTimeout"]
 
 log = structlog.get_logger("gearworker.pool")
-
-_PR_SET_PDEATHSIG = 1
 
 # Set in each child by _child_init.
 _reports: Any = None
@@ -77,18 +79,19 @@ class _Channel:
 
 
 @dataclass(slots=True)
+class _Call:
+    """One job running in a slot: where its reports go, and its end marker."""
+
+    end: asyncio.Future[None]  # set when the child's "end" report, sent after all others, arrives
+    on_report: Reporter
+
+
+@dataclass(slots=True)
 class _Slot:
     index: int
     executor: ProcessPoolExecutor
     channel: _Channel
     busy: bool = False
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when our parent exits (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _exit_with_worker(worker: int) -> None:
@@ -117,7 +120,7 @@ def _exit_with_worker(worker: int) -> None:
 
 def _child_init(reports: Any, settings: Settings, parent: int) -> None:
     global _reports
-    _die_with_parent()  # the forkserver (our real parent) died
+    die_with_parent()  # the forkserver (our real parent) died
     _exit_with_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _reports = reports
@@ -127,7 +130,7 @@ def _child_init(reports: Any, settings: Settings, parent: int) -> None:
     config.activate(settings)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     # Import the handler modules so that pickled function references resolve.
-    from .handlers import discover
+    from .registry import discover
 
     discover(settings.handlers_dir, settings.aliases)
 
@@ -156,20 +159,15 @@ def _noop() -> int:
 class Pool:
     """``size`` single-process slots; :meth:`run` runs one job in a free slot."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        on_report: Callable[[int, str, tuple[bytes, ...]], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> None:
         self.size = settings.processes
+        self._metrics = metrics
         self.restarts = 0
         self._ctx = multiprocessing.get_context("forkserver")
         self._settings = settings
         self._max_tasks = settings.max_tasks_per_child
-        self._on_report = on_report
         self._slots: list[_Slot] = []
-        self._ends: dict[int, asyncio.Future[None]] = {}
+        self._calls: dict[int, _Call] = {}  # jobs running in a slot, by token
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -222,15 +220,18 @@ class Pool:
 
     def _dispatch(self, item: tuple[int, str, tuple[bytes, ...]]) -> None:
         token, kind, args = item
+        call = self._calls.get(token)
+        if call is None:
+            return  # a report of a job already ended (timed out, its process killed)
         if kind == "end":
-            fut = self._ends.get(token)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-        elif self._on_report is not None:
-            self._on_report(token, kind, args)
+            if not call.end.done():
+                call.end.set_result(None)
+        else:
+            call.on_report(kind, args)
 
-    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None) -> tuple[bool, bytes]:
-        """Run ``func`` on ``spec`` in a free slot.
+    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None,
+                  on_report: Reporter) -> tuple[bool, bytes]:
+        """Run ``func`` on ``spec`` in a free slot; ``on_report`` gets its progress reports, in order.
 
         Returns ``(ok, result_or_message)``; raises :class:`PoolTimeout` or
         :class:`ChildDied`, after which the slot has been replaced.  The caller
@@ -240,7 +241,8 @@ class Pool:
         slot = next(s for s in self._slots if not s.busy)
         slot.busy = True
         loop = asyncio.get_running_loop()
-        end = self._ends[spec.token] = loop.create_future()
+        end = loop.create_future()
+        self._calls[spec.token] = _Call(end, on_report)
         try:
             try:
                 fut = loop.run_in_executor(slot.executor, _child_run, func, spec)
@@ -253,6 +255,12 @@ class Pool:
             try:
                 async with asyncio.timeout(timeout):
                     ok, data = await fut
+            except asyncio.CancelledError:
+                # Shutdown past its grace period, or the job's connection dropped:
+                # the process must stop too, or the slot would stay busy with a
+                # job nobody waits for.
+                self._replace(slot, kill=True)
+                raise
             except TimeoutError:
                 self._replace(slot, kill=True)
                 raise PoolTimeout(f"ran past its {timeout:g}s timeout; its pool process was killed") from None
@@ -266,7 +274,7 @@ class Pool:
                     await end
             return ok, data
         finally:
-            self._ends.pop(spec.token, None)
+            del self._calls[spec.token]
             slot.busy = False
 
     def _replace(self, slot: _Slot, *, kill: bool) -> int | None:
@@ -285,6 +293,7 @@ class Pool:
         slot.channel.close()
         slot.executor, slot.channel = self._new_slot_parts()
         self.restarts += 1
+        self._metrics.pool_restart()
         log.warning("pool.restarted", slot=slot.index, exitcode=code, killed=kill)
         return code
 

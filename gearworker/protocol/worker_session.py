@@ -1,0 +1,263 @@
+"""The worker's side of one connection, sans-IO: packets in, typed events and bytes out.
+
+A :class:`WorkerSession` holds the Gearman state of one worker connection
+and enforces its rules; it does no I/O and knows no asyncio, so it is tested
+by feeding it packets (see ``tests/test_worker_session.py``).  The caller
+moves the bytes it returns and decides, from its own capacity, how many
+grabs to allow.
+
+The grab cycle::
+
+    SET_CLIENT_ID, CAN_DO f...   identify and register, after every (re)connect
+    GRAB_JOB_UNIQ x N            up to the pipeline depth while the caller has room
+    <- JOB_ASSIGN_UNIQ           JobAssigned: the caller starts it and grabs again
+    <- NO_JOB                    NoJob: grab no more; once no grab is outstanding,
+    PRE_SLEEP                    sleep: gearmand answers NOOP when work arrives
+    <- NOOP                      Woken: grab again
+
+Rules enforced here, as :class:`RemoteProtocolError` (the caller drops the
+connection): a job or NO_JOB that answers no outstanding grab; a packet a
+worker is never sent.  As :class:`LocalProtocolError` (a bug of ours):
+reporting on, or ending twice, a job this connection does not hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .codec import encode_request
+from .packets import Packet, PacketType
+
+__all__ = [
+    "Event",
+    "JobAssigned",
+    "NoJob",
+    "ServerError",
+    "Woken",
+    "WorkerSession",
+    "registration",
+]
+
+_T = PacketType
+_GRAB = encode_request(_T.GRAB_JOB_UNIQ)
+_PRE_SLEEP = encode_request(_T.PRE_SLEEP)
+_REPORTS = {"status": _T.WORK_STATUS, "data": _T.WORK_DATA, "warning": _T.WORK_WARNING}
+
+
+@dataclass(frozen=True, slots=True)
+class JobAssigned:
+    """The server handed us a job (JOB_ASSIGN, JOB_ASSIGN_UNIQ or JOB_ASSIGN_ALL)."""
+
+    handle: bytes
+    function: bytes
+    unique: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NoJob:
+    """A grab came back empty.  ``sleep`` holds PRE_SLEEP to send when this was the last grab out."""
+
+    sleep: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Woken:
+    """NOOP: work arrived for a sleeping worker; grab again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """The server answered with ERROR (logged; the connection stays)."""
+
+    code: bytes
+    text: bytes
+
+
+Event = JobAssigned | NoJob | Woken | ServerError
+
+#: What the caller keeps for each running job (the session only stores it).
+J = TypeVar("J")
+
+_WOKEN = Woken()
+_NO_JOB_AWAKE = NoJob(b"")
+_NO_JOB_SLEEP = NoJob(_PRE_SLEEP)
+_IGNORED = frozenset({_T.ECHO_RES, _T.OPTION_RES})
+
+
+def registration(functions: dict[bytes, int | None]) -> bytes:
+    """CAN_DO (or CAN_DO_TIMEOUT, with a timeout in the server's unit) for each function."""
+    out = []
+    for name, timeout in functions.items():
+        if timeout is None:
+            out.append(encode_request(_T.CAN_DO, name))
+        else:
+            out.append(encode_request(_T.CAN_DO_TIMEOUT, name, str(timeout).encode()))
+    return b"".join(out)
+
+
+class WorkerSession(Generic[J]):
+    """Gearman state of one worker connection: outstanding grabs, sleep, and the jobs it holds.
+
+    It is also the one index of the running jobs that came on this connection:
+    ``jobs`` maps each handle to what the caller :meth:`attach` es to it.
+    ``hello`` is what identifies and registers us (SET_CLIENT_ID plus the
+    CAN_DO packets); it is sent again by :meth:`connected` after every
+    reconnect, because a new connection knows nothing of us.
+    """
+
+    __slots__ = ("_hello", "depth", "drained", "grabs", "jobs", "open", "sleeping")
+
+    def __init__(self, client_id: bytes, registration: bytes, *, depth: int) -> None:
+        self._hello = encode_request(_T.SET_CLIENT_ID, client_id) + registration
+        #: Most GRAB_JOB requests in flight at once (one round trip per job would cap us at a C worker's speed).
+        self.depth = depth
+        self.open = False
+        self.grabs = 0  # outstanding GRAB_JOB_UNIQ
+        self.sleeping = False  # sent PRE_SLEEP, waiting for NOOP
+        self.drained = False  # saw NO_JOB: grab no more until NOOP or a job
+        #: The jobs this connection gave us that have not ended, by handle.
+        self.jobs: dict[bytes, J | None] = {}
+
+    # -- the connection comes and goes ----------------------------------------
+    def connected(self) -> bytes:
+        """A new connection: forget the old one's state; return the hello to send."""
+        self.open = True
+        self.grabs = 0
+        self.sleeping = self.drained = False
+        self.jobs = {}
+        return self._hello
+
+    def disconnected(self) -> tuple[int, list[J]]:
+        """The connection is gone: return the grabs that will never be answered and the jobs it held.
+
+        gearmand re-queued those jobs under the same handles; they may come
+        back on the next connection while these copies still run
+        (at-least-once delivery), and their results can no longer be sent.
+        """
+        grabs, self.grabs = self.grabs, 0
+        jobs = [job for job in self.jobs.values() if job is not None]
+        self.open = False
+        self.jobs = {}
+        return grabs, jobs
+
+    # -- grabbing ---------------------------------------------------------------
+    def wanted(self, depth: int = 0) -> int:
+        """How many more grabs this connection would send now (up to ``depth``, default its own)."""
+        if not self.open or self.sleeping or self.drained:
+            return 0
+        wanted = (depth or self.depth) - self.grabs
+        return wanted if wanted > 0 else 0
+
+    def grab(self, count: int) -> bytes:
+        """``count`` GRAB_JOB_UNIQ requests; the caller has reserved room for their jobs."""
+        self.grabs += count
+        return _GRAB * count
+
+    def poll(self) -> bytes:
+        """One grab from a sleeping connection, though no NOOP came.
+
+        gearmand 1.1.20 hands out a scheduled (epoch) job only when something
+        wakes a worker (gearmand #101): without this, an idle system never
+        runs it.  The NO_JOB that answers puts us back to sleep.
+        """
+        if not self.open or not self.sleeping or self.grabs:
+            return b""
+        self.sleeping = self.drained = False
+        self.grabs = 1
+        return _GRAB
+
+    # -- packets from the server ------------------------------------------------
+    def receive(self, packet: Packet) -> Event | None:
+        """Apply one packet from the server; return what the caller must act on, if anything."""
+        t = packet.type
+        if t is _T.JOB_ASSIGN_UNIQ:
+            self._answered()
+            handle, function, unique, data = packet.args
+            return self._assigned(handle, function, unique, data)
+        if t is _T.NO_JOB:
+            self._answered()
+            self.drained = True
+            if self.grabs:
+                return _NO_JOB_AWAKE
+            self.sleeping = True
+            return _NO_JOB_SLEEP
+        if t is _T.NOOP:
+            self.sleeping = self.drained = False
+            return _WOKEN
+        if t is _T.ERROR:
+            return ServerError(*packet.args)
+        if t is _T.JOB_ASSIGN or t is _T.JOB_ASSIGN_ALL:
+            self._answered()
+            handle, function, *rest = packet.args
+            return self._assigned(handle, function, rest[0] if t is _T.JOB_ASSIGN_ALL else b"", rest[-1])
+        if t in _IGNORED:
+            return None
+        raise RemoteProtocolError(f"unexpected {t.name} sent to a worker")
+
+    def _answered(self) -> None:
+        if not self.grabs:
+            raise RemoteProtocolError("job or NO_JOB without an outstanding GRAB_JOB")
+        self.grabs -= 1
+
+    def _assigned(self, handle: bytes, function: bytes, unique: bytes, data: bytes) -> JobAssigned:
+        # A job answering a later grab means the NO_JOB seen earlier is stale:
+        # grab again.  Without this, a pipeline whose last answer is a job ends
+        # with no grab outstanding and no PRE_SLEEP sent, so gearmand never wakes
+        # us (measured: the echo bench stalled with 336 jobs queued, 0 running).
+        self.drained = False
+        self.jobs[handle] = None
+        return JobAssigned(handle, function, unique, data)
+
+    # -- reporting on a job -------------------------------------------------------
+    def attach(self, handle: bytes, job: J) -> None:
+        """Keep ``job`` as the running copy of ``handle`` (after :class:`JobAssigned`)."""
+        if handle not in self.jobs:
+            raise LocalProtocolError(f"job {handle!r} was not assigned on this connection")
+        self.jobs[handle] = job
+
+    def holds(self, handle: bytes, job: J) -> bool:
+        """``job`` is the running copy of ``handle`` on this connection (not an older, re-queued one)."""
+        return self.jobs.get(handle) is job
+
+    def report(self, handle: bytes, kind: str, *args: bytes) -> bytes:
+        """WORK_STATUS / WORK_DATA / WORK_WARNING (``kind`` "status", "data", "warning")."""
+        if handle not in self.jobs:
+            raise LocalProtocolError(f"report on job {handle!r}, which this connection does not hold")
+        return encode_request(_REPORTS[kind], handle, *args)
+
+    def complete(self, handle: bytes, result: bytes) -> bytes:
+        """WORK_COMPLETE: the job ends."""
+        self._end(handle)
+        return encode_request(_T.WORK_COMPLETE, handle, result)
+
+    def fail(self, handle: bytes, message: bytes, *, exception: bool = False) -> bytes:
+        """End the job as failed, carrying ``message``.
+
+        With ``exception``, WORK_EXCEPTION.  Otherwise WORK_WARNING with the
+        message, then WORK_FAIL: gearmand 1.1.20 turns WORK_EXCEPTION into a
+        malformed WORK_FAIL for clients that did not ask for exceptions (Perl's
+        client dies, the gearman CLI hangs), while this pair is understood by
+        every client.
+        """
+        self._end(handle)
+        if exception:
+            return encode_request(_T.WORK_EXCEPTION, handle, message)
+        return encode_request(_T.WORK_WARNING, handle, message) + encode_request(_T.WORK_FAIL, handle)
+
+    def forget(self, handle: bytes) -> None:
+        """Stop holding a job without ending it on the wire: it is handed back.
+
+        gearmand re-queues it when this connection closes (a draining worker
+        closes a connection once it holds nothing).
+        """
+        self._end(handle)
+
+    def _end(self, handle: bytes) -> None:
+        # Exactly one of WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION ends a job.
+        try:
+            del self.jobs[handle]
+        except KeyError:
+            raise LocalProtocolError(f"job {handle!r} is not held by this connection (ended twice?)") from None
