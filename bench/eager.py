@@ -1,6 +1,6 @@
 """``gearworker run`` with handlers started eagerly: the scratch experiment for the lone-job latency target.
 
-The bench's "eager" kinds run this.  ``Worker._start`` is patched so that an
+The bench's "eager" kinds run this.  ``Runner.start`` is patched so that an
 async handler without a timeout runs its first step inside the read that
 brought its JOB_ASSIGN (``asyncio.eager_task_factory``'s idea, written for
 3.11): a handler that finishes without waiting never gets a Task, and its
@@ -25,8 +25,9 @@ from typing import Any
 
 import structlog
 
-import gearworker.worker as w
+import gearworker.worker.runner as r
 from gearworker.cli import main
+from gearworker.protocol import JobAssigned
 
 
 @types.coroutine
@@ -65,35 +66,33 @@ def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Non
     return loop.create_task(_continue(coro, yielded))
 
 
-def _start(self: Any, session: Any, stream: Any, function: Any, handle: bytes, unique: bytes, data: bytes) -> None:
-    # A copy of Worker._start (commit 0cee75e) with the last lines changed.
-    for bucket in function.buckets:
-        bucket.used += 1
-    job = w.RunningJob(self, function, handle, unique, session, stream, next(self._tokens), time.monotonic())
-    session.running[handle] = job
-    self._jobs[job.token] = job
-    self.running += 1
-    self.idle.clear()
-    self._metric("job_started", function.name)
+def _start(self: Any, conn: Any, function: Any, assigned: JobAssigned) -> Any:
+    # A copy of Runner.start (commit 3b15736) with the last lines changed.
+    assert conn.stream is not None
+    self._tokens += 1
+    job = r.ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens, time.monotonic())
+    conn.session.attach(assigned.handle, job)
+    self._metrics.job_started(function.name)
     if function.handler.cpu:
-        job.task = self._loop.create_task(self._run_cpu(job, data))
+        job.task = self._loop.create_task(self._run_cpu(job, assigned.data))
     elif function.handler.timeout is None:
-        job.task = start_eagerly(self._loop, self._run_async(job, data))
+        job.task = start_eagerly(self._loop, self._run_async(job, assigned.data))
     else:
-        job.task = self._loop.create_task(self._run_async(job, data))
+        job.task = self._loop.create_task(self._run_async(job, assigned.data))
+    return job
 
 
-w.Worker._start = _start  # type: ignore[method-assign]
+r.Runner.start = _start  # type: ignore[method-assign]
 
 if os.environ.get("BENCH_BIND_LOG") == "1":
-    # Bound once when the worker is built (logging is configured by then), not looked up through the proxy.
-    _original_init = w.Worker.__init__
+    # Bound once when the runner is built (logging is configured by then), not looked up through the proxy.
+    _original_init = r.Runner.__init__
 
     def _init(self: Any, *args: Any, **kwargs: Any) -> None:
-        w.log = structlog.get_logger("gearworker.worker").bind()
+        r.log = structlog.get_logger("gearworker.worker").bind()
         _original_init(self, *args, **kwargs)
 
-    w.Worker.__init__ = _init  # type: ignore[method-assign]
+    r.Runner.__init__ = _init  # type: ignore[method-assign]
 
 sys.argv[0] = "gearworker"
 sys.exit(main())
