@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 LABELS = {"gearworker": "gearworker (1 process)", "php": "PHP GearmanWorker (1 process)",
-          "eager": "gearworker, handlers started eagerly (experiment)"}
+          "tasks": "gearworker, handlers started as Tasks (before eager start)"}
 PERCENTILES: tuple[float, ...] = (50, 90, 99, 99.9)
 
 

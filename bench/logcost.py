@@ -4,8 +4,9 @@
     .venv/bin/python -m bench.logcost --lines 50000
 
 The line is the worker's own: ``log.info("job.done", function=..., handle=...,
-unique=..., duration=..., outcome=...)`` through a module-level
-``structlog.get_logger()`` proxy, logged from inside a running uvloop, into a
+unique=..., duration=..., outcome=...)`` through a logger bound once (as the
+worker's Runner does) or a module-level ``structlog.get_logger()`` proxy,
+logged from inside a running uvloop, into a
 pipe drained by a ``cat`` child (stderr under systemd is a journald socket: a
 write costs a system call either way).  "per turn" is how many lines one
 event-loop turn logs: 1 is a lone job (a write per line), 100 a busy worker.
@@ -66,9 +67,13 @@ def cost_us(setup: str, lines: int, per_turn: int) -> float:
             configure_previous("info", stream)
         else:
             logs.configure("warning" if setup == "new-filtered" else "info", "json", stream=stream)
-        # A proxy per set-up, like the worker's module-level one: a cached proxy keeps its first configuration.
+        logs.flush()
+        # A proxy per set-up (a cached proxy keeps its first configuration); the worker's Runner
+        # logs through the logger bound once from its proxy ("new"), the rest of the code through proxies.
         log = structlog.get_logger("gearworker.worker")
         log.info("warm-up")  # the cached logger is built on first use
+        if setup == "new":
+            log = log.bind()
         bare = uvloop.run(_turns(log, lines, per_turn, False))
         logged = uvloop.run(_turns(log, lines, per_turn, True))
         logs.flush()
@@ -79,13 +84,32 @@ def cost_us(setup: str, lines: int, per_turn: int) -> float:
         sink.wait()
 
 
+def in_worker_us(rounds: int, jobs: int = 40_000) -> tuple[float, float]:
+    """(min, median) of CPU us the line adds to a job in the worker's own path: bench.hotpath at info minus warning.
+
+    A loop of log calls alone keeps structlog's code and data in the CPU caches;
+    between jobs they are not, and the line costs more than ``cost_us`` says.
+    """
+    import re
+    import subprocess
+
+    per_level: dict[str, list[float]] = {"info": [], "warning": []}
+    for _ in range(rounds):
+        for level in per_level:  # alternated
+            out = subprocess.run([sys.executable, "-m", "bench.hotpath", "--jobs", str(jobs), "--no-metrics",
+                                  "--log-level", level], capture_output=True, text=True, check=True)
+            per_level[level].append(float(re.match(r"([\d.]+) us", out.stdout).group(1)))  # type: ignore[union-attr]
+    diffs = [a - b for a, b in zip(per_level["info"], per_level["warning"], strict=True)]
+    return min(per_level["info"]) - min(per_level["warning"]), statistics.median(diffs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.logcost", description=__doc__.split("\n")[0])
     p.add_argument("--lines", type=int, default=20_000)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args()
-    cases = [("new", 1), ("new", 100), ("previous", 1), ("previous", 100), ("new-filtered", 100)]
+    cases = [("new", 1), ("new", 100), ("new-proxy", 100), ("previous", 1), ("previous", 100), ("new-filtered", 100)]
     samples: dict[tuple[str, int], list[float]] = {c: [] for c in cases}
     for _ in range(args.rounds):
         for setup, per_turn in cases:  # alternated: a noisy minute hits every set-up alike
@@ -95,8 +119,10 @@ def main() -> None:
         print(json.dumps({"min_us": result, "median_us": {f"{s} x{n}": statistics.median(v)
                                                           for (s, n), v in samples.items()}}))
         return
-    names = {"new": "orjson + BytesLogger + batched writes", "previous": "stdlib json, write + flush per line",
-             "new-filtered": "level warning (line filtered out)"}
+    names = {"new": "orjson, batched writes, logger bound once (the Runner)",
+             "new-proxy": "the same through a module-level get_logger() proxy",
+             "previous": "stdlib json, write + flush per line, proxy",
+             "new-filtered": "level warning (line filtered out), proxy"}
     print(f"job.done log line, CPU us per line, {args.rounds} alternated rounds of {args.lines:,} lines into a pipe:\n")
     print("| set-up | lines per loop turn | min us per line | median |")
     print("|---|---|---|---|")

@@ -35,12 +35,9 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     # What a new user runs: every setting at its default, so one job.done line per job at info,
     # JSON (stderr is not a terminal) into a pipe the bench drains, as journald does under systemd.
     "gearworker-defaults": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")], {}),
-    # Scratch experiments for the lead (bench/eager.py): handlers started eagerly; and the job.done logger
-    # bound once instead of resolved through the module's lazy proxy on every call.
-    "gearworker-defaults-eager": ([sys.executable, str(BENCH / "eager.py"), "run", "--handlers",
+    # The worker before eager start (bench/tasks_first.py): every handler started as a Task. An A/B for latency.
+    "gearworker-defaults-tasks": ([sys.executable, str(BENCH / "tasks_first.py"), "run", "--handlers",
                                    str(BENCH / "handlers")], {}),
-    "gearworker-defaults-eager-bound": ([sys.executable, str(BENCH / "eager.py"), "run", "--handlers",
-                                         str(BENCH / "handlers")], {"BENCH_BIND_LOG": "1"}),
     # Tuned for the tiny-job flood: no per-job log line, room for all 500 jobs in flight.
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
     # The two changes proposed in README's Performance section, measured before they are made:
