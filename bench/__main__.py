@@ -105,6 +105,9 @@ def main() -> None:
     if args.quick:
         args.runs, args.seconds = 1, 1.0
     chosen = {"tiny" if c == "throughput" else c for c in (args.only or CASES)}
+    from gearworker import logs
+
+    logs.configure("warning", "json")  # the in-process Client's info lines would land among the tables
     if not shutil.which("php"):
         raise SystemExit("php-cli with php-gearman is needed: apt-get install php-cli php-gearman")
     started = time.monotonic()
