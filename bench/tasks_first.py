@@ -18,12 +18,13 @@ from gearworker.protocol import JobAssigned
 
 
 def _start(self: Any, conn: Any, function: Any, assigned: JobAssigned) -> Any:
-    # Runner.start as it was before eager start (commit 3b15736).
+    # Runner.start as it was before eager start (main at commit d3484af).
     assert conn.stream is not None
     self._tokens += 1
     job = r.ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens, time.monotonic())
     conn.session.attach(assigned.handle, job)
-    self._metrics.job_started(function.name)
+    if self._job_metrics is not None:
+        self._job_metrics.job_started(function.name)
     if function.handler.cpu:
         job.task = self._loop.create_task(self._run_cpu(job, assigned.data))
     else:

@@ -27,7 +27,10 @@ def parse_address(
     if text.isdigit():
         host, port_text = "", text
     elif text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            # "[::1:4730" or "[::1]4730" is a typo, not an address: say so now, not at connect time.
+            raise ValueError(f"bad address {text!r}: expected [IPV6]:PORT")
         port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
         host, port_text = text.split(":")

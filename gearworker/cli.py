@@ -77,12 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
+    from .server import EarlySignals
 
+    early = EarlySignals()  # first: a stop requested while we start up is a clean stop
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     registry = load_handlers(settings)
     try:
-        return _run_loop(_serve(settings, registry))
+        return _run_loop(_serve(settings, registry, early))
     finally:
         logs.flush()  # the last loop turn's lines (the atexit hook would too; this keeps them before any traceback)
 
@@ -100,11 +102,11 @@ def load_handlers(settings: Any) -> Any:
     return registry
 
 
-async def _serve(settings: Any, registry: Any) -> int:
+async def _serve(settings: Any, registry: Any, early: Any) -> int:
     from .server import Server
 
     server = Server(settings, registry)
-    server.install_signal_handlers()
+    server.install_signal_handlers(early)
     return await server.serve()
 
 

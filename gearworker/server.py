@@ -29,7 +29,7 @@ from .worker.worker import Worker
 if TYPE_CHECKING:
     from .metrics.prometheus import Metrics
 
-__all__ = ["Server"]
+__all__ = ["EarlySignals", "Server"]
 
 log = structlog.get_logger("gearworker.server")
 
@@ -70,10 +70,15 @@ class Server:
             log.info("server.stopping", signal=signal.Signals(signum).name, grace=self.settings.grace_period)
             self.should_exit.set()
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, early: EarlySignals | None = None) -> None:
+        """Route SIGTERM and SIGINT to :meth:`handle_signal`; replay those ``early`` caught before the loop ran."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_signal, sig)
+        if early is not None:
+            for signum in early.received:
+                self.handle_signal(signum)
+
 
     # -- startup --------------------------------------------------------------
     async def startup(self) -> None:
@@ -199,3 +204,20 @@ def _prometheus() -> Metrics | None:
     except ImportError:  # prometheus-client not installed: metrics are optional
         return None
     return Metrics()
+
+
+class EarlySignals:
+    """Catches SIGTERM and SIGINT from process start until the event loop takes them over.
+
+    Importing handlers and starting the pool take a while; a stop requested
+    then (systemd, a test, a chaos monkey) must still be a clean stop, exit 0,
+    not death by the default action (found by the chaos test: exit -15).
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._record)
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.received.append(signum)

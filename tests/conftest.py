@@ -20,6 +20,17 @@ from gearmand import Gearmand
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
+    """The transport's tests run on both loops: the worker uses uvloop, whose transports differ in detail."""
+    if item.path.name != "test_transport.py":
+        return None
+    import asyncio
+
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="run the reliability suite at full size")
 

@@ -367,3 +367,66 @@ def test_job_of_a_pool_process_killed_from_outside_runs_again(start_worker: Star
     out, err = bystander.communicate(timeout=30)
     assert out == f"first {pidfile.read_text()}".encode(), err
     assert events(w, "job.retry") and events(w, "pool.restarted")
+
+
+SLOW_IMPORT = '''
+import os, time
+from pathlib import Path
+from gearworker import handler
+
+Path(os.environ["GW_TEST_MARKER"]).write_text("importing")
+time.sleep(float(os.environ.get("GW_TEST_IMPORT_SLEEP", "0")))
+
+
+@handler("echo")
+async def echo(job):
+    return job.workload
+'''
+
+DIES_ONCE_IN_THE_POOL = '''
+import multiprocessing, os
+from gearworker import handler
+
+# Only in a pool process, and only in the first one to get here: die while the pool starts.
+if multiprocessing.parent_process() is not None:
+    try:
+        os.close(os.open(os.environ["GW_TEST_MARKER"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        pass
+    else:
+        os._exit(3)
+
+
+@handler("cpu_twice", cpu=True)
+def cpu_twice(job):
+    return job.workload * 2
+'''
+
+
+def test_sigterm_while_starting_up_is_a_clean_stop(gearmand: Gearmand, tmp_path: Path) -> None:
+    """A stop requested while handlers still import (before the event loop runs) exits 0 through shutdown,
+    not by the signal's default action (the chaos test saw exit -15)."""
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    marker = tmp_path / "marker"
+    w = WorkerProcess([gearmand.address], handlers=tmp_path,
+                      env={"GW_TEST_MARKER": str(marker), "GW_TEST_IMPORT_SLEEP": "1.5"})
+    w.start()
+    wait_until(marker.exists, what="the handler module to start importing")
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0, w.log_text()
+    assert events(w, "server.stopping") and events(w, "server.stopped")
+
+
+def test_a_pool_process_killed_while_the_pool_starts_is_replaced(gearmand: Gearmand, tmp_path: Path) -> None:
+    """A pool process that dies during start-up (OOM killer, an operator) is replaced and the worker serves,
+    instead of exiting with a BrokenProcessPool traceback (found by the chaos test: exit 1)."""
+    (tmp_path / "dies_once.py").write_text(DIES_ONCE_IN_THE_POOL)
+    w = WorkerProcess([gearmand.address], handlers=tmp_path, args=["--processes", "2"],
+                      env={"GW_TEST_MARKER": str(tmp_path / "died")})
+    try:
+        w.start(wait_for="cpu_twice", gearmand=gearmand)
+        assert run_gearman_cli(gearmand.port, "cpu_twice", b"ab")[1] == b"abab"
+        assert events(w, "pool.restarted")
+        assert (tmp_path / "died").exists()
+    finally:
+        assert w.stop() == 0, w.log_text()

@@ -27,12 +27,15 @@ def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(
     a = WorkerProcess([gearmand.address], args=["--processes", "1"]).start(wait_for="slow_cpu", gearmand=gearmand)
     b = WorkerProcess([gearmand.address], args=["--processes", "1"])
     try:
-        submit_background(gearmand, "slow_cpu", "3", 2)
+        # 8 s jobs: worker b must start and register (pool start-up included) while a's job still runs,
+        # even on a loaded machine (3 s was too short there: a finished first and took the second job).
+        submit_background(gearmand, "slow_cpu", "8", 2)
         wait_for(lambda: gearmand.status()["slow_cpu"][1] == 1)
         for _ in range(10):  # stays so: worker a holds one job, the other waits on the server
             assert gearmand.status()["slow_cpu"][:2] == (2, 1)
             time.sleep(0.1)
-        b.start(wait_for="slow_cpu", gearmand=gearmand)
+        b.start()
+        b.wait_registered(gearmand, "slow_cpu", workers=2)  # b itself, not a, which registered long ago
         wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (2, 2))  # both run at once, one on each worker
         wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (0, 0))
     finally:

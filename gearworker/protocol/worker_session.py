@@ -85,6 +85,7 @@ _WOKEN = Woken()
 _NO_JOB_AWAKE = NoJob(b"")
 _NO_JOB_SLEEP = NoJob(_PRE_SLEEP)
 _IGNORED = frozenset({_T.ECHO_RES, _T.OPTION_RES})
+_MISSING = object()
 
 
 def registration(functions: dict[bytes, int | None]) -> bytes:
@@ -230,7 +231,8 @@ class WorkerSession(Generic[J]):
 
     def complete(self, handle: bytes, result: bytes) -> bytes:
         """WORK_COMPLETE: the job ends."""
-        self._end(handle)
+        if self.jobs.pop(handle, _MISSING) is _MISSING:  # _end() inlined: once per job
+            raise LocalProtocolError(f"job {handle!r} is not held by this connection (ended twice?)")
         return encode_request(_T.WORK_COMPLETE, handle, result)
 
     def fail(self, handle: bytes, message: bytes, *, exception: bool = False) -> bytes:

@@ -201,8 +201,24 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         self._slots = [_Slot(i, *self._new_slot_parts()) for i in range(self.size)]
         started = time.monotonic()
-        pids = await asyncio.gather(*(self._loop.run_in_executor(s.executor, _noop) for s in self._slots))
+        pids = await asyncio.gather(*(self._start_slot(s) for s in self._slots))
         log.info("pool.started", processes=self.size, pids=list(pids), duration=round(time.monotonic() - started, 3))
+
+    async def _start_slot(self, slot: _Slot, attempts: int = 3) -> int:
+        """Start ``slot``'s process; one killed while it starts (OOM killer, an operator) is replaced.
+
+        Without this, a pool process killed during start-up made the whole
+        worker exit with a BrokenProcessPool traceback (found by the chaos test).
+        """
+        assert self._loop is not None
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._loop.run_in_executor(slot.executor, _noop)
+            except BrokenProcessPool:
+                if attempt == attempts:
+                    raise
+                self._replace(slot, kill=False)
+        raise AssertionError("unreachable")
 
     def _read_reports(self, reader: Connection) -> None:
         # Blocking reads belong in a thread; hand each report to the loop.

@@ -1,0 +1,234 @@
+"""gearworker.worker.pool.Pool: reports before results, per-slot timeouts and crashes, cancellation, close().
+
+A real pool (forkserver, two single-process slots) runs handlers from a
+temporary handlers folder, as the worker's would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from itertools import count
+from pathlib import Path
+
+import psutil
+import pytest
+
+from gearworker import config
+from gearworker.worker.job import CpuJobSpec
+from gearworker.worker.pool import ChildDied, Pool, PoolTimeout
+from gearworker.worker.registry import Registry, discover
+
+HANDLERS = '''
+import os, time
+from gearworker import handler
+
+@handler("progress", cpu=True)
+def progress(job):
+    for i in range(1, 31):
+        job.status(i, 30)
+        job.send_data(str(i))
+    job.warning("last")
+    return job.workload + b" done"
+
+@handler("pid_then_sleep", cpu=True)
+def pid_then_sleep(job):
+    job.send_data(str(os.getpid()))
+    time.sleep(float(job.workload or b"60"))
+    return b"slept"
+
+@handler("pid", cpu=True)
+def pid(job):
+    return str(os.getpid())
+
+@handler("boom", cpu=True)
+def boom(job):
+    raise KeyError("no such photo")
+'''
+
+Report = tuple[str, tuple[bytes, ...]]
+_tokens = count(1)
+
+
+def spec(function: str, workload: bytes = b"") -> CpuJobSpec:
+    token = next(_tokens)
+    return CpuJobSpec(token, function, f"H:{token}".encode(), b"", workload)
+
+
+def collect(into: list[Report]) -> Callable[[str, tuple[bytes, ...]], None]:
+    def on_report(kind: str, args: tuple[bytes, ...]) -> None:
+        into.append((kind, args))
+
+    return on_report
+
+
+def ignore(kind: str, args: tuple[bytes, ...]) -> None:
+    pass
+
+
+async def first_report(reports: list[Report], timeout: float = 30.0) -> Report:
+    """Wait (on the loop) until a report has arrived."""
+    async with asyncio.timeout(timeout):
+        while not reports:
+            await asyncio.sleep(0.01)
+    return reports[0]
+
+
+async def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+            await asyncio.sleep(0.02)
+            continue
+        return True
+    return False
+
+
+def live_children() -> set[int]:
+    """Pids of every live descendant of this test process (zombies excluded)."""
+    found = set()
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+    return found
+
+
+def is_resource_tracker(pid: int) -> bool:
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    (tmp_path / "pool_unit.py").write_text(HANDLERS)
+    return discover(tmp_path)
+
+
+@pytest.fixture
+async def pool(tmp_path: Path, registry: Registry) -> AsyncIterator[Pool]:
+    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
+                                              "processes": 2, "log_level": "error"})
+    p = Pool(settings)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await asyncio.wait_for(p.close(), 30)
+
+
+async def run(pool: Pool, registry: Registry, function: str, workload: bytes = b"",
+              timeout: float | None = 30, on_report: Callable[[str, tuple[bytes, ...]], None] = ignore,
+              ) -> tuple[bool, bytes]:
+    return await pool.run(registry.functions[function].func, spec(function, workload), timeout, on_report)
+
+
+async def test_reports_arrive_in_order_and_all_before_the_result(pool: Pool, registry: Registry) -> None:
+    """Every status/data/warning of a job reaches its on_report, in the order sent, before run() returns."""
+    reports: list[Report] = []
+    ok, result = await run(pool, registry, "progress", b"photo", on_report=collect(reports))
+    assert (ok, result) == (True, b"photo done")
+    expected: list[Report] = []
+    for i in range(1, 31):
+        expected += [("status", (str(i).encode(), b"30")), ("data", (str(i).encode(),))]
+    expected.append(("warning", (b"last",)))
+    assert reports == expected
+
+
+async def test_each_run_gets_only_its_own_reports(pool: Pool, registry: Registry) -> None:
+    """Two jobs running at once in two slots: each on_report sees its own job's reports only."""
+    a: list[Report] = []
+    b: list[Report] = []
+    results = await asyncio.gather(run(pool, registry, "progress", b"a", on_report=collect(a)),
+                                   run(pool, registry, "progress", b"b", on_report=collect(b)))
+    assert list(results) == [(True, b"a done"), (True, b"b done")]
+    assert len(a) == len(b) == 61
+    assert a == b  # same handler, same reports, none crossed over or lost
+
+
+async def test_a_handler_exception_is_a_failed_result_not_an_error(pool: Pool, registry: Registry) -> None:
+    """An exception in the handler comes back as (False, "Type: message"); the slot is not replaced."""
+    assert await run(pool, registry, "boom") == (False, b"KeyError: 'no such photo'")
+    assert pool.restarts == 0
+    assert pool.free == 2
+
+
+async def test_a_timeout_kills_and_replaces_only_that_slot(pool: Pool, registry: Registry) -> None:
+    """PoolTimeout kills the late job's process; a job in the other slot runs on to its result."""
+    slow_reports: list[Report] = []
+    other_reports: list[Report] = []
+    other = asyncio.create_task(run(pool, registry, "pid_then_sleep", b"1.5", on_report=collect(other_reports)))
+    await first_report(other_reports)
+    with pytest.raises(PoolTimeout, match=r"^ran past its 0.3s timeout; its pool process was killed$"):
+        await run(pool, registry, "pid_then_sleep", b"60", timeout=0.3, on_report=collect(slow_reports))
+    late_pid = int(slow_reports[0][1][0])
+    other_pid = int(other_reports[0][1][0])
+    assert await gone(late_pid)
+    assert psutil.pid_exists(other_pid)
+    assert await other == (True, b"slept")  # the other slot's job was not touched
+    assert pool.restarts == 1
+    assert pool.free == 2 and pool.healthy
+    ok, pid = await run(pool, registry, "pid")
+    assert ok and int(pid) != late_pid  # the replaced slot runs jobs in a new process
+
+
+async def test_a_child_killed_from_outside_raises_child_died_and_the_slot_is_rebuilt(
+    pool: Pool, registry: Registry
+) -> None:
+    """SIGKILL of the pool process mid-job (OOM killer): ChildDied says so, and the next job runs."""
+    reports: list[Report] = []
+    task = asyncio.create_task(run(pool, registry, "pid_then_sleep", b"60", on_report=collect(reports)))
+    _, (pid,) = await first_report(reports)
+    os.kill(int(pid), signal.SIGKILL)
+    with pytest.raises(ChildDied, match=r"^pool process died \(killed by SIGKILL\)$"):
+        await task
+    assert pool.restarts == 1
+    assert pool.free == 2 and pool.healthy
+    results = await asyncio.gather(run(pool, registry, "progress", b"x"), run(pool, registry, "progress", b"y"))
+    assert list(results) == [(True, b"x done"), (True, b"y done")]
+
+
+async def test_cancelling_a_run_kills_its_process_and_frees_the_slot(pool: Pool, registry: Registry) -> None:
+    """A cancelled run (shutdown, dropped connection) does not leave its job running: the process is killed."""
+    reports: list[Report] = []
+    task = asyncio.create_task(run(pool, registry, "pid_then_sleep", b"60", on_report=collect(reports)))
+    _, (pid,) = await first_report(reports)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gone(int(pid))
+    assert pool.restarts == 1
+    assert pool.free == 2
+    # Both slots work again, including the one that was cancelled.
+    results = await asyncio.gather(run(pool, registry, "pid"), run(pool, registry, "pid"))
+    assert all(ok for ok, _ in results)
+    assert int(pid) not in {int(p) for _, p in results}
+
+
+async def test_close_leaves_no_child_process(tmp_path: Path, registry: Registry) -> None:
+    """After close(), even after a slot was replaced, no pool process or forkserver is left (recursively).
+
+    multiprocessing's resource tracker is the one exception, documented in pool.py: it exits with us.
+    """
+    before = live_children()
+    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
+                                              "processes": 2, "log_level": "error"})
+    p = Pool(settings)
+    await p.start()
+    try:
+        with pytest.raises(PoolTimeout):
+            await run(p, registry, "pid_then_sleep", b"60", timeout=0.2)
+        assert await run(p, registry, "pid") != (False, b"")
+        assert len(live_children() - before) >= 2  # two pool processes (and the forkserver, unless one ran before)
+    finally:
+        await asyncio.wait_for(p.close(), 30)
+    left = {pid for pid in live_children() - before if not is_resource_tracker(pid)}
+    assert left == set(), [psutil.Process(pid).cmdline() for pid in left]
