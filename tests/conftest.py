@@ -20,12 +20,16 @@ from gearmand import Gearmand
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
-    """The transport's tests run on both loops: the worker uses uvloop, whose transports differ in detail."""
-    if item.path.name != "test_transport.py":
-        return None
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """The transport's tests run on both loops: the worker uses uvloop, whose transports differ in detail.
+
+    Every other test gets asyncio's loop: pytest-asyncio 1.5 refuses a None answer
+    ("must return a non-empty mapping") once this hook exists.
+    """
     import asyncio
 
+    if item.path.name != "test_transport.py":
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
