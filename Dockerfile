@@ -15,10 +15,19 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-# The package first, so that editing handlers or settings does not reinstall it.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone: editing the code then rebuilds in seconds
+# instead of reinstalling Pillow, pyvips, uvicorn... (about a minute).
+COPY pyproject.toml ./
+# The build backend too, so that installing the package needs no download.
+RUN python -c "import tomllib; t = tomllib.load(open('pyproject.toml', 'rb')); p = t['project']; \
+print('\n'.join(t['build-system']['requires'] + p['dependencies'] \
+                 + [r for e in ('images', 'web', 'metrics') for r in p['optional-dependencies'][e]]))" \
+    > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+# Then the package, so that editing handlers or settings does not reinstall it.
+COPY README.md ./
 COPY gearworker ./gearworker
-RUN pip install '.[images,web,metrics]'
+RUN pip install --no-deps --no-build-isolation '.[images,web,metrics]'
 COPY handlers ./handlers
 COPY settings.py ./
 

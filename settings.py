@@ -196,3 +196,50 @@ Reference: docs/settings.md.
 # Largest upload accepted by the web app and the resize handler, in bytes (50 MiB).
 # env GEARWORKER_MAX_UPLOAD_BYTES
 # MAX_UPLOAD_BYTES = 52428800
+
+# --- Web app (gearworker web) -------------------------------------------------
+
+# Folder where the web app keeps photos: originals, copies and metadata, one
+# folder per photo; they survive a restart.  In compose: the "photos" volume.
+# env GEARWORKER_WEB_STORAGE_ROOT    flag --storage-root DIR
+# WEB_STORAGE_ROOT = "var/photos"
+
+# Photos the web app keeps; past this, the oldest finished photos are deleted.
+# env GEARWORKER_WEB_MAX_PHOTOS
+# WEB_MAX_PHOTOS = 500
+
+# Bytes of photos (originals + copies) the web app keeps (2 GiB).
+# env GEARWORKER_WEB_MAX_STORED_BYTES
+# WEB_MAX_STORED_BYTES = 2147483648
+
+# "bytes": the photo travels inside the resize job and the copies come back in
+# its result (workers anywhere).  "file": the worker reads the original from
+# and writes the copies to the shared storage root itself (its STORAGE_ROOTS
+# must include WEB_STORAGE_ROOT, mounted at the same path).
+# env GEARWORKER_WEB_PHOTO_MODE    flag --photo-mode MODE
+# WEB_PHOTO_MODE = "bytes"
+
+# A login for the web app: the output of `gearworker web --hash-password`
+# (scrypt).  None: no login (then the app only listens on loopback, unless
+# WEB_ALLOW_INSECURE_REMOTE).
+# env GEARWORKER_WEB_PASSWORD_HASH
+# WEB_PASSWORD_HASH = None
+
+# Let the web app listen on a non-loopback address without a login (when a
+# reverse proxy or a firewall guards the port).
+# env GEARWORKER_WEB_ALLOW_INSECURE_REMOTE    flag --allow-insecure-remote
+# WEB_ALLOW_INSECURE_REMOTE = False
+
+# Host names the web app answers to besides localhost, loopback addresses and
+# its --host address (e.g. ["photos.example.org"]); ["*"]: any.  Other names
+# are refused (421): a defence against DNS rebinding.
+# env GEARWORKER_WEB_ALLOWED_HOSTS=photos.example.org,gearworker
+# WEB_ALLOWED_HOSTS = []
+
+# Jobs and photos one client address may submit per minute (429 past it).
+# env GEARWORKER_WEB_RATE_LIMIT
+# WEB_RATE_LIMIT = 600
+
+# Seconds a foreground job or a photo from the web app may wait and run.
+# env GEARWORKER_WEB_JOB_TIMEOUT
+# WEB_JOB_TIMEOUT = 300.0

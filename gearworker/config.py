@@ -80,6 +80,20 @@ class Settings:
     storage_roots: list[str] = _doc("folders handlers may read and write in file mode", default_factory=list)
     max_image_pixels: int = _doc("largest image (width x height) the resize handler decodes", default=100_000_000)
     max_upload_bytes: int = _doc("largest upload accepted by the web app and resize handler", default=50 * 1024 * 1024)
+    web_storage_root: str = _doc("folder where the web app keeps photos (originals, copies, metadata)",
+                                 default="var/photos")
+    web_max_photos: int = _doc("photos the web app keeps; the oldest finished ones go first", default=500)
+    web_max_stored_bytes: int = _doc("bytes of photos (originals + copies) the web app keeps", default=2 * 1024**3)
+    web_photo_mode: str = _doc("'bytes' (photos travel in the job) or 'file' (worker reads and writes the "
+                               "shared storage root)", default="bytes")
+    web_password_hash: str | None = _doc("login for the web app: a hash from `gearworker web --hash-password`; "
+                                         "None: no login", default=None)
+    web_allow_insecure_remote: bool = _doc("let the web app listen on a non-loopback address without a login",
+                                           default=False)
+    web_allowed_hosts: list[str] = _doc("Host names the web app answers besides loopback and its listen address; "
+                                        "'*': any", default_factory=list)
+    web_rate_limit: int = _doc("jobs and photos one client may submit per minute", default=600)
+    web_job_timeout: float = _doc("seconds a foreground job from the web app may wait and run", default=300.0)
 
     source: str = field(default="defaults", metadata={"internal": True})
     #: Where each value not left at its default came from (a file, an environment variable, "command line").
@@ -88,13 +102,14 @@ class Settings:
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` for the first bad value; return self."""
         for name in ("concurrency", "processes", "grab_pipeline", "max_packet_size",
-                     "max_image_pixels", "max_upload_bytes"):
+                     "max_image_pixels", "max_upload_bytes", "web_max_photos", "web_max_stored_bytes",
+                     "web_rate_limit"):
             if getattr(self, name) < 1:
                 self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             self._fail("max_tasks_per_child", f"must be >= 1 or None, got {self.max_tasks_per_child!r}")
         for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout",
-                     "heartbeat_interval", "heartbeat_timeout", "idle_poll"):
+                     "heartbeat_interval", "heartbeat_timeout", "idle_poll", "web_job_timeout"):
             value = getattr(self, name)
             # NaN passes every comparison, so test for it explicitly.
             if not math.isfinite(value) or value < 0:
@@ -131,12 +146,21 @@ class Settings:
             ("failure_style", self.failure_style, {"fail", "exception"}),
             ("log_format", self.log_format, {"auto", "json", "console"}),
             ("log_level", self.log_level, {"debug", "info", "warning", "error"}),
+            ("web_photo_mode", self.web_photo_mode, {"bytes", "file"}),
         ):
             if value not in allowed:
                 self._fail(name, f"must be one of {sorted(allowed)}, got {value!r}")
         for name, limit in self.handler_concurrency.items():
             if not isinstance(limit, int) or limit < 1:
                 self._fail("handler_concurrency", f"limit for {name!r} must be an int >= 1, got {limit!r}")
+        if not self.web_storage_root:
+            self._fail("web_storage_root", "must name a folder")
+        if self.web_password_hash is not None:
+            from .web.login import check_hash_format  # the one place that knows the hash formats
+
+            problem = check_hash_format(self.web_password_hash)
+            if problem:
+                self._fail("web_password_hash", problem)
         if not 1 <= self.local_gearmand_port <= 65535:
             self._fail("local_gearmand_port", "must be a TCP port (1-65535)")
         return self

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -220,16 +220,47 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_has_gearmand_workers_and_web_built_from_the_dockerfile(compose: dict[str, Any]) -> None:
-    """Services gearmand, worker (several) and web, all built from the Dockerfile in the repo, all with healthchecks."""
+    """Services gearmand, worker (several) and web, all running the image built from the Dockerfile in the repo,
+    all with healthchecks.  The image is built once (by gearmand's `build`) and tagged with the `image` name the
+    other two run: podman-compose builds once per service and per replica otherwise, in parallel."""
     services = compose["services"]
     assert set(services) >= {"gearmand", "worker", "web"}
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["gearmand"], builders
+    build = services["gearmand"]["build"]
+    context = build if isinstance(build, str) else build["context"]
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+    image = services["gearmand"]["image"]
+    assert re.fullmatch(r"\$\{GW_IMAGE:-gearworker:latest\}", image), image  # overridable, e.g. by the tests
     for name in ("gearmand", "worker", "web"):
-        build = services[name]["build"]
-        context = build if isinstance(build, str) else build["context"]
-        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
-        assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
+        assert services[name]["image"] == image
         assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    # podman-compose 1.6 ignores replicas unless the mode (Compose's default) is spelled out.
+    assert services["worker"]["deploy"] == {"mode": "replicated", "replicas": services["worker"]["deploy"]["replicas"]}
     assert services["worker"]["deploy"]["replicas"] >= 2
+
+
+def test_compose_gives_every_service_an_explicit_stop_grace_period(compose: dict[str, Any]) -> None:
+    """Each service says how long it may take to stop (through podman's Docker API, Compose v2 SIGKILLed a service
+    without one at once); the web app's outlasts its own graceful timeout."""
+    for name, service in compose["services"].items():
+        assert "stop_grace_period" in service, name
+    graceful = re.search(r"timeout_graceful_shutdown=(\d+)", Path(web_cli.__file__).read_text())
+    assert graceful is not None
+    assert seconds(compose["services"]["web"]["stop_grace_period"]) > int(graceful.group(1))
+
+
+def test_compose_publishes_gearmand_and_web_on_loopback_only(compose: dict[str, Any]) -> None:
+    """gearmand (4730) and the web app (8000) are published on 127.0.0.1 only, on host ports set by GW_GEARMAND_PORT
+    and GW_WEB_PORT (the tests run stacks side by side on free ports)."""
+    services = compose["services"]
+    expected = {"gearmand": "127.0.0.1:${GW_GEARMAND_PORT:-4730}:4730", "web": "127.0.0.1:${GW_WEB_PORT:-8000}:8000"}
+    for name, port in expected.items():
+        assert services[name]["ports"] == [port]
+    assert "ports" not in services["worker"]
+    # Compose variables are not GEARWORKER_ names: those are settings, and an unknown one is an error.
+    assert not re.search(r"\$\{GEARWORKER_", COMPOSE.read_text())
 
 
 def test_compose_gearmand_keeps_its_queue_on_a_volume(compose: dict[str, Any]) -> None:
@@ -293,6 +324,18 @@ def test_compose_shares_a_photos_volume_between_workers_and_web(compose: dict[st
         assert mounts.get("photos") == "/data/photos"
         assert "/data/photos" in settings_from_env(services[name]["environment"]).storage_roots
     assert "photos" in compose["volumes"]
+
+
+def test_compose_web_keeps_its_photos_on_the_photos_volume(compose: dict[str, Any]) -> None:
+    """The web app's storage root lies inside the photos volume, so photos outlive the web container; it is
+    reachable from the host's loopback only unless a login is set."""
+    web = compose["services"]["web"]
+    mounts = {target: source for source, target in (v.split(":")[:2] for v in web["volumes"])}
+    settings = settings_from_env(web["environment"])
+    root = PurePosixPath(settings.web_storage_root)
+    assert any(root.is_relative_to(target) and source in compose["volumes"] for target, source in mounts.items())
+    if settings.web_allow_insecure_remote and not settings.web_password_hash:
+        assert all(port.startswith("127.0.0.1:") for port in web["ports"])
 
 
 # -- Dockerfile ------------------------------------------------------------------

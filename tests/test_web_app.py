@@ -12,6 +12,7 @@ import io
 import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,14 +33,24 @@ def jpeg(width: int = 64, height: int = 48) -> bytes:
     return out.getvalue()
 
 
+CSRF = "test-csrf-token"
+
+
 @pytest.fixture
-async def make_client() -> AsyncIterator[Any]:
-    """Build an app for some servers and an httpx client talking to it in-process."""
+async def make_client(tmp_path: Path) -> AsyncIterator[Any]:
+    """Build an app for some servers and an httpx client talking to it in-process.
+
+    The client holds the page's security token (cookie and header), as the page does; photos go to a
+    fresh storage root under ``tmp_path``.
+    """
     made: list[tuple[Starlette, httpx.AsyncClient]] = []
 
     async def make(servers: list[str], **kwargs: Any) -> tuple[Starlette, httpx.AsyncClient]:
+        kwargs.setdefault("storage_root", str(tmp_path / "photos"))
         app = create_app(servers, **kwargs)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web")
+        await asyncio.to_thread(app.state.web.photos.load)  # what the lifespan does at start-up
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
+                                   cookies={"gw_csrf": CSRF}, headers={"x-csrf-token": CSRF})
         made.append((app, client))
         return app, client
 
@@ -54,14 +65,14 @@ async def make_client() -> AsyncIterator[Any]:
 
 
 async def events(app: Starlette, session: str = SESSION) -> list[tuple[str, dict[str, Any]]]:
-    """Wait for the app's jobs to end, then read the page's event backlog."""
+    """Wait for the app's jobs to end, then read this boot's events for the page (its own and broadcast)."""
     web = app.state.web
     await asyncio.wait_for(asyncio.gather(*web.tasks), timeout=30)
     web.hub.close()
     out = []
-    async for chunk in web.hub.stream(session):
+    async for chunk in web.hub.stream(session, f"{web.hub.boot}-0"):
         lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines() if ": " in line)
-        if "event" in lines:
+        if "event" in lines and lines["event"] != "hello":
             out.append((lines["event"], json.loads(lines["data"])))
     return out
 
@@ -70,7 +81,7 @@ async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
     """GET with a raw, un-normalised path (httpx would resolve ``..`` before sending)."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": raw_path.decode("latin-1"), "raw_path": raw_path, "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"web")], "server": ("web", 80), "client": ("127.0.0.1", 1)}
+             "headers": [(b"host", b"localhost")], "server": ("localhost", 80), "client": ("127.0.0.1", 1)}
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -220,7 +231,8 @@ async def test_jobs_form_runs_copies_in_parallel_and_lists_results(make_client: 
                           json={"function": "echo", "payload": "héllo", "copies": 3, "priority": "high"})
     assert r.status_code == 202 and len(r.json()["jobs"]) == 3
     finals = {d["id"]: d for kind, d in await events(app) if kind == "job"}
-    assert sorted(finals) == ["b1-1", "b1-2", "b1-3"]
+    boot = app.state.web.hub.boot  # row ids start with the boot id: unique across restarts of the app
+    assert sorted(finals) == [f"{boot}-b1-1", f"{boot}-b1-2", f"{boot}-b1-3"]
     for row in finals.values():
         assert row["state"] == "done" and row["result"] == {"text": "héllo", "bytes": 6, "binary": False}
 
@@ -278,14 +290,15 @@ async def test_a_reconnecting_page_gets_only_the_events_it_missed() -> None:
     """EventSource resends Last-Event-ID; events published before any stream was open are kept too."""
     from gearworker.web.events import Hub
 
-    hub = Hub()
+    hub = Hub(boot="0badc0de")
     for n in range(3):
         hub.publish(SESSION, "job", {"n": n})
     hub.publish("othersession1", "job", {"n": 99})
     hub.close()
-    chunks = [c async for c in hub.stream(SESSION, last_id=1)]
-    assert [json.loads(c.split("data: ")[1]) for c in chunks if "data: " in c] == [{"n": 1}, {"n": 2}]
-    assert chunks[1].startswith("id: 2\nevent: job\n")
+    chunks = [c async for c in hub.stream(SESSION, "0badc0de-1")]
+    assert chunks[1] == 'event: hello\ndata: {"boot":"0badc0de"}\n\n'
+    assert [json.loads(c.split("data: ")[1]) for c in chunks[2:]] == [{"n": 1}, {"n": 2}]
+    assert chunks[2].startswith("id: 0badc0de-2\nevent: job\n")
 
 
 async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
@@ -294,6 +307,7 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
     hub = Hub()
     stream = hub.stream(SESSION)
     assert (await anext(stream)).startswith("retry:")
+    assert (await anext(stream)).startswith("event: hello\n")
     nxt = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0)
     assert not nxt.done()
@@ -304,25 +318,33 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
     await stream.aclose()
 
 
-def test_the_photo_store_drops_the_oldest_finished_photos_past_its_budget() -> None:
-    from gearworker.resize import Copy
-    from gearworker.web.photos import Photo, PhotoStore
+def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_finished(tmp_path: Path) -> None:
+    from gearworker.web.photos import CopyFile, Photo
+    from gearworker.web.storage import PhotoStore
 
-    store = PhotoStore(budget=2500)
+    store = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
     for i in range(3):
-        p = Photo(id=f"{i:032x}", key="", name=f"{i}.jpg", upload_bytes=1, state="done")
-        p.copies = [Copy(256, 256, 171, "jpeg", b"x" * 1000)]
-        store.add(p)
-    running = Photo(id="f" * 32, key="", name="r.jpg", upload_bytes=1, state="resizing")
-    store.add(running)
-    store.trim()
-    assert store.get(f"{0:032x}") is None
-    assert store.copy(f"{1:032x}", 0) is not None and store.copy(f"{2:032x}", 0) is not None
+        p = Photo(id=f"{i:032x}", key="", name=f"{i}.jpg", upload_bytes=1, state="done", created=i)
+        store.add(p, io.BytesIO(b"o"))
+        store.write_copy(p, "copy-256.jpg", b"x" * 1000)
+        p.copies = [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
+        store.save(p)
+    running = Photo(id="f" * 32, key="", name="r.jpg", upload_bytes=1, state="resizing", created=9)
+    store.add(running, io.BytesIO(b"o"))
+    assert store.trim() == [f"{0:032x}"]  # 4 photos and 3004 bytes: the oldest finished one goes
+    assert not (tmp_path / f"{0:032x}").exists()
+    assert store.copy_path(f"{1:032x}", 0) is not None and store.copy_path(f"{2:032x}", 0) is not None
     assert store.get("f" * 32) is running  # never drop a photo still being resized
+    assert [p.name for p in store.page(0, 2)] == ["r.jpg", "2.jpg"]  # newest first, paged
+    # A new process finds the same photos, and the one that was being resized comes back to be resized again.
+    again = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
+    assert [p.id for p in again.load()] == ["f" * 32]
+    assert [p.name for p in again.page(0, 10)] == ["r.jpg", "2.jpg", "1.jpg"]
+    assert again.get(f"{2:032x}").copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
 
 
 def test_download_names_survive_any_characters() -> None:
-    from gearworker.web.app import _attachment, _safe_name
+    from gearworker.web.routes import _attachment, _safe_name
 
     assert _safe_name("C:\\Users\\me\\..\\tårn\".jpg") == "tårn.jpg"
     assert _safe_name("../../etc/passwd") == "passwd"

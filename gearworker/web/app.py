@@ -1,44 +1,46 @@
-"""The Starlette app: pages, uploads, the Jobs form and live streams.
+"""The Starlette app: pages, live streams and the server table; the wiring of every route.
 
 Routes (everything the app serves comes from its own ``static/`` folder or
-from memory by an id it made; no route takes a file path from the user):
+from its storage root by an id it made; no route takes a file path from the user):
 
-- ``GET /`` the single page (Photos, Jobs and Servers tabs), ``/static/...``
-- ``GET /api/config`` limits the page checks before uploading
-- ``GET /api/events?session=S`` this page's job and photo events and the servers table (SSE)
+- ``GET /`` the single page (Photos, Jobs and Servers tabs), ``/static/...``; ``GET /login``
+- ``GET /api/config`` limits the page checks before uploading, and the boot id
+- ``GET /api/events?session=S`` this page's job events, every photo's, and the servers table (SSE)
 - ``GET /api/servers`` the admin ``status`` table (JSON)
-- ``POST /api/photos`` one photo (multipart ``photo``); ``GET /photos/{id}/{n}`` a resized copy
-- ``POST /api/jobs`` the Jobs form (JSON)
+- ``GET /api/photos?offset=&limit=`` stored photos, newest first; ``POST`` one photo (multipart ``photo``);
+  ``DELETE /api/photos/{id}``; ``GET /photos/{id}/{n}`` a resized copy (ETag, Cache-Control)
+- ``POST /api/jobs`` the Jobs form (JSON only); ``POST /api/jobs/{id}/cancel``; ``POST /api/jobs/resume``
+- ``POST /api/login``, ``POST /api/logout`` when a password is set
+
+:mod:`gearworker.web.security` checks every request first (Host, Origin,
+CSRF token, login, body caps).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
-import time
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
+from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import login
 from .events import SESSION_RE, Hub, format_event
-from .photos import ACCEPTED, Photo, PhotoStore, human_size, new_id, sniff
-from .service import Gateway, JobRow, run_job, run_photo
-
-if TYPE_CHECKING:
-    from ..client import Priority
+from .jobs import JobBook, JobContext
+from .photos import ACCEPTED, OUTPUT_FORMATS, human_size
+from .security import BodyLimit, Guard, GuardConfig, RateLimit, allowed_hosts, login_cookie, refuse
+from .service import Gateway, PhotoContext, run_photo
+from .storage import PhotoStore
 
 log = structlog.get_logger("gearworker.web")
 
@@ -51,51 +53,88 @@ MAX_PAYLOAD = 1024 * 1024
 PRIORITIES = ("normal", "high", "low")
 #: How often the servers table refreshes, seconds.
 SERVERS_INTERVAL = 1.0
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_PHOTO_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'"),
+     b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
 ]
 
 
-class UploadTooLarge(Exception):
-    """The request body went past the upload limit."""
-
-
-def error(status: int, message: str) -> JSONResponse:
+def error(status: int, message: str, **headers: str) -> Response:
     """An error the page shows as is: ``{"error": "<plain words>"}``."""
-    return JSONResponse({"error": message}, status_code=status)
+    return refuse(status, message, **headers)
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """Everything the app is configured with besides the servers (see ``docs/settings.md``)."""
+
+    max_upload_bytes: int = 50 * 1024 * 1024
+    storage_root: str = "var/photos"
+    max_photos: int = 500
+    max_stored_bytes: int = 2 * 1024**3
+    photo_mode: str = "bytes"
+    password_hash: str | None = None
+    listen_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    rate_limit: int = 600
+    job_timeout: float = 300.0
+    connect_timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, listen_host: str) -> WebOptions:
+        return cls(max_upload_bytes=settings.max_upload_bytes, storage_root=settings.web_storage_root,
+                   max_photos=settings.web_max_photos, max_stored_bytes=settings.web_max_stored_bytes,
+                   photo_mode=settings.web_photo_mode, password_hash=settings.web_password_hash,
+                   listen_host=listen_host, allowed_hosts=tuple(settings.web_allowed_hosts),
+                   rate_limit=settings.web_rate_limit, job_timeout=settings.web_job_timeout,
+                   connect_timeout=settings.connect_timeout)
 
 
 class WebApp:
-    """The app's state (client, events, photos) and its request handlers."""
+    """The app's state (client, events, photos, jobs) and the handlers of its pages and streams."""
 
-    def __init__(self, servers: Sequence[str], *, max_upload_bytes: int, store_budget: int,
-                 connect_timeout: float) -> None:
-        self.gateway = Gateway(servers, connect_timeout=connect_timeout)
+    def __init__(self, servers: Sequence[str], options: WebOptions) -> None:
+        self.options = options
+        self.max_upload_bytes = options.max_upload_bytes
+        self.gateway = Gateway(servers, connect_timeout=options.connect_timeout)
         self.hub = Hub()
-        self.photos = PhotoStore(store_budget)
-        self.max_upload_bytes = max_upload_bytes
+        self.photos = PhotoStore(options.storage_root, max_photos=options.max_photos,
+                                 max_bytes=options.max_stored_bytes)
+        self.photo_ctx = PhotoContext(self.gateway, self.hub, self.photos, options.photo_mode, options.job_timeout)
+        self.job_ctx = JobContext(self.gateway, self.hub, options.job_timeout)
+        self.jobs = JobBook()
+        self.rate = RateLimit(options.rate_limit)
         self.tasks: set[asyncio.Task[None]] = set()
         self._batches = 0
-        self._status_cache: tuple[float, dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
         # Keep a reference: the loop holds tasks weakly, and shutdown cancels what is left.
-        task = asyncio.get_running_loop().create_task(coro)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
+
+    def next_batch(self) -> str:
+        """A batch id unique across restarts: the boot id, then a counter."""
+        self._batches += 1
+        return f"{self.hub.boot}-b{self._batches}"
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
-        log.info("web.started", servers=self.gateway.servers, max_upload_bytes=self.max_upload_bytes)
+        interrupted = await asyncio.to_thread(self.photos.load)
+        for photo in interrupted:  # the original is on disk: resize it again rather than leave it stuck
+            photo.state, photo.numerator, photo.denominator = "queued", 0, 0
+            self.spawn(run_photo(self.photo_ctx, photo, None))
+        log.info("web.started", servers=self.gateway.servers, boot=self.hub.boot, photos=len(self.photos),
+                 resumed=len(interrupted), storage_root=str(self.photos.root), photo_mode=self.options.photo_mode,
+                 login=bool(self.options.password_hash))
         try:
             yield
         finally:
@@ -116,10 +155,39 @@ class WebApp:
     async def index(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
+    async def login_page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "login.html", headers={"cache-control": "no-cache"})
+
     async def config(self, request: Request) -> Response:
         return JSONResponse({"servers": self.gateway.servers, "max_upload_bytes": self.max_upload_bytes,
                              "max_upload": human_size(self.max_upload_bytes), "accepted": ACCEPTED,
-                             "max_copies": MAX_COPIES, "priorities": list(PRIORITIES)})
+                             "max_copies": MAX_COPIES, "priorities": list(PRIORITIES), "boot": self.hub.boot,
+                             "formats": list(OUTPUT_FORMATS), "login": bool(self.options.password_hash),
+                             "job_timeout": self.options.job_timeout})
+
+    async def do_login(self, request: Request) -> Response:
+        stored = self.options.password_hash
+        if not stored:
+            return error(404, "This web app has no login.")
+        if (wait := self.rate.take(f"login:{_client(request)}", 10)) > 0:
+            return error(429, "Too many login attempts; wait a minute.", **{"retry-after": str(int(wait))})
+        try:
+            password = str((await request.json()).get("password", ""))
+        except (ValueError, AttributeError):
+            return error(400, "Send the password as JSON.")
+        if not await asyncio.to_thread(login.verify_password, password, stored):
+            log.warning("web.login.failed", client=_client(request))
+            return error(401, "Wrong password.")
+        log.info("web.login", client=_client(request))
+        response = JSONResponse({"ok": True})
+        response.headers.append("set-cookie", login_cookie(login.session_cookie(stored),
+                                                           secure=request.url.scheme == "https"))
+        return response
+
+    async def do_logout(self, request: Request) -> Response:
+        response = JSONResponse({"ok": True})
+        response.headers.append("set-cookie", f"{login.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
+        return response
 
     # -- live streams -------------------------------------------------------
 
@@ -129,151 +197,23 @@ class WebApp:
             return error(400, "This page's session id is missing or malformed; reload the page.")
         # EventSource resends Last-Event-ID when it reconnects by itself; a page that closed its
         # stream while hidden opens a new one with ?last=.
-        last = request.headers.get("last-event-id") or request.query_params.get("last") or "0"
-        last_id = int(last) if last.isdigit() else 0
-        # One stream per page for its jobs and the servers table: browsers allow only six
+        last = request.headers.get("last-event-id") or request.query_params.get("last") or ""
+        # One stream per page for its jobs, the photos and the servers table: browsers allow only six
         # HTTP/1.1 connections per host, and each open EventSource holds one.
-        return _sse(_merge(self.hub.stream(session, last_id), self._servers_stream()))
+        return _sse(_merge(self.hub.stream(session, last[:64]), self._servers_stream()))
 
     async def servers(self, request: Request) -> Response:
-        return JSONResponse(await self._server_status())
+        return JSONResponse(await self.gateway.cached_status())
 
     async def _servers_stream(self) -> AsyncIterator[str]:
         while not self.hub.closed:
-            yield format_event("servers", await self._server_status())
+            yield format_event("servers", await self.gateway.cached_status())
             if await self.hub.sleep(SERVERS_INTERVAL):
                 return
 
-    async def _server_status(self) -> dict[str, Any]:
-        # Several open pages share one admin query per interval.
-        now = time.monotonic()
-        if self._status_cache is None or now - self._status_cache[0] > SERVERS_INTERVAL / 2:
-            self._status_cache = (now, await self.gateway.server_status())
-        return self._status_cache[1]
 
-    # -- photos -------------------------------------------------------------
-
-    async def upload_photo(self, request: Request) -> Response:
-        session = request.query_params.get("session", "")
-        if not SESSION_RE.match(session):
-            return error(400, "This page's session id is missing or malformed; reload the page.")
-        too_big = f"That file is too big: photos may be up to {human_size(self.max_upload_bytes)}."
-        limit = self.max_upload_bytes + MULTIPART_OVERHEAD
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            return error(413, too_big)
-        try:
-            form = await Request(request.scope, _limited(request.receive, limit)).form(max_files=1, max_fields=4)
-        except UploadTooLarge:
-            return error(413, too_big)
-        except ClientDisconnect:
-            return error(400, "The upload was interrupted.")
-        except HTTPException as e:
-            return error(400, f"That upload could not be read: {e.detail}")
-        try:
-            upload = form.get("photo")
-            if not isinstance(upload, UploadFile):
-                return error(400, "No file was sent: choose a photo to upload.")
-            data = await upload.read()
-            name = _safe_name(upload.filename or "photo")
-            key = str(form.get("key") or "")
-        finally:
-            await form.close()
-        if len(data) > self.max_upload_bytes:
-            return error(413, too_big)
-        if not data:
-            return error(400, f"“{name}” is empty: choose a photo to upload.")
-        if sniff(data[:16]) is None:
-            return error(415, f"“{name}” is not an image we can read (we take {ACCEPTED}).")
-        photo = Photo(id=new_id(), key=key if _KEY_RE.match(key) else "", name=name, upload_bytes=len(data))
-        self.photos.add(photo)
-        self.hub.publish(session, "photo", photo.view())
-        self.spawn(run_photo(self.gateway, self.hub, self.photos, session, photo, data))
-        log.info("web.photo.accepted", photo=photo.id, bytes=len(data))
-        return JSONResponse(photo.view(), status_code=202)
-
-    async def photo_copy(self, request: Request) -> Response:
-        photo_id, index = request.path_params["photo_id"], request.path_params["index"]
-        copy = self.photos.copy(photo_id, int(index)) if _PHOTO_ID_RE.match(photo_id) and index.isdigit() else None
-        if copy is None:
-            return error(404, "That photo is not here (any more): resized copies are kept for a while only.")
-        headers = {"cache-control": "private, max-age=3600"}
-        if request.query_params.get("download"):
-            photo = self.photos.get(photo_id)
-            filename = photo.view()["copies"][int(index)]["filename"] if photo else f"photo.{copy.extension}"
-            headers["content-disposition"] = _attachment(filename)
-        return Response(copy.data, media_type=copy.media_type, headers=headers)
-
-    # -- jobs form ----------------------------------------------------------
-
-    async def submit_jobs(self, request: Request) -> Response:
-        session = request.query_params.get("session", "")
-        if not SESSION_RE.match(session):
-            return error(400, "This page's session id is missing or malformed; reload the page.")
-        body = await request.body()
-        if len(body) > MAX_PAYLOAD + 4096:
-            return error(413, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form.")
-        try:
-            form = json.loads(body)
-            function = str(form.get("function", "")).strip()
-            payload = str(form.get("payload", "")).encode()
-            priority = str(form.get("priority", "normal"))
-            background = bool(form.get("background", False))
-            copies = int(form.get("copies", 1))
-        except (ValueError, TypeError, AttributeError):
-            return error(400, "The form could not be read; reload the page and try again.")
-        problem = _check_form(function, priority, copies)
-        if problem:
-            return error(400, problem)
-        self._batches += 1
-        batch = f"b{self._batches}"
-        rows = [JobRow(id=f"{batch}-{i}", batch=batch, index=i, function=function, background=background,
-                       priority=cast("Priority", priority)) for i in range(1, copies + 1)]
-        for row in rows:
-            self.spawn(run_job(self.gateway, self.hub, session, row, payload))
-        log.info("web.jobs.submitted", function=function, copies=copies, background=background, priority=priority)
-        return JSONResponse({"batch": batch, "jobs": [r.view() for r in rows]}, status_code=202)
-
-
-def _check_form(function: str, priority: str, copies: int) -> str | None:
-    if not function:
-        return "Choose a function to run."
-    if len(function) > 255 or any(c.isspace() or not c.isprintable() for c in function):
-        return "A function name is one word of printable characters, at most 255."
-    if priority not in PRIORITIES:
-        return f"Priority must be one of: {', '.join(PRIORITIES)}."
-    if not 1 <= copies <= MAX_COPIES:
-        return f"Copies must be between 1 and {MAX_COPIES}."
-    return None
-
-
-def _safe_name(filename: str) -> str:
-    """The last path component, printable, at most 100 characters (it is shown and used for downloads)."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable() and c not in '"<>')
-    return name[:100] or "photo"
-
-
-def _attachment(filename: str) -> str:
-    """Content-Disposition for any file name: an ASCII fallback plus the UTF-8 name (RFC 6266)."""
-    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """``receive`` that raises :class:`UploadTooLarge` as soon as the body passes ``limit``."""
-    seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise UploadTooLarge
-        return message
-
-    return wrapped
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -334,22 +274,43 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(servers: Sequence[str], *, max_upload_bytes: int = 50 * 1024 * 1024,
-               store_budget: int = 512 * 1024 * 1024, connect_timeout: float = 5.0) -> Starlette:
-    """Build the web app for ``servers`` ("host:port" each)."""
-    web = WebApp(servers, max_upload_bytes=max_upload_bytes, store_budget=store_budget,
-                 connect_timeout=connect_timeout)
+def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwargs: Any) -> Starlette:
+    """Build the web app for ``servers`` ("host:port" each); ``kwargs`` are :class:`WebOptions` fields."""
+    from .routes import JobRoutes, PhotoRoutes
+
+    options = dataclasses.replace(options or WebOptions(), **kwargs)
+    web = WebApp(servers, options)
+    photos, jobs = PhotoRoutes(web), JobRoutes(web)
     routes = [
         Route("/", web.index),
+        Route("/login", web.login_page),
         Route("/api/config", web.config),
+        Route("/api/login", web.do_login, methods=["POST"]),
+        Route("/api/logout", web.do_logout, methods=["POST"]),
         Route("/api/events", web.events),
         Route("/api/servers", web.servers),
-        Route("/api/photos", web.upload_photo, methods=["POST"]),
-        Route("/api/jobs", web.submit_jobs, methods=["POST"]),
-        Route("/photos/{photo_id}/{index}", web.photo_copy),
+        Route("/api/photos", photos.list, methods=["GET"]),
+        Route("/api/photos", photos.upload, methods=["POST"]),
+        Route("/api/photos/{photo_id}", photos.delete, methods=["DELETE"]),
+        Route("/photos/{photo_id}/{index}", photos.copy),
+        Route("/api/jobs", jobs.submit, methods=["POST"]),
+        Route("/api/jobs/resume", jobs.resume, methods=["POST"]),
+        Route("/api/jobs/{row_id}/cancel", jobs.cancel, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
+    guard = GuardConfig(
+        hosts=allowed_hosts(options.listen_host, options.allowed_hosts),
+        body_limits={
+            "/api/photos": BodyLimit(upload_limit, f"That file is too big: photos may be up to "
+                                                   f"{human_size(options.max_upload_bytes)}.", "web.photo.rejected"),
+            "/api/jobs": BodyLimit(MAX_PAYLOAD + 4096, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} "
+                                                       "from this form."),
+            "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
+        },
+        password_hash=options.password_hash)
     app = Starlette(routes=routes, lifespan=web.lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.web = web
+    app.add_middleware(Guard, config=guard)
     app.add_middleware(_SecurityHeaders)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from types import FrameType
 
@@ -33,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="event loop (default: auto, uvloop when installed)")
     parser.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest photo accepted, bytes")
+    parser.add_argument("--storage-root", metavar="DIR", help="folder for photos (setting web_storage_root)")
+    parser.add_argument("--photo-mode", choices=["bytes", "file"], help="how photos reach the worker "
+                        "(setting web_photo_mode)")
+    parser.add_argument("--allow-insecure-remote", action="store_const", const=True, default=None,
+                        help="listen on a non-loopback address without a login (setting web_allow_insecure_remote)")
+    parser.add_argument("--hash-password", action="store_true",
+                        help="read a password on stdin, print a web_password_hash for it, and exit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,26 +50,60 @@ def run(args: argparse.Namespace) -> int:
     from .. import logs
     from ..config import load
     from ..errors import ConfigError
-    from .app import create_app
+    from .app import WebOptions, create_app
+    from .security import is_loopback
 
+    if args.hash_password:
+        return _hash_password()
     try:
         settings = load(getattr(args, "web_settings", None) or getattr(args, "settings", None),
-                        overrides={"servers": args.servers, "max_upload_bytes": args.max_upload_bytes})
+                        overrides={"servers": args.servers, "max_upload_bytes": args.max_upload_bytes,
+                                   "web_storage_root": args.storage_root, "web_photo_mode": args.photo_mode,
+                                   "web_allow_insecure_remote": args.allow_insecure_remote})
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2
+    if not is_loopback(args.host) and not settings.web_password_hash and not settings.web_allow_insecure_remote:
+        print(f"gearworker web: refusing to listen on {args.host} without a login: anyone who can reach it could "
+              "run jobs. Set web_password_hash (gearworker web --hash-password), or set "
+              "web_allow_insecure_remote / --allow-insecure-remote when something else guards the port.",
+              file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
-    app = create_app(servers, max_upload_bytes=settings.max_upload_bytes, connect_timeout=settings.connect_timeout)
+    app = create_app(servers, WebOptions.from_settings(settings, listen_host=args.host))
     config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",
                             loop=args.loop, timeout_graceful_shutdown=3, lifespan="on")
     log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
     web = app.state.web
 
-    class Server(uvicorn.Server):
+    class _UvicornServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             web.end_streams()  # else SIGTERM waits out the graceful timeout for every open page
             super().handle_exit(sig, frame)
 
-    Server(config).run()  # uvicorn re-raises SIGINT/SIGTERM once it has shut down
+    # uvicorn re-raises the signal it stopped for once it has shut down.  With SIGTERM's default
+    # action the process would then die by it (exit 143 under Docker/podman, a "failed" stop);
+    # a finished graceful stop on SIGTERM is a clean exit, as for the worker: exit 0.  Installed
+    # before serving, so a SIGTERM that arrives before uvicorn takes over also just exits.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    _UvicornServer(config).run()  # SIGINT is still re-raised: Ctrl-C ends as KeyboardInterrupt
     return 0
+
+
+def _hash_password() -> int:
+    """``--hash-password``: a password from stdin (or a prompt) to a ``web_password_hash`` line."""
+    import getpass
+
+    from .login import hash_password
+
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("gearworker web: use a password of at least 8 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -1,11 +1,15 @@
-"""Server-sent events: a per-page backlog of events, replayed on reconnect.
+"""Server-sent events: per-page and broadcast events, replayed on reconnect, restart-proof.
 
 Every browser page opens one ``EventSource`` with a random session id.  Jobs
-started by that page publish their state here; the page renders whatever
-arrives.  Events are numbered so that a reconnecting ``EventSource`` (which
-sends ``Last-Event-ID`` by itself) gets what it missed, and so that events
-published before the page's stream was open (an upload answered quickly) are
-not lost.
+started by that page publish their state to its session; photos are shared
+by every page (they live on disk), so their events are broadcast.
+
+Event ids are ``<boot>-<n>``: ``boot`` is random per process start, so ids
+never repeat across restarts.  Each stream begins with a ``hello`` event
+naming the boot id.  A reconnecting ``EventSource`` sends its
+``Last-Event-ID``: from this boot, it gets exactly what it missed; from an
+older boot (the web app restarted), it gets nothing old, and the page,
+seeing a new boot id in ``hello``, re-syncs its photos and jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -22,15 +27,19 @@ from typing import Any
 
 #: Session ids come from the browser: accept only short tokens.
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-#: How many events a page can miss and still catch up.
+#: How many events a page can miss and still catch up (per session, and broadcast).
 BACKLOG = 1000
 #: Sessions nobody listened to for this long are forgotten.
 SESSION_TTL = 3600.0
 #: A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT = 15.0
+#: How soon a page's EventSource tries again after the stream ends (a restart), milliseconds.
+RETRY_MS = 500
+
+Entry = tuple[int, str, Any]
 
 
-def format_event(event: str, data: Any, event_id: int | None = None) -> str:
+def format_event(event: str, data: Any, event_id: str | None = None) -> str:
     """One SSE message; ``data`` is sent as a single line of JSON."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -38,29 +47,48 @@ def format_event(event: str, data: Any, event_id: int | None = None) -> str:
 
 @dataclass
 class _Session:
-    backlog: deque[tuple[int, str, Any]] = field(default_factory=lambda: deque(maxlen=BACKLOG))
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    backlog: deque[Entry] = field(default_factory=lambda: deque(maxlen=BACKLOG))
     listeners: int = 0
     touched: float = field(default_factory=time.monotonic)
 
 
 class Hub:
-    """Publish events to one page; stream them to its ``EventSource``."""
+    """Publish events to one page or to all; stream them to each page's ``EventSource``."""
 
-    def __init__(self) -> None:
+    def __init__(self, boot: str | None = None) -> None:
+        #: Changes at every start of the web app: ids with another prefix are from an older process.
+        self.boot = boot or secrets.token_hex(4)
         self._sessions: dict[str, _Session] = {}
-        self._next_id = 1
+        self._broadcast: deque[Entry] = deque(maxlen=BACKLOG)
+        self._next = 1
+        self._changed = asyncio.Event()
         self._closed = asyncio.Event()
+
+    def new_id(self, prefix: str) -> str:
+        """An id unique across restarts, e.g. for a job row: ``<boot>-<prefix><n>``."""
+        n, self._next = self._next, self._next + 1
+        return f"{self.boot}-{prefix}{n}"
 
     def publish(self, session: str, event: str, data: Any) -> None:
         """Queue ``event`` for ``session`` and wake its streams (never blocks)."""
         s = self._session(session)
-        s.backlog.append((self._next_id, event, data))
+        s.backlog.append((self._take(), event, data))
         s.touched = time.monotonic()
-        self._next_id += 1
-        s.changed.set()
+        self._wake()
+
+    def broadcast(self, event: str, data: Any) -> None:
+        """Queue ``event`` for every page, open now or later in this boot."""
+        self._broadcast.append((self._take(), event, data))
+        self._wake()
+
+    def _take(self) -> int:
+        n, self._next = self._next, self._next + 1
+        return n
+
+    def _wake(self) -> None:
         # A fresh Event per wake-up: listeners that were waiting see the set one.
-        s.changed = asyncio.Event()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     @property
     def closed(self) -> bool:
@@ -77,20 +105,31 @@ class Hub:
             await asyncio.wait_for(self._closed.wait(), seconds)
         return self._closed.is_set()
 
-    async def stream(self, session: str, last_id: int = 0) -> AsyncIterator[str]:
-        """SSE text for ``session``: the backlog after ``last_id``, then new events as they come."""
+    def cursor(self, last_event_id: str) -> int | None:
+        """The event number after which to replay, or None for "nothing old" (new page, or older boot)."""
+        boot, _, n = last_event_id.rpartition("-")
+        return int(n) if boot == self.boot and n.isdigit() else None
+
+    async def stream(self, session: str, last_event_id: str = "") -> AsyncIterator[str]:
+        """SSE text for ``session``: ``hello``, what it missed, then new events as they come."""
         s = self._session(session)
         s.listeners += 1
+        cursor = self.cursor(last_event_id)
+        # Broadcast events from before this page knew us are in the photo list it loads instead.
+        shared_after = cursor if cursor is not None else self._next - 1
+        own_after = cursor or 0
         try:
-            yield "retry: 1000\n\n"
+            yield f"retry: {RETRY_MS}\n\n"
+            yield format_event("hello", {"boot": self.boot})
             while True:
-                for event_id, event, data in list(s.backlog):
-                    if event_id > last_id:
-                        last_id = event_id
-                        yield format_event(event, data, event_id)
+                fresh = sorted([e for e in s.backlog if e[0] > own_after]
+                               + [e for e in self._broadcast if e[0] > shared_after])
+                for n, event, data in fresh:
+                    own_after = shared_after = max(shared_after, n)
+                    yield format_event(event, data, f"{self.boot}-{n}")
                 if self._closed.is_set():
                     return
-                if not await self._wait(s.changed, HEARTBEAT):
+                if not await self._wait(self._changed, HEARTBEAT):
                     yield ": keep-alive\n\n"
         finally:
             s.listeners -= 1

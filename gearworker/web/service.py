@@ -1,37 +1,40 @@
 """What the web app does with the job servers, through the project's own client.
 
 Kept apart from the HTTP routes so that each piece is small: :class:`Gateway`
-owns the one :class:`~gearworker.client.Client`, :func:`explain` turns
-exceptions into sentences a person can act on, and the ``run_*`` coroutines
-are the background tasks behind an upload or a form submission.  Each task
-publishes the full state of its row on every change, so the page only ever
-re-renders the latest state.
+owns the one :class:`~gearworker.client.Client` and a shared view of the
+servers' ``status`` tables, :func:`explain` turns exceptions into sentences a
+person can act on, and :func:`run_photo` is the background task behind an
+upload.  Jobs from the Jobs form are in :mod:`gearworker.web.jobs`.
+
+States are honest: a job or photo whose function has no worker on any server
+says "waiting for a worker", not "submitted".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from ..client import Client, Priority, ServerRefused
+from ..client import Client, ServerRefused
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
-from .photos import Photo, PhotoStore
+from .photos import Photo
+from .resizing import FUNCTION as RESIZE
+from .resizing import resize_photo
+from .storage import PhotoStore
 
 log = structlog.get_logger("gearworker.web")
 
-#: How long a photo may wait and run before we give up on it.
-PHOTO_TIMEOUT = 300.0
-#: How often a background job's status is asked for, and for how long at most.
-BACKGROUND_POLL = 1.0
-BACKGROUND_WATCH = 3600.0
-#: Longest result text sent to the page.
-MAX_RESULT_CHARS = 4000
+#: How long the servers' status table is reused before asking again, seconds.
+STATUS_TTL = 0.5
+#: How often a waiting job checks whether a worker has appeared, seconds.
+WORKER_CHECK = 1.0
 
 
 class Gateway:
@@ -42,6 +45,9 @@ class Gateway:
         self.connect_timeout = connect_timeout
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        self._status: tuple[float, dict[str, Any]] | None = None
+        self._status_lock = asyncio.Lock()
+        self._pids: dict[str, tuple[float, str | None]] = {}
 
     async def client(self) -> Client:
         """The connected client; raises :class:`NoServerAvailable` when no server answers."""
@@ -57,6 +63,41 @@ class Gateway:
             if self._client is not None:
                 client, self._client = self._client, None
                 await client.close()
+
+    async def cached_status(self) -> dict[str, Any]:
+        """:meth:`server_status`, shared by every page and waiting job for :data:`STATUS_TTL`."""
+        async with self._status_lock:
+            now = time.monotonic()
+            if self._status is None or now - self._status[0] > STATUS_TTL:
+                self._status = (now, await self.server_status())
+            return self._status[1]
+
+    async def workers_for(self, function: str) -> int | None:
+        """Workers registered for ``function`` on all reachable servers; None when no server answered."""
+        status = await self.cached_status()
+        up = [s for s in status["servers"] if s["ok"]]
+        if not up:
+            return None
+        return sum(int(f["workers"]) for s in up for f in s["functions"] if f["function"] == function)
+
+    async def server_pid(self, address: str) -> str | None:
+        """gearmand's process id (admin ``getpid``): a new one means the server restarted.
+
+        Shared for :data:`STATUS_TTL` by every watched job, so a hundred background jobs cost one
+        admin connection per interval, not a hundred.
+        """
+        now = time.monotonic()
+        cached = self._pids.get(address)
+        if cached is not None and now - cached[0] <= STATUS_TTL:
+            return cached[1]
+        try:
+            client = await self.client()
+            lines = await client.admin("getpid", server=address)
+            pid = lines[0] if lines else None
+        except Exception:
+            pid = None
+        self._pids[address] = (time.monotonic(), pid)
+        return pid
 
     async def server_status(self) -> dict[str, Any]:
         """``{"servers": [{"address", "ok", "error", "functions": [...]}], "functions": [...]}``."""
@@ -100,132 +141,64 @@ def explain(exc: BaseException, servers: Sequence[str]) -> str:
     return f"Something went wrong: {type(exc).__name__}: {exc}"
 
 
-def result_view(result: bytes) -> dict[str, Any]:
-    """A job result as the page shows it: text when it is text, else its size."""
-    try:
-        text = result.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"text": None, "bytes": len(result), "binary": True}
-    cut = len(text) > MAX_RESULT_CHARS
-    return {"text": text[:MAX_RESULT_CHARS] + ("…" if cut else ""), "bytes": len(result), "binary": False}
+async def watch_for_workers(gateway: Gateway, function: str, pending: Callable[[], bool],
+                            waiting: Callable[[bool], None]) -> None:
+    """While ``pending()``, tell ``waiting(True/False)`` whether no server has a worker for ``function``."""
+    while pending():
+        with contextlib.suppress(Exception):  # no answer is not "no worker": the job's own error says more
+            workers = await gateway.workers_for(function)
+            if workers is not None and pending():
+                waiting(workers == 0)
+        await asyncio.sleep(WORKER_CHECK)
 
 
-async def run_photo(gateway: Gateway, hub: Hub, store: PhotoStore, session: str, photo: Photo, image: bytes) -> None:
-    """Resize one uploaded photo, publishing its progress and then its copies."""
-    from ..resize import pack_request, unpack_result
+@dataclass
+class PhotoContext:
+    """What a photo's task needs besides the photo."""
+
+    gateway: Gateway
+    hub: Hub
+    store: PhotoStore
+    mode: str = "bytes"
+    timeout: float = 300.0
+
+
+async def run_photo(ctx: PhotoContext, photo: Photo, image: bytes | None) -> None:
+    """Resize one stored photo, broadcasting its progress and then its copies (``image``: None reads the file)."""
 
     def publish() -> None:
-        hub.publish(session, "photo", photo.view())
+        ctx.hub.broadcast("photo", photo.view())
 
     def on_progress(p: Any) -> None:
         if p.kind == "status" and p.denominator:
             photo.state, photo.numerator, photo.denominator = "resizing", p.numerator, p.denominator
             publish()
 
+    def waiting(none: bool) -> None:
+        state = "waiting" if none else "queued"
+        if photo.state in ("queued", "waiting") and photo.state != state:
+            photo.state = state
+            publish()
+
     started = time.monotonic()
+    watcher = asyncio.ensure_future(watch_for_workers(
+        ctx.gateway, RESIZE, lambda: photo.state in ("queued", "waiting"), waiting))
     try:
-        client = await gateway.client()
-        result = await client.submit("resize", pack_request(image), timeout=PHOTO_TIMEOUT, on_progress=on_progress)
-        photo.copies = unpack_result(result)
+        client = await ctx.gateway.client()
+        photo.copies = await resize_photo(client, ctx.store, photo, image, mode=ctx.mode, timeout=ctx.timeout,
+                                          on_progress=on_progress)
         photo.state = "done"
-        store.trim()
     except asyncio.CancelledError:
         raise
     except Exception as e:
-        photo.state, photo.error = "failed", explain(e, gateway.servers)
-    log.info("web.photo.done", photo=photo.id, outcome=photo.state, copies=len(photo.copies),
+        photo.state, photo.error = "failed", explain(e, ctx.gateway.servers)
+    finally:
+        watcher.cancel()
+    with contextlib.suppress(OSError, ValueError):  # deleted meanwhile: nothing to save
+        if ctx.store.get(photo.id) is photo:
+            await asyncio.to_thread(ctx.store.save, photo)
+    log.info("web.photo.done", photo=photo.id, outcome=photo.state, copies=len(photo.copies), format=photo.format,
              duration=round(time.monotonic() - started, 3), error=photo.error)
     publish()
-
-
-@dataclass
-class JobRow:
-    """One submission from the Jobs form, as the page shows it."""
-
-    id: str
-    batch: str
-    index: int
-    function: str
-    background: bool
-    priority: Priority
-    state: str = "submitted"  # submitted -> running -> done | failed; background: queued/running/finished
-    handle: str | None = None
-    numerator: int = 0
-    denominator: int = 0
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    messages: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    duration: float | None = None
-
-    def view(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "id", "batch", "index", "function", "background", "priority", "state", "handle",
-            "numerator", "denominator", "result", "error", "messages", "duration")}
-
-    def finish(self, state: str) -> None:
-        self.state = state
-        self.duration = round(time.monotonic() - self.started, 3)
-
-
-async def run_job(gateway: Gateway, hub: Hub, session: str, row: JobRow, payload: bytes) -> None:
-    """Submit one job from the form and publish what happens to it."""
-
-    def publish() -> None:
-        hub.publish(session, "job", row.view())
-
-    def on_progress(p: Any) -> None:
-        row.state = "running"
-        if p.kind == "status":
-            row.numerator, row.denominator = p.numerator, p.denominator
-        elif p.kind == "warning" and p.data:
-            row.messages.append(bytes(p.data).decode("utf-8", "replace")[:500])
-        publish()
-
-    publish()
-    try:
-        client = await gateway.client()
-        if row.background:
-            handle = await client.submit_background(row.function, payload, priority=row.priority)
-            row.handle, row.state = handle.decode("utf-8", "replace"), "queued"
-            publish()
-            await _watch_background(client, hub, session, row, handle, gateway.servers)
-            return
-        result = await client.submit(row.function, payload, priority=row.priority,
-                                     on_progress=on_progress)
-        row.result = result_view(bytes(result))
-        row.finish("done")
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:
-        row.error = explain(e, gateway.servers)
-        # Our worker sends its failure text as a WORK_WARNING first: don't show it twice.
-        row.messages = [m for m in row.messages if m not in row.error]
-        row.finish("failed")
-    log.info("web.job.done", function=row.function, job=row.id, outcome=row.state, duration=row.duration)
-    publish()
-
-
-async def _watch_background(client: Client, hub: Hub, session: str, row: JobRow, handle: bytes,
-                            servers: Sequence[str]) -> None:
-    """Ask for a background job's status until the server forgets it (it ended)."""
-    deadline = time.monotonic() + BACKGROUND_WATCH
-    while time.monotonic() < deadline:
-        await asyncio.sleep(BACKGROUND_POLL)
-        try:
-            status = await client.status(handle)
-        except Exception as e:
-            row.error = explain(e, servers)
-            hub.publish(session, "job", row.view())
-            continue
-        row.error = None
-        if not status.known:
-            # Gearman keeps no result for background jobs: "no longer known" is all we learn.
-            row.finish("finished")
-            hub.publish(session, "job", row.view())
-            return
-        state = "running" if status.running else "queued"
-        changed = (state, status.numerator, status.denominator) != (row.state, row.numerator, row.denominator)
-        row.state, row.numerator, row.denominator = state, status.numerator, status.denominator
-        if changed:
-            hub.publish(session, "job", row.view())
+    for dropped in ctx.store.trim():
+        ctx.hub.broadcast("photo-deleted", {"id": dropped})

@@ -1,6 +1,7 @@
 // gearworker web app: plain JavaScript, no build step.
-// Every job's state arrives as a whole over server-sent events; render() functions
-// are idempotent, so a replayed or repeated event is harmless.
+// Every job's and photo's state arrives as a whole over server-sent events; render() functions
+// are idempotent, so a replayed or repeated event is harmless. Each stream starts with a "hello"
+// naming the web app's boot id: a new one means the app restarted, and the page re-syncs.
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -21,7 +22,25 @@ function newSession() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-const state = { session: newSession(), config: null, photoSeq: 0, functions: [] };
+const state = {
+  session: newSession(), config: null, photoSeq: 0, functions: [], boot: null,
+  jobs: new Map(),          // row id -> latest view, for re-sync after a restart
+  uploads: new Map(),       // local key -> photo id once the server has it
+  photosShown: 0, photosTotal: 0,
+};
+const PAGE = 20;
+
+// The SameSite=Strict cookie the app sets with the page; sent back as a header on every change.
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)gw_csrf=([^;]+)/);
+  return m ? m[1] : "";
+}
+
+async function post(url, { json, method = "POST" } = {}) {
+  const headers = { "x-csrf-token": csrfToken() };
+  if (json !== undefined) headers["content-type"] = "application/json";
+  return fetch(url, { method, headers, body: json === undefined ? undefined : JSON.stringify(json) });
+}
 
 // ---------------------------------------------------------------- tabs
 
@@ -49,22 +68,30 @@ async function readError(response) {
 
 // ---------------------------------------------------------------- photos
 
-function photoCard(key) {
-  let card = document.getElementById(`photo-${key}`);
+// A card's id is the uploading page's key (random per page, kept by the server), so the card made
+// when the upload starts is the one later events fill in; photos without a key use their id.
+const cardId = (p) => `photo-${p.key || p.id}`;
+const cardOf = (photoId) => document.querySelector(`#photo-list .photo[data-photo="${photoId}"]`);
+
+function photoCard(p, { append = false } = {}) {
+  let card = document.getElementById(cardId(p));
   if (!card) {
     card = $("#photo-template").content.firstElementChild.cloneNode(true);
-    card.id = `photo-${key}`;
-    $("#photo-list").prepend(card);
+    card.id = cardId(p);
+    $(".delete", card).addEventListener("click", () => deletePhoto(card));
+    if (append) $("#photo-list").append(card); else $("#photo-list").prepend(card);
   }
   return card;
 }
 
-const PHOTO_STATES = { uploading: "Uploading", queued: "Waiting for a worker", resizing: "Resizing", done: "Done", failed: "Failed" };
+const PHOTO_STATES = { uploading: "Uploading", queued: "Queued", waiting: "Waiting for a worker",
+  resizing: "Resizing", done: "Done", failed: "Failed" };
 
-function renderPhoto(p) {
-  const card = photoCard(p.key || p.id);
+function renderPhoto(p, options) {
+  const card = photoCard(p, options);
   card.className = `card photo ${p.state}`;
   card.dataset.state = p.state;
+  if (p.id) card.dataset.photo = p.id;
   $(".photo-name", card).textContent = p.name;
   $(".photo-size", card).textContent = p.upload_size || "";
   const badge = $(".photo-state", card);
@@ -72,15 +99,19 @@ function renderPhoto(p) {
   badge.textContent = PHOTO_STATES[p.state] || p.state;
   const percent = p.percent || 0;
   const bar = $(".progress", card);
+  bar.value = percent;
   bar.setAttribute("aria-valuenow", String(percent));
-  $(".progress-fill", card).style.width = `${percent}%`;
+  bar.setAttribute("aria-label", `${p.state === "uploading" ? "Upload" : "Resizing"} of ${p.name}`);
   let detail = "";
   if (p.state === "failed") detail = p.error;
   else if (p.state === "resizing") detail = `${percent}% · copy ${p.numerator} of ${p.denominator}`;
   else if (p.state === "queued") detail = "Queued: the job waits until a worker for “resize” picks it up.";
-  else if (p.state === "uploading") detail = "Sending the photo to the web app…";
-  else if (p.state === "done") detail = `100% · ${p.copies.length} copies`;
+  else if (p.state === "waiting") detail = "Waiting for a worker: no worker has the “resize” function right now.";
+  else if (p.state === "uploading") detail = `Sending the photo to the web app… ${percent}%`;
+  else if (p.state === "done") detail = `100% · ${p.copies.length} copies · ${(p.format || "").toUpperCase()}`;
   $(".photo-detail", card).textContent = detail;
+  $(".delete", card).hidden = !(p.id && ["done", "failed"].includes(p.state));
+  $(".delete", card).setAttribute("aria-label", `Delete ${p.name}`);
   const copies = $(".copies", card);
   if (p.state === "done" && copies.childElementCount !== p.copies.length) {
     copies.replaceChildren(...p.copies.map((c) => el("figure", { class: "copy" },
@@ -93,8 +124,46 @@ function renderPhoto(p) {
   }
 }
 
-async function uploadPhoto(file) {
-  const key = `p${++state.photoSeq}`;
+async function deletePhoto(card) {
+  const id = card.dataset.photo;
+  const response = await post(`/api/photos/${id}`, { method: "DELETE" });
+  if (response.ok || response.status === 404) removePhoto(id);
+  else $(".photo-detail", card).textContent = await readError(response);
+}
+
+function removePhoto(id) {
+  const card = cardOf(id);
+  if (card) { card.remove(); state.photosTotal = Math.max(0, state.photosTotal - 1); photoCount(); }
+}
+
+function photoCount() {
+  const shown = document.querySelectorAll("#photo-list .photo[data-photo]").length;
+  $("#photo-count").textContent = state.photosTotal ? `${shown} of ${state.photosTotal} photos shown` : "";
+  $("#more-photos").hidden = shown >= state.photosTotal;
+}
+
+// The stored photos, newest first; `reset` replaces the list (after a restart of the web app).
+async function loadPhotos({ reset = false } = {}) {
+  const offset = reset ? 0 : document.querySelectorAll("#photo-list .photo[data-photo]").length;
+  const response = await fetch(`/api/photos?offset=${offset}&limit=${reset ? Math.max(PAGE, offset) : PAGE}`);
+  if (!response.ok) return;
+  const body = await response.json();
+  if (reset) {
+    const keep = new Set(body.photos.map((p) => p.id));
+    for (const card of document.querySelectorAll("#photo-list .photo[data-photo]")) if (!keep.has(card.dataset.photo)) card.remove();
+  }
+  state.photosTotal = body.total;
+  for (const p of body.photos) renderPhoto(p, { append: !document.getElementById(cardId(p)) });
+  if (reset) {  // newest first, as listed
+    const list = $("#photo-list");
+    for (const p of body.photos) { const c = document.getElementById(cardId(p)); if (c) list.append(c); }
+  }
+  photoCount();
+}
+
+function uploadPhoto(file) {
+  const key = `${state.session.slice(0, 8)}-${++state.photoSeq}`;
+  state.uploads.set(key, null);
   const local = { key, name: file.name, state: "uploading", percent: 0, upload_size: humanSize(file.size), copies: [] };
   renderPhoto(local);
   const cfg = state.config;
@@ -104,12 +173,25 @@ async function uploadPhoto(file) {
   const body = new FormData();
   body.append("key", key);
   body.append("photo", file, file.name);
-  try {
-    const response = await fetch(`/api/photos?session=${state.session}`, { method: "POST", body });
-    if (!response.ok) return fail(await readError(response));
-  } catch (e) {
-    fail("The upload did not reach the web app (is it still running?).");
-  }
+  // XHR, not fetch: only XHR reports upload progress.
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", `/api/photos?session=${state.session}&format=${encodeURIComponent($("#format").value)}`);
+  xhr.setRequestHeader("x-csrf-token", csrfToken());
+  xhr.upload.addEventListener("progress", (e) => {
+    if (!e.lengthComputable || document.getElementById(cardId(local))?.dataset.photo) return;  // the server has it
+    renderPhoto({ ...local, percent: Math.min(99, Math.floor((100 * e.loaded) / e.total)) });
+  });
+  xhr.addEventListener("load", () => {
+    let answer = {};
+    try { answer = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+    if (xhr.status >= 400) return fail(answer.error || `The web app answered ${xhr.status}.`);
+    state.uploads.set(key, answer.id);
+    if (!cardOf(answer.id) || cardOf(answer.id).dataset.state === "uploading") renderPhoto(answer);
+    state.photosTotal += 1;
+    photoCount();
+  });
+  xhr.addEventListener("error", () => fail("The upload did not reach the web app (is it still running?)."));
+  xhr.send(body);
 }
 
 function humanSize(n) {
@@ -129,13 +211,21 @@ function setupDrop() {
   // A photo dropped next to the drop zone must not make the browser navigate away.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
+  $("#more-photos").addEventListener("click", () => loadPhotos());
 }
 
 // ---------------------------------------------------------------- jobs
 
-const JOB_STATES = { submitted: "Submitted", queued: "Queued", running: "Running", done: "Done", failed: "Failed", finished: "Finished" };
+const JOB_STATES = { submitted: "Submitted", waiting: "Waiting for a worker", queued: "Queued", running: "Running",
+  done: "Done", failed: "Failed", finished: "Finished", lost: "Lost", unknown: "Unknown", cancelled: "Cancelled" };
+const FINAL = ["done", "failed", "finished", "lost", "unknown", "cancelled"];
+const NOTES = {
+  waiting: "No worker has this function right now: the job waits until one registers.",
+  finished: "The server no longer knows this job: it has ended.",
+};
 
 function renderJob(j) {
+  state.jobs.set(j.id, j);
   const tbody = $("#job-rows");
   $(".empty", tbody)?.remove();
   let row = document.getElementById(`job-${j.id}`);
@@ -144,29 +234,49 @@ function renderJob(j) {
     tbody.prepend(row);
   }
   row.dataset.state = j.state;
-  const progress = el("td");
-  if (j.denominator && j.state !== "finished") {
+  const progress = el("td", { "data-label": "Progress" });
+  if (j.denominator && !FINAL.includes(j.state)) {
     const pct = Math.round((100 * j.numerator) / j.denominator);
-    const bar = el("span", { class: "mini-progress" }, el("div"));
-    bar.firstChild.style.width = `${pct}%`;
+    const bar = el("progress", { class: "mini-progress", max: "100", value: String(pct), "aria-label": `Progress of job ${j.id}` });
     progress.append(bar, `${j.numerator}/${j.denominator}`);
   } else {
     progress.append(el("span", { class: "muted", text: ["done", "finished"].includes(j.state) ? "—" : "" }));
   }
-  const out = el("td");
+  const out = el("td", { class: "out", "data-label": "Result" });
   if (j.error) out.append(el("span", { class: "result error", text: j.error }));
   else if (j.result) out.append(el("span", { class: "result", text: j.result.binary ? `${j.result.bytes} bytes of binary data` : j.result.text || "(empty result)" }));
-  else if (j.handle) out.append(el("span", { class: "result", text: j.handle }),
-    el("span", { class: "muted", text: j.state === "finished" ? "The server no longer knows this job: it has ended." : "" }));
+  else if (j.handle) out.append(el("span", { class: "result", text: j.handle }));
+  if (NOTES[j.state] && !j.error) out.append(el("span", { class: "muted note", text: NOTES[j.state] }));
   for (const m of j.messages || []) out.append(el("div", { class: "muted warning", text: `warning: ${m}` }));
+  const actions = el("td", { class: "actions-cell" });
+  if (!j.background && !FINAL.includes(j.state)) {
+    const cancel = el("button", { type: "button", class: "ghost small cancel", text: "Cancel", "aria-label": `Cancel job ${j.id}` });
+    cancel.addEventListener("click", () => cancelJob(j.id, cancel));
+    actions.append(cancel);
+  }
   row.replaceChildren(
-    el("td", { class: "muted nowrap", text: j.id }),
-    el("td", { class: "fn", text: j.function }),
-    el("td", { text: `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}` }),
-    el("td", {}, el("span", { class: `badge ${j.state}`, text: JOB_STATES[j.state] || j.state })),
+    el("td", { class: "muted nowrap id", text: j.id, "data-label": "#" }),
+    el("td", { class: "fn", text: j.function, "data-label": "Function" }),
+    el("td", { class: "mode", text: `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}`, "data-label": "Mode" }),
+    el("td", { "data-label": "State" }, el("span", { class: `badge ${j.state}`, text: JOB_STATES[j.state] || j.state })),
     progress,
     out,
-    el("td", { class: "num muted nowrap", text: j.duration != null ? `${j.duration.toFixed(3)} s` : "" }));
+    el("td", { class: "num muted nowrap", text: j.duration != null ? `${j.duration.toFixed(3)} s` : "", "data-label": "Time" }),
+    actions);
+}
+
+async function cancelJob(id, button) {
+  button.disabled = true;
+  const response = await post(`/api/jobs/${encodeURIComponent(id)}/cancel?session=${state.session}`);
+  if (!response.ok) { button.disabled = false; $("#form-error").textContent = await readError(response); }
+}
+
+// After a restart of the web app: background jobs are watched again; foreground ones are marked lost.
+async function resumeJobs() {
+  const open = [...state.jobs.values()].filter((j) => !FINAL.includes(j.state));
+  if (!open.length) return;
+  const response = await post(`/api/jobs/resume?session=${state.session}`, { json: { jobs: open } });
+  if (response.ok) (await response.json()).jobs.forEach(renderJob);
 }
 
 function setupJobs() {
@@ -184,8 +294,7 @@ function setupJobs() {
     if (!data.function) { $("#form-error").textContent = "Choose a function to run."; return; }
     $("#submit").disabled = true;
     try {
-      const response = await fetch(`/api/jobs?session=${state.session}`, {
-        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(data) });
+      const response = await post(`/api/jobs?session=${state.session}`, { json: data });
       if (!response.ok) { $("#form-error").textContent = await readError(response); return; }
       const body = await response.json();
       // The live stream may already have delivered later states: only add rows not seen yet.
@@ -197,7 +306,8 @@ function setupJobs() {
     }
   });
   $("#clear-jobs").addEventListener("click", () => {
-    $("#job-rows").replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7", text: "No jobs yet." })));
+    state.jobs.clear();
+    $("#job-rows").replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8", text: "No jobs yet." })));
   });
 }
 
@@ -236,36 +346,54 @@ function renderServers(data) {
       el("td", { class: "num", text: String(f.workers) }),
       el("td", {}, el("span", { class: `badge ${f.workers ? "up" : "idle"}`, text: f.workers ? "served" : "no worker" }))));
     if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "5", text: "This server knows no functions yet." })));
-    const table = el("table", { class: "table" },
+    const table = el("table", { class: "table servers-table" },
       el("thead", {}, el("tr", {}, el("th", { text: "Function" }), el("th", { class: "num", text: "Queued" }),
         el("th", { class: "num", text: "Running" }), el("th", { class: "num", text: "Workers" }), el("th", { text: "" }))),
       el("tbody", {}, ...rows));
-    return el("section", { class: "card server", "data-address": s.address }, head, table);
+    return el("section", { class: "card server", "data-address": s.address }, head, el("div", { class: "table-scroll" }, table));
   }));
 }
 
 // ---------------------------------------------------------------- start
 
 // One stream for everything, and none while the tab is hidden: a browser gives a host only six
-// HTTP/1.1 connections, and each open stream holds one. Events are numbered, so a stream opened
-// again asks for what it missed (?last=) and the server replays it.
+// HTTP/1.1 connections, and each open stream holds one. Event ids carry the boot id, so a stream
+// opened again asks for what it missed (?last=) and the server replays it, within one boot.
 let events = null;
-let lastEventId = 0;
+let lastEventId = "";
+let retryTimer = null;
+
+async function hello(data) {
+  const first = state.boot === null;
+  if (state.boot === data.boot) return;
+  state.boot = data.boot;
+  document.body.dataset.boot = data.boot;
+  // First contact: the list of stored photos. A new boot: the web app restarted; fetch everything again.
+  await loadPhotos({ reset: !first });
+  if (!first) await resumeJobs();
+  document.body.dataset.synced = data.boot;
+}
 
 function listen() {
   if (events) return;
-  events = new EventSource(`/api/events?session=${state.session}&last=${lastEventId}`);
+  clearTimeout(retryTimer);
+  events = new EventSource(`/api/events?session=${state.session}&last=${encodeURIComponent(lastEventId)}`);
   const on = (type, render) => events.addEventListener(type, (e) => {
-    if (e.lastEventId) lastEventId = Math.max(lastEventId, Number(e.lastEventId));
+    if (e.lastEventId) lastEventId = e.lastEventId;
     render(JSON.parse(e.data));
   });
+  on("hello", hello);
   on("photo", renderPhoto);
+  on("photo-deleted", (d) => removePhoto(d.id));
   on("job", renderJob);
   on("servers", renderServers);
   events.addEventListener("error", () => {
-    if (events && events.readyState !== EventSource.OPEN) {
-      $("#conn").className = "conn bad";
-      $("#conn-text").textContent = "Web app unreachable";
+    if (!events || events.readyState === EventSource.OPEN) return;
+    $("#conn").className = "conn bad";
+    $("#conn-text").textContent = "Web app unreachable";
+    if (events.readyState === EventSource.CLOSED) {  // the browser gave up (an HTTP error): try again ourselves
+      events = null;
+      retryTimer = setTimeout(listen, 1000);
     }
   });
 }
@@ -288,6 +416,11 @@ async function start() {
     state.config = await response.json();
     $("#max-upload").textContent = state.config.max_upload;
     $("#accepted").textContent = state.config.accepted;
+    if (state.config.login) {
+      const out = $("#logout");
+      out.hidden = false;
+      out.addEventListener("click", async () => { await post("/api/logout"); location.href = "/login"; });
+    }
   } catch (e) {
     banner("The web app could not be reached (is it still running?).");
   }

@@ -1,0 +1,291 @@
+"""Jobs from the Jobs form: running them, honest states, cancel, and picking them up after a restart.
+
+States a row goes through::
+
+    foreground: submitted -> (waiting: no worker) -> running -> done | failed | cancelled | lost
+    background: submitted -> queued (waiting) -> running -> finished | lost | unknown
+
+A background job's result never reaches a client (Gearman keeps none): the
+server just forgets the handle.  "finished" is said only when nothing
+disturbed the watch; when the server restarted meanwhile (its ``getpid``
+changed, or it stopped answering), a forgotten handle is "lost" (queued jobs
+of a server without a persistent queue are gone), and a job picked up from a
+page after the web app restarted is "unknown" when the server no longer
+knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import structlog
+
+from ..client import Client, Handle, Priority, RunningJob
+from .events import Hub
+from .service import Gateway, explain, watch_for_workers
+
+log = structlog.get_logger("gearworker.web")
+
+#: How often a background job's status is asked for, and for how long at most.
+BACKGROUND_POLL = 1.0
+BACKGROUND_WATCH = 3600.0
+#: Longest result text sent to the page.
+MAX_RESULT_CHARS = 4000
+#: Rows a session keeps (for cancel and re-sync); the oldest go first.
+MAX_ROWS = 1000
+FINAL = frozenset({"done", "failed", "cancelled", "lost", "finished", "unknown"})
+ROW_ID_RE = re.compile(r"^[0-9a-f]{8}-b[0-9]{1,9}-[0-9]{1,3}$")
+
+LOST_RESTART = ("The job server restarted (or could not be reached) while this job was queued or running: "
+                "it is not known whether it ran.")
+LOST_WEB = ("The web app restarted while this job ran: its result can no longer reach this page "
+            "(the worker may still have finished it).")
+UNKNOWN = "The job server no longer knows this job: it ended, or was lost while the web app restarted."
+
+
+def result_view(result: bytes) -> dict[str, Any]:
+    """A job result as the page shows it: text when it is text, else its size."""
+    try:
+        text = result.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"text": None, "bytes": len(result), "binary": True}
+    cut = len(text) > MAX_RESULT_CHARS
+    return {"text": text[:MAX_RESULT_CHARS] + ("…" if cut else ""), "bytes": len(result), "binary": False}
+
+
+@dataclass
+class JobRow:
+    """One submission from the Jobs form, as the page shows it."""
+
+    id: str
+    batch: str
+    index: int
+    function: str
+    background: bool
+    priority: Priority
+    state: str = "submitted"
+    handle: str | None = None
+    server: str | None = None
+    numerator: int = 0
+    denominator: int = 0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    messages: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    duration: float | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    running: RunningJob | None = field(default=None, repr=False)  # a foreground job once sent
+    cancel_requested: bool = False
+
+    def learn_handle(self) -> None:
+        """Copy the handle of a foreground job once the server has created it."""
+        if self.handle is None and self.running is not None and self.running.handle:
+            self.handle = self.running.handle.decode("utf-8", "replace")
+
+    def view(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "id", "batch", "index", "function", "background", "priority", "state", "handle", "server",
+            "numerator", "denominator", "result", "error", "messages", "duration")}
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def finish(self, state: str) -> None:
+        self.state = state
+        self.duration = round(time.monotonic() - self.started, 3)
+
+
+class JobBook:
+    """Rows by session and id: what Cancel and a re-syncing page look up."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, OrderedDict[str, JobRow]] = {}
+
+    def add(self, session: str, row: JobRow) -> None:
+        rows = self._rows.setdefault(session, OrderedDict())
+        rows[row.id] = row
+        while len(rows) > MAX_ROWS:
+            rows.popitem(last=False)
+
+    def get(self, session: str, row_id: str) -> JobRow | None:
+        rows = self._rows.get(session)
+        return rows.get(row_id) if rows is not None else None
+
+
+@dataclass
+class JobContext:
+    """What a job's task needs besides the row."""
+
+    gateway: Gateway
+    hub: Hub
+    timeout: float = 300.0
+
+
+async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) -> None:
+    """Submit one job from the form and publish what happens to it."""
+
+    def publish() -> None:
+        ctx.hub.publish(session, "job", row.view())
+
+    publish()
+    try:
+        client = await ctx.gateway.client()
+        if row.background:
+            handle = await client.submit_background(row.function, payload, priority=row.priority)
+            row.handle, row.server, row.state = handle.decode("utf-8", "replace"), handle.server or None, "queued"
+            publish()
+            await watch_background(ctx, session, row, handle, resumed=False)
+            return
+        await _foreground(ctx, client, row, payload, publish)
+    except asyncio.CancelledError:
+        if not row.cancel_requested:
+            raise  # the app is stopping
+        await _cancelled(ctx, row)
+    except TimeoutError:
+        row.error = (f"No worker took the job within {ctx.timeout:g} s: no worker has “{row.function}”."
+                     if row.state == "waiting" else
+                     f"The job took too long: no worker finished it within {ctx.timeout:g} s (web_job_timeout).")
+        row.finish("failed")
+    except Exception as e:
+        row.error = explain(e, ctx.gateway.servers)
+        # Our worker sends its failure text as a WORK_WARNING first: don't show it twice.
+        row.messages = [m for m in row.messages if m not in row.error]
+        row.finish("failed")
+    log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state,
+             duration=row.duration)
+    publish()
+
+
+async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: bytes, publish: Any) -> None:
+    def waiting(none: bool) -> None:
+        state = "waiting" if none else "submitted"
+        row.learn_handle()
+        if row.state in ("submitted", "waiting") and row.state != state:
+            row.state = state
+            publish()
+
+    watcher = asyncio.ensure_future(watch_for_workers(
+        ctx.gateway, row.function, lambda: row.state in ("submitted", "waiting"), waiting))
+    try:
+        async with client.start(row.function, payload, priority=row.priority, timeout=ctx.timeout) as job:
+            row.running = job
+            async for p in job:
+                row.learn_handle()
+                row.state = "running"
+                if p.kind == "status":
+                    row.numerator, row.denominator = p.numerator, p.denominator
+                elif p.kind == "warning" and p.data:
+                    row.messages.append(bytes(p.data).decode("utf-8", "replace")[:500])
+                publish()
+            result = await job.result()
+            row.learn_handle()
+    finally:
+        watcher.cancel()
+    row.result = result_view(bytes(result))
+    row.finish("done")
+
+
+async def _cancelled(ctx: JobContext, row: JobRow) -> None:
+    """The page's Cancel: stop waiting, and ask the server to drop the job if no worker has it yet."""
+    dropped = False
+    row.learn_handle()
+    if row.handle and row.state in ("submitted", "waiting", "queued"):
+        with contextlib.suppress(Exception):
+            client = await ctx.gateway.client()
+            await client.admin(f"cancel job {row.handle}", server=row.server or None)
+            dropped = True
+    row.error = ("Cancelled: the job server was asked to drop the queued job." if dropped else
+                 "Cancelled: this page stopped waiting. A worker that already has the job may still finish it "
+                 "(Gearman cannot stop a running job).")
+    row.finish("cancelled")
+
+
+async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: bytes, *, resumed: bool) -> None:
+    """Ask for a background job's status until the server forgets it; tell finished from lost."""
+    def publish() -> None:
+        ctx.hub.publish(session, "job", row.view())
+
+    server = row.server or (ctx.gateway.servers[0] if len(ctx.gateway.servers) == 1 else None)
+    pid = await ctx.gateway.server_pid(server) if server else None
+    disturbed = server is None and resumed
+    seen = not resumed  # a resumed job must be seen once before "gone" can mean "finished"
+    deadline = time.monotonic() + BACKGROUND_WATCH
+    client = await ctx.gateway.client()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(BACKGROUND_POLL)
+        try:
+            status = await client.status(Handle(handle, server or ""), server=server)
+        except Exception as e:
+            disturbed = True
+            row.error = explain(e, ctx.gateway.servers)
+            publish()
+            continue
+        now_pid = await ctx.gateway.server_pid(server) if server else None
+        if pid is not None and now_pid is not None and now_pid != pid:
+            disturbed = True
+        row.error = None
+        if not status.known:
+            if disturbed:
+                row.error = LOST_RESTART
+                row.finish("lost")
+            elif not seen:
+                row.error = UNKNOWN
+                row.finish("unknown")
+            else:
+                row.finish("finished")  # Gearman keeps no result for background jobs: "no longer known" is all
+            log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state)
+            publish()
+            return
+        announce = resumed and not seen  # the first answer about a picked-up job: the page learns it is watched
+        seen = True
+        state = "running" if status.running else "queued"
+        if state == "queued":
+            workers = await ctx.gateway.workers_for(row.function)
+            state = "waiting" if workers == 0 else state
+        changed = (state, status.numerator, status.denominator) != (row.state, row.numerator, row.denominator)
+        row.state, row.numerator, row.denominator = state, status.numerator, status.denominator
+        if changed or announce:
+            publish()
+
+
+def resume_rows(ctx: JobContext, book: JobBook, session: str, known: Sequence[Any],
+                spawn: Callable[[Any], asyncio.Task[None]]) -> list[JobRow]:
+    """Rows a page knew before the web app restarted: watch background ones again, mark foreground ones lost."""
+    rows: list[JobRow] = []
+    for item in known[:MAX_ROWS]:
+        if not isinstance(item, dict) or not ROW_ID_RE.match(str(item.get("id", ""))):
+            continue
+        if book.get(session, item["id"]) is not None or str(item.get("state")) in FINAL:
+            continue
+        batch, index = str(item["id"]).rsplit("-", 1)
+        row = JobRow(id=str(item["id"]), batch=batch, index=int(index), function=str(item.get("function", ""))[:255],
+                     background=bool(item.get("background")),
+                     priority=cast(Priority, item.get("priority") if item.get("priority") in ("high", "low") else
+                                   "normal"),
+                     state=str(item.get("state")), handle=_text(item.get("handle")), server=_server(ctx, item))
+        book.add(session, row)
+        rows.append(row)
+        if row.background and row.handle:
+            row.task = spawn(watch_background(ctx, session, row, row.handle.encode(), resumed=True))
+        else:
+            row.error = LOST_WEB
+            row.finish("lost")
+            ctx.hub.publish(session, "job", row.view())
+    return rows
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:200] if isinstance(value, str) and value else None
+
+
+def _server(ctx: JobContext, item: dict[str, Any]) -> str | None:
+    server = item.get("server")
+    return server if server in ctx.gateway.servers else None

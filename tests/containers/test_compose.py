@@ -1,0 +1,108 @@
+"""docker-compose.yml run for real with podman-compose 1.6 on podman 4.3: serve, restart, scale, stop.
+
+One stack for the module (starting it is the slow part), under a random project name with
+free loopback ports.  The image comes from the session's ``image`` fixture (`podman-compose
+build` on a base that scripts/container-base pulls, or makes from this machine's apt mirror
+when no registry is reachable).  Missing podman or podman-compose fails these tests; it never
+skips them (scripts/container-setup installs what they need).  Select them with
+``pytest -m containers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .checks import (
+    SERVICES,
+    check_two_workers_registered,
+    down_and_collect_exits,
+    fetch_copies,
+    reverse_through_gearmand,
+    upload_photo,
+    wait_for_web,
+    wait_for_workers,
+)
+from .stack import Stack, podman_compose, run
+
+# Cold, the base image (70-145 s on a busy 2-core box) and the image (~60 s) are built in the first set-up.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(image: str) -> Iterator[Stack]:
+    """docker-compose.yml up (`podman-compose up -d`); removed with its volumes afterwards."""
+    s = Stack(podman_compose(), image)
+    try:
+        start = time.monotonic()
+        s.timed("up", "up", "-d", timeout=180)
+        wait_for_workers(s)
+        s.timings["up to workers registered"] = time.monotonic() - start
+        wait_for_web(s)
+        yield s
+    finally:
+        print(f"\npodman-compose stack {s.project} timings (s): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()))
+        s.remove()
+
+
+async def test_a_job_runs_through_the_published_gearmand_port(stack: Stack) -> None:
+    """A client on the host submits `reverse` to gearmand's published port; a worker container answers."""
+    start = time.monotonic()
+    await reverse_through_gearmand(stack, b"compose stack")
+    stack.timings["first job"] = time.monotonic() - start
+
+
+def test_deploy_replicas_gives_two_workers_both_registered_with_gearmand(stack: Stack) -> None:
+    """deploy.replicas: 2 (with mode: replicated, which podman-compose 1.6 needs) gives two worker containers,
+    each registered with gearmand under its own container hostname."""
+    check_two_workers_registered(stack)
+
+
+def test_every_healthcheck_command_passes(stack: Stack) -> None:
+    """The healthcheck of each service runs and succeeds (`podman healthcheck run`: podman 4.3 without systemd
+    has no timers to run them by itself)."""
+    for service in SERVICES:
+        for name in stack.containers(service):
+            result = run(["podman", "healthcheck", "run", name], timeout=60, check=False)
+            assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}\n{stack.logs(service)}"
+
+
+def test_a_photo_goes_through_the_web_app_and_a_worker(stack: Stack) -> None:
+    """A real JPEG posted to the web app's upload API comes back as resized JPEG copies, none larger than it."""
+    stack.photo = upload_photo(stack)
+
+
+def test_the_photo_is_still_there_after_the_web_container_restarts(stack: Stack) -> None:
+    """Photos live on the `photos` volume: after `podman-compose restart web` the same copies are served."""
+    assert stack.photo is not None, "no photo to look for: the upload test failed"
+    photo_id, copies = stack.photo
+    start = time.monotonic()
+    stack.compose("restart", "web", timeout=120)
+    wait_for_web(stack)
+    stack.timings["web restart"] = time.monotonic() - start
+    after = fetch_copies(stack, photo_id)
+    assert digests(after) == digests(copies), (
+        f"the web app lost photo {photo_id} when its container restarted ({len(after)} of {len(copies)} copies "
+        "served): it must keep photos under its storage root on the photos volume (docker-compose.yml, "
+        f"web environment)\n{stack.logs('web')}")
+
+
+def digests(copies: list[bytes]) -> list[str]:
+    return [hashlib.sha256(c).hexdigest()[:16] for c in copies]
+
+
+async def test_workers_come_back_after_gearmand_restarts(stack: Stack) -> None:
+    """Start order does not matter (podman-compose ignores depends_on conditions on podman 4.3): after gearmand
+    restarts, both workers reconnect with backoff and jobs run again."""
+    stack.compose("restart", "gearmand", timeout=120)
+    wait_for_workers(stack, "both workers registered again after a gearmand restart")
+    await reverse_through_gearmand(stack, b"again")
+
+
+def test_down_stops_every_container_with_exit_0_within_its_grace_period(stack: Stack) -> None:
+    """`podman-compose down`: each container gets SIGTERM and exits 0 before its stop_grace_period."""
+    down_and_collect_exits(stack)
