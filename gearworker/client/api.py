@@ -28,6 +28,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
+import structlog
+
 from .. import config
 from ..address import parse_address
 from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
@@ -53,6 +55,7 @@ __all__ = [
     "submit_background",
 ]
 
+log = structlog.get_logger("gearworker.client")
 _T = PacketType
 Priority = Literal["high", "normal", "low"]
 Payload = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | None
@@ -194,21 +197,50 @@ class Client:
         ``when`` schedules it (SUBMIT_JOB_EPOCH; a naive datetime is local
         time); gearmand has no priority for scheduled jobs, so ``priority``
         must then be "normal".
+
+        When the server's connection is lost before it answered (it died, or
+        was declared dead by the heartbeat), a job **with** a ``unique`` id is
+        submitted again to the next server: the first one may have queued it,
+        so it may run twice, which idempotent handlers keyed by the unique id
+        absorb (and one server coalesces the two).  A job without one raises
+        :class:`~gearworker.errors.ConnectionLost` saying why it was not retried.
         """
+        extra: tuple[bytes, ...] = ()
         if when is None:
-            waiter = Waiter(_T.JOB_CREATED, function)
-            await self._send(_BACKGROUND[_priority(priority)], function, payload, unique, waiter)
+            ptype = _BACKGROUND[_priority(priority)]
         else:
             if _priority(priority) != "normal":
                 raise ValueError("gearmand has no priority for scheduled jobs (when=): use priority='normal'")
+            ptype, extra = _T.SUBMIT_JOB_EPOCH, (str(int(when.timestamp())).encode(),)
+        tried: list[str] = []
+        while True:
             waiter = Waiter(_T.JOB_CREATED, function)
-            epoch = str(int(when.timestamp())).encode()
-            await self._send(_T.SUBMIT_JOB_EPOCH, function, payload, unique, waiter, epoch)
-        handle: bytes = await waiter.future
-        return Handle(handle, waiter.address)
+            await self._send(ptype, function, payload, unique, waiter, *extra, skip=tried)
+            try:
+                handle: bytes = await waiter.future
+            except ConnectionLost as e:
+                tried.append(waiter.address)
+                self._may_resubmit(e, function, unique, tried)
+                continue
+            return Handle(handle, waiter.address)
+
+    def _may_resubmit(self, error: ConnectionLost, function: str, unique: str | bytes | None,
+                      tried: list[str]) -> None:
+        """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
+        if self._closed:
+            raise error
+        if not unique:
+            raise ConnectionLost(
+                f"{error}; background job {function!r} was not submitted again: it has no unique id, and the "
+                "server may have queued it before the connection was lost (pass unique= to allow a retry)") from error
+        if len(tried) >= len(self.servers):
+            raise ConnectionLost(f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
+                                 f"every server: {', '.join(tried)}") from error
+        log.warning("client.resubmit", function=function, unique=_unique(unique).decode(errors="replace"),
+                    server=tried[-1], reason=str(error))
 
     async def _send(self, ptype: PacketType, function: str, payload: Payload, unique: str | bytes | None,
-                    waiter: Waiter, *extra: bytes) -> Router:
+                    waiter: Waiter, *extra: bytes, skip: Sequence[str] = ()) -> Router:
         if self._closed:
             raise ConnectionLost("client is closed")
         uid = _unique(unique)
@@ -219,6 +251,8 @@ class Client:
         data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
         errors: list[str] = []
         for server in self._candidates(uid):
+            if server.address in skip:
+                continue
             try:
                 router = server.router or await server.get()  # connected: skip a coroutine per job
                 stream = router.stream
