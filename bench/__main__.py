@@ -1,8 +1,9 @@
 """Benchmark gearworker against PHP GearmanWorker (C libgearman) and aiogear, side by side.
 
-    .venv/bin/python -m bench                 # everything, about 5-7 minutes on 2 cores
-    .venv/bin/python -m bench --quick         # 1 run per case, short runs (a smoke test)
-    .venv/bin/python -m bench --only tiny     # one case: tiny, sweep, latency, memory, resize, shutdown
+    .venv/bin/python -m bench                   # everything, about 10-12 minutes on 2 cores
+    .venv/bin/python -m bench --quick           # 1 run per case, short runs (a smoke test)
+    .venv/bin/python -m bench --only throughput # one case: throughput (= tiny), sweep, latency, client,
+                                                # memory, resize, logcost, shutdown (repeatable)
 
 Every case starts its own gearmand (``--threads=0``) on loopback and its own
 workers.  Runs of the workers being compared are interleaved (A B C, A B C,
@@ -22,9 +23,10 @@ import time
 from . import cases
 from .procs import AIOGEAR_PYTHON, GEARMAND_THREADS, ROOT
 
-CASES = ("tiny", "sweep", "latency", "memory", "resize", "shutdown")
+CASES = ("tiny", "throughput", "sweep", "latency", "client", "memory", "resize", "logcost", "shutdown")
 WORKER_LABELS = {
-    ("gearworker", 1): "gearworker, 1 process (defaults)",
+    ("gearworker-defaults", 1): "gearworker, 1 process, defaults (info log: a JSON line per job into a pipe)",
+    ("gearworker", 1): "gearworker, 1 process, tuned (--log-level warning --concurrency 1000)",
     ("gearworker-gp32", 1): "gearworker, grab_pipeline=32",
     ("gearworker-gp32-nometrics", 1): "gearworker, grab_pipeline=32, no unserved metrics (bench/unmetered.py)",
     ("php", 1): "PHP GearmanWorker, 1 process",
@@ -38,7 +40,7 @@ def _say(text: str) -> None:
 
 
 def run_tiny(runs: int, seconds: float) -> dict[tuple[str, int], list[cases.Throughput]]:
-    kinds = [("gearworker", 1), ("gearworker-gp32", 1), ("gearworker-gp32-nometrics", 1), ("php", 1), ("php", 2)]
+    kinds = [("gearworker-defaults", 1), ("gearworker", 1), ("gearworker-gp32", 1), ("php", 1), ("php", 2)]
     if AIOGEAR_PYTHON.exists():
         kinds.append(("aiogear", 1))
     else:
@@ -63,15 +65,21 @@ def run_sweep(runs: int, seconds: float, levels: tuple[int, ...]) -> dict[str, d
     return {kind: {lvl: cases.median(v) for lvl, v in per.items()} for kind, per in out.items()}
 
 
+#: The lone-job latency runs: gearworker at its defaults, the same with every handler started as a Task
+#: (the worker before eager start, bench/tasks_first.py), PHP.
+LATENCY_KINDS = {"gearworker": "gearworker-defaults", "tasks": "gearworker-defaults-tasks", "php": "php"}
+
+
 def run_latency(runs: int, count: int) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
     """All samples per worker, and (p50, p99) of each run."""
-    samples: dict[str, list[float]] = {"gearworker": [], "php": []}
-    per_run: dict[str, list[tuple[float, float]]] = {"gearworker": [], "php": []}
+    samples: dict[str, list[float]] = {k: [] for k in LATENCY_KINDS}
+    per_run: dict[str, list[tuple[float, float]]] = {k: [] for k in LATENCY_KINDS}
     for _ in range(runs):
-        for kind in samples:
+        for name, kind in LATENCY_KINDS.items():
+            # gearworker at its defaults: the job.done line is part of a lone job's path.
             s = cases.latency(kind, count)
-            samples[kind] += s
-            per_run[kind].append((cases.percentile(s, 50), cases.percentile(s, 99)))
+            samples[name] += s
+            per_run[name].append((cases.percentile(s, 50), cases.percentile(s, 99)))
     _say(f"latency p50/p99 per run: {per_run}")
     return samples, per_run
 
@@ -96,12 +104,16 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.runs, args.seconds = 1, 1.0
-    chosen = args.only or list(CASES)
+    chosen = {"tiny" if c == "throughput" else c for c in (args.only or CASES)}
+    from gearworker import logs
+
+    logs.configure("warning", "json")  # the in-process Client's info lines would land among the tables
     if not shutil.which("php"):
         raise SystemExit("php-cli with php-gearman is needed: apt-get install php-cli php-gearman")
     started = time.monotonic()
     out_dir = ROOT / "artifacts" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
+    few = 1 if args.quick else max(3, min(args.runs, 3))  # rounds of the slower cases: medians of >= 3
 
     summary: list[str] = []
     tiny = sweep = lat = None
@@ -116,36 +128,34 @@ def main() -> None:
         lat = run_latency(args.runs, 2000 if not args.quick else 500)
 
     lines = [f"gearmand {_gearmand_version()} --threads={GEARMAND_THREADS}, loopback; {os.cpu_count()} cores; "
-             f"medians of {args.runs} interleaved rounds (3 for sweep and resize); "
-             "gearworker runs with --log-level warning and uvloop.", ""]
+             f"medians of {args.runs} interleaved rounds ({few} for sweep, client, memory and resize); "
+             "gearworker on uvloop. Spread is min-max of the per-round values.", ""]
     if tiny is not None:
         lines += _tiny_table(tiny, args.seconds)
-        med = {k: cases.median([r.jobs_per_s for r in v]) for k, v in tiny.items()}
-        rates = {k: [r.jobs_per_s for r in v] for k, v in tiny.items()}
-        us = {k: cases.median([r.worker_us_per_job for r in v]) for k, v in tiny.items()}
-        ours = med[("gearworker", 1)]
-        for key, target in ((("php", 1), 1.5), (("php", 2), 1.2), (("aiogear", 1), None)):
-            if key not in med:
-                continue
-            ratio = paired_ratio(rates[("gearworker", 1)], rates[key])
-            summary.append(_row(f"tiny jobs/s vs {WORKER_LABELS[key]}", f"{ours:,.0f}", f"{med[key]:,.0f}", ratio,
-                                "" if target is None else f">= {target}",
-                                None if target is None else ratio >= target))
-        summary.append(_row("worker CPU us per tiny job", f"{us[('gearworker', 1)]:.1f}", f"{us[('php', 1)]:.1f}",
-                            us[("gearworker", 1)] / us[("php", 1)], "(reported)", None))
+        summary += _tiny_rows(tiny)
     if lat is not None:
         samples, per_run = lat
-        for i, pct in enumerate((50, 99)):
-            a, b = cases.percentile(samples["gearworker"], pct), cases.percentile(samples["php"], pct)
-            ratio = paired_ratio([r[i] for r in per_run["gearworker"]], [r[i] for r in per_run["php"]])
-            summary.append(_row(f"no-op latency p{pct}, us (one job at a time)", f"{a:.0f}", f"{b:.0f}", ratio,
-                                "<= 1.2", ratio <= 1.2))
+        for name, label in (("gearworker", "gearworker at defaults"),
+                            ("tasks", "defaults, but every handler started as a Task: before eager start")):
+            for i, pct in enumerate((50, 99)):
+                a, b = cases.percentile(samples[name], pct), cases.percentile(samples["php"], pct)
+                ours, theirs = [r[i] for r in per_run[name]], [r[i] for r in per_run["php"]]
+                per_round = [x / y for x, y in zip(ours, theirs, strict=True)]
+                ratio = cases.median(per_round)
+                summary.append(_row(f"no-op latency p{pct}, us, one job at a time ({label})",
+                                    f"{a:.0f} ({_spread(ours, '.0f')})", f"{b:.0f} ({_spread(theirs, '.0f')})", ratio,
+                                    f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
+    if "client" in chosen:
+        summary += _client_rows(few, 5000 if args.quick else 20_000)
     if "memory" in chosen:
-        idle, peak, most = cases.memory()
-        summary.append(_row(f"RSS with {most} async jobs in flight on 3 servers, MiB", f"{peak:.1f}",
-                            f"idle {idle:.1f}", None, "<= 64", peak <= 64 and most >= 1000))
+        jobs = 10_000
+        idle, peak, most = cases.memory(jobs)
+        summary.append(_row(f"RSS with {most:,} of {jobs:,} async jobs in flight on 3 servers, MiB", f"{peak:.1f}",
+                            f"idle {idle:.1f}", None, "<= 128", peak <= 128 and most >= jobs))
     if "resize" in chosen:
-        summary += _resize_rows(min(args.runs, 3), 6 if args.quick else 12)
+        summary += _resize_rows(few, 6 if args.quick else 12)
+    if "logcost" in chosen:
+        summary += _logcost_rows(3 if args.quick else 7)
     if "shutdown" in chosen:
         times = [cases.shutdown_time() for _ in range(5)]
         t = cases.median(times)
@@ -161,6 +171,62 @@ def main() -> None:
 
         path = draw(out_dir / "bench.png", sweep, lat[0] if lat is not None else None)
         _say(f"chart: {path}")
+
+
+def _spread(values: list[float], fmt: str = ".2f") -> str:
+    return f"{min(values):{fmt}}-{max(values):{fmt}}"
+
+
+def _tiny_rows(tiny: dict[tuple[str, int], list[cases.Throughput]]) -> list[str]:
+    rows: list[str] = []
+    med = {k: cases.median([r.jobs_per_s for r in v]) for k, v in tiny.items()}
+    rates = {k: [r.jobs_per_s for r in v] for k, v in tiny.items()}
+    us = {k: cases.median([r.worker_us_per_job for r in v]) for k, v in tiny.items()}
+    for ours, label, targets in ((("gearworker-defaults", 1), "defaults", {("php", 1): 2.0, ("php", 2): 1.5}),
+                                 (("gearworker", 1), "tuned", {})):
+        for key in (("php", 1), ("php", 2), ("aiogear", 1)):
+            if key not in med:
+                continue
+            per_round = [a / b for a, b in zip(rates[ours], rates[key], strict=True)]
+            ratio, target = cases.median(per_round), targets.get(key)
+            rows.append(_row(f"tiny jobs/s, gearworker {label} vs {WORKER_LABELS[key]}", f"{med[ours]:,.0f}",
+                             f"{med[key]:,.0f}", ratio,
+                             f"({_spread(per_round)})" if target is None else f">= {target} ({_spread(per_round)})",
+                             None if target is None else ratio >= target))
+    d, php = us[("gearworker-defaults", 1)], us[("php", 1)]
+    rows.append(_row("worker CPU us per tiny job, defaults vs 1 PHP worker", f"{d:.1f}", f"{php:.1f}", d / php,
+                     "< 1.0", d < php))
+    return rows
+
+
+def _client_rows(rounds: int, jobs: int) -> list[str]:
+    from . import client_bench
+
+    rates, _ = client_bench.compare(jobs, 100, 100, rounds)
+    ours, php = rates["gearworker Client (uvloop)"], rates["PHP GearmanClient (addTask+runTasks)"]
+    per_round = [a / b for a, b in zip(ours, php, strict=True)]
+    ratio = cases.median(per_round)
+    return [_row(f"Client: {jobs:,} echo jobs, 100 in flight, jobs/s vs PHP GearmanClient",
+                 f"{cases.median(ours):,.0f}", f"{cases.median(php):,.0f}", ratio, f">= 1.0 ({_spread(per_round)})",
+                 ratio >= 1.0)]
+
+
+def _logcost_rows(rounds: int) -> list[str]:
+    from . import logcost
+
+    rows: list[str] = []
+    for per_turn, name in ((100, "a busy worker, 100 lines per loop turn"), (1, "a lone job, 1 line per loop turn")):
+        new: list[float] = []
+        old: list[float] = []
+        for _ in range(rounds):  # alternated
+            new.append(logcost.cost_us("new", 20_000, per_turn))
+            old.append(logcost.cost_us("previous", 20_000, per_turn))
+        rows.append(_row(f"job.done log line alone, CPU us (min of {rounds}, bench.logcost; {name})",
+                         f"{min(new):.2f}", f"{min(old):.2f} before", min(new) / min(old), "<= 2 us", min(new) <= 2.0))
+    low, mid = logcost.in_worker_us(rounds)
+    rows.append(_row(f"job.done log line in the worker's path, CPU us (bench.hotpath info - warning, min / median of "
+                     f"{rounds})", f"{low:.1f} / {mid:.1f}", "", None, "<= 2 us", low <= 2.0))
+    return rows
 
 
 def _tiny_table(tiny: dict[tuple[str, int], list[cases.Throughput]], seconds: float) -> list[str]:
@@ -180,20 +246,28 @@ def _tiny_table(tiny: dict[tuple[str, int], list[cases.Throughput]], seconds: fl
 
 
 def _resize_rows(runs: int, jobs: int) -> list[str]:
+    """The pool against N plain processes resizing at once, alternated round by round (the issue's target)."""
     workload, _ = cases.resize_photo()
     procs = 2
     single = cases.median([cases.resize_in_process(workload, max(3, jobs // 3)) for _ in range(runs)])
-    pooled = [cases.resize_worker(workload, procs, jobs) for _ in range(runs)]
-    rate = cases.median([r.images_per_s for r in pooled])
+    pooled: list[cases.PoolRun] = []
+    plain: list[float] = []
+    for _ in range(runs):
+        pooled.append(cases.resize_worker(workload, procs, jobs))
+        plain.append(cases.resize_plain_processes(workload, procs, jobs))
+    rates = [r.images_per_s for r in pooled]
+    rate = cases.median(rates)
     pool_ms = cases.median([r.pool_ms_per_image for r in pooled])
     over_ms = cases.median([r.overhead_ms_per_image for r in pooled])
-    plain = cases.median([cases.resize_plain_processes(workload, procs, jobs) for _ in range(runs)])
+    per_round = [a / b for a, b in zip(rates, plain, strict=True)]
+    vs_plain = cases.median(per_round)
     ratio = rate / (procs * single)
     return [
-        _row(f"resize 12 MP, pool of {procs} via gearmand, img/s", f"{rate:.2f}", f"{procs} x {single:.2f} in-process",
-             ratio, ">= 0.9", ratio >= 0.9),
-        _row(f"resize: the same vs {procs} plain processes resizing at once (no Gearman), img/s", f"{rate:.2f}",
-             f"{plain:.2f}", rate / plain, "(>= 0.9)", rate / plain >= 0.9),
+        _row(f"resize 12 MP, pool of {procs} via gearmand vs {procs} plain processes resizing at once (no Gearman), "
+             "img/s", f"{rate:.2f}", f"{cases.median(plain):.2f}", vs_plain, f">= 0.95 ({_spread(per_round)})",
+             vs_plain >= 0.95),
+        _row(f"resize: the same vs {procs} x one process alone", f"{rate:.2f}", f"{procs} x {single:.2f}", ratio,
+             "(reported)", None),
         _row("resize: CPU ms per image outside the pool (worker main process + gearmand + client) / in the pool",
              f"{over_ms:.1f} / {pool_ms:.0f}", f"{1000 / single:.0f} ms in-process", over_ms / pool_ms, "(< 0.1)",
              over_ms / pool_ms < 0.1),

@@ -70,10 +70,14 @@ def _submit_background(address: str, function: bytes, workload: bytes, count: in
             created += sum(p.type is PacketType.JOB_CREATED for p in parser.feed(data))
 
 
-def memory(jobs: int = 1000, servers: int = 3, sleep_s: float = 4.0) -> tuple[float, float, int]:
-    """(idle RSS MiB, peak RSS MiB while all jobs run, jobs seen running at once)."""
+def memory(jobs: int = 10_000, servers: int = 3, sleep_s: float | None = None) -> tuple[float, float, int]:
+    """(idle RSS MiB, peak RSS MiB while all jobs run, jobs seen running at once).
+
+    The worker runs at its defaults (a job.done line per job) but for ``--concurrency``.
+    """
+    sleep_s = sleep_s if sleep_s is not None else max(4.0, jobs / 1000)  # long enough to get them all running
     extra = ["--concurrency", str(jobs + 100)]
-    with running("gearworker", 1, servers=servers, function="sleep", extra=extra) as (gearmands, procs):
+    with running("gearworker-defaults", 1, servers=servers, function="sleep", extra=extra) as (gearmands, procs):
         pid = procs[0].pid
         time.sleep(0.3)
         idle = rss_bytes([pid])

@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LABELS = {"gearworker": "gearworker (1 process)", "php": "PHP GearmanWorker (1 process)"}
+LABELS = {"gearworker": "gearworker (1 process)", "php": "PHP GearmanWorker (1 process)",
+          "tasks": "gearworker, handlers started as Tasks (before eager start)"}
 PERCENTILES: tuple[float, ...] = (50, 90, 99, 99.9)
 
 

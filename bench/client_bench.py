@@ -79,6 +79,43 @@ def start_worker(kind: str, g: Gearmand) -> tuple[subprocess.Popen[bytes], str]:
     return proc, function
 
 
+CLIENTS = ("gearworker Client (uvloop)", "gearworker Client (asyncio loop)", "PHP GearmanClient (addTask+runTasks)")
+
+
+PerClient = dict[str, list[float]]
+
+
+def compare(jobs: int, inflight: int, size: int, rounds: int, worker_kind: str = "gearworker",
+            clients: tuple[str, ...] = (CLIENTS[0], CLIENTS[2])) -> tuple[PerClient, PerClient]:
+    """(jobs/s, client CPU us per job) of each client per round; each round runs them back to back on a fresh
+    gearmand and worker."""
+    import uvloop
+
+    runners: dict[str, Callable[[str, str], tuple[float, float, int]]] = {
+        CLIENTS[0]: lambda a, f: uvloop.run(run_ours(a, f, jobs, inflight, size)),
+        CLIENTS[1]: lambda a, f: asyncio.run(run_ours(a, f, jobs, inflight, size)),
+        CLIENTS[2]: lambda a, f: run_php(a, f, jobs, inflight, size),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in clients}
+    cpus: dict[str, list[float]] = {name: [] for name in clients}
+    for round_ in range(rounds):
+        g = Gearmand(threads=0).start()
+        worker, function = start_worker(worker_kind, g)
+        try:
+            for name in clients:
+                elapsed, cpu, ok = runners[name](g.address, function)
+                if ok != jobs:
+                    raise SystemExit(f"{name}: only {ok} of {jobs} results were right")
+                rates[name].append(jobs / elapsed)
+                cpus[name].append(cpu / jobs * 1e6)
+                print(f"client round {round_ + 1}: {name}: {jobs / elapsed:,.0f} jobs/s", file=sys.stderr)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            g.stop()
+    return rates, cpus
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=20_000)
@@ -88,38 +125,13 @@ def main() -> None:
     ap.add_argument("--worker", choices=["gearworker", "php"], default="gearworker")
     args = ap.parse_args()
 
-    import uvloop
-
-    clients: dict[str, Callable[[str, str], tuple[float, float, int]]] = {
-        "gearworker Client (uvloop)": lambda a, f: uvloop.run(run_ours(a, f, args.jobs, args.inflight, args.size)),
-        "gearworker Client (asyncio loop)": lambda a, f: asyncio.run(
-            run_ours(a, f, args.jobs, args.inflight, args.size)),
-        "PHP GearmanClient (addTask+runTasks)": lambda a, f: run_php(a, f, args.jobs, args.inflight, args.size),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in clients}
-    cpus: dict[str, list[float]] = {name: [] for name in clients}
-    for round_ in range(args.rounds):
-        g = Gearmand(threads=0).start()
-        worker, function = start_worker(args.worker, g)
-        try:
-            for name, run in clients.items():
-                elapsed, cpu, ok = run(g.address, function)
-                if ok != args.jobs:
-                    raise SystemExit(f"{name}: only {ok} of {args.jobs} results were right")
-                rates[name].append(args.jobs / elapsed)
-                cpus[name].append(cpu / args.jobs * 1e6)
-                print(f"round {round_ + 1}: {name}: {args.jobs / elapsed:,.0f} jobs/s", file=sys.stderr)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-            g.stop()
-
+    rates, cpus = compare(args.jobs, args.inflight, args.size, args.rounds, args.worker, CLIENTS)
     php = statistics.median(rates["PHP GearmanClient (addTask+runTasks)"])
     print(f"\n{args.jobs} foreground echo jobs of {args.size} bytes, {args.inflight} in flight, "
           f"{args.worker} worker, gearmand --threads=0; medians of {args.rounds} rounds\n")
     print("| client | jobs/s | vs PHP | client CPU per job |")
     print("|---|---|---|---|")
-    for name in clients:
+    for name in CLIENTS:
         rate = statistics.median(rates[name])
         print(f"| {name} | {rate:,.0f} | {rate / php:.2f} | {statistics.median(cpus[name]):.1f} us |")
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,13 @@ _GEARWORKER_FLAGS = ["run", "--handlers", str(BENCH / "handlers"), "--log-level"
 
 #: What each worker kind runs (the servers are appended) and the environment it gets.
 WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
+    # What a new user runs: every setting at its default, so one job.done line per job at info,
+    # JSON (stderr is not a terminal) into a pipe the bench drains, as journald does under systemd.
+    "gearworker-defaults": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")], {}),
+    # The worker before eager start (bench/tasks_first.py): every handler started as a Task. An A/B for latency.
+    "gearworker-defaults-tasks": ([sys.executable, str(BENCH / "tasks_first.py"), "run", "--handlers",
+                                   str(BENCH / "handlers")], {}),
+    # Tuned for the tiny-job flood: no per-job log line, room for all 500 jobs in flight.
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
     # The two changes proposed in README's Performance section, measured before they are made:
     # a deeper grab pipeline, and no Prometheus bookkeeping when nothing serves /metrics.
@@ -61,8 +69,47 @@ def start_workers(kind: str, servers: list[str], count: int = 1, extra: list[str
                   ) -> list[subprocess.Popen[bytes]]:
     cmd = worker_command(kind, servers, extra)
     env = {**os.environ, "GEARWORKER_STORAGE_ROOTS": "[]", **WORKERS[kind][1]}
-    return [subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE) for _ in range(count)]
+    env = {k: v for k, v in env.items() if not k.startswith(("GEARWORKER_", "BENCH_")) or k in WORKERS[kind][1]
+           or k == "GEARWORKER_STORAGE_ROOTS"}  # nothing from the caller's environment changes a "defaults" run
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(count)]
+    for p in procs:
+        _drain(p)
+    return procs
+
+
+#: The last bytes each worker wrote to stderr (its log), by pid: kept for error messages.
+_TAILS: dict[int, bytearray] = {}
+#: Bytes of log each worker wrote, by pid.
+LOG_BYTES: dict[int, int] = {}
+_READERS: dict[int, threading.Thread] = {}
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> None:
+    """Read the worker's stderr as it comes, like journald: a full pipe would stall a worker that logs."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    tail = _TAILS[proc.pid] = bytearray()
+    LOG_BYTES[proc.pid] = 0
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            LOG_BYTES[proc.pid] += len(data)
+            tail.extend(data)
+            del tail[:-4000]
+
+    thread = _READERS[proc.pid] = threading.Thread(target=read, name=f"drain {proc.pid}", daemon=True)
+    thread.start()
+
+
+def log_tail(proc: subprocess.Popen[bytes]) -> str:
+    return bytes(_TAILS.get(proc.pid, b"")).decode(errors="replace")
 
 
 def wait_registered(gearmand: Gearmand, function: str, workers: int, procs: list[subprocess.Popen[bytes]],
@@ -75,8 +122,8 @@ def wait_registered(gearmand: Gearmand, function: str, workers: int, procs: list
             return
         for p in procs:
             if p.poll() is not None:
-                err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-                raise RuntimeError(f"worker exited with {p.returncode}: {err[-2000:]}")
+                time.sleep(0.2)  # the drain thread reads the last words
+                raise RuntimeError(f"worker exited with {p.returncode}: {log_tail(p)[-2000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{workers} workers for {function} did not register (status: {row})")
         time.sleep(0.05)
@@ -92,7 +139,10 @@ def stop(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGKILL) -> Non
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-        if p.stderr:
+        reader = _READERS.pop(p.pid, None)
+        if reader is not None:
+            reader.join(5)  # EOF once the worker is gone; close only then, never under a read
+        if p.stderr and (reader is None or not reader.is_alive()):
             p.stderr.close()
 
 

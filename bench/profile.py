@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.profile                 # defaults
     .venv/bin/python -m bench.profile --kind gearworker-gp32-nometrics
+    .venv/bin/python -m bench.profile --kind gearworker-defaults --load lone   # one job at a time
 
 Starts gearmand and the worker, runs the PHP load client (500 in flight) and
 samples the worker with ``py-spy record`` (it must be installed: the ``dev``
@@ -50,17 +51,23 @@ def main() -> None:
     p.add_argument("--kind", default="gearworker", choices=[k for k in WORKERS if k.startswith("gearworker")])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--load", choices=["flood", "lone"], default="flood",
+                   help="flood: 500 echo jobs in flight; lone: one no-op job at a time (the latency path)")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    with tempfile.TemporaryDirectory() as tmp, running(args.kind) as (gearmands, procs):
+    function = "echo" if args.load == "flood" else "noop"
+    with tempfile.TemporaryDirectory() as tmp, running(args.kind, function=function) as (gearmands, procs):
         raw = Path(tmp) / "raw.txt"
-        load = subprocess.Popen(["php", str(PHP_DIR / "load.php"), gearmands[0].address, "echo", "100", "500",
-                                 str(args.seconds + 2)], stdout=subprocess.PIPE)
+        if args.load == "flood":
+            cmd = ["load.php", gearmands[0].address, "echo", "100", "500", str(args.seconds + 2)]
+        else:  # enough lone jobs to outlast the sampling on this machine
+            cmd = ["latency.php", gearmands[0].address, "noop", str(int(args.seconds * 3000)), "0"]
+        load = subprocess.Popen(["php", str(PHP_DIR / cmd[0]), *cmd[1:]], stdout=subprocess.PIPE)
         time.sleep(1)  # past the start-up
         subprocess.run([spy, "record", "-p", str(procs[0].pid), "-d", str(int(args.seconds)), "-r", "250", "-f", "raw",
                         "-o", str(raw)], capture_output=True, check=True)
         out, _ = load.communicate()
-        print(f"load: {out.decode().strip()}")
+        print(f"load: {out.decode().strip()[:200]}")
         print(summarise(raw, args.top))
 
 

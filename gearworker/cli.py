@@ -85,7 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     registry = load_handlers(settings)
-    return _run_loop(_serve(settings, registry, early))
+    try:
+        return _run_loop(_serve(settings, registry, early))
+    finally:
+        logs.flush()  # the last loop turn's lines (the atexit hook would too; this keeps them before any traceback)
 
 
 def load_handlers(settings: Any) -> Any:
