@@ -88,7 +88,7 @@ async def test_failing_twice_then_succeeding_with_two_retries_gives_the_client_i
     kind = "ValueError" if function == "flaky_cpu" else "RuntimeError"
     assert [w.split(" in ")[0] for w in warnings] == [
         f"attempt 1/3 failed: {kind}: {prefix}flaky failure 1", f"attempt 2/3 failed: {kind}: {prefix}flaky failure 2"]
-    assert log_events(jobs_worker, "job.retry")
+    wait_for(lambda: log_events(jobs_worker, "job.retry"), what="job.retry log lines")  # logs are written in batches
 
 
 async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
