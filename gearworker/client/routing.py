@@ -315,11 +315,6 @@ class ServerConnection:
         self._retry_at = 0.0
         self.last_error = ""
 
-    @property
-    def available(self) -> bool:
-        """Connected, or allowed to try connecting now (not in a back-off window)."""
-        return self.router is not None or time.monotonic() >= self._retry_at
-
     async def get(self) -> Router:
         """Return the live connection's router, connecting first if needed."""
         if self.router is not None:

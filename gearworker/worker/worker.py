@@ -227,11 +227,6 @@ class Worker:
         """How many servers we have at least one live connection to."""
         return len({c.name for c in self.connections if c.stream is not None})
 
-    @property
-    def functions(self) -> list[str]:
-        """Every function name served."""
-        return sorted(f.name for f in self._functions.values())
-
     # -- connections come and go --------------------------------------------
     def connection_up(self, conn: Connection) -> None:
         self._report_server(conn.name)
