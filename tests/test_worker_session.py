@@ -64,9 +64,28 @@ def test_connected_identifies_then_registers_each_function_with_its_timeout() ->
     ]
 
 
+def assign(n: int) -> bytes:
+    return encode(response(T.JOB_ASSIGN_UNIQ, f"H:{n}".encode(), b"echo", b"", b""))
+
+
+def pipelining(depth: int = 3) -> WorkerSession[str]:
+    """A connected session whose probes brought only jobs until its window reached ``depth``."""
+    s = session(depth)
+    s.connected()
+    n = 0
+    while s.probing:
+        count = s.wanted()
+        s.grab(count)
+        feed(s, b"".join(assign(n + i) for i in range(count)) + NOOP)
+        for i in range(count):
+            s.complete(f"H:{n + i}".encode(), b"")
+        n += count
+    return s
+
+
 def test_every_reconnect_sends_the_hello_again_and_forgets_the_old_connection() -> None:
-    """A new connection knows nothing of us: re-register; grabs and jobs of the old one are gone."""
-    s = session()
+    """A new connection knows nothing of us: re-register; grabs, jobs and the window of the old one are gone."""
+    s = pipelining()
     first = s.connected()
     s.grab(2)
     feed(s, ASSIGN)
@@ -75,16 +94,86 @@ def test_every_reconnect_sends_the_hello_again_and_forgets_the_old_connection() 
     assert (grabs, jobs) == (1, ["job"])
     assert s.wanted() == 0  # closed: nothing to grab on
     assert s.connected() == first
-    assert (s.grabs, s.jobs, s.wanted()) == (0, {}, 3)
+    assert (s.grabs, s.jobs, s.wanted(), s.probing) == (0, {}, 1, True)
 
 
-def test_grabs_fill_the_pipeline_up_to_its_depth_or_a_smaller_one() -> None:
-    """wanted() is what the pipeline lacks; grab(n) sends exactly n GRAB_JOB_UNIQ."""
-    s = session(depth=3)
+def test_the_first_grab_is_a_probe_one_grab_then_pre_sleep() -> None:
+    """After connecting, one GRAB_JOB_UNIQ with PRE_SLEEP right behind it, in one write; then nothing until NOOP."""
+    s = session()
     s.connected()
-    assert s.wanted() == 3 and s.wanted(1) == 1
+    assert s.wanted() == 1
+    assert sent(s.grab(1)) == [(T.GRAB_JOB_UNIQ, ()), (T.PRE_SLEEP, ())]
+    assert s.sleeping and s.wanted() == 0
+
+
+def test_a_lone_job_needs_nothing_sent_after_its_result() -> None:
+    """Woken for one job: the probe's PRE_SLEEP already went out, so the job's result is the only packet."""
+    s = session()
+    s.connected()
+    s.grab(1)
+    (event,) = feed(s, ASSIGN)
+    assert isinstance(event, JobAssigned)
+    assert s.wanted() == 0 and s.sleeping  # no refill grab, no second PRE_SLEEP
+    assert sent(s.complete(b"H:1", b"ok")) == [(T.WORK_COMPLETE, (b"H:1", b"ok"))]
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 7])
+def test_a_probe_answered_by_no_job_leaves_the_session_asleep_with_nothing_to_send(chunk: int) -> None:
+    """NO_JOB to a probe: NoJob with no PRE_SLEEP to send (it went with the grab), whole or byte by byte."""
+    s = session()
+    s.connected()
+    s.grab(1)
+    assert feed(s, NO_JOB, chunk=chunk) == [NoJob(b"")]
+    assert s.sleeping and s.wanted() == 0 and s.grabs == 0
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 5])
+def test_the_window_doubles_while_probes_bring_only_jobs_then_the_pipeline_takes_over(chunk: int) -> None:
+    """A burst: probes of 1, 2, 4 grabs (each with PRE_SLEEP) answered by jobs and NOOP, then plain grabs to depth."""
+    s = session(depth=8)
+    s.connected()
+    windows = []
+    n = 0
+    while s.probing:
+        count = s.wanted()
+        windows.append(count)
+        assert sent(s.grab(count)) == [(T.GRAB_JOB_UNIQ, ())] * count + [(T.PRE_SLEEP, ())]
+        events = feed(s, b"".join(assign(n + i) for i in range(count)) + NOOP, chunk=chunk)
+        assert [type(e) for e in events] == [JobAssigned] * count + [Woken]
+        n += count
+    assert windows == [1, 2, 4]
+    assert s.wanted() == 8
+    assert sent(s.grab(8)) == [(T.GRAB_JOB_UNIQ, ())] * 8  # pipelining: no PRE_SLEEP behind the grabs
+
+
+def test_lone_jobs_keep_the_window_small() -> None:
+    """A NO_JOB in a probe puts the window back to one grab; a probe that brought only jobs widens it once."""
+    s = session(depth=8)
+    s.connected()
+    s.grab(1)
+    feed(s, ASSIGN + NOOP)  # the job, then (later) a new one arrives
+    assert s.wanted() == 2
+    s.grab(2)
+    feed(s, assign(2) + NO_JOB)  # only one job waited
+    feed(s, NOOP)
+    assert s.wanted() == 1
+
+
+def test_a_noop_with_grabs_still_out_does_not_widen_the_window() -> None:
+    """Only a probe fully answered by jobs counts: a NOOP overtaking our grabs says nothing of the queue."""
+    s = session(depth=8)
+    s.connected()
+    s.grab(1)
+    feed(s, NOOP)
+    assert s.window == 1 and s.grabs == 1 and s.wanted() == 0
+
+
+def test_grabs_fill_the_pipeline_up_to_its_depth() -> None:
+    """Pipelining: wanted() is what the pipeline lacks; grab(n) sends exactly n GRAB_JOB_UNIQ."""
+    s = pipelining(depth=3)
+    assert s.wanted() == 3
     assert sent(s.grab(2)) == [(T.GRAB_JOB_UNIQ, ())] * 2
-    assert s.wanted() == 1 and s.wanted(1) == 0
+    assert s.wanted() == 1
 
 
 @pytest.mark.parametrize("chunk", [0, 1, 5])
@@ -99,19 +188,17 @@ def test_a_job_is_assigned_whole_byte_by_byte_or_in_chunks(chunk: int) -> None:
 
 def test_packets_after_a_job_in_the_same_read_are_applied_in_order() -> None:
     """Trailing data: a job then NO_JOB in one read give two events, and the last grab answered sends PRE_SLEEP."""
-    s = session()
-    s.connected()
+    s = pipelining()
     s.grab(2)
     events = feed(s, ASSIGN + NO_JOB)
     assert isinstance(events[0], JobAssigned)
     assert isinstance(events[1], NoJob) and sent(events[1].sleep) == [(T.PRE_SLEEP, ())]
-    assert s.sleeping
+    assert s.sleeping and s.probing  # the queue ran dry: the next wake probes again
 
 
 def test_no_job_with_grabs_still_out_does_not_sleep_yet() -> None:
     """PRE_SLEEP only once no grab is outstanding: a later grab may still bring a job."""
-    s = session()
-    s.connected()
+    s = pipelining()
     s.grab(3)
     (first,) = feed(s, NO_JOB)
     assert first == NoJob(b"") and not s.sleeping and s.wanted() == 0
@@ -122,8 +209,7 @@ def test_no_job_with_grabs_still_out_does_not_sleep_yet() -> None:
 
 def test_a_job_answering_a_later_grab_makes_an_earlier_no_job_stale() -> None:
     """After NO_JOB then a job, the session wants to grab again (else it would never sleep nor wake)."""
-    s = session()
-    s.connected()
+    s = pipelining()
     s.grab(2)
     feed(s, NO_JOB)
     assert s.wanted() == 0
@@ -132,14 +218,24 @@ def test_a_job_answering_a_later_grab_makes_an_earlier_no_job_stale() -> None:
 
 
 def test_noop_wakes_a_sleeping_session() -> None:
-    """NOOP after PRE_SLEEP: Woken, and the session wants grabs again."""
+    """NOOP after PRE_SLEEP: Woken, and the session wants a probe again."""
     s = session()
     s.connected()
     s.grab(1)
     feed(s, NO_JOB)
     assert s.sleeping and s.wanted() == 0
     assert feed(s, NOOP) == [Woken()]
-    assert not s.sleeping and s.wanted() == 3
+    assert not s.sleeping and s.wanted() == 1
+
+
+def test_a_pipeline_of_one_never_probes() -> None:
+    """grab_pipeline = 1: one grab at a time, PRE_SLEEP only after NO_JOB (the classic cycle)."""
+    s = session(depth=1)
+    s.connected()
+    assert not s.probing
+    assert sent(s.grab(1)) == [(T.GRAB_JOB_UNIQ, ())]
+    (event,) = feed(s, NO_JOB)
+    assert isinstance(event, NoJob) and sent(event.sleep) == [(T.PRE_SLEEP, ())]
 
 
 def test_idle_poll_grabs_once_from_a_sleeping_session_only() -> None:
@@ -148,6 +244,7 @@ def test_idle_poll_grabs_once_from_a_sleeping_session_only() -> None:
     s.connected()
     assert s.poll() == b""  # awake
     s.grab(1)
+    assert s.poll() == b""  # the probe's grab is still out
     feed(s, NO_JOB)
     assert sent(s.poll()) == [(T.GRAB_JOB_UNIQ, ())]
     assert s.poll() == b"" and s.grabs == 1

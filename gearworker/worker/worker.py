@@ -91,11 +91,11 @@ class Connection:
             # blocked by a full limit, may now use.
             self.worker.release(self.group, 1)
         elif type(event) is Woken:
-            # Wake with one grab; the job it brings refills the pipeline.  A full
+            # The session's window says how many: one after a quiet spell.  A full
             # pipeline here costs gearmand a NO_JOB per extra grab before the
             # worker sees the job (measured p50 of a lone job: 165 us with 8
             # grabs, 216 us with 32).
-            self.worker.pump(self, depth=1)
+            self.worker.pump(self)
         elif type(event) is ServerError:
             log.warning("server.error", server=self.name, code=event.code.decode(errors="replace"),
                         text=event.text.decode(errors="replace"))
@@ -318,14 +318,14 @@ class Worker:
             if pump:
                 self.pump_all()
 
-    def pump(self, conn: Connection, depth: int = 0) -> None:
-        """Keep up to ``depth`` (default ``grab_pipeline``) grabs in flight on ``conn`` while its group has room."""
+    def pump(self, conn: Connection) -> None:
+        """Send ``conn`` the grabs its session wants (a probe, or a pipeline refill) while its group has room."""
         stream = conn.stream
         # is_open, not "is not None": between a connection's loss and the Link's
         # on_down call (one loop turn) the stream is set but closed.
         if stream is None or self.draining or not stream.is_open:
             return
-        count = conn.session.wanted(depth)
+        count = conn.session.wanted()
         if not count:
             return
         for bucket in conn.group.buckets:  # a loop, not min() over a generator: this runs twice per job
