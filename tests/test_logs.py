@@ -1,4 +1,4 @@
-"""gearworker.logs: JSON or console lines, batched per event-loop turn, never lost at exit."""
+"""gearworker.logs: JSON or console lines, batched (a timer or a full batch), never lost at exit."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_lines_of_one_loop_turn_are_written_whole_in_order_with_one_write(tmp_path: Path) -> None:
+def test_lines_of_many_loop_turns_within_the_linger_are_written_whole_in_order_with_one_write(tmp_path: Path) -> None:
+    """A lone job logs one line per loop turn: lines still wait LINGER seconds and leave in one write."""
     target = tmp_path / "out.log"
     with open(target, "w") as stream:
         out = logs.configure("info", "json", stream=stream)
@@ -41,9 +42,9 @@ def test_lines_of_one_loop_turn_are_written_whole_in_order_with_one_write(tmp_pa
             before = out.writes
             for i in range(100):
                 log.info("job.done", n=i, handle=f"H:{i}")
+                await asyncio.sleep(0)  # the next loop turn
             during = out.writes
-            await asyncio.sleep(0)  # the end of the turn
-            await asyncio.sleep(0)
+            await asyncio.sleep(logs.LINGER * 3)  # the linger timer was due first: it has fired
             return during - before, out.writes - before
 
         during, after = asyncio.run(main())
@@ -52,6 +53,23 @@ def test_lines_of_one_loop_turn_are_written_whole_in_order_with_one_write(tmp_pa
     assert [r["n"] for r in records] == list(range(100))
     assert all(r["event"] == "job.done" and r["level"] == "info" for r in records)
     assert all(str(r["timestamp"]).endswith("Z") and len(str(r["timestamp"])) == 27 for r in records)
+
+
+def test_a_full_batch_is_written_at_once_without_waiting_for_the_timer(tmp_path: Path) -> None:
+    """MAX_BATCH lines in one turn (a busy worker) are written as soon as the batch is full, in one write."""
+    target = tmp_path / "out.log"
+    with open(target, "w") as stream:
+        out = logs.configure("info", "json", stream=stream)
+        log = structlog.get_logger("test")
+
+        async def main() -> int:
+            before = out.writes
+            for i in range(logs.MAX_BATCH):
+                log.info("job.done", n=i)
+            return out.writes - before
+
+        assert asyncio.run(main()) == 1
+    assert [r["n"] for r in _records(target)] == list(range(logs.MAX_BATCH))
 
 
 def test_many_turns_keep_every_line_in_order(tmp_path: Path) -> None:
@@ -91,7 +109,7 @@ def test_a_line_from_another_thread_is_kept(tmp_path: Path) -> None:
             log.info("loop.before")
             await asyncio.to_thread(log.info, "thread.line")
             log.info("loop.after")
-            await asyncio.sleep(0)
+            await asyncio.sleep(logs.LINGER * 3)  # the batch's timer fires first
 
         asyncio.run(main())
     events = [r["event"] for r in _records(target)]
@@ -150,7 +168,7 @@ def test_log_file_gets_json_while_the_terminal_gets_console(tmp_path: Path) -> N
         async def main() -> None:
             for i in range(10):
                 log.info("job.done", n=i)
-            await asyncio.sleep(0)
+            await asyncio.sleep(logs.LINGER * 3)  # the batch's timer fires first
 
         asyncio.run(main())
     assert [r["n"] for r in _records(file)] == list(range(10))
@@ -176,6 +194,33 @@ def test_values_json_cannot_encode_are_written_as_repr(tmp_path: Path) -> None:
         structlog.get_logger("test").info("odd", value={1, 2}, counts={1: "a"})
     (record,) = _records(target)
     assert record["value"] == "{1, 2}" and record["counts"] == {"1": "a"}
+
+
+def test_values_bound_with_bind_contextvars_are_in_the_line_and_cleared_ones_are_not(tmp_path: Path) -> None:
+    """The fast contextvars merge sees what structlog's bind_contextvars set, in this context only."""
+    target = tmp_path / "out.log"
+    with open(target, "w") as stream:
+        logs.configure("info", "json", stream=stream)
+        log = structlog.get_logger("test")
+
+        async def job(n: int) -> None:
+            structlog.contextvars.bind_contextvars(request_id=f"r{n}")
+            log.info("job.step", n=n)
+
+        async def main() -> None:
+            await asyncio.gather(job(1), job(2))  # each task runs in its own copy of the context
+            log.info("outside")
+            structlog.contextvars.bind_contextvars(tenant="t")
+            structlog.contextvars.unbind_contextvars("tenant")
+            log.info("unbound", event_key="kept", request_id="explicit")
+
+        asyncio.run(main())
+        logs.flush()
+    records = {r["event"]: r for r in _records(target)}
+    steps = [r for r in _records(target) if r["event"] == "job.step"]
+    assert sorted((r["n"], r["request_id"]) for r in steps) == [(1, "r1"), (2, "r2")]
+    assert "request_id" not in records["outside"] and "tenant" not in records["outside"]
+    assert records["unbound"]["request_id"] == "explicit" and "tenant" not in records["unbound"]
 
 
 _CRASHING_SCRIPT = textwrap.dedent("""
