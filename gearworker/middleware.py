@@ -129,7 +129,12 @@ class Middleware:
         """Called once when the job starts (not again for each retry)."""
 
     def after(self, job: JobInfo, result: JobResult) -> None:
-        """Called once when the job has ended, whatever the outcome."""
+        """Called once when the job has ended, whatever the outcome.
+
+        For a completed job, just after its result was written to gearmand (so
+        the hook adds nothing to the client's wait); for a failed one, before
+        the failure is sent.
+        """
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
         """Called for each failed attempt; ``final`` is False when a retry follows."""

@@ -81,6 +81,8 @@ class Runner:
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
+        #: Completed jobs whose after-hooks (the job.done line) wait for the result to be on the wire.
+        self._completed: list[tuple[ActiveJob, float]] = []
 
     def start(self, conn: Connection, function: Function, assigned: JobAssigned) -> ActiveJob:
         """Start ``assigned`` (its places in the limits are already taken)."""
@@ -240,9 +242,24 @@ class Runner:
                 outcome = "handed_back"
         # The job.done log line, metrics and failed-job records: see gearworker.middleware.
         mw = self.middleware
-        if outcome != "complete" or mw.has_after_complete:  # by default nothing is done for a completed job
+        if outcome != "complete":
             mw.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts))
+        elif mw.has_after_complete:  # (with logging at warning and no metrics, nothing is done)
+            # A completed job's hooks run once its result is written (the read
+            # that brought it ends with the write; call_soon runs after that).
+            # Before the write, the job.done line put ~45 us on the lone-job
+            # p50 (426 -> 395 us against PHP's 396-399, bench latency A/B).
+            completed = self._completed
+            completed.append((job, time.monotonic()))
+            if len(completed) == 1:
+                self._loop.call_soon(self._after_completed)
         self._on_end(job)
+
+    def _after_completed(self) -> None:
+        completed, self._completed = self._completed, []
+        after = self.middleware.after
+        for job, ended in completed:
+            after(job.info, JobResult("complete", ended - job.started, None, job.attempts))
 
 
 def _cancelled_by_us() -> bool:

@@ -1,0 +1,115 @@
+"""gearworker.worker.runner: when a completed job's after-hooks run relative to its result on the wire.
+
+No sockets: a real :class:`PacketStream` over a transport that records what
+is written, fed the bytes of a JOB_ASSIGN_UNIQ as gearmand would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from gearworker import config
+from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware
+from gearworker.protocol import Magic, Packet, PacketType, Parser, WorkerSession, encode, registration
+from gearworker.transport import Endpoint, PacketStream, StreamOptions
+from gearworker.worker.registry import discover
+from gearworker.worker.runner import ActiveJob
+from gearworker.worker.worker import Connection, Worker
+
+HANDLERS = """
+from gearworker import Job, handler
+
+
+@handler("echo")
+async def echo(job: Job) -> bytes:
+    return job.workload
+
+
+@handler("fail")
+async def fail(job: Job) -> None:
+    raise ValueError("no")
+"""
+
+
+class RecordingTransport:
+    """Stands in for the socket: keeps every write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def sent(self) -> list[PacketType]:
+        return [p.type for p in Parser(expect=Magic.REQ).feed(b"".join(self.writes))]
+
+
+class Watcher(Middleware):
+    """Notes, in each after() call, which packets had been written by then."""
+
+    def __init__(self, transport: RecordingTransport) -> None:
+        self.transport = transport
+        self.seen: list[tuple[str, list[PacketType]]] = []
+
+    def after(self, job: JobInfo, result: JobResult) -> None:
+        self.seen.append((result.outcome, self.transport.sent()))
+
+
+async def _one_job(handlers: Path, function: bytes) -> tuple[Watcher, RecordingTransport, int]:
+    """Feed one job; return the watcher, the transport and how many after() calls the read itself made."""
+    settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(handlers)})
+    transport = RecordingTransport()
+    watcher = Watcher(transport)
+    worker = Worker(settings, discover(handlers), None, middleware=Chain([LogMiddleware(), watcher]))
+    group = worker.groups[0]
+    options = StreamOptions(max_packet_size=1 << 20)
+    session: WorkerSession[ActiveJob] = WorkerSession(b"t", registration(group.timeouts), depth=8)
+    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+    worker.connections.append(conn)
+    stream = PacketStream(conn, options)
+    stream.connection_made(transport)  # type: ignore[arg-type]
+    conn.up(stream)
+    session.grabs = 1  # as if our probe's grab were out
+    stream.data_received(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", function, b"u", b"x"), Magic.RES)))
+    during_read = len(watcher.seen)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return watcher, transport, during_read
+
+
+def _handlers(tmp_path: Path) -> Path:
+    (tmp_path / "jobs.py").write_text(HANDLERS)
+    return tmp_path
+
+
+def test_a_completed_jobs_after_hooks_run_once_its_work_complete_is_written(tmp_path: Path) -> None:
+    """The job.done line (and every after-hook) is off the lone job's latency path, and still runs."""
+    watcher, _, during_read = uvloop.run(_one_job(_handlers(tmp_path), b"echo"))
+    assert during_read == 0  # the read ended with the write; the hooks came after
+    assert len(watcher.seen) == 1
+    outcome, written = watcher.seen[0]
+    assert outcome == "complete" and PacketType.WORK_COMPLETE in written
+
+
+def test_a_failed_jobs_after_hooks_run_before_its_failure_is_sent(tmp_path: Path) -> None:
+    """Failures keep the hooks first: a failed-job record is made before gearmand hears the job ended."""
+    watcher, transport, during_read = uvloop.run(_one_job(_handlers(tmp_path), b"fail"))
+    assert during_read == 1
+    assert [outcome for outcome, _ in watcher.seen] == ["fail"]
+    assert PacketType.WORK_FAIL not in watcher.seen[0][1] and PacketType.WORK_FAIL in transport.sent()
