@@ -95,10 +95,11 @@ Reference: docs/settings.md.
 # env GEARWORKER_CLIENT_ID    flag --client-id ID
 # CLIENT_ID = ""
 
-# GRAB_JOB requests kept in flight per server connection: more hides the round
-# trip to gearmand when jobs are short.
+# Most GRAB_JOB requests kept in flight per server connection under load: more
+# hides the round trip to gearmand when jobs are short.  After a quiet spell a
+# connection starts from one grab and doubles while every grab brings a job.
 # env GEARWORKER_GRAB_PIPELINE
-# GRAB_PIPELINE = 8
+# GRAB_PIPELINE = 32
 
 # Largest packet accepted from a server, in bytes (64 MiB); a bigger one drops
 # that connection as a protocol error.

@@ -27,7 +27,7 @@ CASES = ("tiny", "throughput", "sweep", "latency", "client", "memory", "resize",
 WORKER_LABELS = {
     ("gearworker-defaults", 1): "gearworker, 1 process, defaults (info log: a JSON line per job into a pipe)",
     ("gearworker", 1): "gearworker, 1 process, tuned (--log-level warning --concurrency 1000)",
-    ("gearworker-gp32", 1): "gearworker, grab_pipeline=32",
+    ("gearworker-defaults-gp8", 1): "gearworker, 1 process, defaults but grab_pipeline=8 (the default before)",
     ("gearworker-gp32-nometrics", 1): "gearworker, grab_pipeline=32, no unserved metrics (bench/unmetered.py)",
     ("php", 1): "PHP GearmanWorker, 1 process",
     ("php", 2): "PHP GearmanWorker, 2 processes",
@@ -40,7 +40,7 @@ def _say(text: str) -> None:
 
 
 def run_tiny(runs: int, seconds: float) -> dict[tuple[str, int], list[cases.Throughput]]:
-    kinds = [("gearworker-defaults", 1), ("gearworker", 1), ("gearworker-gp32", 1), ("php", 1), ("php", 2)]
+    kinds = [("gearworker-defaults", 1), ("gearworker", 1), ("gearworker-defaults-gp8", 1), ("php", 1), ("php", 2)]
     if AIOGEAR_PYTHON.exists():
         kinds.append(("aiogear", 1))
     else:

@@ -48,7 +48,11 @@ class Settings:
     max_child_rss: int | None = _doc("recycle a pool process once its RSS passes this many MiB", default=None)
     grace_period: float = _doc("seconds in-flight jobs may finish after SIGTERM", default=30.0)
     timeout_margin: float = _doc("seconds added to a handler's timeout in CAN_DO_TIMEOUT", default=5.0)
-    grab_pipeline: int = _doc("GRAB_JOB requests in flight per connection", default=8)
+    # 32, not 8: the tiny-job flood at defaults went 17.1k -> 21.1k jobs/s (30 vs 39 us of worker
+    # CPU a job, 5.5 vs 10.5 us of gearmand's), 1.83x two PHP workers (bench, 3 alternated rounds).
+    # A deep pipeline no longer costs lone jobs (a wake-up probes with one grab) nor lets the first
+    # worker to wake take a whole burst: the window widens 1, 2, 4... only while grabs bring jobs.
+    grab_pipeline: int = _doc("most GRAB_JOB requests in flight per connection, under load", default=32)
     max_packet_size: int = _doc("largest packet accepted from a server, bytes", default=DEFAULT_MAX_PACKET_SIZE)
     reconnect_min: float = _doc("first reconnect delay, seconds", default=0.1)
     reconnect_max: float = _doc("longest reconnect delay, seconds", default=10.0)

@@ -97,7 +97,7 @@ def test_precedence_defaults_then_file_then_environment_then_flags(tmp_path: Pat
     path = write(tmp_path, "CONCURRENCY = 10\nGRACE_PERIOD = 7\nLOG_LEVEL = 'debug'\n")
     s = config.load(path, env={"GEARWORKER_CONCURRENCY": "20", "GEARWORKER_GRACE_PERIOD": "8"},
                     overrides={"concurrency": 30, "log_level": None})
-    assert (s.concurrency, s.grace_period, s.log_level, s.grab_pipeline) == (30, 8.0, "debug", 8)
+    assert (s.concurrency, s.grace_period, s.log_level, s.grab_pipeline) == (30, 8.0, "debug", 32)
     assert s.source == str(path)
 
 
