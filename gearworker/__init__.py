@@ -17,22 +17,28 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from .worker.job import CpuJob, Job
-from .worker.registry import handler
 
 if TYPE_CHECKING:
     from .client import Client, submit, submit_background
+    from .worker.job import CpuJob, Job
+    from .worker.registry import handler
 
-# The client pulls in asyncio machinery a handler module never needs: import it on first use.
-_CLIENT_NAMES = frozenset({"Client", "submit", "submit_background"})
+# Imported on first use: the client pulls in asyncio machinery a handler module never needs,
+# and `gearworker` (gearworker.launch) must start catching stop signals before anything heavy
+# is imported (the handler API alone costs ~70 ms of imports).
+_LAZY = {"Client": "client", "submit": "client", "submit_background": "client",
+         "CpuJob": "worker.job", "Job": "worker.job", "handler": "worker.registry"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT_NAMES:
-        from . import client
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gearworker' has no attribute {name!r}")
+    import importlib
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'gearworker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
 
 
 __version__ = "0.1.0"

@@ -16,11 +16,11 @@ from typing import Any
 
 from . import __version__
 from .errors import ConfigError
+from .launch import COMMANDS, runs_worker
 from .procs import is_running
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("run", "check", "stop", "submit", "status", "web", "failed")
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
-    from .server import EarlySignals
+    from .launch import take_early_signals
 
-    early = EarlySignals()  # first: a stop requested while we start up is a clean stop
+    # A stop requested while we start up is a clean stop: caught since gearworker.launch ran.
+    early = take_early_signals()
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     registry = load_handlers(settings)
@@ -158,7 +159,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gearworker`` and ``python -m gearworker``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+    if runs_worker(argv) and (not argv or argv[0] != "run"):
         argv.insert(0, "run")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -28,6 +28,7 @@ from . import config
 from .address import parse_address
 from .config import Settings
 from .errors import ConfigError
+from .launch import EarlySignals
 from .localserver import LocalGearmand
 from .metrics import NO_METRICS, MetricsSink, NullMetrics
 from .pidfile import PidFile
@@ -369,22 +370,3 @@ def _prometheus() -> Metrics | None:
     except ImportError:  # prometheus-client not installed: metrics are optional
         return None
     return Metrics()
-
-
-class EarlySignals:
-    """Catches SIGTERM, SIGINT and SIGHUP from process start until the event loop takes them over.
-
-    Importing handlers and starting the pool take a while; a stop requested
-    then (systemd, a test, a chaos monkey) must still be a clean stop, exit 0,
-    not death by the default action (found by the chaos test: exit -15).
-    A reload requested then (SIGHUP, whose default action also kills) is
-    done once the worker has started.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._record)
-
-    def _record(self, signum: int, frame: object) -> None:
-        self.received.append(signum)

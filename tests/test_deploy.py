@@ -190,7 +190,7 @@ def test_unit_exec_start_is_the_real_command_line() -> None:
     args = parse_worker_command(argv)
     assert args.command == "run"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["gearworker"] == "gearworker.cli:main"
+    assert scripts["gearworker"] == "gearworker.launch:main"
     assert argv[0].endswith("/.venv/bin/gearworker")
 
 

@@ -417,6 +417,41 @@ def test_sigterm_while_starting_up_is_a_clean_stop(gearmand: Gearmand, tmp_path:
     assert events(w, "server.stopping") and events(w, "server.stopped")
 
 
+_SIGTERM_DURING_CLI_IMPORT = """
+import os, signal, sys
+
+class SigtermOnCliImport:
+    # Sends SIGTERM just as the command line starts importing: the window right after start-up.
+    def find_spec(self, name, path=None, target=None):
+        if name == "gearworker.cli":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, SigtermOnCliImport())
+from gearworker.launch import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_the_command_line_still_imports_is_a_clean_stop(gearmand: Gearmand) -> None:
+    """`gearworker` catches stop signals before it imports anything heavy: a SIGTERM right after the
+    process started exits 0 through shutdown (the chaos test saw -15 from a worker restarted just
+    before the final stop)."""
+    cmd = [sys.executable, "-c", _SIGTERM_DURING_CLI_IMPORT, "--handlers", str(TEST_HANDLERS),
+           "--server", gearmand.address, "--log-format", "json"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"server.stopped"' in out.stderr
+
+
+def test_other_commands_keep_the_default_ctrl_c() -> None:
+    """Only the worker catches signals early: `gearworker submit` and friends stay interruptible."""
+    from gearworker.launch import runs_worker
+
+    assert runs_worker([]) and runs_worker(["run"]) and runs_worker(["--handlers", "h"])
+    assert not any(runs_worker([c]) for c in ("submit", "status", "stop", "check", "web", "failed", "--help"))
+
+
 def test_a_pool_process_killed_while_the_pool_starts_is_replaced(gearmand: Gearmand, tmp_path: Path) -> None:
     """A pool process that dies during start-up (OOM killer, an operator) is replaced and the worker serves,
     instead of exiting with a BrokenProcessPool traceback (found by the chaos test: exit 1)."""
