@@ -89,7 +89,8 @@ def test_concurrent_results_each_reach_their_own_job(workers: list[WorkerProcess
     # The order they ended in really was mixed up (otherwise this tests nothing).
     ends = [p.args[0] for p in client.conn.received if p.type is PacketType.WORK_COMPLETE]
     assert ends != handles
-    assert all(w.log_text().count('"job.done"') > 0 for w in workers)  # both workers took jobs
+    # Both workers took jobs (their job.done lines are written within logs.LINGER of each job's end).
+    wait_until(lambda: all(w.log_text().count('"job.done"') > 0 for w in workers), what="both workers' job.done lines")
 
 
 def test_concurrent_cli_clients_each_get_their_own_result(workers: list[WorkerProcess], gearmand: Gearmand) -> None:

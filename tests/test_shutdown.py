@@ -94,14 +94,23 @@ def pool_tree(w: WorkerProcess, minimum: int) -> list[psutil.Process]:
     return w.descendants()
 
 
-def events(w: WorkerProcess, name: str) -> list[dict[str, object]]:
-    found = []
-    for line in w.log_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == name:
-                found.append(record)
-    return found
+def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, object]]:
+    """The worker's log records of event ``name``, waiting up to ``wait`` s for a first one.
+
+    Log lines are written in batches (within gearworker.logs.LINGER, 20 ms, of being
+    logged), so a line may lag the event the test just saw happen.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for line in w.log_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == name:
+                    found.append(record)
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.02)
 
 
 # -- stopping ---------------------------------------------------------------
