@@ -292,11 +292,20 @@ def _fast_method(name: str) -> Callable[..., Any]:
         kw["event"] = event
         if self._processors is _JSON_PROCESSORS:
             # Our own JSON set-up (production): its two processors inline, which
-            # saves two calls and the loop, ~0.15 of a ~2 us line (bench.logcost).
+            # saves three calls and the loop, ~0.2 of a ~2 us line (bench.logcost).
             if _BOUND_VARS:
                 _merge_contextvars(None, name, kw)
-            return self._logger.msg(_render(None, name, kw))
-        event_dict: Any = kw
+            kw["level"] = name
+            event_dict: Any = kw
+            if "exc_info" in kw:
+                event_dict = structlog.processors.format_exc_info(None, name, kw)
+            event_dict["timestamp"] = _now(_UTC)
+            try:
+                line = _dumps(event_dict, default=_fallback, option=_UTC_Z)
+            except TypeError:
+                line = _render_json(None, name, event_dict)
+            return self._logger.msg(line)
+        event_dict = kw
         try:
             for processor in self._processors:
                 event_dict = processor(self._logger, name, event_dict)
@@ -380,6 +389,7 @@ def _render_json(logger: Any, method: str, event: MutableMapping[str, Any]) -> b
 
 
 _dumps = orjson.dumps
+_UTC_Z = orjson.OPT_UTC_Z
 #: The processors configure() sets for JSON output with no log file; their bound-logger methods run them inline.
 _JSON_PROCESSORS: list[Any] = []
 
