@@ -377,6 +377,13 @@ class Pool:
             for pid in processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        # The executor's own thread joins its dead processes: let it finish first.
+        # A forkserver child's exit code can be read once; two threads polling it
+        # at once leave the loser with 255 ("exit code 255" for a SIGKILL, a
+        # flaky test_pool failure in CI).
+        manager = getattr(old, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(1.0)
         code = None
         for proc in processes.values():
             proc.join(1.0)
