@@ -299,7 +299,8 @@ def _fast_method(name: str) -> Callable[..., Any]:
             event_dict: Any = kw
             if "exc_info" in kw:
                 event_dict = structlog.processors.format_exc_info(None, name, kw)
-            event_dict["timestamp"] = _now(_UTC)
+            if "timestamp" not in event_dict:  # job.done gives the job's own end time
+                event_dict["timestamp"] = _now(_UTC)
             try:
                 line = _dumps(event_dict, default=_fallback, option=_UTC_Z)
             except TypeError:
@@ -328,7 +329,8 @@ def _timestamp(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mut
     a line on the bench machine; formatting it ourselves with a cached second
     1.0 us; this 0.3-0.4 us plus a little more for orjson.
     """
-    event["timestamp"] = _now(_UTC)
+    if "timestamp" not in event:
+        event["timestamp"] = _now(_UTC)
     return event
 
 
@@ -375,7 +377,8 @@ def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> bytes:
     event["level"] = method
     if "exc_info" in event:
         event = structlog.processors.format_exc_info(logger, method, event)
-    event["timestamp"] = _now(_UTC)
+    if "timestamp" not in event:  # job.done gives the job's own end time
+        event["timestamp"] = _now(_UTC)
     return _render_json(logger, method, event)
 
 

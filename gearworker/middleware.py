@@ -34,6 +34,7 @@ too (:class:`LogMiddleware`, :class:`MetricsMiddleware`), always first.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,6 +103,7 @@ class JobResult:
     duration: float  # seconds from the job's start to its end, every attempt and wait included
     error: str | None = None
     attempts: int = 1  # attempts made
+    ended_at: float | None = None  # time.time() when it ended (a completed job's hooks may run a little later)
 
 
 @runtime_checkable
@@ -131,9 +133,10 @@ class Middleware:
     def after(self, job: JobInfo, result: JobResult) -> None:
         """Called once when the job has ended, whatever the outcome.
 
-        For a completed job, just after its result was written to gearmand (so
-        the hook adds nothing to the client's wait); for a failed one, before
-        the failure is sent.
+        For a completed job, after its result was written to gearmand, in a
+        batch with others up to 20 ms later (so hooks add nothing to a client's
+        wait; ``result.ended_at`` says when the job ended); for a failed one,
+        before the failure is sent.
         """
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
@@ -258,6 +261,11 @@ def _hook_failed(hook: Any, job: JobInfo) -> None:
         handle=job.handle_text, exc_info=True)
 
 
+_UTC = datetime.UTC
+_fromtimestamp = datetime.datetime.fromtimestamp
+_now = datetime.datetime.now
+
+
 def _micros(seconds: float) -> float:
     """``seconds`` to the microsecond, as ``round(seconds, 6)`` gives it.
 
@@ -283,14 +291,17 @@ class LogMiddleware(Middleware):
         self.quiet_on_complete = not self._info
 
     def after(self, job: JobInfo, result: JobResult) -> None:
+        # The line's timestamp is when the job ended, not when this hook runs (a completed
+        # job's hooks run in a batch up to 20 ms later: gearworker.worker.runner).
+        at = _fromtimestamp(result.ended_at, _UTC) if result.ended_at is not None else _now(_UTC)
         if result.outcome == "complete":
             if self._info:
                 self._log.info("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
-                             duration=_micros(result.duration), outcome="complete")
+                             duration=_micros(result.duration), outcome="complete", timestamp=at)
             return
         self._log.warning("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
                         duration=_micros(result.duration), outcome=result.outcome, error=result.error,
-                        attempts=result.attempts)
+                        attempts=result.attempts, timestamp=at)
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
         if not final:

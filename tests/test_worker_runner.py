@@ -7,17 +7,18 @@ is written, fed the bytes of a JOB_ASSIGN_UNIQ as gearmand would send them.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from gearworker import config
+from gearworker import config, logs
 from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware
 from gearworker.protocol import Magic, Packet, PacketType, Parser, WorkerSession, encode, registration
 from gearworker.transport import Endpoint, PacketStream, StreamOptions
 from gearworker.worker.registry import discover
-from gearworker.worker.runner import ActiveJob
+from gearworker.worker.runner import AFTER_DELAY, ActiveJob
 from gearworker.worker.worker import Connection, Worker
 
 HANDLERS = """
@@ -71,8 +72,11 @@ class Watcher(Middleware):
         self.seen.append((result.outcome, self.transport.sent()))
 
 
-async def _one_job(handlers: Path, function: bytes) -> tuple[Watcher, RecordingTransport, int]:
-    """Feed one job; return the watcher, the transport and how many after() calls the read itself made."""
+async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tuple[Watcher, RecordingTransport, int]:
+    """Feed one job; return the watcher, the transport and how many after() calls the read itself made.
+
+    ``then``: "wait" past the batch delay, or "close" the worker at once (shutdown).
+    """
     settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(handlers)})
     transport = RecordingTransport()
     watcher = Watcher(transport)
@@ -88,8 +92,12 @@ async def _one_job(handlers: Path, function: bytes) -> tuple[Watcher, RecordingT
     session.grabs = 1  # as if our probe's grab were out
     stream.data_received(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", function, b"u", b"x"), Magic.RES)))
     during_read = len(watcher.seen)
-    for _ in range(3):
+    if then == "close":
+        await worker.close()
+    else:
         await asyncio.sleep(0)
+        assert len(watcher.seen) == during_read  # the loop's next turn: still waiting for its batch
+        await asyncio.sleep(AFTER_DELAY * 3)  # the batch's timer was due first
     return watcher, transport, during_read
 
 
@@ -105,6 +113,27 @@ def test_a_completed_jobs_after_hooks_run_once_its_work_complete_is_written(tmp_
     assert len(watcher.seen) == 1
     outcome, written = watcher.seen[0]
     assert outcome == "complete" and PacketType.WORK_COMPLETE in written
+
+
+def test_hooks_still_waiting_for_their_batch_run_when_the_worker_closes(tmp_path: Path) -> None:
+    """Shutdown loses no job.done line: Worker.close() runs the hooks of jobs that just completed."""
+    watcher, _, during_read = uvloop.run(_one_job(_handlers(tmp_path), b"echo", then="close"))
+    assert during_read == 0 and [outcome for outcome, _ in watcher.seen] == ["complete"]
+
+
+def test_the_job_done_line_carries_the_time_the_job_ended_not_when_its_hook_ran(tmp_path: Path) -> None:
+    """A completed job's hook may run 20 ms late, in a batch: its line's timestamp is the job's end."""
+    target = tmp_path / "log.json"
+    with open(target, "w") as stream:
+        logs.configure("info", "json", stream=stream)
+        try:
+            LogMiddleware().after(JobInfo("echo", b"H:1", b"u", 1, "s"),
+                                  JobResult("complete", 0.25, ended_at=1_700_000_000.25))
+            logs.flush()
+        finally:
+            logs.reset()
+    (record,) = [json.loads(line) for line in target.read_text().splitlines()]
+    assert (record["event"], record["timestamp"]) == ("job.done", "2023-11-14T22:13:20.250000Z")
 
 
 def test_a_failed_jobs_after_hooks_run_before_its_failure_is_sent(tmp_path: Path) -> None:

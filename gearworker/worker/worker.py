@@ -380,6 +380,8 @@ class Worker:
 
     async def close(self) -> None:
         """Close every connection and stop reconnecting."""
+        # The job.done lines and metrics of jobs that completed in the last few ms.
+        self.runner.run_completed_hooks()
         if self._poller is not None:
             self._poller.cancel()
         await asyncio.gather(*(conn.link.stop() for conn in self.connections))
