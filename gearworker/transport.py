@@ -142,6 +142,7 @@ class PacketStream(asyncio.Protocol):
         #: attribute, not a property asking the transport: it is read several times per job.
         self.is_open = False
         self._out: list[bytes] = []
+        self._reading = False  # inside data_received, which flushes at its end
         self._loop = asyncio.get_running_loop()
         self._drained: asyncio.Future[None] | None = None  # set while the socket's send buffer is full
         self._heard_at = 0.0  # loop time of the last byte received
@@ -169,6 +170,7 @@ class PacketStream(asyncio.Protocol):
             self.abort(e)
             return
         receive = self._receiver.packet_received
+        self._reading = True
         try:
             for packet in packets:
                 if self._transport is None:
@@ -180,6 +182,11 @@ class PacketStream(asyncio.Protocol):
             log.error("server.protocol_error", server=self.name, error=str(e))
             self.abort(e)
             return
+        except BaseException:
+            self._loop.call_soon(self._flush)  # a receiver's bug: what it queued still goes out
+            raise
+        finally:
+            self._reading = False
         # What these packets made us send (grabs, results) goes out now, not a
         # loop turn later: the answers to a read are already one batch.  Lone-job
         # p50 latency 1.54x -> 1.34-1.43x PHP's; tiny-job CPU per job unchanged
@@ -219,10 +226,10 @@ class PacketStream(asyncio.Protocol):
             await asyncio.shield(self._drained)
 
     def send(self, data: bytes) -> None:
-        """Queue ``data``; it is written at the end of this loop turn."""
+        """Queue ``data``; it is written at the end of this read, or of this loop turn."""
         if self._transport is None:
             raise ConnectionLost(f"connection to job server {self.name} is closed")
-        if not self._out:
+        if not self._out and not self._reading:  # a read flushes at its end: no callback needed
             self._loop.call_soon(self._flush)
         self._out.append(data)
 
