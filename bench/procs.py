@@ -42,6 +42,9 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
     # The two changes proposed in README's Performance section, measured before they are made:
     # a deeper grab pipeline, and no Prometheus bookkeeping when nothing serves /metrics.
+    # The defaults with logging at warning: what the job.done line costs, as an A/B (bench.ab).
+    "gearworker-defaults-warning": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers"),
+                                     "--log-level", "warning"], {}),
     # The defaults with the grab pipeline as deep as it was before (8): the A/B of the default 32.
     "gearworker-defaults-gp8": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")],
                                 {"GEARWORKER_GRAB_PIPELINE": "8"}),
