@@ -142,3 +142,27 @@ def test_a_failed_jobs_after_hooks_run_before_its_failure_is_sent(tmp_path: Path
     assert during_read == 1
     assert [outcome for outcome, _ in watcher.seen] == ["fail"]
     assert PacketType.WORK_FAIL not in watcher.seen[0][1] and PacketType.WORK_FAIL in transport.sent()
+
+
+def test_the_log_middleware_alone_is_called_directly_and_any_other_after_hook_takes_the_chain() -> None:
+    """The default chain (the job.done line only) skips JobInfo/JobResult; anything more goes through the chain."""
+    log_mw = LogMiddleware()
+    assert Chain([log_mw]).log_only is log_mw
+    assert Chain([log_mw, Watcher(RecordingTransport())]).log_only is None
+
+
+def test_the_direct_job_done_line_is_the_same_line_the_chain_writes(tmp_path: Path) -> None:
+    """completed() (the Runner's direct call) and after() (through the chain) write identical records."""
+    target = tmp_path / "log.json"
+    with open(target, "w") as stream:
+        logs.configure("info", "json", stream=stream)
+        try:
+            log_mw = LogMiddleware()
+            log_mw.after(JobInfo("echo", b"H:1", b"u\xff", 1, "s"), JobResult("complete", 0.1234567, ended_at=1e9))
+            log_mw.completed("echo", b"H:1", b"u\xff", 0.1234567, 1e9)
+            logs.flush()
+        finally:
+            logs.reset()
+    first, second = [json.loads(line) for line in target.read_text().splitlines()]
+    assert first == second
+    assert (first["unique"], first["duration"], first["outcome"]) == ("u\ufffd", 0.123457, "complete")

@@ -268,6 +268,12 @@ class Runner:
     def run_completed_hooks(self) -> None:
         """Run the after-hooks of completed jobs still waiting for their batch (also called at shutdown)."""
         completed, self._completed = self._completed, []
+        log_only = self.middleware.log_only
+        if log_only is not None:  # the default: only the job.done line hears of completed jobs
+            done = log_only.completed
+            for job, ended, at in completed:
+                done(job.function.name, job.handle, job.unique, ended - job.started, at)
+            return
         after = self.middleware.after
         for job, ended, at in completed:
             after(job.info, JobResult("complete", ended - job.started, None, job.attempts, at))
