@@ -209,7 +209,7 @@ class Chain:
         self.has_after_complete = bool(self._after_complete)
         #: The worker's log middleware when it is the only one that hears of completed jobs (the
         #: default): the Runner then calls its completed() directly, without a JobInfo, a JobResult
-        #: and this chain (~4k of the ~31k instructions of a job.done line in the worker, callgrind).
+        #: and this chain (the line in the worker's path: 30.0k -> 21.2k instructions, callgrind).
         self.log_only: LogMiddleware | None = None
         if len(self._after_complete) == 1:
             owner = getattr(self._after_complete[0], "__self__", None)
