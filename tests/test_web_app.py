@@ -57,11 +57,7 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Any]:
     yield make
     for app, client in made:
         await client.aclose()
-        web = app.state.web
-        for task in web.tasks:
-            task.cancel()
-        await asyncio.gather(*web.tasks, return_exceptions=True)
-        await web.gateway.close()
+        await app.state.web.close()  # what the app's lifespan does at shutdown
 
 
 async def events(app: Starlette, session: str = SESSION) -> list[tuple[str, dict[str, Any]]]:

@@ -45,11 +45,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
     yield build
     for app, client in made:
         await client.aclose()
-        web = app.state.web
-        for task in web.tasks:
-            task.cancel()
-        await asyncio.gather(*web.tasks, return_exceptions=True)
-        await web.gateway.close()
+        await app.state.web.close()  # what the app's lifespan does at shutdown
 
 
 def jobs_submitted(app: Starlette) -> int:

@@ -40,12 +40,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
     yield build
     for app, client in made:
         await client.aclose()
-        web = app.state.web
-        web.hub.close()
-        for task in web.tasks:
-            task.cancel()
-        await asyncio.gather(*web.tasks, return_exceptions=True)
-        await web.gateway.close()
+        await app.state.web.close()  # what the app's lifespan does at shutdown
 
 
 async def wait_for_row(app: Starlette, check: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:

@@ -138,12 +138,16 @@ class WebApp:
         try:
             yield
         finally:
-            self.hub.close()
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self.gateway.close()
+            await self.close()
             log.info("web.stopped", photos_kept=len(self.photos))
+
+    async def close(self) -> None:
+        """End the streams, cancel the background tasks (photos resume at the next start), drop the client."""
+        self.hub.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.gateway.close()
 
     def end_streams(self) -> None:
         """End the live streams (from a signal handler): uvicorn waits for open responses before it stops."""
