@@ -146,7 +146,7 @@ class WorkerSession(Generic[J]):
         self.open = True
         self.grabs = 0
         self.sleeping = self.drained = self._full = False
-        self.window = 1 if self.depth > 1 else self.depth
+        self.window = 1
         self.jobs = {}
         return self._hello
 
@@ -211,7 +211,7 @@ class WorkerSession(Generic[J]):
             self._full = False
             if self.grabs:
                 return _NO_JOB_AWAKE
-            self.window = 1 if self.depth > 1 else self.depth  # the queue ran dry: probe on the next wake
+            self.window = 1  # the queue ran dry: probe on the next wake (with a depth of 1, a plain grab)
             if self.sleeping:  # the probe's PRE_SLEEP already went out
                 return _NO_JOB_AWAKE
             self.sleeping = True
