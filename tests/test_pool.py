@@ -1,4 +1,5 @@
-"""gearworker.worker.pool.Pool: reports before results, per-slot timeouts and crashes, cancellation, close().
+"""gearworker.worker.pool.Pool: reports before results, per-slot timeouts and crashes, cancellation, close(),
+big payloads through the slots' mailboxes.
 
 A real pool (forkserver, two single-process slots) runs handlers from a
 temporary handlers folder, as the worker's would.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +21,7 @@ import psutil
 import pytest
 
 from gearworker import config
+from gearworker.worker import mailbox
 from gearworker.worker.job import CpuJobSpec
 from gearworker.worker.pool import ChildDied, Pool, PoolTimeout
 from gearworker.worker.registry import Registry, discover
@@ -48,6 +51,18 @@ def pid(job):
 @handler("boom", cpu=True)
 def boom(job):
     raise KeyError("no such photo")
+
+@handler("times", cpu=True)
+def times(job):
+    # "N:payload" -> payload repeated N times
+    n, _, payload = job.workload.partition(b":")
+    return payload * int(n)
+
+@handler("pid_then_big", cpu=True)
+def pid_then_big(job):
+    job.send_data(str(os.getpid()))
+    time.sleep(60)
+    return b"x" * 1_000_000
 '''
 
 Report = tuple[str, tuple[bytes, ...]]
@@ -211,6 +226,56 @@ async def test_cancelling_a_run_kills_its_process_and_frees_the_slot(pool: Pool,
     results = await asyncio.gather(run(pool, registry, "pid"), run(pool, registry, "pid"))
     assert all(ok for ok, _ in results)
     assert int(pid) not in {int(p) for _, p in results}
+
+
+def _blob(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def test_big_workloads_and_results_cross_intact_whatever_their_sizes(pool: Pool, registry: Registry) -> None:
+    """Payloads from below the mailbox's threshold to several MB, growing and shrinking, in both slots at once.
+
+    Results bigger than the workload that brought them grow the mailbox from
+    the pool process's side; each result must be the bytes the handler
+    returned, never a stale tail of an earlier, longer one.
+    """
+    sizes = [100, mailbox.MIN_SIZE - 1, mailbox.MIN_SIZE, 3_000_000, 70_000, 5_000_001, 65_537]
+    for seed, size in enumerate(sizes):
+        payloads = [_blob(size, seed), _blob(size + 1, seed + 100)]
+        results = await asyncio.gather(*(run(pool, registry, "times", b"1:" + p) for p in payloads))
+        assert [r == (True, p) for r, p in zip(results, payloads, strict=True)] == [True, True], size
+    small = _blob(40_000, 7)  # under the threshold going in, 3 x 40 kB = over it coming back
+    assert await run(pool, registry, "times", b"3:" + small) == (True, small * 3)
+    big = _blob(2_000_000, 8)
+    assert await run(pool, registry, "times", b"0:" + big) == (True, b"")
+
+
+async def test_a_big_job_after_a_killed_process_runs_in_the_new_process_mailbox(
+    pool: Pool, registry: Registry
+) -> None:
+    """The replaced slot's new process gets a new mailbox: the next big job crosses intact."""
+    reports: list[Report] = []
+    task = asyncio.create_task(run(pool, registry, "pid_then_big", _blob(1_000_000, 1), on_report=collect(reports)))
+    _, (pid,) = await first_report(reports)
+    os.kill(int(pid), signal.SIGKILL)
+    with pytest.raises(ChildDied):
+        await task
+    payloads = [_blob(2_500_000, 2), _blob(2_500_000, 3)]
+    results = await asyncio.gather(*(run(pool, registry, "times", b"2:" + p) for p in payloads))
+    assert list(results) == [(True, p * 2) for p in payloads]
+
+
+async def test_replacing_slots_leaks_no_file_descriptor(pool: Pool, registry: Registry) -> None:
+    """Each replaced slot's mailbox and pipes are closed in the worker: the fd count stays flat."""
+    await run(pool, registry, "times", b"1:" + _blob(100_000, 1))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(PoolTimeout):
+            await run(pool, registry, "pid_then_sleep", b"60", timeout=0.1)
+        assert await run(pool, registry, "times", b"1:" + _blob(100_000, 2)) == (True, _blob(100_000, 2))
+    assert pool.restarts == 5
+    await asyncio.sleep(0.2)  # the old executors' threads close their ends as they finish
+    assert len(os.listdir("/proc/self/fd")) <= before
 
 
 async def test_close_leaves_no_child_process(tmp_path: Path, registry: Registry) -> None:

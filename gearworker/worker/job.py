@@ -79,6 +79,9 @@ class CpuJobSpec:
     handle: bytes
     unique: bytes
     workload: bytes
+    #: The workload's length when it waits in the slot's mailbox instead
+    #: (``workload`` is then empty); -1 when it travels in ``workload``.
+    mailbox: int = -1
 
 
 class CpuJob(_JobData):

@@ -34,9 +34,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -48,7 +48,9 @@ from ..errors import NoRetry
 from ..metrics import NO_METRICS, MetricsSink
 from ..payload import to_bytes
 from ..procs import die_with_parent
+from . import mailbox
 from .job import CpuJob, CpuJobSpec, Reporter
+from .mailbox import Mailbox
 
 __all__ = ["ChildDied", "Pool", "PoolTimeout"]
 
@@ -56,6 +58,7 @@ log = structlog.get_logger("gearworker.pool")
 
 # Set in each child by _child_init.
 _reports: Any = None
+_mailbox: Mailbox | None = None
 
 
 class ChildDied(Exception):
@@ -79,22 +82,28 @@ class CpuResult(tuple[bool, bytes]):
 
 @dataclass(slots=True, eq=False)
 class _Channel:
-    """One slot's report pipe: its process writes, a thread of ours reads.
+    """One slot's ways to its process besides the executor: the report pipe and the mailbox.
 
-    A pipe per slot, not one queue for all: a process SIGKILLed in the middle
-    of a write (our timeout, the OOM killer) would leave a shared queue's
-    inter-process lock held forever and every other process blocked on it.
-    Here it can only garble its own pipe, which is thrown away with the slot.
+    Reports: its process writes, a thread of ours reads.  A pipe per slot, not
+    one queue for all: a process SIGKILLed in the middle of a write (our
+    timeout, the OOM killer) would leave a shared queue's inter-process lock
+    held forever and every other process blocked on it.  Here it can only
+    garble its own pipe, which is thrown away with the slot.
+
+    The mailbox carries big workloads and results (see :mod:`.mailbox`); it
+    too is new with each new process.
     """
 
     reader: Connection
     writer: Connection
+    mailbox: Mailbox
     thread: threading.Thread | None = None
 
     def close(self) -> None:
         # Our copy of the write end: once the process is gone too, the reader
         # thread sees EOF and ends.
         self.writer.close()
+        self.mailbox.close()
 
 
 @dataclass(slots=True)
@@ -138,12 +147,13 @@ def _exit_with_worker(worker: int) -> None:
     threading.Thread(target=watch, name="exit with worker", daemon=True).start()
 
 
-def _child_init(reports: Any, settings: Settings, parent: int) -> None:
-    global _reports
+def _child_init(reports: Any, box: Mailbox, settings: Settings, parent: int) -> None:
+    global _reports, _mailbox
     die_with_parent()  # the forkserver (our real parent) died
     _exit_with_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _reports = reports
+    _mailbox = box
     # The worker's settings, not whatever config.load() would find from here
     # (a --settings file or flags given to the worker): handlers read them with
     # config.active(), and logs go where the worker's go.
@@ -180,19 +190,25 @@ def _resolve(ref: _FuncRef) -> Callable[[CpuJob], object]:
     return obj  # type: ignore[no-any-return]
 
 
-def _child_run(ref: _FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes, bool]:
+def _child_run(ref: _FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes | int, bool]:
     """Run one job in the child: ``(ok, result or "Type: message", retryable)``.
 
-    Never raises: exceptions may not pickle.  ``retryable`` is False for
-    :class:`gearworker.errors.NoRetry`.
+    A big result is left in the mailbox and only its length (an int) is
+    returned.  Never raises: exceptions may not pickle.  ``retryable`` is
+    False for :class:`gearworker.errors.NoRetry`.
     """
     token = spec.token
+    box = _mailbox
+    assert box is not None
 
     def send(kind: str, args: tuple[bytes, ...]) -> None:
         _reports.send((token, kind, args))
 
     try:
-        return True, to_bytes(_resolve(ref)(CpuJob(spec, send))), True
+        if spec.mailbox >= 0:
+            spec = replace(spec, workload=box.take(spec.mailbox), mailbox=-1)
+        result = to_bytes(_resolve(ref)(CpuJob(spec, send)))
+        return True, box.put(result) if mailbox.fits(len(result)) else result, True
     except Exception as e:
         return False, f"{type(e).__name__}: {e}".encode(), not isinstance(e, NoRetry)
     finally:
@@ -203,6 +219,13 @@ def _child_run(ref: _FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes, bool]:
 
 def _noop() -> int:
     return os.getpid()
+
+
+def _submit(slot: _Slot, ref: _FuncRef, spec: CpuJobSpec) -> Future[tuple[bool, bytes | int, bool]]:
+    """Hand ``spec`` to the slot's process, a big workload through its mailbox."""
+    if mailbox.fits(len(spec.workload)):
+        spec = replace(spec, workload=b"", mailbox=slot.channel.mailbox.put(spec.workload))
+    return slot.executor.submit(_child_run, ref, spec)
 
 
 class Pool:
@@ -232,12 +255,12 @@ class Pool:
 
     def _new_slot_parts(self) -> tuple[ProcessPoolExecutor, _Channel]:
         reader, writer = self._ctx.Pipe(duplex=False)
-        channel = _Channel(reader, writer)
+        channel = _Channel(reader, writer, Mailbox())
         executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=self._ctx,
             initializer=_child_init,
-            initargs=(writer, self._settings, os.getpid()),
+            initargs=(writer, channel.mailbox, self._settings, os.getpid()),
         )
         channel.thread = threading.Thread(target=self._read_reports, args=(reader,), name="pool reports", daemon=True)
         channel.thread.start()
@@ -309,16 +332,16 @@ class Pool:
         ref = _reference(func)
         try:
             try:
-                fut = loop.run_in_executor(slot.executor, _child_run, ref, spec)
+                fut = _submit(slot, ref, spec)
             except BrokenProcessPool:
                 # The slot's process died while idle (OOM killer, a stray kill):
                 # nothing of this job ran yet, so run it in a fresh process
                 # rather than fail it (or, uncaught, leave it hanging forever).
                 self._replace(slot, kill=False)
-                fut = loop.run_in_executor(slot.executor, _child_run, ref, spec)
+                fut = _submit(slot, ref, spec)
             try:
                 async with asyncio.timeout(timeout):
-                    ok, data, retryable = await fut
+                    ok, data, retryable = await asyncio.wrap_future(fut)
             except asyncio.CancelledError:
                 # Shutdown past its grace period, or the job's connection dropped:
                 # the process must stop too, or the slot would stay busy with a
@@ -336,6 +359,8 @@ class Pool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await end
+            if isinstance(data, int):
+                data = slot.channel.mailbox.take(data)
             self._after_job(slot)
             return CpuResult(ok, data, retryable)
         finally:
