@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .launch import take_early_signals
+    from .procs import keep_big_buffers
 
+    keep_big_buffers()  # photo-sized payloads: see its docstring for what it saves
     # A stop requested while we start up is a clean stop: caught since gearworker.launch ran.
     early = take_early_signals()
     settings = load_settings(args)

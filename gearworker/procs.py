@@ -7,9 +7,15 @@ import ctypes
 import os
 import signal
 
-__all__ = ["die_with_parent", "is_running"]
+__all__ = ["die_with_parent", "is_running", "keep_big_buffers"]
 
 _PR_SET_PDEATHSIG = 1
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Buffers up to this size come from the heap, whose freed memory is reused.
+MMAP_THRESHOLD = 16 * 1024 * 1024
+#: Free memory at the top of the heap is handed back to the system above this.
+TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
@@ -20,6 +26,30 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def keep_big_buffers() -> bool:
+    """Have glibc's malloc reuse freed multi-megabyte buffers rather than map fresh pages for each.
+
+    A photo job moves several buffers of its size through the worker process
+    (the packet being read, its workload, the result, the packet written).
+    By default glibc maps each such buffer afresh and unmaps it when freed,
+    so every one of its pages faults and is zeroed again: page faults were a
+    third of the worker's CPU for 2.5 MB photos (perf).  With buffers up to
+    16 MiB taken from the heap, and up to 64 MiB of freed heap kept, the
+    worker's CPU per photo went from 6.2-7.9 to 4.2-4.6 ms (three alternated
+    runs of 24 photos through a pool of 2).  The cost: up to 64 MiB of freed
+    memory may stay with the process after a burst of big jobs.
+
+    Only the worker process calls this (it is our process, not a library
+    call); setting either value turns off glibc's own adjustment of both,
+    which is why both are set.  Returns False where there is no glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def is_running(pid: int) -> bool:
