@@ -151,11 +151,14 @@ def resize_in_process(workload: bytes, jobs: int) -> float:
 _plain_workload = b""
 
 
-def _plain_start(workload: bytes) -> None:
+def _plain_start(workload: bytes, tuned: bool) -> None:
     """Pool initializer: keep the photo in the process and resize it once (libvips start-up)."""
+    from gearworker.procs import keep_big_buffers
     from gearworker.resize import Limits, run
 
     global _plain_workload
+    if tuned:
+        keep_big_buffers()
     _plain_workload = workload
     run(workload, Limits(storage_roots=()))
 
@@ -167,7 +170,7 @@ def _plain_resize(_: int) -> int:
     return len(run(_plain_workload, Limits(storage_roots=())))
 
 
-def resize_plain_processes(workload: bytes, processes: int, jobs: int) -> float:
+def resize_plain_processes(workload: bytes, processes: int, jobs: int, *, tuned: bool = False) -> float:
     """Images per second with ``processes`` plain processes resizing at once: no Gearman, no transfer.
 
     Measured like the pool run, so that the two differ only by Gearman and the
@@ -181,6 +184,11 @@ def resize_plain_processes(workload: bytes, processes: int, jobs: int) -> float:
     What the machine itself allows: on this 2-vCPU VM two processes resizing at
     once each run ~1.4x slower than one alone, so N x the single rate is out of
     reach for anyone.
+
+    ``tuned``: the processes keep big buffers as the pool's do
+    (:func:`gearworker.procs.keep_big_buffers`); the target compares with
+    plain processes as anyone would start them, this shows what is left of
+    the pool's own cost once that gain is set aside.
     """
     import multiprocessing
     import os
@@ -188,7 +196,8 @@ def resize_plain_processes(workload: bytes, processes: int, jobs: int) -> float:
 
     os.environ["VIPS_CONCURRENCY"] = "1"  # inherited by the forkserver's children, as in the worker's pool
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_plain_start, initargs=(workload,)) as pool:
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_plain_start,
+                             initargs=(workload, tuned)) as pool:
         list(pool.map(time.sleep, [0.5] * processes))  # every process started and warmed up, as the pool's are
         start = time.perf_counter()
         list(pool.map(_plain_resize, range(jobs)))

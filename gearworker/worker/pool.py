@@ -47,7 +47,7 @@ from ..config import Settings
 from ..errors import NoRetry
 from ..metrics import NO_METRICS, MetricsSink
 from ..payload import to_bytes
-from ..procs import die_with_parent
+from ..procs import die_with_parent, keep_big_buffers
 from . import mailbox
 from .job import CpuJob, CpuJobSpec, Reporter
 from .mailbox import Mailbox
@@ -152,6 +152,9 @@ def _child_init(reports: Any, box: Mailbox, settings: Settings, parent: int) -> 
     die_with_parent()  # the forkserver (our real parent) died
     _exit_with_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # CPU handlers make and free big buffers too (a 12 MP resize: 4-9% less
+    # CPU per photo, for ~30 MiB more resident memory per process).
+    keep_big_buffers()
     _reports = reports
     _mailbox = box
     # The worker's settings, not whatever config.load() would find from here
