@@ -265,6 +265,18 @@ async def test_a_big_job_after_a_killed_process_runs_in_the_new_process_mailbox(
     assert list(results) == [(True, p * 2) for p in payloads]
 
 
+async def test_a_mailbox_that_cannot_grow_leaves_the_workload_to_the_pipe(
+    pool: Pool, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory for the shared pages (ENOMEM from ftruncate): the job still runs, its workload pickled."""
+    def no_memory(self: mailbox.Mailbox, data: bytes) -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mailbox.Mailbox, "put", no_memory)  # the worker's side only: the pool process is apart
+    payload = _blob(1_000_000, 4)
+    assert await run(pool, registry, "times", b"2:" + payload) == (True, payload * 2)
+
+
 async def test_replacing_slots_leaks_no_file_descriptor(pool: Pool, registry: Registry) -> None:
     """Each replaced slot's mailbox and pipes are closed in the worker: the fd count stays flat."""
     await run(pool, registry, "times", b"1:" + _blob(100_000, 1))
