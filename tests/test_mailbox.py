@@ -91,6 +91,24 @@ def test_close_releases_our_descriptor() -> None:
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_without_memfd_put_refuses_and_a_started_process_gets_an_unusable_mailbox_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where memfd_create fails, put() raises OSError (the pool then uses the pipe) instead of the worker failing."""
+    def unsupported(name: str, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", unsupported)
+    box = Mailbox()
+    with pytest.raises(OSError, match="no mailbox"):
+        box.put(b"z" * 100_000)
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_keep, initargs=(box,)) as other, \
+            pytest.raises(OSError, match="no mailbox"):
+        other.submit(_reverse, 0, 100_000).result(timeout=60)
+    box.close()
+
+
 def test_small_and_huge_payloads_keep_the_pipe() -> None:
     """Under MIN_SIZE the pickle is cheaper; over MAX_SIZE a mailbox would pin too much memory."""
     assert not mailbox.fits(mailbox.MIN_SIZE - 1)

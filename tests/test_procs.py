@@ -218,7 +218,7 @@ def _page_faults(mode: str) -> int:
 
 
 def test_keep_big_buffers_reuses_freed_megabyte_buffers_instead_of_faulting_fresh_pages() -> None:
-    """By default each job's buffers fault in fresh pages (~1,500 per job here); kept, the first job's pages serve all."""
+    """By default each job's buffers fault in fresh pages (~1,500 a job here); kept, the first job's serve all."""
     default, kept = _page_faults("default"), _page_faults("keep")
     assert default > 40 * 1000, default
     assert kept < default / 10, (kept, default)

@@ -23,6 +23,7 @@ pages count in the pool process's resident memory.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from multiprocessing import reduction
@@ -62,22 +63,35 @@ class Mailbox:
     __slots__ = ("_fd", "_map")
 
     def __init__(self, fd: int | None = None) -> None:
-        self._fd = os.memfd_create("gearworker-mailbox", os.MFD_CLOEXEC) if fd is None else fd
+        if fd is None:
+            try:
+                fd = os.memfd_create("gearworker-mailbox", os.MFD_CLOEXEC)
+            except (OSError, AttributeError):  # no memfd (not Linux, an old kernel): every payload takes the pipe
+                fd = -1
+        self._fd = fd
         self._map: mmap.mmap | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # DupFd works only while multiprocessing starts a process: it passes
         # the descriptor along to the forkserver, as for a Connection.
-        return _rebuild, (reduction.DupFd(self._fd),)
+        return _rebuild, (reduction.DupFd(self._fd) if self._fd >= 0 else None,)
 
     def put(self, data: bytes) -> int:
-        """Copy ``data`` to the start of the mailbox; return its length."""
+        """Copy ``data`` to the start of the mailbox; return its length.
+
+        Raises :class:`OSError` when the mailbox cannot take it (no memory to
+        grow it, no memfd here): the caller sends the payload through the pipe.
+        """
+        if self._fd < 0:
+            raise OSError(errno.ENOSYS, "no mailbox")
         size = len(data)
         self._mapped(size, grow=True)[:size] = data
         return size
 
     def take(self, size: int) -> bytes:
         """A copy of the first ``size`` bytes of the mailbox."""
+        if self._fd < 0:
+            raise OSError(errno.ENOSYS, "no mailbox")
         return self._mapped(size, grow=False)[:size]
 
     def _mapped(self, size: int, *, grow: bool) -> mmap.mmap:
@@ -106,4 +120,4 @@ class Mailbox:
 
 
 def _rebuild(dup: Any) -> Mailbox:
-    return Mailbox(dup.detach())
+    return Mailbox(dup.detach() if dup is not None else -1)
