@@ -109,6 +109,24 @@ def test_without_memfd_put_refuses_and_a_started_process_gets_an_unusable_mailbo
     box.close()
 
 
+def test_no_memory_to_grow_is_an_oserror_up_front_not_a_sigbus_in_mid_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages are allocated before the copy: when that fails, put() raises and the mailbox keeps its old size."""
+    box = Mailbox()
+    try:
+        box.put(b"a" * 100_000)
+
+        def full(fd: int, offset: int, length: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full)
+        with pytest.raises(OSError, match="No space left"):
+            box.put(b"b" * 5_000_000)
+        assert box.put(b"c" * 100_000) == 100_000  # what fits still goes through
+        assert box.take(100_000) == b"c" * 100_000
+    finally:
+        box.close()
+
+
 def test_small_and_huge_payloads_keep_the_pipe() -> None:
     """Under MIN_SIZE the pickle is cheaper; over MAX_SIZE a mailbox would pin too much memory."""
     assert not mailbox.fits(mailbox.MIN_SIZE - 1)

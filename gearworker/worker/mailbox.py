@@ -103,7 +103,10 @@ class Mailbox:
             if not grow:
                 raise ValueError(f"mailbox holds {have} bytes, {size} asked for")
             have = _grown(size)
-            os.ftruncate(self._fd, have)
+            # Allocated now, not page by page as they are written: shared pages
+            # the kernel cannot find later would be a SIGBUS in mid-copy; here
+            # it is an OSError, and the caller takes the pipe.
+            os.posix_fallocate(self._fd, 0, have)
         if current is not None:
             current.close()
         self._map = mmap.mmap(self._fd, have)
