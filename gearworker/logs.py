@@ -48,7 +48,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-__all__ = ["BatchedOutput", "configure", "flush", "reset"]
+__all__ = ["BatchedOutput", "configure", "contextvars_bound", "flush", "reset"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
            "critical": logging.CRITICAL}
@@ -365,6 +365,17 @@ def _merge_contextvars(logger: Any, method: str, event: MutableMapping[str, Any]
 
 _merge: Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]] = (
     _merge_contextvars if isinstance(_BOUND_VARS, dict) else structlog.contextvars.merge_contextvars)
+
+
+def contextvars_bound() -> bool:
+    """True when structlog's ``bind_contextvars`` left a value in the current context (a line would carry it)."""
+    if _BOUND_VARS is None:  # structlog changed its internals: assume something is bound
+        return True
+    if _BOUND_VARS:  # (a loop, not any() over a generator: this runs for every completed job)
+        for var in tuple(_BOUND_VARS.values()):  # a copy: another thread may bind a new name meanwhile
+            if var.get() is not Ellipsis:
+                return True
+    return False
 
 
 def _fallback(value: object) -> object:

@@ -284,6 +284,11 @@ def _micros(seconds: float) -> float:
     return round(seconds * 1_000_000) / 1_000_000
 
 
+#: A completed job's info ``job.done`` line, waiting for its batch: function, handle, unique,
+#: duration in seconds, and its end as a Unix time.
+CompletedLine = tuple[str, bytes, bytes, float, float]
+
+
 class LogMiddleware(Middleware):
     """The worker's ``job.done`` line (info when complete, warning otherwise) and ``job.retry`` warnings."""
 

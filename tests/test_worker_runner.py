@@ -166,3 +166,61 @@ def test_the_direct_job_done_line_is_the_same_line_the_chain_writes(tmp_path: Pa
     first, second = [json.loads(line) for line in target.read_text().splitlines()]
     assert first == second
     assert (first["unique"], first["duration"], first["outcome"]) == ("u\ufffd", 0.123457, "complete")
+
+
+BINDING_HANDLERS = """
+import structlog
+
+from gearworker import Job, handler
+
+
+@handler("tagged")
+async def tagged(job: Job) -> bytes:
+    structlog.contextvars.bind_contextvars(photo=job.workload.decode())
+    return b"ok"
+
+
+@handler("plain")
+async def plain(job: Job) -> bytes:
+    return b"ok"
+"""
+
+
+def _job_done_lines(tmp_path: Path, jobs: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """Run ``jobs`` (function, workload) from one read through a worker logging JSON; return its job.done records."""
+    (tmp_path / "tagging_jobs.py").write_text(BINDING_HANDLERS)  # (a module name no other test uses)
+    target = tmp_path / "log.json"
+
+    async def main() -> None:
+        settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path)})
+        worker = Worker(settings, discover(tmp_path), None)
+        group = worker.groups[0]
+        options = StreamOptions(max_packet_size=1 << 20)
+        session: WorkerSession[ActiveJob] = WorkerSession(b"t", registration(group.timeouts), depth=8)
+        conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+        worker.connections.append(conn)
+        stream = PacketStream(conn, options)
+        stream.connection_made(RecordingTransport())  # type: ignore[arg-type]
+        conn.up(stream)
+        session.grabs = len(jobs)
+        stream.data_received(b"".join(
+            encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:%d" % n, function, b"u%d" % n, data), Magic.RES))
+            for n, (function, data) in enumerate(jobs)))
+        await asyncio.sleep(AFTER_DELAY * 3)
+        await worker.close()
+
+    with open(target, "w") as out:
+        logs.configure("info", "json", stream=out)
+        try:
+            uvloop.run(main())
+            logs.flush()
+        finally:
+            logs.reset()
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    return [r for r in records if r["event"] == "job.done"]
+
+
+def test_a_job_done_line_carries_the_contextvars_its_own_handler_bound_and_no_other_jobs(tmp_path: Path) -> None:
+    """Lines wait for a batch, but each keeps its own job's bind_contextvars() values: none leak across jobs."""
+    done = _job_done_lines(tmp_path, [(b"tagged", b"first"), (b"plain", b""), (b"tagged", b"second")])
+    assert {r["handle"]: r.get("photo") for r in done} == {"H:0": "first", "H:1": None, "H:2": "second"}

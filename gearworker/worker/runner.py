@@ -14,6 +14,7 @@ the start, each failed attempt and the end.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from ..middleware import Chain, JobInfo, JobResult
+from ..logs import contextvars_bound
+from ..middleware import Chain, CompletedLine, JobInfo, JobResult
 from ..payload import to_bytes
 from ..protocol import JobAssigned
 from ..retry import Failure, failure_of, run_with_retries
@@ -86,8 +88,12 @@ class Runner:
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
-        #: Completed jobs whose after-hooks (the job.done line) wait: (job, monotonic end, wall-clock end).
+        #: Completed jobs whose after-hooks wait for their batch: (job, duration, wall-clock end); with
+        #: the job.done line alone, only what the line needs, so a big workload is not kept alive for it.
         self._completed: list[tuple[ActiveJob, float, float]] = []
+        self._lines: list[CompletedLine] = []
+        #: The batches run in the worker's own context, never in that of the job that happened to start one.
+        self._context = contextvars.copy_context()
 
     def start(self, conn: Connection, function: Function, assigned: JobAssigned) -> ActiveJob:
         """Start ``assigned`` (its places in the limits are already taken)."""
@@ -250,33 +256,49 @@ class Runner:
         if outcome != "complete":
             mw.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts, time.time()))
         elif mw.has_after_complete:  # (with logging at warning and no metrics, nothing is done)
-            # A completed job's hooks run after its result is written, in a
-            # batch up to AFTER_DELAY later (their lines carry the job's own end
-            # time).  Lone-job p50 at defaults against PHP's (bench latency A/B,
-            # 6 alternated runs): hooks before the write 1.27x; right after it
-            # (call_soon) 1.13x, the CPU then still competing with gearmand and
-            # the client for 2 cores; batched 0.96x, as with logging off (1.00x).
-            completed = self._completed
-            completed.append((job, time.monotonic(), time.time()))
-            n = len(completed)
-            if n == 1:
-                self._loop.call_later(AFTER_DELAY, self.run_completed_hooks)
-            elif n == AFTER_BATCH:
-                self._loop.call_soon(self.run_completed_hooks)
+            self._after_complete(job)
         self._on_end(job)
+
+    def _after_complete(self, job: ActiveJob) -> None:
+        """Run a completed job's after-hooks in a batch up to AFTER_DELAY later (or now: see below)."""
+        # A completed job's hooks run after its result is written, in a batch
+        # (their lines carry the job's own end time).  Lone-job p50 at defaults
+        # against PHP's (bench latency A/B, 6 alternated runs): hooks before the
+        # write 1.27x; right after it (call_soon) 1.13x, the CPU then still
+        # competing with gearmand and the client for 2 cores; batched 0.96x, as
+        # with logging off (1.00x).
+        mw = self.middleware
+        duration, at = time.monotonic() - job.started, time.time()
+        if contextvars_bound():
+            # Its handler bound structlog contextvars: its hooks run now, in its
+            # own context, so that its line carries them and no other job's does.
+            if mw.log_only is not None:
+                mw.log_only.completed(job.function.name, job.handle, job.unique, duration, at)
+            else:
+                mw.after(job.info, JobResult("complete", duration, None, job.attempts, at))
+            return
+        if mw.log_only is not None:
+            self._lines.append((job.function.name, job.handle, job.unique, duration, at))
+        else:
+            self._completed.append((job, duration, at))
+        n = len(self._lines) + len(self._completed)
+        if n == 1:
+            self._loop.call_later(AFTER_DELAY, self.run_completed_hooks, context=self._context)
+        elif n == AFTER_BATCH:
+            self._loop.call_soon(self.run_completed_hooks, context=self._context)
 
     def run_completed_hooks(self) -> None:
         """Run the after-hooks of completed jobs still waiting for their batch (also called at shutdown)."""
+        lines, self._lines = self._lines, []
+        if lines:  # the default: only the job.done line hears of completed jobs
+            assert self.middleware.log_only is not None
+            done = self.middleware.log_only.completed
+            for line in lines:
+                done(*line)
         completed, self._completed = self._completed, []
-        log_only = self.middleware.log_only
-        if log_only is not None:  # the default: only the job.done line hears of completed jobs
-            done = log_only.completed
-            for job, ended, at in completed:
-                done(job.function.name, job.handle, job.unique, ended - job.started, at)
-            return
         after = self.middleware.after
-        for job, ended, at in completed:
-            after(job.info, JobResult("complete", ended - job.started, None, job.attempts, at))
+        for job, duration, at in completed:
+            after(job.info, JobResult("complete", duration, None, job.attempts, at))
 
 
 def _cancelled_by_us() -> bool:
