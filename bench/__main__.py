@@ -219,10 +219,11 @@ def _logcost_rows(rounds: int) -> list[str]:
         new: list[float] = []
         old: list[float] = []
         for _ in range(rounds):  # alternated
-            new.append(logcost.cost_us("new", 20_000, per_turn))
+            new.append(logcost.cost_us("worker", 20_000, per_turn))  # as the worker writes it: a batch at a time
             old.append(logcost.cost_us("previous", 20_000, per_turn))
-        rows.append(_row(f"job.done log line alone, CPU us (min of {rounds}, bench.logcost; {name})",
-                         f"{min(new):.2f}", f"{min(old):.2f} before", min(new) / min(old), "<= 2 us", min(new) <= 2.0))
+        rows.append(_row(f"job.done log line alone, CPU us (min / median of {rounds}, bench.logcost; {name})",
+                         f"{min(new):.2f} / {cases.median(new):.2f}", f"{min(old):.2f} before", min(new) / min(old),
+                         "<= 2 us", min(new) <= 2.0))
     low, mid = logcost.in_worker_us(rounds)
     rows.append(_row(f"job.done log line in the worker's path, CPU us (bench.hotpath info - warning, min / median of "
                      f"{rounds})", f"{low:.1f} / {mid:.1f}", "", None, "<= 2 us", low <= 2.0))

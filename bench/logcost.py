@@ -3,10 +3,13 @@
     .venv/bin/python -m bench.logcost              # this logging set-up beside the previous one
     .venv/bin/python -m bench.logcost --lines 50000
 
-The line is the worker's own: ``log.info("job.done", function=..., handle=...,
-unique=..., duration=..., outcome=...)`` through a logger bound once (as the
-worker's Runner does) or a module-level ``structlog.get_logger()`` proxy,
-logged from inside a running uvloop, into a
+"worker" is the line as the worker writes it: the Runner notes each completed
+job (its monotonic and wall-clock end) and renders the lines in batches of up
+to 128, or 20 ms, with ``LogMiddleware.completed_many``.  The other set-ups
+are one ``log.info("job.done", function=..., handle=..., unique=...,
+duration=..., outcome=...)`` call per line, as any other line is logged,
+through a logger bound once or a module-level ``structlog.get_logger()``
+proxy.  Lines are logged from inside a running uvloop, into a
 pipe drained by a ``cat`` child (stderr under systemd is a journald socket: a
 write costs a system call either way).  "per turn" is how many lines one
 event-loop turn logs: 1 is a lone job (a write per line), 100 a busy worker.
@@ -31,6 +34,15 @@ import structlog
 import uvloop
 
 from gearworker import logs
+from gearworker.middleware import CompletedLine, LogMiddleware
+from gearworker.worker.runner import AFTER_BATCH, AFTER_DELAY
+
+NAMES = {"worker": "the worker's own: rendered a Runner batch at a time (completed_many)",
+         "worker-one-by-one": "the same lines, one structlog call each (the worker before completed_many)",
+         "new": "orjson, batched writes, one log.info per line, logger bound once",
+         "new-proxy": "the same through a module-level get_logger() proxy",
+         "previous": "stdlib json, write + flush per line, proxy",
+         "new-filtered": "level warning (line filtered out), proxy"}
 
 
 def configure_previous(level: str, stream: Any) -> None:
@@ -43,22 +55,56 @@ def configure_previous(level: str, stream: Any) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream), cache_logger_on_first_use=True)
 
 
+class _RunnerBatch:
+    """The Runner's side of a completed job's line (gearworker.worker.runner.Runner.finish and run_completed_hooks)."""
+
+    def __init__(self, middleware: LogMiddleware, one_by_one: bool) -> None:
+        self.middleware, self.one_by_one = middleware, one_by_one
+        self.lines: list[CompletedLine] = []
+        self.loop = asyncio.get_running_loop()
+
+    def completed(self, function: str, handle: bytes, unique: bytes, started: float) -> None:
+        lines = self.lines
+        lines.append((function, handle, unique, time.monotonic() - started, time.time()))
+        if len(lines) == 1:
+            self.loop.call_later(AFTER_DELAY, self.run)
+        elif len(lines) == AFTER_BATCH:
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        lines, self.lines = self.lines, []
+        if not lines:
+            return
+        if self.one_by_one:  # as before completed_many: one structlog call per line
+            for line in lines:
+                self.middleware.completed(*line)
+        else:
+            self.middleware.completed_many(lines)
+
+
 async def _turns(log: Any, lines: int, per_turn: int, logging_on: bool) -> float:
     """CPU seconds for ``lines`` lines logged ``per_turn`` per loop turn (or the same turns, no line)."""
     handle, unique = "H:host:123456", "5b3c1c1e-6f1d-4c53-9a2e-0b7d2f6f9a10"
+    batch = _RunnerBatch(*log) if isinstance(log, tuple) else None
+    handle_b, unique_b, started = handle.encode(), unique.encode(), time.monotonic()
     start = time.process_time()
     for _ in range(lines // per_turn):
         if logging_on:
             for _ in range(per_turn):
-                log.info("job.done", function="echo", handle=handle, unique=unique, duration=0.000123,
-                         outcome="complete")
+                if batch is not None:
+                    batch.completed("echo", handle_b, unique_b, started)
+                else:
+                    log.info("job.done", function="echo", handle=handle, unique=unique, duration=0.000123,
+                             outcome="complete")
         await asyncio.sleep(0)
+    if batch is not None:
+        batch.run()  # as the worker does on the way out
     await asyncio.sleep(0)  # the last batch is written
     return time.process_time() - start
 
 
 def cost_us(setup: str, lines: int, per_turn: int) -> float:
-    """Microseconds of CPU per line for one set-up ("new", "previous", "new-filtered")."""
+    """Microseconds of CPU per line for one set-up (a key of ``NAMES``)."""
     sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert sink.stdin is not None
     stream = os.fdopen(os.dup(sink.stdin.fileno()), "w")
@@ -68,12 +114,14 @@ def cost_us(setup: str, lines: int, per_turn: int) -> float:
         else:
             logs.configure("warning" if setup == "new-filtered" else "info", "json", stream=stream)
         logs.flush()
-        # A proxy per set-up (a cached proxy keeps its first configuration); the worker's Runner
-        # logs through the logger bound once from its proxy ("new"), the rest of the code through proxies.
+        # A proxy per set-up (a cached proxy keeps its first configuration); LogMiddleware binds
+        # its logger once ("new" does the same), the rest of the code logs through proxies.
         log = structlog.get_logger("gearworker.worker")
         log.info("warm-up")  # the cached logger is built on first use
         if setup == "new":
             log = log.bind()
+        elif setup in ("worker", "worker-one-by-one"):
+            log = (LogMiddleware(), setup == "worker-one-by-one")
         bare = uvloop.run(_turns(log, lines, per_turn, False))
         logged = uvloop.run(_turns(log, lines, per_turn, True))
         logs.flush()
@@ -109,7 +157,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args()
-    cases = [("new", 1), ("new", 100), ("new-proxy", 100), ("previous", 1), ("previous", 100), ("new-filtered", 100)]
+    cases = [("worker", 1), ("worker", 100), ("worker-one-by-one", 100), ("new", 1), ("new", 100),
+             ("new-proxy", 100), ("previous", 1), ("previous", 100), ("new-filtered", 100)]
     samples: dict[tuple[str, int], list[float]] = {c: [] for c in cases}
     for _ in range(args.rounds):
         for setup, per_turn in cases:  # alternated: a noisy minute hits every set-up alike
@@ -119,16 +168,12 @@ def main() -> None:
         print(json.dumps({"min_us": result, "median_us": {f"{s} x{n}": statistics.median(v)
                                                           for (s, n), v in samples.items()}}))
         return
-    names = {"new": "orjson, batched writes, logger bound once (the Runner)",
-             "new-proxy": "the same through a module-level get_logger() proxy",
-             "previous": "stdlib json, write + flush per line, proxy",
-             "new-filtered": "level warning (line filtered out), proxy"}
     print(f"job.done log line, CPU us per line, {args.rounds} alternated rounds of {args.lines:,} lines into a pipe:\n")
     print("| set-up | lines per loop turn | min us per line | median |")
     print("|---|---|---|---|")
     for (setup, per_turn), v in samples.items():
-        print(f"| {names[setup]} | {per_turn} | {min(v):.2f} | {statistics.median(v):.2f} |")
-    print(f"\nprevious / new, 100 per turn: {result['previous x100'] / result['new x100']:.1f}x", file=sys.stderr)
+        print(f"| {NAMES[setup]} | {per_turn} | {min(v):.2f} | {statistics.median(v):.2f} |")
+    print(f"\nprevious / worker, 100 per turn: {result['previous x100'] / result['worker x100']:.1f}x", file=sys.stderr)
 
 
 if __name__ == "__main__":

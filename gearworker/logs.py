@@ -48,7 +48,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-__all__ = ["BatchedOutput", "configure", "contextvars_bound", "flush", "reset"]
+__all__ = ["BatchedOutput", "configure", "contextvars_bound", "flush", "json_writer", "reset"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
            "critical": logging.CRITICAL}
@@ -97,6 +97,15 @@ class BatchedOutput:
         if not self._scheduled:
             self._schedule()
         elif len(lines) >= MAX_BATCH:
+            self.drain()
+
+    def lines(self, messages: list[bytes]) -> None:
+        """Queue several lines at once, as :meth:`line` would one by one."""
+        lines = self._lines
+        lines.extend(messages)
+        if not self._scheduled:
+            self._schedule()
+        if self._scheduled and len(lines) >= MAX_BATCH:  # (unscheduled: _schedule() wrote them through)
             self.drain()
 
     def _schedule(self) -> None:
@@ -256,6 +265,7 @@ class _BatchedLogger:
 
     def __init__(self, out: BatchedOutput, name: str | None = None) -> None:
         self.name = name
+        self.output = out  # for json_writer()
         self.msg = self.log = self.debug = self.info = self.warn = self.warning = out.line
         self.fatal = self.failure = self.err = self.error = self.critical = self.exception = out.line
 
@@ -376,6 +386,39 @@ def contextvars_bound() -> bool:
             if var.get() is not Ellipsis:
                 return True
     return False
+
+
+def json_writer(logger: Any) -> Callable[[list[dict[str, Any]]], None] | None:
+    """A function that writes event dicts as ``logger``'s lines in one step, or None.
+
+    It renders each dict exactly as a call of ``logger`` would (orjson, UTC
+    timestamps) and queues the lines together; the caller gives every key,
+    ``event``, ``level`` and ``timestamp`` included, in the order the call
+    would.  For the worker's ``job.done`` lines, rendered a batch at a time
+    (:meth:`gearworker.middleware.LogMiddleware.completed_many`): the line
+    cost a job 21.3k instructions with one structlog call each, 17.3k this
+    way, and 850 -> 275 instruction-cache misses (cachegrind, bench.hotpath
+    at info minus warning, batches of 128).
+
+    None unless ``logger`` comes from :func:`configure`'s JSON set-up, binds
+    nothing, and no contextvars are bound here: its lines then need
+    structlog's processors, one call at a time.
+    """
+    if (not _JSON_PROCESSORS or getattr(logger, "_processors", None) is not _JSON_PROCESSORS
+            or getattr(logger, "_context", True) or contextvars_bound()):
+        return None
+    out: BatchedOutput | None = getattr(getattr(logger, "_logger", None), "output", None)
+    if out is None:
+        return None
+
+    def write(events: list[dict[str, Any]]) -> None:
+        try:
+            rendered = [_dumps(event, default=_fallback, option=_UTC_Z) for event in events]
+        except TypeError:  # a dict with non-str keys somewhere: the careful path, as for one line
+            rendered = [_render_json(None, "", event) for event in events]
+        out.lines(rendered)
+
+    return write
 
 
 def _fallback(value: object) -> object:

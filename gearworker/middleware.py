@@ -295,6 +295,9 @@ class LogMiddleware(Middleware):
     def __init__(self) -> None:
         import structlog
 
+        from .logs import json_writer
+
+        self._json_writer = json_writer
         # Bound once: each call through structlog's lazy proxy costs a __getattr__
         # and a bind() (~1 us of a job.done line, bench/logcost on the perf branch).
         self._log = log = structlog.get_logger("gearworker.worker").bind()
@@ -323,6 +326,32 @@ class LogMiddleware(Middleware):
                            timestamp=_fromtimestamp(ended_at, _UTC) if ended_at is not None else _now(_UTC))
         except Exception:  # as for any hook (Chain): a log line that fails must not stop the others
             _hook_failed(self.completed, JobInfo(function, handle, unique, 0, ""))
+
+    def completed_many(self, lines: list[CompletedLine]) -> None:
+        """The info ``job.done`` lines of a batch of completed jobs (the Runner's batch), written together.
+
+        The same records as :meth:`completed` one by one (a test compares
+        them), built as plain dicts and rendered in one step where the log
+        set-up allows it (:func:`gearworker.logs.json_writer`).
+        """
+        if not self._info:
+            return
+        write = self._json_writer(self._log)
+        if write is not None:
+            utc, stamp = _UTC, _fromtimestamp
+            try:
+                # decode() without "replace" (0.25k instructions less a line): bytes
+                # that are not UTF-8 raise, and the lines go one by one below.
+                write([{"function": function, "handle": handle.decode(), "unique": unique.decode(),
+                        "duration": round(duration * 1_000_000) / 1_000_000,  # _micros() inline
+                        "outcome": "complete", "timestamp": stamp(ended_at, utc), "event": "job.done", "level": "info"}
+                       for function, handle, unique, duration, ended_at in lines])
+                return
+            except Exception:  # e.g. a unique id that is not UTF-8: one by one below, as completed() would
+                pass  # (nothing was written: every line is rendered before any is queued)
+        completed = self.completed
+        for line in lines:
+            completed(*line)
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
         if not final:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+import structlog
 import uvloop
 
 from gearworker import config, logs
@@ -224,3 +226,46 @@ def test_a_job_done_line_carries_the_contextvars_its_own_handler_bound_and_no_ot
     """Lines wait for a batch, but each keeps its own job's bind_contextvars() values: none leak across jobs."""
     done = _job_done_lines(tmp_path, [(b"tagged", b"first"), (b"plain", b""), (b"tagged", b"second")])
     assert {r["handle"]: r.get("photo") for r in done} == {"H:0": "first", "H:1": None, "H:2": "second"}
+
+
+@pytest.mark.parametrize("unique", ["ü%d".encode(), b"u\xff%d"], ids=["utf-8", "not-utf-8"])
+def test_a_batch_of_job_done_lines_is_the_same_lines_one_call_each_writes(tmp_path: Path, unique: bytes) -> None:
+    """completed_many() (a batch rendered in one step) and completed() one by one write identical bytes, in order.
+
+    A unique id that is not UTF-8 takes the one-by-one path inside completed_many(): same bytes too.
+    """
+    lines = [("echo", b"H:%d" % n, unique % n, 0.1234567 + n, 1e9 + n / 3) for n in range(5)]
+    target = tmp_path / "log.json"
+    with open(target, "w") as stream:
+        logs.configure("info", "json", stream=stream)
+        try:
+            log_mw = LogMiddleware()
+            assert logs.json_writer(log_mw._log) is not None  # the one-step path is the one tested
+            log_mw.completed_many(lines)
+            for line in lines:
+                log_mw.completed(*line)
+            logs.flush()
+        finally:
+            logs.reset()
+    written = target.read_bytes().splitlines()
+    assert written[:5] == written[5:]
+    assert [json.loads(w)["handle"] for w in written[:5]] == ["H:0", "H:1", "H:2", "H:3", "H:4"]
+
+
+def test_lines_needing_structlogs_processors_are_not_rendered_in_one_step(tmp_path: Path) -> None:
+    """A logger that binds values, a console set-up, or contextvars bound here: each line takes structlog's path."""
+    with open(tmp_path / "log.json", "w") as stream:
+        logs.configure("info", "json", stream=stream)
+        try:
+            log = LogMiddleware()._log
+            assert logs.json_writer(log.bind(extra=1)) is None
+            structlog.contextvars.bind_contextvars(request="r1")
+            try:
+                assert logs.json_writer(log) is None
+            finally:
+                structlog.contextvars.unbind_contextvars("request")
+            assert logs.json_writer(log) is not None
+            logs.configure("info", "console", stream=stream)
+            assert logs.json_writer(LogMiddleware()._log) is None
+        finally:
+            logs.reset()

@@ -292,9 +292,7 @@ class Runner:
         lines, self._lines = self._lines, []
         if lines:  # the default: only the job.done line hears of completed jobs
             assert self.middleware.log_only is not None
-            done = self.middleware.log_only.completed
-            for line in lines:
-                done(*line)
+            self.middleware.log_only.completed_many(lines)
         completed, self._completed = self._completed, []
         after = self.middleware.after
         for job, duration, at in completed:
