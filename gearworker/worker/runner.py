@@ -277,11 +277,15 @@ class Runner:
             else:
                 mw.after(job.info, JobResult("complete", duration, None, job.attempts, at))
             return
+        # (Only one of the two lists is used: log_only is fixed with the chain.)
         if mw.log_only is not None:
-            self._lines.append((job.function.name, job.handle, job.unique, duration, at))
+            lines = self._lines
+            lines.append((job.function.name, job.handle, job.unique, duration, at))
+            n = len(lines)
         else:
-            self._completed.append((job, duration, at))
-        n = len(self._lines) + len(self._completed)
+            completed = self._completed
+            completed.append((job, duration, at))
+            n = len(completed)
         if n == 1:
             self._loop.call_later(AFTER_DELAY, self.run_completed_hooks, context=self._context)
         elif n == AFTER_BATCH:
