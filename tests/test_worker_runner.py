@@ -252,6 +252,24 @@ def test_a_batch_of_job_done_lines_is_the_same_lines_one_call_each_writes(tmp_pa
     assert [json.loads(w)["handle"] for w in written[:5]] == ["H:0", "H:1", "H:2", "H:3", "H:4"]
 
 
+def test_with_a_log_file_each_json_line_goes_to_the_stream_and_the_file_alike(tmp_path: Path) -> None:
+    """--log-file with JSON on stderr: a batch rendered in one step and a line logged alone reach both, same bytes."""
+    stream_path, file_path = tmp_path / "stderr.json", tmp_path / "worker.log"
+    with open(stream_path, "w") as stream:
+        logs.configure("info", "json", file=str(file_path), stream=stream)
+        try:
+            log_mw = LogMiddleware()
+            assert logs.json_writer(log_mw._log) is not None
+            log_mw.completed_many([("echo", b"H:1", b"u1", 0.5, 1e9), ("echo", b"H:2", b"u2", 0.25, 1e9 + 1)])
+            structlog.get_logger("test").info("server.stopped", pid=7)
+            logs.flush()
+        finally:
+            logs.reset()
+    written = stream_path.read_bytes()
+    assert written == file_path.read_bytes()
+    assert [json.loads(line)["event"] for line in written.splitlines()] == ["job.done", "job.done", "server.stopped"]
+
+
 def test_lines_needing_structlogs_processors_are_not_rendered_in_one_step(tmp_path: Path) -> None:
     """A logger that binds values, a console set-up, or contextvars bound here: each line takes structlog's path."""
     with open(tmp_path / "log.json", "w") as stream:
