@@ -74,15 +74,11 @@ class Watcher(Middleware):
         self.seen.append((result.outcome, self.transport.sent()))
 
 
-async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tuple[Watcher, RecordingTransport, int]:
-    """Feed one job; return the watcher, the transport and how many after() calls the read itself made.
-
-    ``then``: "wait" past the batch delay, or "close" the worker at once (shutdown).
-    """
+def _connected(handlers: Path, transport: RecordingTransport, middleware: Chain | None = None,
+               ) -> tuple[Worker, WorkerSession[ActiveJob], PacketStream]:
+    """A worker with the handlers in ``handlers``, and one connection up over ``transport``."""
     settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(handlers)})
-    transport = RecordingTransport()
-    watcher = Watcher(transport)
-    worker = Worker(settings, discover(handlers), None, middleware=Chain([LogMiddleware(), watcher]))
+    worker = Worker(settings, discover(handlers), None, middleware=middleware)
     group = worker.groups[0]
     options = StreamOptions(max_packet_size=1 << 20)
     session: WorkerSession[ActiveJob] = WorkerSession(b"t", registration(group.timeouts), depth=8)
@@ -91,6 +87,17 @@ async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tu
     stream = PacketStream(conn, options)
     stream.connection_made(transport)  # type: ignore[arg-type]
     conn.up(stream)
+    return worker, session, stream
+
+
+async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tuple[Watcher, RecordingTransport, int]:
+    """Feed one job; return the watcher, the transport and how many after() calls the read itself made.
+
+    ``then``: "wait" past the batch delay, or "close" the worker at once (shutdown).
+    """
+    transport = RecordingTransport()
+    watcher = Watcher(transport)
+    worker, session, stream = _connected(handlers, transport, Chain([LogMiddleware(), watcher]))
     session.grabs = 1  # as if our probe's grab were out
     stream.data_received(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", function, b"u", b"x"), Magic.RES)))
     during_read = len(watcher.seen)
@@ -194,16 +201,7 @@ def _job_done_lines(tmp_path: Path, jobs: list[tuple[bytes, bytes]]) -> list[dic
     target = tmp_path / "log.json"
 
     async def main() -> None:
-        settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path)})
-        worker = Worker(settings, discover(tmp_path), None)
-        group = worker.groups[0]
-        options = StreamOptions(max_packet_size=1 << 20)
-        session: WorkerSession[ActiveJob] = WorkerSession(b"t", registration(group.timeouts), depth=8)
-        conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
-        worker.connections.append(conn)
-        stream = PacketStream(conn, options)
-        stream.connection_made(RecordingTransport())  # type: ignore[arg-type]
-        conn.up(stream)
+        worker, session, stream = _connected(tmp_path, RecordingTransport())
         session.grabs = len(jobs)
         stream.data_received(b"".join(
             encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:%d" % n, function, b"u%d" % n, data), Magic.RES))
