@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.hotpath --batch 1        # one job per read: the latency path
     .venv/bin/python -m bench.hotpath --no-metrics     # without the Prometheus bookkeeping
     .venv/bin/python -m bench.hotpath --profile        # cProfile, top functions by own time
+    .venv/bin/python -m bench.instructions             # the same under valgrind: instructions per job
 
 Bytes of ``--batch`` JOB_ASSIGN_UNIQ packets are fed to a real
 :class:`PacketStream` (parser, worker, tasks, handler, encoder) whose
@@ -101,7 +102,13 @@ def main() -> None:
     p.add_argument("--no-metrics", action="store_true")
     p.add_argument("--log-level", default="warning", help="info: the default, one job.done line per job")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--after-delay", type=float, default=None,
+                   help="seconds the Runner's batch of after-hooks waits (default: the worker's own, 0.02)")
     args = p.parse_args()
+    if args.after_delay is not None:
+        from gearworker.worker import runner
+
+        runner.AFTER_DELAY = args.after_delay  # read at each batch's start
     coro = run(args.jobs, args.batch, args.grab_pipeline, not args.no_metrics, args.log_level)
     if args.profile:
         import cProfile
