@@ -226,6 +226,15 @@ def test_a_job_done_line_carries_the_contextvars_its_own_handler_bound_and_no_ot
     assert {r["handle"]: r.get("photo") for r in done} == {"H:0": "first", "H:1": None, "H:2": "second"}
 
 
+def test_a_job_that_bound_contextvars_still_has_its_hooks_run_after_its_result_is_written(tmp_path: Path) -> None:
+    """Keeping a job's own context does not put its hooks back on the client's wait (before the write)."""
+    (tmp_path / "tagging_jobs.py").write_text(BINDING_HANDLERS)
+    watcher, _, during_read = uvloop.run(_one_job(tmp_path, b"tagged"))
+    assert during_read == 0
+    ((outcome, written),) = watcher.seen
+    assert outcome == "complete" and PacketType.WORK_COMPLETE in written
+
+
 @pytest.mark.parametrize("unique", ["ü%d".encode(), b"u\xff%d"], ids=["utf-8", "not-utf-8"])
 def test_a_batch_of_job_done_lines_is_the_same_lines_one_call_each_writes(tmp_path: Path, unique: bytes) -> None:
     """completed_many() (a batch rendered in one step) and completed() one by one write identical bytes, in order.

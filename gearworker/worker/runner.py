@@ -18,7 +18,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -92,6 +92,8 @@ class Runner:
         #: the job.done line alone, only what the line needs, so a big workload is not kept alive for it.
         self._completed: list[tuple[ActiveJob, float, float]] = []
         self._lines: list[CompletedLine] = []
+        #: Hooks of jobs whose context holds bound contextvars: (that context, hook, its arguments).
+        self._in_context: list[tuple[contextvars.Context, Callable[..., None], tuple[Any, ...]]] = []
         #: The batches run in the worker's own context, never in that of the job that happened to start one.
         self._context = contextvars.copy_context()
 
@@ -260,7 +262,7 @@ class Runner:
         self._on_end(job)
 
     def _after_complete(self, job: ActiveJob) -> None:
-        """Run a completed job's after-hooks in a batch up to AFTER_DELAY later (or now: see below)."""
+        """Have a completed job's after-hooks run in a batch, up to AFTER_DELAY later."""
         # A completed job's hooks run after its result is written, in a batch
         # (their lines carry the job's own end time).  Lone-job p50 at defaults
         # against PHP's (bench latency A/B, 6 alternated runs): hooks before the
@@ -270,15 +272,20 @@ class Runner:
         mw = self.middleware
         duration, at = time.monotonic() - job.started, time.time()
         if contextvars_bound():
-            # Its handler bound structlog contextvars: its hooks run now, in its
-            # own context, so that its line carries them and no other job's does.
+            # Its handler bound structlog contextvars: its hooks wait for the batch
+            # too, but run in a copy of its own context, so that its line carries
+            # them and no other job's does.
+            entry: tuple[contextvars.Context, Callable[..., None], tuple[Any, ...]]
             if mw.log_only is not None:
-                mw.log_only.completed(job.function.name, job.handle, job.unique, duration, at)
+                entry = (contextvars.copy_context(), mw.log_only.completed,
+                         (job.function.name, job.handle, job.unique, duration, at))
             else:
-                mw.after(job.info, JobResult("complete", duration, None, job.attempts, at))
-            return
-        # (Only one of the two lists is used: log_only is fixed with the chain.)
-        if mw.log_only is not None:
+                entry = (contextvars.copy_context(), mw.after,
+                         (job.info, JobResult("complete", duration, None, job.attempts, at)))
+            in_context = self._in_context
+            in_context.append(entry)
+            n = len(in_context)
+        elif mw.log_only is not None:  # (log_only is fixed with the chain: one of these two lists is used)
             lines = self._lines
             lines.append((job.function.name, job.handle, job.unique, duration, at))
             n = len(lines)
@@ -286,6 +293,8 @@ class Runner:
             completed = self._completed
             completed.append((job, duration, at))
             n = len(completed)
+        # The first entry of a list starts the batch's timer (a second list's first entry may start
+        # another: the batch that finds nothing to do is a no-op).
         if n == 1:
             self._loop.call_later(AFTER_DELAY, self.run_completed_hooks, context=self._context)
         elif n == AFTER_BATCH:
@@ -301,6 +310,9 @@ class Runner:
         after = self.middleware.after
         for job, duration, at in completed:
             after(job.info, JobResult("complete", duration, None, job.attempts, at))
+        in_context, self._in_context = self._in_context, []
+        for context, hook, args in in_context:
+            context.run(hook, *args)
 
 
 def _cancelled_by_us() -> bool:
