@@ -41,6 +41,17 @@ WAIT_MS = 60_000
 expect.set_options(timeout=20_000)
 
 
+def wait_for_js(page: Page, condition: str, timeout: float = WAIT_MS) -> None:
+    """Wait until the JavaScript expression ``condition`` is true in ``page``.
+
+    Playwright evaluates a wait_for_function string with ``eval``. Only its first check runs in the
+    DevTools call, where the page's CSP does not apply; each later poll runs in the page, where the
+    app's ``script-src 'self'`` forbids ``eval``. A function is evaluated once and then only called,
+    so the condition is wrapped in one: a bare expression fails whenever its first check is false.
+    """
+    page.wait_for_function(f"() => ({condition})", timeout=timeout)
+
+
 @dataclass
 class Stack:
     gearmand: Gearmand
@@ -162,6 +173,21 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+# -- The tests' own helper ---------------------------------------------------------
+
+
+def test_wait_for_js_waits_for_a_condition_that_is_false_at_first_under_the_apps_csp(stack: Stack, page: Page) -> None:
+    """The app forbids eval (CSP script-src 'self'); wait_for_js still polls until the condition holds.
+
+    A bare wait_for_function expression fails here on its second check, as a slow thumbnail once made
+    it fail in CI.
+    """
+    page.goto(f"{stack.url}/#photos")
+    page.evaluate("setTimeout(() => { window.__later = 1 }, 300)")
+    wait_for_js(page, "window.__later === 1", timeout=10_000)
+    assert page.evaluate("window.__later") == 1
+
+
 # -- Photos -----------------------------------------------------------------------
 
 
@@ -194,7 +220,7 @@ def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page
     for values in seen.values():
         assert values[-1] == 100
         assert any(0 < v < 100 for v in values), values  # at least one WORK_STATUS step before the end
-    page.wait_for_function("[...document.querySelectorAll('.copy img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_js(page, "[...document.querySelectorAll('.copy img')].every(i => i.complete && i.naturalWidth > 0)")
     tower = page.locator(".photo", has_text="tårn.jpg")
     expect(tower.locator(".copy-meta .dim")).to_have_text(
         [f"{w} \N{MULTIPLICATION SIGN} {h} px" for w, h in ((1200, 1800), (683, 1024), (341, 512), (171, 256))])

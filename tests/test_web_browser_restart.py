@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from gearmand import free_port
 from playwright.sync_api import Page, expect
-from test_web_browser import WAIT_MS, Stack, _stop, browser, page, photo, shot, stack, start_web
+from test_web_browser import WAIT_MS, Stack, _stop, browser, page, photo, shot, stack, start_web, wait_for_js
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "page", "stack"]  # fixtures shared with test_web_browser
@@ -68,8 +68,8 @@ def test_a_page_left_open_resyncs_after_the_web_app_restarts(stack: Stack, page:
         page.goto(f"{url}/#photos")
         kept = page.locator(f'.photo[data-photo="{photo_id}"]')
         expect(kept).to_have_attribute("data-state", "done")
-        page.wait_for_function(f"""[...document.querySelectorAll('.photo[data-photo="{photo_id}"] img')]
-                                   .every(i => i.complete && i.naturalWidth > 0)""")
+        wait_for_js(page, f"""[...document.querySelectorAll('.photo[data-photo="{photo_id}"] img')]
+                              .every(i => i.complete && i.naturalWidth > 0)""")
         page.set_input_files("#file-input", str(photo(tmp_path / "after.jpg", 900, 600, 200)))
         expect(page.locator(".photo", has_text="after.jpg")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
         shot(page, "photos-after-restart")

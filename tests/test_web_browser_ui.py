@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
-from test_web_browser import SHOTS, WAIT_MS, Stack, browser, page, photo, shot, stack
+from test_web_browser import SHOTS, WAIT_MS, Stack, browser, page, photo, shot, stack, wait_for_js
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "page", "stack"]  # fixtures shared with test_web_browser
@@ -49,7 +49,7 @@ def test_every_page_fits_a_390_px_phone(stack: Stack, browser: Browser, tmp_path
         p.goto(f"{stack.url}/#photos")
         p.set_input_files("#file-input", str(photo(tmp_path / "phone.jpg", 1600, 1200, 70)))
         expect(p.locator(".photo", has_text="phone.jpg")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
-        p.wait_for_function("[...document.querySelectorAll('.copy img')].every(i => i.complete)")
+        wait_for_js(p, "[...document.querySelectorAll('.copy img')].every(i => i.complete)")
         no_sideways_scroll(p)
         inside_screen(p, "#tab-servers")
         inside_screen(p, "#conn .dot")
