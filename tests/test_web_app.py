@@ -297,6 +297,19 @@ async def test_a_reconnecting_page_gets_only_the_events_it_missed() -> None:
     assert chunks[2].startswith("id: 0badc0de-2\nevent: job\n")
 
 
+def test_each_view_has_a_larger_revision_than_every_view_before_it() -> None:
+    """Views taken in one microsecond still order, and a photo's and a job's share one sequence."""
+    from gearworker.web.jobs import JobRow
+    from gearworker.web.photos import Photo
+
+    photo = Photo(id="a" * 32, key="", name="x.jpg", upload_bytes=1)
+    row = JobRow(id="0badc0de-b1-0", batch="0badc0de-b1", index=0, function="echo", background=False,
+                 priority="normal")
+    revisions = [photo.view()["revision"] if n % 2 else row.view()["revision"] for n in range(1000)]
+    assert revisions == sorted(set(revisions))
+    assert revisions[-1] < 2**53  # exact as a JavaScript number
+
+
 async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
     from gearworker.web.events import Hub
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gearmand import Gearmand, free_port, wait_for_port
@@ -249,6 +250,30 @@ def test_a_photo_dropped_on_the_drop_zone_is_resized(stack: Stack, page: Page, t
     expect(card.locator(".copy")).to_have_count(3)  # 2048 and 1024 collapse into the 800 px original
 
 
+def test_a_photo_list_read_while_queued_and_answered_after_done_does_not_undo_done(
+        stack: Stack, page: Page, tmp_path: Path) -> None:
+    """The page's first photo list, held until the stream said "done", leaves the card done.
+
+    CI once showed a card with its copies under a "Queued" badge: the list read at first contact
+    had come back after the job ended. The views carry revisions, and the page keeps the newest.
+    """
+    held: list[Any] = []
+    page.route("**/api/photos?offset=*", lambda route: held.append(route))
+    page.goto(f"{stack.url}/#photos")
+    with page.expect_response(lambda r: r.request.method == "POST" and "/api/photos?" in r.url) as upload:
+        page.set_input_files("#file-input", str(photo(tmp_path / "late.jpg", 700, 500, 30)))
+    queued = upload.value.json()  # the photo's view when it was queued: what a list read then would hold
+    assert queued["state"] == "queued"
+    card = page.locator(".photo", has_text="late.jpg")
+    expect(card).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    assert len(held) == 1
+    held[0].fulfill(json={"photos": [queued], "total": 1, "offset": 0, "limit": 20})
+    wait_for_js(page, "document.body.dataset.synced !== undefined")
+    expect(card).to_have_attribute("data-state", "done")
+    expect(card.locator(".photo-state")).to_have_text("Done")
+    assert card.locator(".progress").get_attribute("aria-valuenow") == "100"
+
+
 def test_a_file_that_is_not_an_image_is_refused_in_plain_words(stack: Stack, page: Page, tmp_path: Path) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("not a photo at all")
@@ -303,6 +328,24 @@ def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, pa
     expect(background.locator("td").nth(4)).to_contain_text("/4")   # with the worker's progress
     expect(background).to_have_attribute("data-state", "finished", timeout=WAIT_MS)
     shot(page, "jobs")
+
+
+def test_a_submit_answer_arriving_after_the_stream_said_done_leaves_the_row_done(stack: Stack, page: Page) -> None:
+    """The form's answer (state "submitted"), held until the stream showed the job done, does not undo it."""
+    held: list[tuple[Any, Any]] = []
+    page.route("**/api/jobs?*", lambda route: held.append((route, route.fetch())))
+    page.goto(f"{stack.url}/#jobs")
+    expect(page.locator("#function option[value=echo]")).to_have_count(1)
+    page.select_option("#function", "echo")
+    page.fill("#payload", "late answer")
+    page.click("#submit")
+    row = page.locator("#job-rows tr", has_text="late answer")
+    expect(row).to_have_attribute("data-state", "done", timeout=WAIT_MS)
+    route, answer = held[0]
+    assert [j["state"] for j in answer.json()["jobs"]] == ["submitted"]
+    route.fulfill(response=answer)
+    expect(page.locator("#submit")).to_be_enabled()  # the page has read the answer
+    expect(row).to_have_attribute("data-state", "done")
 
 
 # Headless tabs are all "visible": make one look hidden (or shown) to the page's own code.

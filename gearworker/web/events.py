@@ -38,6 +38,23 @@ RETRY_MS = 500
 
 Entry = tuple[int, str, Any]
 
+_last_revision = 0
+
+
+def revision() -> int:
+    """A number for a view of a photo or a job, larger than that of every view taken before it.
+
+    A page gets views over several connections (the event stream, the photo
+    list, an upload's answer), so they can arrive out of order: a list read
+    while a photo was queued can land after the stream said it was done.  The
+    page keeps the view with the larger revision.  Microseconds of the wall
+    clock, bumped when two views fall in one microsecond, so a restarted web
+    app's views are newer too (below 2**53: exact in JavaScript).
+    """
+    global _last_revision
+    _last_revision = max(_last_revision + 1, time.time_ns() // 1000)
+    return _last_revision
+
 
 def format_event(event: str, data: Any, event_id: str | None = None) -> str:
     """One SSE message; ``data`` is sent as a single line of JSON."""

@@ -28,7 +28,7 @@ from typing import Any, cast
 import structlog
 
 from ..client import Client, Handle, Priority, RunningJob
-from .events import Hub
+from .events import Hub, revision
 from .service import Gateway, explain, watch_for_workers
 
 log = structlog.get_logger("gearworker.web")
@@ -90,9 +90,12 @@ class JobRow:
             self.handle = self.running.handle.decode("utf-8", "replace")
 
     def view(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
+        """What the page shows of the row; the page keeps the view with the larger ``revision``."""
+        view = {k: getattr(self, k) for k in (
             "id", "batch", "index", "function", "background", "priority", "state", "handle", "server",
             "numerator", "denominator", "result", "error", "messages", "duration")}
+        view["revision"] = revision()
+        return view
 
     @property
     def final(self) -> bool:

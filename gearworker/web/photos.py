@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..resize import Copy
+from .events import revision
 
 #: Magic numbers of the formats the resize handler decodes.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -132,6 +133,7 @@ class Photo:
             round(100 * self.numerator / self.denominator) if self.denominator else 0)
         stem = self.name.rsplit(".", 1)[0] or "photo"
         return {
+            "revision": revision(),  # the page keeps the newest view of a photo (see revision())
             "id": self.id, "key": self.key, "name": self.name, "state": self.state, "error": self.error,
             "created": self.created, "format": self.format,
             "upload_size": human_size(self.upload_bytes), "numerator": self.numerator,

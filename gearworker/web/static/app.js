@@ -87,8 +87,14 @@ function photoCard(p, { append = false } = {}) {
 const PHOTO_STATES = { uploading: "Uploading", queued: "Queued", waiting: "Waiting for a worker",
   resizing: "Resizing", done: "Done", failed: "Failed" };
 
+// Views of a photo or a job come over several connections (the stream, the photo list, an upload's
+// answer) and can arrive out of order: a view older than the one shown (a smaller revision) is dropped.
+const older = (view, shown) => view.revision !== undefined && shown !== undefined && view.revision < Number(shown);
+
 function renderPhoto(p, options) {
   const card = photoCard(p, options);
+  if (older(p, card.dataset.revision)) return;
+  if (p.revision !== undefined) card.dataset.revision = String(p.revision);
   card.className = `card photo ${p.state}`;
   card.dataset.state = p.state;
   if (p.id) card.dataset.photo = p.id;
@@ -186,7 +192,7 @@ function uploadPhoto(file) {
     try { answer = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
     if (xhr.status >= 400) return fail(answer.error || `The web app answered ${xhr.status}.`);
     state.uploads.set(key, answer.id);
-    if (!cardOf(answer.id) || cardOf(answer.id).dataset.state === "uploading") renderPhoto(answer);
+    renderPhoto(answer);  // dropped if the stream already showed a later state
     state.photosTotal += 1;
     photoCount();
   });
@@ -225,6 +231,7 @@ const NOTES = {
 };
 
 function renderJob(j) {
+  if (older(j, state.jobs.get(j.id)?.revision)) return;
   state.jobs.set(j.id, j);
   const tbody = $("#job-rows");
   $(".empty", tbody)?.remove();
@@ -297,8 +304,7 @@ function setupJobs() {
       const response = await post(`/api/jobs?session=${state.session}`, { json: data });
       if (!response.ok) { $("#form-error").textContent = await readError(response); return; }
       const body = await response.json();
-      // The live stream may already have delivered later states: only add rows not seen yet.
-      body.jobs.filter((j) => !document.getElementById(`job-${j.id}`)).forEach(renderJob);
+      body.jobs.forEach(renderJob);  // rows the stream already moved on are left as they are
     } catch (err) {
       $("#form-error").textContent = "The web app could not be reached (is it still running?).";
     } finally {
