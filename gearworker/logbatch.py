@@ -4,7 +4,7 @@ Rendered lines go to a :class:`BatchedOutput` rather than straight to the file:
 the first line of a batch starts a :data:`LINGER` timer on the running loop,
 and the batch is written with one ``write`` when it fires, or at once when it
 holds :data:`MAX_BATCH` lines.  A watchdog thread writes anything older than
-100 ms (a loop blocked by a handler), an ``atexit`` hook and :func:`flush`
+100 ms (a loop blocked by a handler), and sleeps while nothing is queued; an ``atexit`` hook and :func:`flush`
 (called on the shutdown path) write what is left, and where no loop runs (a
 pool process, start-up, a plain script) every line is written at once.  Only
 a SIGKILL can lose lines: those of the last ``LINGER``.
@@ -99,6 +99,8 @@ class BatchedOutput:
         loop.call_later(LINGER, self._end_of_batch)
         if not _watchdog_started:
             _start_watchdog()
+        elif _parked:  # one global read per batch; a wake-up only when the watchdog found no batch open
+            _wake.set()
 
     def _end_of_batch(self) -> None:
         self._scheduled = False
@@ -137,15 +139,24 @@ class BatchedOutput:
             self.writes += 1
             view = view[n:]
 
-    def check_delay(self) -> None:
-        """Called by the watchdog every MAX_DELAY / 2: write lines a blocked or stopped loop still holds."""
+    def check_delay(self) -> bool:
+        """Called by the watchdog every MAX_DELAY / 2: write lines a blocked or stopped loop still holds.
+
+        Returns whether a batch is open: lines queued or a timer pending (the
+        watchdog sleeps when none is, anywhere).
+        """
         if not self._lines:
             self._seen = -1
-            return
+            return self._scheduled  # (a full batch written at once leaves its timer, and more lines may follow)
         if self._seen == self.drains:  # queued for a whole tick with no drain: the loop is stuck
             self.drain()
             self._scheduled = False  # a loop that stopped with our callback pending must not block the next one
         self._seen = self.drains
+        return True
+
+    def busy(self) -> bool:
+        """Whether a batch is open: lines queued, or the timer that will write them pending."""
+        return self._scheduled or bool(self._lines)
 
     def close(self) -> None:
         """Write what is queued and stop writing: close the descriptor if it is ours (a replaced log file)."""
@@ -175,13 +186,26 @@ def outputs() -> list[BatchedOutput]:
 
 
 def _watchdog() -> None:
+    global _parked
     while True:
         time.sleep(MAX_DELAY / 2)
-        for out in list(_OUTPUTS):
-            out.check_delay()
+        if any([out.check_delay() for out in list(_OUTPUTS)]):
+            continue
+        # No batch open anywhere: sleep until a loop opens the next one (an idle worker
+        # woke this thread 20 times a second). _parked is set before the outputs are looked
+        # at again, and _schedule() opens its batch before it reads _parked: so either this
+        # look sees the batch, or _schedule() sees _parked and wakes us.
+        _wake.clear()
+        _parked = True
+        if not any(out.busy() for out in list(_OUTPUTS)):
+            _wake.wait()
+        _parked = False
 
 
 _watchdog_started = False
+#: The watchdog sleeps on this while nothing is queued; _schedule() sets it when _parked.
+_wake = threading.Event()
+_parked = False
 
 
 def _start_watchdog() -> None:
@@ -193,7 +217,8 @@ def _start_watchdog() -> None:
 
 def after_fork() -> None:
     """In a forked child: forget the parent's queued lines, loops and watchdog thread."""
-    global _watchdog_started
+    global _watchdog_started, _wake, _parked
     for out in list(_OUTPUTS):
         out.after_fork()
     _watchdog_started = False  # the thread did not survive the fork
+    _wake, _parked = threading.Event(), False  # nor its hold on the event's lock, if it had one

@@ -304,3 +304,51 @@ def test_a_line_reaches_the_output_while_a_handler_blocks_the_loop() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+_IDLE_SCRIPT = textwrap.dedent("""
+    import asyncio, sys, threading, time, structlog
+    from gearworker import logs
+    logs.configure("info", "json")
+    log = structlog.get_logger("worker")
+
+    def wakeups() -> int:
+        thread = next(t for t in threading.enumerate() if t.name == "gearworker-log-flush")
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            return sum(int(line.split()[1]) for line in status if "ctxt_switches" in line)
+
+    async def main() -> None:
+        log.info("job.done", n=1)
+        await asyncio.sleep(0.5)  # the batch is written, the watchdog finds nothing open
+        before = wakeups()
+        await asyncio.sleep(1.0)  # idle
+        print("idle wakeups", wakeups() - before, file=sys.stdout, flush=True)
+        log.info("job.started", n=2)
+        time.sleep(120)  # a handler that blocks the loop: the parked watchdog must still write the line
+
+    asyncio.run(main())
+""")
+
+
+def test_an_idle_loop_leaves_the_log_watchdog_asleep_and_a_later_blocked_line_is_still_written() -> None:
+    """No wake-ups of the watchdog thread while nothing is queued (it had 20 a second); the next
+    batch wakes it, so a line logged just before a handler blocks the loop still gets out."""
+    proc = subprocess.Popen([sys.executable, "-c", _IDLE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().decode().split() == ["idle", "wakeups", "0"]
+        got: list[bytes] = []
+
+        def read_two() -> None:
+            assert proc.stderr is not None
+            got.extend([proc.stderr.readline(), proc.stderr.readline()])
+
+        reader = threading.Thread(target=read_two, daemon=True)
+        reader.start()
+        reader.join(60)
+        assert [json.loads(line)["n"] for line in got] == [1, 2]
+        assert proc.poll() is None  # still blocked: the watchdog wrote it, not the exit
+    finally:
+        proc.kill()
+        proc.wait()
