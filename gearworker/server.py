@@ -294,11 +294,13 @@ class Server:
         if self.worker is not None:
             self.worker.stop_taking_jobs()  # now, not after the old workers below have drained
         for old_worker, old_pool, task in list(self._retiring):
-            # A reload's old worker, still finishing jobs: its own task closes it once
-            # they end; it gets the same grace period as the current one.
-            remaining = max(0.0, self.settings.grace_period - (time.monotonic() - started))
-            done, _ = await asyncio.wait({task}, timeout=remaining)
-            if not done:  # past the grace period: stop it like the current worker
+            # A reload's old worker, still finishing jobs: it drains like the current one
+            # (logged, the same grace period, a second signal cuts it short), and its own
+            # task closes it once its jobs have ended.
+            await self._wait_for_jobs(old_worker, started)
+            if old_worker.idle.is_set():
+                await task
+            else:  # past the grace period, or forced: stop it like the current worker
                 task.cancel()
                 await self._stop_worker(old_worker, old_pool, started)
                 if old_pool is not None:
@@ -343,12 +345,12 @@ class Server:
             log.warning("server.jobs_handed_back", count=abandoned)
 
     async def _wait_for_jobs(self, worker: Worker, started: float) -> None:
-        if worker.idle.is_set():
-            return
+        remaining = self.settings.grace_period - (time.monotonic() - started)
+        if worker.idle.is_set() or remaining <= 0 or self.force_exit.is_set():
+            return  # nothing to wait for, or no time left to wait (nor a draining line to log)
         log.info("server.draining", running=worker.running, grace=self.settings.grace_period)
         idle = asyncio.create_task(worker.idle.wait())
         force = asyncio.create_task(self.force_exit.wait())
-        remaining = max(0.0, self.settings.grace_period - (time.monotonic() - started))
         try:
             await asyncio.wait({idle, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
