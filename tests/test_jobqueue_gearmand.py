@@ -214,8 +214,9 @@ async def version(job):
     return "{v}"
 
 @handler("hold")
-async def hold(job):
-    await asyncio.sleep(float(job.workload))
+async def hold(job):  # runs until the test creates the file named by the workload
+    while not os.path.exists(job.workload.decode()):
+        await asyncio.sleep(0.02)
     return "{v} held"
 
 @handler("cpu_version", cpu=True)
@@ -244,7 +245,8 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
         async with Client([gearmand.address]) as client:
             assert await client.submit("version", timeout=30) == b"v1"
             old_pool = (await client.submit("cpu_version", timeout=30)).split()[1]
-            held = asyncio.create_task(client.submit("hold", "3", timeout=60))
+            release = tmp_path / "release"
+            held = asyncio.create_task(client.submit("hold", str(release), timeout=60))
             await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
 
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
@@ -255,6 +257,7 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
             new_cpu = (await client.submit("cpu_version", timeout=30)).split()
             assert new_cpu[0] == b"v2" and new_cpu[1] != old_pool  # pool processes were replaced
             assert not held.done()  # the old job is still running...
+            release.touch()
             assert await held == b"v1 held"  # ...and completes on the old code
         assert w.proc is not None and w.proc.poll() is None
         assert [e["pid"] for e in log_events(w, "server.reloaded")] == [w.pid]
@@ -279,6 +282,8 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
             assert await job == b"v1 retried"
+            # The retry may come before the reload has finished: new jobs get the new code after it.
+            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
             assert await client.submit("cpu_retried", timeout=30) == b"v2 retried"  # the marker exists now
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
@@ -294,14 +299,43 @@ async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(ge
     w.start(wait_for="hold", gearmand=gearmand)
     try:
         async with Client([gearmand.address]) as client:
-            held = asyncio.create_task(client.submit("hold", "2", timeout=60))
+            release = tmp_path / "release"
+            held = asyncio.create_task(client.submit("hold", str(release), timeout=60))
             await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
             await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
             w.signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.draining"), 30, "draining")
+            assert not held.done()  # it outlives SIGTERM, and then completes on the old code
+            release.touch()
             assert await held == b"v1 held"
         assert await asyncio.to_thread(w.wait, 60) == 0, w.log_text()[-4000:]
+    finally:
+        w.stop()
+
+
+async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(gearmand: Gearmand,
+                                                                              tmp_path: Path) -> None:
+    """SIGHUP, SIGTERM, SIGTERM with an old-code job running and a 60 s grace: the worker logs that it
+    drains, exits 0 at the second signal, and the job goes back to the queue."""
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1", "--grace-period", "60"])
+    w.start(wait_for="hold", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            await client.submit_background("hold", str(tmp_path / "never"))
+            await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
+            w.signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            w.signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.draining"), 30, "draining")
+            w.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(w.wait, 30) == 0, w.log_text()[-4000:]  # not the 60 s grace
+        assert log_events(w, "server.force_exit")
+        await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][:2] == (1, 0), 30, "the job queued again")
     finally:
         w.stop()
 
@@ -354,9 +388,16 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
         for w in workers:
             w.start()
         workers[0].wait_registered(gearmand, "tick", workers=3)
-        first = int(time.time()) + 1
+        # Every scheduler running (registration comes before it starts), then a whole second of margin.
+        wait_for(lambda: all(log_events(w, "schedule.started") for w in workers), timeout=30)
+        first = int(time.time()) + 2
         last = first + 19
-        wait_for(lambda: time.time() > last + 2, timeout=40)
+
+        def ran(tick: int) -> bool:
+            return any(unique.endswith(f":{tick}") for unique in ticks.read_text().split()[::2])
+
+        wait_for(lambda: ran(last), timeout=60)
+        time.sleep(1.0)  # room for a second run of the last tick to show, were there one
     finally:
         for w in workers:
             assert w.stop() == 0, w.log_text()[-4000:]
