@@ -97,7 +97,9 @@ async def test_a_foreground_job_without_a_worker_waits_then_times_out_in_plain_w
                                                                                     gearmand: Gearmand) -> None:
     app, client = await make([gearmand.address], job_timeout=2.5)
     job = await submit(client, function="nobody_serves_this", payload="x")
-    waiting = await wait_for_row(app, lambda r: r["id"] == job["id"] and r["state"] == "waiting")
+    # The first check for workers can beat gearmand's JOB_CREATED: the row is then published again
+    # once its handle is known (before that fix this wait timed out now and then).
+    waiting = await wait_for_row(app, lambda r: r["id"] == job["id"] and r["state"] == "waiting" and r["handle"])
     assert waiting["handle"].startswith("H:")
     row = await wait_for_row(app, lambda r: r["id"] == job["id"] and r["state"] == "failed")
     assert row["error"] == "No worker took the job within 2.5 s: no worker has “nobody_serves_this”."

@@ -170,8 +170,11 @@ async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) ->
 async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: bytes, publish: Any) -> None:
     def waiting(none: bool) -> None:
         state = "waiting" if none else "submitted"
+        known = row.handle
         row.learn_handle()
-        if row.state in ("submitted", "waiting") and row.state != state:
+        # Publish a change of state, and also a handle learnt since: the first check can come
+        # before gearmand's JOB_CREATED, and a waiting row would never show its handle.
+        if row.state in ("submitted", "waiting") and (row.state != state or row.handle != known):
             row.state = state
             publish()
 
