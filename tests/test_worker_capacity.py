@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 from gearmand import Gearmand
 from workerproc import WorkerProcess
@@ -22,25 +23,46 @@ def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyp
         time.sleep(0.05)
 
 
-def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(gearmand: Gearmand) -> None:
+GATED_CPU = """
+import os, time
+from gearworker import handler
+
+@handler("gated_cpu", cpu=True)
+def gated_cpu(job):  # runs in a pool process until the test creates the file $GW_RELEASE
+    while not os.path.exists(os.environ["GW_RELEASE"]):
+        time.sleep(0.02)
+    return "released"
+"""
+
+
+def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(
+        gearmand: Gearmand, tmp_path: Path) -> None:
     """With one pool process busy, the second CPU job is left on the server for another machine."""
-    a = WorkerProcess([gearmand.address], args=["--processes", "1"]).start(wait_for="slow_cpu", gearmand=gearmand)
-    b = WorkerProcess([gearmand.address], args=["--processes", "1"])
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "gated.py").write_text(GATED_CPU)
+    release = tmp_path / "release"
+    env = {"GW_RELEASE": str(release)}
+    a = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"], env=env)
+    a.start(wait_for="gated_cpu", gearmand=gearmand)
+    b = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"], env=env)
     try:
-        # 8 s jobs: worker b must start and register (pool start-up included) while a's job still runs,
-        # even on a loaded machine (3 s was too short there: a finished first and took the second job).
-        submit_background(gearmand, "slow_cpu", "8", 2)
-        wait_for(lambda: gearmand.status()["slow_cpu"][1] == 1)
+        # The jobs run until released: worker b starts and registers while a's job still runs, however
+        # slow the machine (fixed 3 s jobs once let a finish first and take the second job).
+        submit_background(gearmand, "gated_cpu", "x", 2)
+        wait_for(lambda: gearmand.status()["gated_cpu"][1] == 1)
         for _ in range(10):  # stays so: worker a holds one job, the other waits on the server
-            assert gearmand.status()["slow_cpu"][:2] == (2, 1)
+            assert gearmand.status()["gated_cpu"][:2] == (2, 1)
             time.sleep(0.1)
         b.start()
-        b.wait_registered(gearmand, "slow_cpu", workers=2)  # b itself, not a, which registered long ago
-        wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (2, 2))  # both run at once, one on each worker
-        wait_for(lambda: gearmand.status()["slow_cpu"][:2] == (0, 0))
+        b.wait_registered(gearmand, "gated_cpu", workers=2)  # b itself, not a, which registered long ago
+        wait_for(lambda: gearmand.status()["gated_cpu"][:2] == (2, 2))  # both run at once, one on each worker
+        release.touch()
+        wait_for(lambda: gearmand.status()["gated_cpu"][:2] == (0, 0))
     finally:
+        release.touch()
         assert a.stop() == 0
-        assert b.stop() == 0
+        assert b.proc is None or b.stop() == 0
 
 
 def test_per_handler_limit_from_settings_holds(gearmand: Gearmand) -> None:
