@@ -25,6 +25,10 @@ async def test_same_unique_id_coalesces_across_a_three_server_setup(
     addresses = [g.address for g in servers]
     workers.php(servers, 2)
     async with Client(addresses) as one, Client(addresses) as two:
+        # Both connected to that server first: coalescing needs the second submit to arrive within
+        # php.random's 300 ms, which a slow connect could miss.
+        for client in (one, two):
+            assert await client.submit("php.echo", "warm", unique="photo-42") == b"warm"
         first, second = await asyncio.gather(one.submit("php.random", "x", unique="photo-42"),
                                              two.submit("php.random", "x", unique="photo-42"))
         assert first == second

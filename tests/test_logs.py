@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gearworker import logs
+from gearworker import logbatch, logs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +31,13 @@ def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_lines_of_many_loop_turns_within_the_linger_are_written_whole_in_order_with_one_write(tmp_path: Path) -> None:
+def test_lines_of_many_loop_turns_within_the_linger_are_written_whole_in_order_with_one_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lone job logs one line per loop turn: lines still wait LINGER seconds and leave in one write."""
+    # A longer linger (and watchdog tick) than the defaults, so that a slow machine's 100 loop
+    # turns still fit in one batch; the behaviour is the same at any length.
+    monkeypatch.setattr(logbatch, "LINGER", 0.2)
+    monkeypatch.setattr(logbatch, "MAX_DELAY", 1.0)
     target = tmp_path / "out.log"
     with open(target, "w") as stream:
         out = logs.configure("info", "json", stream=stream)
@@ -44,7 +49,7 @@ def test_lines_of_many_loop_turns_within_the_linger_are_written_whole_in_order_w
                 log.info("job.done", n=i, handle=f"H:{i}")
                 await asyncio.sleep(0)  # the next loop turn
             during = out.writes
-            await asyncio.sleep(logs.LINGER * 3)  # the linger timer was due first: it has fired
+            await asyncio.sleep(logbatch.LINGER * 3)  # the linger timer was due first: it has fired
             return during - before, out.writes - before
 
         during, after = asyncio.run(main())

@@ -107,9 +107,16 @@ async def test_a_silent_server_is_declared_dead_within_interval_plus_timeout(gea
 async def test_a_live_idle_connection_answers_heartbeats_and_stays_up(gearmand: Gearmand) -> None:
     """An idle connection to a live server pings, gets its answer, and is not dropped."""
     receiver = Collector()
-    options = StreamOptions(heartbeat_interval=0.1, heartbeat_timeout=0.2)
+    # A timeout far above the answer's time (it was 0.2 s), so that a stalled test process on a busy
+    # CI machine cannot make a live server look dead; that the answers come is counted instead.
+    # A ping waits for its timeout before the next: one ping a second here.
+    options = StreamOptions(heartbeat_interval=0.1, heartbeat_timeout=1.0)
     stream = await Endpoint(gearmand.address, options).dial(receiver)
-    await asyncio.sleep(1.0)  # about 10 heartbeats
+    heard: set[float] = set()
+    for _ in range(125):  # 2.5 s: pings at about 0.1, 1.1 and 2.1 s, each answer a new time of the last byte heard
+        await asyncio.sleep(0.02)
+        heard.add(stream._heard_at)
+    assert len(heard) >= 3, f"only {len(heard) - 1} heartbeats answered in 2.5 s"
     assert stream.is_open and not stream.closed.done()
     assert receiver.packets == []  # heartbeat replies are not the receiver's business
     stream.close()

@@ -148,7 +148,10 @@ def test_alias_is_served_by_its_handler(gearmand: Gearmand, worker: WorkerProces
 
 def test_each_job_is_logged_once_with_its_fields(gearmand: Gearmand, worker: WorkerProcess) -> None:
     gearman(gearmand, "-u", "the-unique", "-f", "echo", "--", "x")
-    time.sleep(0.2)
+    deadline = time.monotonic() + 20  # the line follows the result within a batch (tens of ms)
+    while not any("the-unique" in r.values() for r in _records(worker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and a second line, if there were one, would have had its batch too
     records = [r for r in _records(worker) if "the-unique" in r.values()]
     assert len(records) == 1
     (record,) = records

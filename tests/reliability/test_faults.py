@@ -92,10 +92,10 @@ async def test_job_of_a_pool_process_killed_mid_job_runs_again(gearmand: Gearman
         await asyncio.sleep(0.3)
         for child in pool_children(w.pid):
             child.kill()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # a new pool process, then the 1.5 s job again
         while "victim" not in runs(results_db) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert runs(results_db)["victim"] == 1
+        assert runs(results_db).get("victim") == 1, "the killed job did not run again"
         assert log_events(w.log, "job.retry")
     finally:
         assert w.stop(20) == 0
