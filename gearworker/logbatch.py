@@ -4,9 +4,10 @@ Rendered lines go to a :class:`BatchedOutput` rather than straight to the file:
 the first line of a batch starts a :data:`LINGER` timer on the running loop,
 and the batch is written with one ``write`` when it fires, or at once when it
 holds :data:`MAX_BATCH` lines.  A watchdog thread writes anything older than
-100 ms (a loop blocked by a handler), and sleeps while nothing is queued; an ``atexit`` hook and :func:`flush`
-(called on the shutdown path) write what is left, and where no loop runs (a
-pool process, start-up, a plain script) every line is written at once.  Only
+100 ms (a loop blocked by a handler) and sleeps while no batch is open; an
+``atexit`` hook and :func:`flush` (called on the shutdown path) write what is
+left, and where no loop runs (a pool process, start-up, a plain script) every
+line is written at once.  Only
 a SIGKILL can lose lines: those of the last ``LINGER``.
 
 Why a timer rather than the end of each loop turn: a worker serving one job at
@@ -203,7 +204,7 @@ def _watchdog() -> None:
 
 
 _watchdog_started = False
-#: The watchdog sleeps on this while nothing is queued; _schedule() sets it when _parked.
+#: The watchdog sleeps on this while no batch is open; _schedule() sets it when _parked.
 _wake = threading.Event()
 _parked = False
 
