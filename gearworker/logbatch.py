@@ -7,8 +7,8 @@ holds :data:`MAX_BATCH` lines.  A watchdog thread writes anything older than
 100 ms (a loop blocked by a handler) and sleeps while no batch is open; an
 ``atexit`` hook and :func:`flush` (called on the shutdown path) write what is
 left, and where no loop runs (a pool process, start-up, a plain script) every
-line is written at once.  Only
-a SIGKILL can lose lines: those of the last ``LINGER``.
+line is written at once.  Only a SIGKILL can lose lines: those of the last
+``LINGER``.
 
 Why a timer rather than the end of each loop turn: a worker serving one job at
 a time logs one line per turn, so per-turn batching still made a ``write`` per
