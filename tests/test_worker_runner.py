@@ -19,9 +19,18 @@ from gearworker import config, logs
 from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware
 from gearworker.protocol import Magic, Packet, PacketType, Parser, WorkerSession, encode, registration
 from gearworker.transport import Endpoint, PacketStream, StreamOptions
+from gearworker.worker import runner
 from gearworker.worker.registry import discover
-from gearworker.worker.runner import AFTER_DELAY, ActiveJob
+from gearworker.worker.runner import ActiveJob
 from gearworker.worker.worker import Connection, Worker
+
+
+@pytest.fixture(autouse=True)
+def _batches_wait_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of after-hooks wait 200 ms here, not 20: "still waiting for its batch" is then
+    checked well inside the delay, even when a busy machine stalls the test for a moment."""
+    monkeypatch.setattr(runner, "AFTER_DELAY", 0.2)
+
 
 HANDLERS = """
 from gearworker import Job, handler
@@ -106,7 +115,7 @@ async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tu
     else:
         await asyncio.sleep(0)
         assert len(watcher.seen) == during_read  # the loop's next turn: still waiting for its batch
-        await asyncio.sleep(AFTER_DELAY * 3)  # the batch's timer was due first
+        await asyncio.sleep(runner.AFTER_DELAY * 3)  # the batch's timer was due first
     return watcher, transport, during_read
 
 
@@ -206,7 +215,7 @@ def _job_done_lines(tmp_path: Path, jobs: list[tuple[bytes, bytes]]) -> list[dic
         stream.data_received(b"".join(
             encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:%d" % n, function, b"u%d" % n, data), Magic.RES))
             for n, (function, data) in enumerate(jobs)))
-        await asyncio.sleep(AFTER_DELAY * 3)
+        await asyncio.sleep(runner.AFTER_DELAY * 3)
         await worker.close()
 
     with open(target, "w") as out:
