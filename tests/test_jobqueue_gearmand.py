@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import ROOT, WorkerProcess
+from workerproc import ROOT, WorkerProcess, handlers_dir
 
 from gearworker import Client
 from gearworker.client import Progress
@@ -172,9 +172,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixed(
         gearmand: Gearmand, tmp_path: Path) -> None:
     """Background job fails -> record; fix the handler file, SIGHUP; `gearworker failed retry ID` -> done."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "billing.py").write_text(CHARGE_BROKEN)
+    handlers = handlers_dir(tmp_path, billing=CHARGE_BROKEN)
     done = tmp_path / "done"
     env = {"GEARWORKER_FAILED_JOBS": str(tmp_path / "failed"), "GW_DONE_FILE": str(done)}
     w = WorkerProcess([gearmand.address], handlers=handlers, env=env).start(wait_for="charge", gearmand=gearmand)
@@ -236,9 +234,7 @@ def cpu_retried(job):
 async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_completes(
         gearmand: Gearmand, tmp_path: Path) -> None:
     """Edit the handler file, SIGHUP: same pid, new code for new jobs (async and pool), the old job finishes."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
     w.start(wait_for="cpu_version", gearmand=gearmand)
     try:
@@ -268,9 +264,7 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
 
 async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearmand: Gearmand, tmp_path: Path) -> None:
     """A cpu=True job waiting to retry when SIGHUP comes runs its next attempt on the old code and pool."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"],
                       env={"GW_TEST_STATE": str(tmp_path)})
     w.start(wait_for="cpu_retried", gearmand=gearmand)
@@ -292,9 +286,7 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
 async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(gearmand: Gearmand,
                                                                              tmp_path: Path) -> None:
     """SIGHUP then SIGTERM while an old-code job runs: it completes, the worker exits 0 within the grace period."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
     w.start(wait_for="hold", gearmand=gearmand)
     try:
@@ -319,9 +311,7 @@ async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(ge
                                                                               tmp_path: Path) -> None:
     """SIGHUP, SIGTERM, SIGTERM with an old-code job running and a 60 s grace: the worker logs that it
     drains, exits 0 at the second signal, and the job goes back to the queue."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1", "--grace-period", "60"])
     w.start(wait_for="hold", gearmand=gearmand)
     try:
@@ -342,9 +332,7 @@ async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(ge
 
 async def test_a_reload_whose_import_fails_keeps_the_old_handlers(gearmand: Gearmand, tmp_path: Path) -> None:
     """A syntax error in the edited file: logged with the file, the old code keeps serving."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "versioned.py").write_text(VERSIONED.format(v="v1"))
+    handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
     w.start(wait_for="version", gearmand=gearmand)
     try:
@@ -377,9 +365,7 @@ async def tick(job):
 def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_once(
         gearmand: Gearmand, tmp_path: Path) -> None:
     """3 worker processes, schedule=1: the 20 ticks after all are up run 20 times, and no tick ever runs twice."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "ticks.py").write_text(TICK)
+    handlers = handlers_dir(tmp_path, ticks=TICK)
     ticks = tmp_path / "ticks"
     ticks.touch()
     workers = [WorkerProcess([gearmand.address], handlers=handlers, env={"GW_TICK_FILE": str(ticks)})

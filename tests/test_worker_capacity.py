@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from workerproc import WorkerProcess, handlers_dir
 
 
 def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:
@@ -38,9 +38,7 @@ def gated_cpu(job):  # runs in a pool process until the test creates the file $G
 def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(
         gearmand: Gearmand, tmp_path: Path) -> None:
     """With one pool process busy, the second CPU job is left on the server for another machine."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "gated.py").write_text(GATED_CPU)
+    handlers = handlers_dir(tmp_path, gated=GATED_CPU)
     release = tmp_path / "release"
     env = {"GW_RELEASE": str(release)}
     a = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"], env=env)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import ROOT
+from workerproc import ROOT, handlers_dir
 
 PROBE = '''
 from gearworker import CpuJob, config, handler
@@ -20,9 +20,7 @@ def settings_probe(job: CpuJob) -> str:
 
 def test_pool_processes_see_the_settings_file_given_with_settings(gearmand: Gearmand, tmp_path: Path) -> None:
     """--settings FILE outside the working directory: cpu handlers read its values via config.active()."""
-    handlers = tmp_path / "handlers"
-    handlers.mkdir()
-    (handlers / "probe.py").write_text(PROBE)
+    handlers = handlers_dir(tmp_path, probe=PROBE)
     settings = tmp_path / "elsewhere.py"
     settings.write_text(f"SERVERS = [{gearmand.address!r}]\nHANDLERS_DIR = {str(handlers)!r}\n"
                         "MAX_IMAGE_PIXELS = 1234\nPROCESSES = 1\nLOG_FORMAT = 'json'\n")

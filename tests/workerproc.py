@@ -20,6 +20,15 @@ HANDLERS = ROOT / "handlers"
 TEST_HANDLERS = Path(__file__).resolve().parent / "handlers_test"
 
 
+def handlers_dir(tmp_path: Path, **modules: str) -> Path:
+    """A handlers folder under ``tmp_path`` holding ``name.py`` with each given source."""
+    folder = tmp_path / "handlers"
+    folder.mkdir()
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(source)
+    return folder
+
+
 @dataclass
 class WorkerProcess:
     """One gearworker process; ``log`` holds its JSON log lines."""
