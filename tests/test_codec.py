@@ -18,9 +18,11 @@ from gearworker.protocol import (
     WorkerRow,
     encode,
     encode_admin,
+    encode_request,
     request,
     response,
 )
+from gearworker.protocol.codec import encode_handle_data
 
 T = PacketType
 BINARY = bytes(range(256)) * 4  # every byte value, NUL included
@@ -150,6 +152,22 @@ def test_encode_rejects_wrong_argument_count() -> None:
 def test_encode_rejects_nul_inside_a_non_final_argument() -> None:
     with pytest.raises(LocalProtocolError, match="NUL"):
         encode(request(T.SUBMIT_JOB, b"f\x00g", b"u", b"data"))
+
+
+@pytest.mark.parametrize("data", [b"", b"ok", BINARY, b"\x00" * 70_000])
+@pytest.mark.parametrize("type_", [T.WORK_COMPLETE, T.WORK_EXCEPTION, T.WORK_DATA, T.WORK_WARNING])
+def test_encode_handle_data_writes_what_encode_request_writes(type_: PacketType, data: bytes) -> None:
+    """The worker's unchecked encoder for a result to a server-sent handle gives the same bytes as the checked one."""
+    assert encode_handle_data(type_, b"H:host:123", data) == encode_request(type_, b"H:host:123", data)
+
+
+def test_packets_without_arguments_are_shared_values_equal_to_fresh_ones() -> None:
+    """NOOP and NO_JOB are parsed to one prebuilt value each (they cannot change), equal to what encode() takes."""
+    parser = Parser(expect=Magic.RES)
+    first, second, third = parser.feed(encode(response(T.NOOP)) * 2 + encode(response(T.NO_JOB)))
+    assert first is second and first == response(T.NOOP)
+    assert third == response(T.NO_JOB)
+    assert Parser(expect=Magic.REQ).feed(encode(request(T.PRE_SLEEP))) == [request(T.PRE_SLEEP)]
 
 
 def test_packets_are_frozen() -> None:

@@ -9,6 +9,7 @@ the benchmarks.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -24,6 +25,7 @@ DEFAULT_MAX_PACKET_SIZE = 64 * 1024 * 1024
 _HEADER = struct.Struct(">4sII")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+_REQ = Magic.REQ
 
 # Packets up to this size are split with one bytes.split() on a copy of the
 # payload: measured 5x faster than a find() and two copies per argument for a
@@ -46,7 +48,7 @@ class Parser:
     every further :meth:`feed` raises again: reset the connection.
     """
 
-    __slots__ = ("_buf", "_error", "_expect", "_magic", "_max", "_pos")
+    __slots__ = ("_bare", "_buf", "_error", "_expect", "_magic", "_max", "_pos")
 
     def __init__(self, *, expect: Magic = Magic.RES, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         if max_packet_size < 0:
@@ -57,6 +59,7 @@ class Parser:
         self._expect = expect
         self._max = max_packet_size
         self._error: RemoteProtocolError | None = None
+        self._bare = _bare_packets(expect)
 
     @property
     def buffered(self) -> int:
@@ -102,9 +105,28 @@ class Parser:
             stop = start + size
             if stop > end:
                 break  # wait for the rest of the payload
-            out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), member))
+            bare = self._bare[number]
+            if bare is not None and stop == start:
+                out.append(bare)  # NOOP, NO_JOB: always the same value, so made once
+            else:
+                out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), member))
             pos = stop
         return pos
+
+
+@functools.cache
+def _bare_packets(magic: Magic) -> list[Packet | None]:
+    """The packet of each type that takes no arguments, travelling as ``magic``, by type number.
+
+    Packets are immutable, so the parser hands out these instead of building
+    equal ones: a frozen dataclass takes 0.7 us to build, and an idle worker
+    is woken by a NOOP for every job.
+    """
+    bare: list[Packet | None] = [None] * len(ARG_COUNT)
+    for ptype in PacketType:
+        if ARG_COUNT[ptype] == 0:
+            bare[ptype] = Packet(ptype, (), magic)
+    return bare
 
 
 def _split(buf: bytearray, start: int, stop: int, count: int, ptype: PacketType) -> tuple[bytes, ...]:
@@ -149,6 +171,17 @@ def encode_request(type: PacketType, *args: bytes) -> bytes:
     dataclass halved its cost.
     """
     return _encode(Magic.REQ, type, args)
+
+
+def encode_handle_data(type: PacketType, handle: bytes, data: bytes) -> bytes:
+    """Same as ``encode_request(type, handle, data)`` for a ``handle`` that a server sent, without the checks.
+
+    A handle is cut out of the server's packet at a NUL, so it holds none, and
+    the last argument may hold anything: there is nothing to check.  The
+    worker encodes a WORK_COMPLETE per job this way: 1.41 -> 0.24 us (timeit),
+    on the path from a job's arrival to its result.
+    """
+    return b"".join((_pack_header(_REQ, type, len(handle) + 1 + len(data)), handle, b"\x00", data))
 
 
 def _encode(magic: Magic, type: PacketType, args: tuple[bytes, ...]) -> bytes:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from .codec import encode_request
+from .codec import encode_handle_data, encode_request
 from .packets import Packet, PacketType
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
 _T = PacketType
 _GRAB = encode_request(_T.GRAB_JOB_UNIQ)
 _PRE_SLEEP = encode_request(_T.PRE_SLEEP)
+_WORK_COMPLETE = _T.WORK_COMPLETE  # an enum member read per job: a module global is cheaper
 _REPORTS = {"status": _T.WORK_STATUS, "data": _T.WORK_DATA, "warning": _T.WORK_WARNING}
 
 
@@ -267,7 +268,7 @@ class WorkerSession(Generic[J]):
         """WORK_COMPLETE: the job ends."""
         if self.jobs.pop(handle, _MISSING) is _MISSING:  # _end() inlined: once per job
             raise LocalProtocolError(f"job {handle!r} is not held by this connection (ended twice?)")
-        return encode_request(_T.WORK_COMPLETE, handle, result)
+        return encode_handle_data(_WORK_COMPLETE, handle, result)  # the handle is one the server sent
 
     def fail(self, handle: bytes, message: bytes, *, exception: bool = False) -> bytes:
         """End the job as failed, carrying ``message``.
