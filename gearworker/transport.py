@@ -123,6 +123,17 @@ def tls_context(s: Settings) -> ssl.SSLContext:
     return context
 
 
+def _lone(packets: list[Packet]) -> bool:
+    """At most one of ``packets`` carries arguments: one job at most (NOOP and NO_JOB carry none)."""
+    seen = False
+    for packet in packets:
+        if packet.args:
+            if seen:
+                return False  # a batch: its answers go out together
+            seen = True
+    return True
+
+
 class PacketStream(asyncio.Protocol):
     """One connection's byte pump.
 
@@ -143,6 +154,7 @@ class PacketStream(asyncio.Protocol):
         self.is_open = False
         self._out: list[bytes] = []
         self._reading = False  # inside data_received, which flushes at its end
+        self._lone = False  # inside data_received, whose packets bring at most one job
         self._loop = asyncio.get_running_loop()
         self._drained: asyncio.Future[None] | None = None  # set while the socket's send buffer is full
         self._heard_at = 0.0  # loop time of the last byte received
@@ -171,6 +183,7 @@ class PacketStream(asyncio.Protocol):
             return
         receive = self._receiver.packet_received
         self._reading = True
+        self._lone = _lone(packets)
         try:
             for packet in packets:
                 if self._transport is None:
@@ -186,7 +199,7 @@ class PacketStream(asyncio.Protocol):
             self._loop.call_soon(self._flush)  # a receiver's bug: what it queued still goes out
             raise
         finally:
-            self._reading = False
+            self._reading = self._lone = False
         # What these packets made us send (grabs, results) goes out now, not a
         # loop turn later: the answers to a read are already one batch.  Lone-job
         # p50 latency 1.54x -> 1.34-1.43x PHP's; tiny-job CPU per job unchanged
@@ -232,6 +245,21 @@ class PacketStream(asyncio.Protocol):
         if not self._out and not self._reading:  # a read flushes at its end: no callback needed
             self._loop.call_soon(self._flush)
         self._out.append(data)
+
+    def send_result(self, data: bytes) -> None:
+        """Queue a job's result; written at once if the read being handled brought no other job.
+
+        A lone job's client is waiting: its result need not wait for the
+        bookkeeping that follows it (after-hooks, limits, the next grabs),
+        which then goes in a second write only if it has anything to send.
+        Lone no-op jobs, in-process and with cold caches (bench.reaction's
+        job -> result, reproduced by evicting 8 MiB between jobs): 35-37 ->
+        17-24 us from the job's bytes to the write.  A read with many jobs
+        still answers them all in one write.
+        """
+        self.send(data)
+        if self._lone:
+            self._flush()
 
     def _flush(self) -> None:
         if self._transport is None or not self._out:

@@ -80,6 +80,18 @@ class PacketSocket:
             while True:
                 self.recv(timeout)
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Close as a server does that reads all it is sent: FIN, then read until the peer closes too.
+
+        A socket closed with unread bytes waiting makes Linux send a reset: a
+        worker that wrote a grab just after the result this script waited for
+        would log "reset by peer", not "closed by server".
+        """
+        self.sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(TimeoutError):
+            self.wait_closed(timeout)
+        self.sock.close()
+
     def send(self, *items: Packet | bytes) -> None:
         self.sock.sendall(b"".join(i if isinstance(i, bytes) else encode(i) for i in items))
 

@@ -89,7 +89,7 @@ def noop_flood(conn: PacketSocket) -> None:
     assert done.args == (b"H:fake:1", b"from the fake"), done
     grabs = conn.count(T.GRAB_JOB_UNIQ)
     assert grabs <= 16, f"{grabs} grabs in answer to a NOOP flood"
-    conn.sock.close()
+    conn.close()
 
 
 def unregistered_function(conn: PacketSocket) -> None:
@@ -100,7 +100,7 @@ def unregistered_function(conn: PacketSocket) -> None:
     fail = conn.wait_for(T.WORK_FAIL)
     assert warning.args[0] == b"H:fake:2" and b"no handler" in warning.args[1], warning
     assert fail.args == (b"H:fake:2",), fail
-    conn.sock.close()
+    conn.close()
 
 
 def assign_without_grab(conn: PacketSocket) -> None:

@@ -303,3 +303,36 @@ def test_lines_needing_structlogs_processors_are_not_rendered_in_one_step(tmp_pa
             assert logs.json_writer(LogMiddleware()._log) is None
         finally:
             logs.reset()
+
+
+def _assign(handle: bytes, function: bytes = b"echo") -> bytes:
+    return encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (handle, function, b"u", b"x"), Magic.RES))
+
+
+async def _written_at_end(handlers: Path, data: bytes, grabs: int) -> tuple[list[list[PacketType]], RecordingTransport]:
+    """Feed ``data`` in one read; return what had been written each time the worker's end-of-job bookkeeping ran."""
+    transport = RecordingTransport()
+    worker, session, stream = _connected(handlers, transport)
+    await asyncio.sleep(0)  # the hello goes out
+    transport.writes.clear()
+    session.grabs = grabs  # as if our grabs were out
+    seen: list[list[PacketType]] = []
+    on_end = worker.runner._on_end
+    worker.runner._on_end = lambda job: (seen.append(transport.sent()), on_end(job))[-1]
+    stream.data_received(data)
+    return seen, transport
+
+
+@pytest.mark.parametrize("tail", [b"", encode(Packet(PacketType.NO_JOB, (), Magic.RES))], ids=["alone", "with NO_JOB"])
+def test_a_lone_jobs_result_is_written_before_the_bookkeeping_that_follows_it(tmp_path: Path, tail: bytes) -> None:
+    """A read that brings one job (maybe with a NO_JOB) writes WORK_COMPLETE the moment the handler returns."""
+    seen, _ = uvloop.run(_written_at_end(_handlers(tmp_path), _assign(b"H:1") + tail, grabs=2 if tail else 1))
+    assert seen == [[PacketType.WORK_COMPLETE]]
+
+
+def test_a_read_of_several_jobs_answers_them_all_in_one_write(tmp_path: Path) -> None:
+    """Batches keep one write per read: the results of a read's jobs wait for its end, together."""
+    seen, transport = uvloop.run(_written_at_end(_handlers(tmp_path), _assign(b"H:1") + _assign(b"H:2"), grabs=2))
+    assert seen == [[], []]
+    assert len(transport.writes) == 1
+    assert transport.sent().count(PacketType.WORK_COMPLETE) == 2

@@ -243,8 +243,9 @@ class Runner:
         held = session.holds(job.handle, job)
         if data is not None and held and conn.stream is job.stream and job.stream.is_open:
             if error is None:
-                job.stream.send(session.complete(job.handle, data))
+                job.stream.send_result(session.complete(job.handle, data))
             else:
+                # Not at once: a failure's hooks (a failed-job record) run before gearmand hears of it.
                 job.stream.send(session.fail(job.handle, data, exception=self._exception_style))
         else:
             if held:
