@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.reaction --rounds 4
     .venv/bin/python -m bench.reaction --rounds 4 --kind gearworker-defaults --kind php
+    .venv/bin/python -m bench.reaction --rounds 4 --gap-us 1000   # each job starts on an idle machine
 
 A lone job crosses the worker twice on its way back to the client: gearmand's
 NOOP wakes it and it answers with a grab; JOB_ASSIGN brings the job and it
@@ -70,7 +71,7 @@ def reactions(script: str, tid: int) -> dict[str, list[float]]:
     return found
 
 
-def one_round(kind: str, jobs: int) -> dict[str, float]:
+def one_round(kind: str, jobs: int, gap_us: int = 0) -> dict[str, float]:
     """Median reactions of one traced run, and the round's p50 latency."""
     with running(kind, 1, function="noop") as (gearmands, procs), tempfile.TemporaryDirectory() as tmp:
         g = gearmands[0]
@@ -81,7 +82,7 @@ def one_round(kind: str, jobs: int) -> dict[str, float]:
                                  "-p", str(pid), "-o", str(data)], stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # perf attaches in the background: jobs run before that would go unseen
         try:
-            samples = php("latency.php", g.address, "noop", jobs, 0)["samples_us"]
+            samples = php("latency.php", g.address, "noop", jobs, 0, gap_us, timeout=600)["samples_us"]
         finally:
             perf.send_signal(2)
             perf.wait()
@@ -99,14 +100,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--kind", action="append", help="worker kinds (default: gearworker-defaults and php)")
+    p.add_argument("--gap-us", type=int, default=0,
+                   help="pause before each job: each then starts on an idle machine (default 0: back to back)")
     args = p.parse_args()
     kinds = args.kind or ["gearworker-defaults", "php"]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for _ in range(args.rounds):
         for kind in kinds:  # alternated: a noisy minute hits every kind alike
-            rows[kind].append(one_round(kind, args.jobs))
-    print(f"lone no-op jobs, {args.jobs:,} a round, {args.rounds} alternated rounds; medians of the rounds' "
-          "medians (us): from the wait's return to the first write after it\n")
+            rows[kind].append(one_round(kind, args.jobs, args.gap_us))
+    print(f"lone no-op jobs, {args.jobs:,} a round, {args.gap_us} us before each, {args.rounds} alternated rounds; "
+          "medians of the rounds' medians (us): from the wait's return to the first write after it\n")
     print("| kind | job -> result | wake -> answer | wakes answered per job | p50 latency |")
     print("|---|---|---|---|---|")
     for kind in kinds:
