@@ -124,3 +124,71 @@ def test_context_variables_a_handler_sets_stay_in_its_own_context(
         assert sorted(seen) == ["first", "second"]
 
     run(loop_factory, main)
+
+
+def test_the_first_step_runs_inside_the_task_that_goes_on_with_it(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """asyncio.current_task() is one Task from the handler's first line to its last, as in any Task."""
+    seen: list[asyncio.Task[Any] | None] = []
+
+    async def job() -> None:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        seen.append(asyncio.current_task())
+
+    async def main() -> None:
+        caller = asyncio.current_task()
+        task = start_eagerly(asyncio.get_running_loop(), job())
+        assert asyncio.current_task() is caller  # the caller's task is current again
+        assert task is not None and seen == [task]
+        await task
+        assert seen == [task, task]
+
+    run(loop_factory, main)
+
+
+def test_asyncio_timeout_and_task_groups_work_in_the_first_step(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """Both need a current task: a handler opening one before its first await must not fail (3.11 did)."""
+    seen: list[str] = []
+
+    async def child() -> None:
+        seen.append("child")
+
+    async def job() -> None:
+        async with asyncio.timeout(10):
+            seen.append("inside a timeout")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(child())
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            seen.append("timed out")
+
+    async def main() -> None:
+        task = start_eagerly(asyncio.get_running_loop(), job())
+        assert task is not None
+        await task
+        assert seen == ["inside a timeout", "child", "timed out"]
+
+    run(loop_factory, main)
+
+
+def test_a_coroutine_started_from_a_plain_callback_gets_its_task_too(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """The worker starts handlers from a socket read, where no task is current."""
+    seen: list[object] = []
+
+    async def job() -> None:
+        async with asyncio.timeout(10):
+            seen.append(asyncio.current_task() is not None)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        loop.call_soon(lambda: done.set_result(start_eagerly(loop, job())))
+        await asyncio.wait_for(done, 5)  # (on failure the callback raised and never set it)
+        assert seen == [True]
+
+    run(loop_factory, main)

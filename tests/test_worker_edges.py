@@ -77,6 +77,29 @@ async def test_cancelled_error_from_handler_code_fails_the_job_instead_of_leavin
         await worker.close()
 
 
+async def _opens_a_timeout_and_a_task_group_before_awaiting(job: Job) -> bytes:
+    async with asyncio.timeout(5):
+        async with asyncio.TaskGroup() as group:
+            child = group.create_task(asyncio.sleep(0, b"done"))
+    return child.result()
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0], ids=["no timeout", "its own timeout"])
+async def test_a_handler_may_open_asyncio_timeout_or_a_task_group_before_its_first_await(
+        gearmand: Gearmand, timeout: float | None) -> None:
+    """Handlers start eagerly, inside the read: still inside their Task, which both need (3.11 failed the job)."""
+    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
+    registry = Registry()
+    registry.add(Handler("h", _opens_a_timeout_and_a_task_group_before_awaiting, False, timeout, None, "test", True))
+    worker = Worker(settings, registry, None)
+    worker.start()
+    try:
+        async with Client([gearmand.address]) as client:
+            assert await asyncio.wait_for(client.submit("h", b""), 10) == b"done"
+    finally:
+        await worker.close()
+
+
 async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gearmand: Gearmand) -> None:
     """The stream is closed a loop turn before link_down: no send on it, idle is set, the link reconnects."""
     release = asyncio.Event()

@@ -3,9 +3,14 @@
 ``asyncio.eager_task_factory`` (3.12) does this for every task; the worker
 needs it for one call site, so :func:`start_eagerly` does it for one
 coroutine, on 3.11 too.  A handler that finishes without waiting (an echo, a
-cache hit) gets no Task at all and its WORK_COMPLETE leaves in the same write
-as the next GRAB_JOB; one that waits gets a Task that resumes it where it
-stopped.
+cache hit) has its WORK_COMPLETE written within the read that brought it;
+one that waits goes on in its Task, which resumes it where it stopped.
+
+The first step runs inside that Task, as any Task's does: ``asyncio.current_task()``
+is the Task from the handler's first line to its last, so ``asyncio.timeout()``
+and ``asyncio.TaskGroup``, which need it, work before the first ``await`` too
+(on 3.11 they failed there with "Timeout should be used inside a task" until
+the Task was made first).
 
 Measured with ``python -m bench.syscalls`` (lone no-op jobs, gearworker at
 its defaults): 11.2 -> 10.2 system calls per job (one write fewer); lone-job
@@ -25,31 +30,63 @@ __all__ = ["start_eagerly"]
 
 
 def start_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run ``coro`` up to its first real wait now; return its Task, or None if it already finished.
+    """Run ``coro`` up to its first real wait now, inside its Task; return that Task, or None if it already finished.
 
     The first step runs in a copy of the current context, as a Task's would,
     so a handler's ``contextvars`` (structlog's ``bind_contextvars``) never
-    leak into the connection that started it.  On 3.11 there is no current
-    task during that first step: ``asyncio.timeout()`` needs one, so callers
-    start such coroutines with ``loop.create_task`` instead (see
-    :data:`NEEDS_TASK_FOR_TIMEOUT`).
+    leak into the connection that started it.
     """
     if sys.version_info >= (3, 12):
-        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return None if task.done() else task
+    return _start_eagerly_311(loop, coro)
+
+
+class _FirstStep:
+    """What a hand-run first step left for the Task that goes on with it (3.11)."""
+
+    __slots__ = ("coro", "finished", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.coro = coro
+        self.finished = False
+        self.yielded: Any = None
+
+
+def _start_eagerly_311(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    # 3.11 has no eager start: the Task is made first (it will take its own first
+    # step a loop turn later: _continue, which then resumes the coroutine where
+    # the step below left it), then made the current task while the first step
+    # runs by hand, as 3.12's eager start does (swapping out any task current now).
     context = contextvars.copy_context()
+    step = _FirstStep(coro)
+    task = loop.create_task(_continue(step), context=context)
+    caller = asyncio.current_task(loop)
+    if caller is not None:
+        _leave_task(loop, caller)
+    _enter_task(loop, task)
     try:
-        yielded = context.run(coro.send, None)
+        step.yielded = context.run(coro.send, None)
     except StopIteration:
-        return None
-    return loop.create_task(_continue(coro, yielded), context=context)
+        step.finished = True
+        return None  # the Task's turn finds nothing left to do
+    except BaseException:
+        step.finished = True
+        raise
+    finally:
+        _leave_task(loop, task)
+        if caller is not None:
+            _enter_task(loop, caller)
+    return task
 
 
-#: 3.11's hand-written eager start runs the first step outside any task, where ``asyncio.timeout()`` fails.
-NEEDS_TASK_FOR_TIMEOUT = sys.version_info < (3, 12)
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
 
 
-async def _continue(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
-    await _resume(coro, yielded)
+async def _continue(step: _FirstStep) -> None:
+    if not step.finished:
+        await _resume(step.coro, step.yielded)
 
 
 @types.coroutine
