@@ -183,7 +183,7 @@ class PacketStream(asyncio.Protocol):
             return
         receive = self._receiver.packet_received
         self._reading = True
-        self._lone = _lone(packets)
+        self._lone = len(packets) == 1 or _lone(packets)  # (no call for the lone NOOP that wakes us)
         try:
             for packet in packets:
                 if self._transport is None:

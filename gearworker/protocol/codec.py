@@ -96,7 +96,8 @@ class Parser:
             magic, number, size = _unpack_header(buf, pos)
             if magic != expect:
                 raise RemoteProtocolError(f"bad magic {bytes(magic)!r} (expected {expect!r})")
-            ptype = packet_type(number)
+            # packet_type(number), inlined: a call costs more than the lookup on a cold path.
+            ptype = _BY_NUMBER[number] if number < len(_BY_NUMBER) else None
             if ptype is None:
                 raise RemoteProtocolError(f"unknown packet type {number}")
             if size > self._max:
@@ -112,6 +113,10 @@ class Parser:
                 out.append(Packet(ptype, _split(buf, start, stop, ARG_COUNT[number], ptype), member))
             pos = stop
         return pos
+
+
+#: Each number's PacketType, or None where no type has that number.
+_BY_NUMBER = tuple(packet_type(number) for number in range(len(ARG_COUNT)))
 
 
 @functools.cache
