@@ -257,9 +257,15 @@ class PacketStream(asyncio.Protocol):
         17-24 us from the job's bytes to the write.  A read with many jobs
         still answers them all in one write.
         """
-        self.send(data)
-        if self._lone:
-            self._flush()
+        if self._lone and self._transport is not None:
+            out = self._out
+            if out:  # what this read queued before it (a grab) goes first
+                out.append(data)
+                data = b"".join(out)
+                out.clear()
+            self._transport.write(data)
+        else:
+            self.send(data)
 
     def _flush(self) -> None:
         if self._transport is None or not self._out:

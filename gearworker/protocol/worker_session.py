@@ -106,6 +106,7 @@ _NO_JOB_AWAKE = NoJob(b"")
 _NO_JOB_SLEEP = NoJob(_PRE_SLEEP)
 _IGNORED = frozenset({_T.ECHO_RES, _T.OPTION_RES})
 _MISSING = object()
+_UNASKED = "job or NO_JOB without an outstanding GRAB_JOB"
 
 
 def registration(functions: dict[bytes, int | None]) -> bytes:
@@ -206,10 +207,14 @@ class WorkerSession(Generic[J]):
     def receive(self, packet: Packet) -> Event | None:
         """Apply one packet from the server; return what the caller must act on, if anything."""
         t = packet.type
-        if t is _T.JOB_ASSIGN_UNIQ:
-            self._answered()
+        if t is _T.JOB_ASSIGN_UNIQ:  # the packet every job brings: _answered() and _assigned() inlined
+            if not self.grabs:
+                raise RemoteProtocolError(_UNASKED)
+            self.grabs -= 1
             handle, function, unique, data = packet.args
-            return self._assigned(handle, function, unique, data)
+            self.drained = False  # (see _assigned)
+            self.jobs[handle] = None
+            return JobAssigned(handle, function, unique, data)
         if t is _T.NO_JOB:
             self._answered()
             self.drained = True
@@ -239,7 +244,7 @@ class WorkerSession(Generic[J]):
 
     def _answered(self) -> None:
         if not self.grabs:
-            raise RemoteProtocolError("job or NO_JOB without an outstanding GRAB_JOB")
+            raise RemoteProtocolError(_UNASKED)
         self.grabs -= 1
 
     def _assigned(self, handle: bytes, function: bytes, unique: bytes, data: bytes) -> JobAssigned:

@@ -130,7 +130,10 @@ class Runner:
             # Shutdown, or its connection dropped: gearmand re-queues it.
             self.finish(job, None, "abandoned" if job.abandoned else "handed_back")
             raise
-        self._end(job, result)
+        if isinstance(result, Failure):  # _end(), inlined: this is on every async job's way to its result
+            self.fail(job, result.outcome, result.message)
+        else:
+            self.finish(job, result, "complete")
 
     async def _attempt_async(self, job: ActiveJob, api: Job) -> bytes | Failure:
         """Run an async handler once: its result, or the failure (an exception, the timeout)."""
@@ -150,7 +153,7 @@ class Runner:
                     if deadline.expired():
                         return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
                     raise
-            return to_bytes(result)
+            return result if type(result) is bytes else to_bytes(result)  # (bytes: no call)
         except asyncio.CancelledError:
             if _cancelled_by_us():
                 raise
@@ -238,7 +241,7 @@ class Runner:
         """End ``job``: send its result (``data`` for "complete", else the failure message; None: nothing)."""
         conn = job.conn
         session = conn.session
-        held = session.holds(job.handle, job)
+        held = session.jobs.get(job.handle) is job  # session.holds(), inlined: once per job
         if data is not None and held and conn.stream is job.stream and job.stream.is_open:
             if error is None:
                 job.stream.send_result(session.complete(job.handle, data))
