@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 
-from . import cases
+from . import cases, paired
 from .procs import AIOGEAR_PYTHON, GEARMAND_THREADS, ROOT
 
 CASES = ("tiny", "throughput", "sweep", "latency", "client", "memory", "resize", "logcost", "shutdown")
@@ -126,6 +126,10 @@ def main() -> None:
                 sweep[kind][500] = cases.median([r.jobs_per_s for r in tiny[(kind, 1)]])
     if "latency" in chosen:
         lat = run_latency(args.runs, 2000 if not args.quick else 500)
+        # Lone jobs as production sees them: 1 ms apart, each from an idle machine, ours and PHP's in turn.
+        spaced = [paired.one_round("gearworker-defaults", 1000 if not args.quick else 300, 1000)
+                  for _ in range(args.runs)]
+        _say(f"paired latency, 1 ms apart, per round: {spaced}")
 
     lines = [f"gearmand {_gearmand_version()} --threads={GEARMAND_THREADS}, loopback; {os.cpu_count()} cores; "
              f"medians of {args.runs} interleaved rounds ({few} for sweep, client, memory and resize); "
@@ -145,6 +149,15 @@ def main() -> None:
                 summary.append(_row(f"no-op latency p{pct}, us, one job at a time ({label})",
                                     f"{a:.0f} ({_spread(ours, '.0f')})", f"{b:.0f} ({_spread(theirs, '.0f')})", ratio,
                                     f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
+        for pct in (50, 99):
+            ours, theirs = [r[f"ours p{pct}"] for r in spaced], [r[f"php p{pct}"] for r in spaced]
+            per_round = [r[f"p{pct} ratio"] if pct == 50 else r["ours p99"] / r["php p99"] for r in spaced]
+            ratio = cases.median(per_round)
+            summary.append(_row(f"no-op latency p{pct}, us, lone jobs 1 ms apart, ours and PHP's in turn on one "
+                                "gearmand (bench.paired --gap-us 1000)",
+                                f"{cases.median(ours):.0f} ({_spread(ours, '.0f')})",
+                                f"{cases.median(theirs):.0f} ({_spread(theirs, '.0f')})", ratio,
+                                f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
     if "client" in chosen:
         summary += _client_rows(few, 5000 if args.quick else 20_000)
     if "memory" in chosen:

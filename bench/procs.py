@@ -50,6 +50,9 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
                                 {"GEARWORKER_GRAB_PIPELINE": "8"}),
     "gearworker-gp32-nometrics": ([sys.executable, str(BENCH / "unmetered.py"), *_GEARWORKER_FLAGS],
                                   {"GEARWORKER_GRAB_PIPELINE": "32"}),
+    # The defaults on Python 3.13 (the CI's second venv, scripts/bootstrap with VENV=.venv-3.13).
+    "gearworker-defaults-py313": ([str(ROOT / ".venv-3.13/bin/python"), "-m", "gearworker", "run", "--handlers",
+                                   str(BENCH / "handlers")], {}),
     "php": (["php", str(PHP_DIR / "worker.php")], {}),
     "aiogear": ([str(AIOGEAR_PYTHON), str(BENCH / "aiogear_worker.py")], {}),
 }
