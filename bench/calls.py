@@ -23,12 +23,11 @@ import uvloop
 
 from gearworker import config, logs
 from gearworker.metrics import NO_METRICS
-from gearworker.protocol import Magic, Packet, PacketType, WorkerSession, encode, registration
-from gearworker.transport import Endpoint, PacketStream, StreamOptions
+from gearworker.protocol import Magic, Packet, PacketType, encode
 from gearworker.worker.registry import discover
-from gearworker.worker.worker import Connection, Worker
+from gearworker.worker.worker import Worker
 
-from .hotpath import HANDLERS, CountingTransport
+from .hotpath import HANDLERS, one_connection
 
 WAKES = {
     "NOOP -> grab": encode(Packet(PacketType.NOOP, (), Magic.RES)),
@@ -40,16 +39,7 @@ async def calls() -> dict[str, tuple[list[str], int]]:
     """For each wake: the Python functions called before the write, in order, and how many C calls."""
     logs.configure("info", "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
     settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(HANDLERS)})
-    worker = Worker(settings, discover(HANDLERS), None, metrics=NO_METRICS)
-    group = worker.groups[0]
-    options = StreamOptions(max_packet_size=1 << 20)
-    session: WorkerSession[Any] = WorkerSession(b"bench", registration(group.timeouts), depth=settings.grab_pipeline)
-    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
-    worker.connections.append(conn)
-    stream = PacketStream(conn, options)
-    transport = CountingTransport()
-    stream.connection_made(transport)  # type: ignore[arg-type]
-    conn.up(stream)
+    _, _, stream, transport = one_connection(Worker(settings, discover(HANDLERS), None, metrics=NO_METRICS))
     await asyncio.sleep(0)
     stream.data_received(encode(Packet(PacketType.NO_JOB, (), Magic.RES)))  # the first probe's answer: asleep
     await asyncio.sleep(0)

@@ -57,6 +57,21 @@ class CountingTransport:
         pass
 
 
+def one_connection(worker: Worker) -> tuple[Worker, WorkerSession[ActiveJob], PacketStream, CountingTransport]:
+    """``worker`` with one connection of its first group up, over a :class:`CountingTransport`."""
+    group = worker.groups[0]
+    options = StreamOptions(max_packet_size=1 << 20)
+    session: WorkerSession[ActiveJob] = WorkerSession(b"bench", registration(group.timeouts),
+                                                      depth=worker.settings.grab_pipeline)
+    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+    worker.connections.append(conn)
+    stream = PacketStream(conn, options)
+    transport = CountingTransport()
+    stream.connection_made(transport)  # type: ignore[arg-type]
+    conn.up(stream)
+    return worker, session, stream, transport
+
+
 async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool, log_level: str = "warning",
               ) -> tuple[float, float]:
     """Return (CPU us per job, writes per job).  Log lines go to /dev/null (a write per loop turn)."""
@@ -69,16 +84,7 @@ async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool, log_leve
         from gearworker.metrics.prometheus import Metrics
 
         meter = Metrics()
-    worker = Worker(settings, discover(HANDLERS), None, metrics=meter)
-    group = worker.groups[0]
-    options = StreamOptions(max_packet_size=1 << 20)
-    session: WorkerSession[ActiveJob] = WorkerSession(b"bench", registration(group.timeouts), depth=grab_pipeline)
-    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
-    worker.connections.append(conn)
-    stream = PacketStream(conn, options)
-    transport = CountingTransport()
-    stream.connection_made(transport)  # type: ignore[arg-type]
-    conn.up(stream)
+    _, session, stream, transport = one_connection(Worker(settings, discover(HANDLERS), None, metrics=meter))
     await asyncio.sleep(0)
     data = b"".join(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:host:%d" % i, b"echo", b"", b"x" * 100),
                                   Magic.RES)) for i in range(batch))

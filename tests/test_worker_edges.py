@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gearmand import Gearmand
@@ -62,19 +65,26 @@ async def _awaits_a_cancelled_future(job: Job) -> bytes:
     return await future
 
 
-async def test_cancelled_error_from_handler_code_fails_the_job_instead_of_leaving_it_open(gearmand: Gearmand) -> None:
+@contextlib.asynccontextmanager
+async def _serving(gearmand: Gearmand, func: Callable[[Job], Awaitable[Any]],
+                   timeout: float | None = None) -> AsyncIterator[Worker]:
+    """A worker in this process serving ``func`` as function "h" on ``gearmand``."""
     settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
     registry = Registry()
-    registry.add(Handler("h", _awaits_a_cancelled_future, False, None, None, "test", True))
+    registry.add(Handler("h", func, False, timeout, None, "test", True))
     worker = Worker(settings, registry, None)
     worker.start()
     try:
-        async with Client([gearmand.address]) as client:
-            with pytest.raises(JobFailed, match="CancelledError"):
-                await asyncio.wait_for(client.submit("h", b""), 10)
-        assert worker.running == 0
+        yield worker
     finally:
         await worker.close()
+
+
+async def test_cancelled_error_from_handler_code_fails_the_job_instead_of_leaving_it_open(gearmand: Gearmand) -> None:
+    async with _serving(gearmand, _awaits_a_cancelled_future) as worker, Client([gearmand.address]) as client:
+        with pytest.raises(JobFailed, match="CancelledError"):
+            await asyncio.wait_for(client.submit("h", b""), 10)
+        assert worker.running == 0
 
 
 async def _opens_a_timeout_and_a_task_group_before_awaiting(job: Job) -> bytes:
@@ -88,16 +98,9 @@ async def _opens_a_timeout_and_a_task_group_before_awaiting(job: Job) -> bytes:
 async def test_a_handler_may_open_asyncio_timeout_or_a_task_group_before_its_first_await(
         gearmand: Gearmand, timeout: float | None) -> None:
     """Handlers start eagerly, inside the read: still inside their Task, which both need (3.11 failed the job)."""
-    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
-    registry = Registry()
-    registry.add(Handler("h", _opens_a_timeout_and_a_task_group_before_awaiting, False, timeout, None, "test", True))
-    worker = Worker(settings, registry, None)
-    worker.start()
-    try:
-        async with Client([gearmand.address]) as client:
-            assert await asyncio.wait_for(client.submit("h", b""), 10) == b"done"
-    finally:
-        await worker.close()
+    async with (_serving(gearmand, _opens_a_timeout_and_a_task_group_before_awaiting, timeout),
+                Client([gearmand.address]) as client):
+        assert await asyncio.wait_for(client.submit("h", b""), 10) == b"done"
 
 
 async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gearmand: Gearmand) -> None:
