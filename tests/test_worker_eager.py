@@ -192,3 +192,30 @@ def test_a_coroutine_started_from_a_plain_callback_gets_its_task_too(
         assert seen == [True]
 
     run(loop_factory, main)
+
+
+def test_a_task_cancelled_before_its_first_turn_still_cancels_the_handler_where_it_waits(
+        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """The connection can drop in the read that brought the job: the handler must see that cancellation.
+
+    (Otherwise its ``except CancelledError`` never runs, and the Runner never hands the job back nor
+    frees its place in the limits.)
+    """
+    seen: list[str] = []
+
+    async def job() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            seen.append("cancelled where it waited")
+            raise
+
+    async def main() -> None:
+        task = start_eagerly(asyncio.get_running_loop(), job())
+        assert task is not None
+        task.cancel()  # before the task's first turn
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert seen == ["cancelled where it waited"]
+
+    run(loop_factory, main)

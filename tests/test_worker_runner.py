@@ -336,3 +336,43 @@ def test_a_read_of_several_jobs_answers_them_all_in_one_write(tmp_path: Path) ->
     assert seen == [[], []]
     assert len(transport.writes) == 1
     assert transport.sent().count(PacketType.WORK_COMPLETE) == 2
+
+
+WAITING_HANDLER = """
+import asyncio
+
+from gearworker import Job, handler
+
+SEEN = []
+
+
+@handler("wait")
+async def wait(job: Job) -> None:
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        SEEN.append(job.handle)
+        raise
+"""
+
+
+async def _dropped_in_the_same_read(handlers: Path) -> tuple[Worker, list[bytes]]:
+    transport = RecordingTransport()
+    worker, session, stream = _connected(handlers, transport)
+    session.grabs = 1
+    stream.data_received(_assign(b"H:1", b"wait"))  # the handler starts and waits
+    conn = worker.connections[0]
+    conn.down(None)  # the connection drops before the job's task has had a turn
+    for _ in range(3):
+        await asyncio.sleep(0)
+    seen = worker.registry.handlers["wait"].func.__globals__["SEEN"]
+    return worker, seen
+
+
+def test_a_job_whose_connection_drops_in_the_read_that_brought_it_ends_and_frees_its_place(tmp_path: Path) -> None:
+    """The cancellation reaches the handler where it waits, the job ends, and its place in the limits is free."""
+    (tmp_path / "waiting.py").write_text(WAITING_HANDLER)
+    worker, seen = uvloop.run(_dropped_in_the_same_read(tmp_path))
+    assert seen == [b"H:1"]
+    assert [b.used for b in worker.groups[0].buckets] == [0]
+    assert not worker._orphans and worker.running == 0

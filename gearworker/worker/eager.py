@@ -20,9 +20,9 @@ latency, see the README's Performance section.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 import sys
-import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -40,37 +40,69 @@ def _start_eagerly_312(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any
     return None if task.done() else task
 
 
-class _FirstStep:
-    """What a hand-run first step left for the Task that goes on with it (3.11)."""
+class _Continuation(collections.abc.Coroutine[Any, Any, None]):
+    """What the 3.11 Task runs: the handler's coroutine, from where its hand-run first step left it.
 
-    __slots__ = ("coro", "finished", "yielded")
+    Not an ``async def``: a coroutine that has not started cannot take a
+    cancellation into its body, and the Task may be cancelled before its
+    first turn (the connection dropping in the read that brought the job).
+    This passes that cancellation to the handler where it waits, as 3.12's
+    eager Task does; otherwise the handler never hears of it and the Runner
+    never hands the job back nor frees its place in the limits.
+    """
+
+    __slots__ = ("_coro", "_first", "finished")
 
     def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
-        self.coro = coro
-        self.finished = False
-        self.yielded: Any = None
+        self._coro = coro
+        self._first: Any = None  # what the first step waits on: the Task's first turn waits on it too
+        self.finished = False  # the first step ran the coroutine to its end (or out with an error)
+
+    def send(self, value: Any) -> Any:
+        if self.finished:
+            raise StopIteration
+        first, self._first = self._first, _STARTED
+        if first is not _STARTED:  # the Task's first turn
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self.finished:
+            raise typ if val is None else val
+        self._first = _STARTED
+        return self._coro.throw(typ, val, tb) if val is not None or tb is not None else self._coro.throw(typ)
+
+    def close(self) -> None:
+        if not self.finished:
+            self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:  # (never awaited: only a Task runs it)
+        raise TypeError("_Continuation is run by its Task only")
+
+
+_STARTED = object()
 
 
 def _start_eagerly_311(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     """The same as on 3.12, by hand."""
-    # 3.11 has no eager start: the Task is made first (it will take its own first
-    # step a loop turn later: _continue, which then resumes the coroutine where
-    # the step below left it), then made the current task while the first step
-    # runs by hand, as 3.12's eager start does (swapping out any task current now).
+    # 3.11 has no eager start: the Task is made first (it takes its own first turn a
+    # loop turn later, and goes on from where the step below left the coroutine),
+    # then made the current task while the first step runs by hand, as 3.12's eager
+    # start does (swapping out any task current now).
     context = contextvars.copy_context()
-    step = _FirstStep(coro)
-    task = loop.create_task(_continue(step), context=context)
+    rest = _Continuation(coro)
+    task = loop.create_task(rest, context=context)
     caller = _current_tasks.get(loop)  # asyncio.current_task(loop) without its Python frame
     if caller is not None:
         _leave_task(loop, caller)
     _enter_task(loop, task)
     try:
-        step.yielded = context.run(coro.send, None)
+        rest._first = context.run(coro.send, None)
     except StopIteration:
-        step.finished = True
+        rest.finished = True
         return None  # the Task's turn finds nothing left to do
     except BaseException:
-        step.finished = True
+        rest.finished = True
         raise
     finally:
         _leave_task(loop, task)
@@ -85,29 +117,3 @@ start_eagerly = _start_eagerly_312 if sys.version_info >= (3, 12) else _start_ea
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
-
-
-async def _continue(step: _FirstStep) -> None:
-    if not step.finished:
-        await _resume(step.coro, step.yielded)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> Generator[Any, Any, None]:
-    """Drive a coroutine started by hand as its Task would: futures it waits on go up, results and errors down."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as e:  # a cancellation thrown into the Task belongs to the handler
-            try:
-                yielded = coro.throw(e)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration:
-                return
