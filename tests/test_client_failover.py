@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from collections import Counter
@@ -130,3 +131,25 @@ async def _retry(make: Callable[[], Awaitable[bytes]], attempts: int = 100) -> b
     raise AssertionError("the client never reconnected")
 
 
+
+
+async def test_a_connect_that_fails_after_its_only_caller_gave_up_leaves_no_unretrieved_error() -> None:
+    """A submit cancelled mid-connect (a web request's timeout) must not leave "Task exception was never retrieved"."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+    try:
+        async with Client([free_port_address()]) as client:  # refuses: nothing listens there
+            submit = asyncio.ensure_future(client.submit("echo", b"x"))
+            await asyncio.sleep(0)  # the connect has started
+            submit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await submit
+            for _ in range(20):  # let the connect fail
+                await asyncio.sleep(0.01)
+        del submit
+        gc.collect()
+        await asyncio.sleep(0)
+        assert not [m for m in reported if "never retrieved" in m], reported
+    finally:
+        loop.set_exception_handler(None)

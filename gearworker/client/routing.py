@@ -324,6 +324,9 @@ class ServerConnection:
                 wait = self._retry_at - time.monotonic()
                 raise NoServerAvailable(f"{self.address}: {self.last_error} (next try in {wait:.1f}s)")
             self._connecting = asyncio.ensure_future(self._connect())
+            # Its callers may all give up (a timeout) before it fails: the failure is
+            # still noted (last_error, the back-off), so asyncio must not report it unread.
+            self._connecting.add_done_callback(_ignore_result)
         # shield: one caller cancelled must not abort the connect the others wait on
         fut = self._connecting
         return await asyncio.shield(fut)
