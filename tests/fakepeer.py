@@ -221,13 +221,21 @@ class RawClient:
         """Wait for every handle's end: {handle: (WORK_COMPLETE|WORK_FAIL|WORK_EXCEPTION, data)}."""
         wanted = set(handles)
         done: dict[bytes, tuple[PacketType, bytes]] = {}
+
+        def note(packet: Packet) -> None:
+            if packet.args and packet.args[0] in wanted:
+                if packet.type in (T.WORK_COMPLETE, T.WORK_EXCEPTION):
+                    done[packet.args[0]] = (packet.type, packet.args[1])
+                elif packet.type is T.WORK_FAIL:
+                    done[packet.args[0]] = (packet.type, b"")
+
+        # A quick job's result can come before a later job's JOB_CREATED, and
+        # submit_many's waits read past it: look at what was read already first.
+        for packet in self.conn.received:
+            note(packet)
         deadline = time.monotonic() + timeout
         while wanted - done.keys():
-            packet = self.conn.recv(max(0.01, deadline - time.monotonic()))
-            if packet.type in (T.WORK_COMPLETE, T.WORK_EXCEPTION):
-                done[packet.args[0]] = (packet.type, packet.args[1])
-            elif packet.type is T.WORK_FAIL:
-                done[packet.args[0]] = (packet.type, b"")
+            note(self.conn.recv(max(0.01, deadline - time.monotonic())))
         return done
 
     def close(self) -> None:
