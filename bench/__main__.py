@@ -151,7 +151,7 @@ def main() -> None:
                                     f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
         for pct in (50, 99):
             ours, theirs = [r[f"ours p{pct}"] for r in spaced], [r[f"php p{pct}"] for r in spaced]
-            per_round = [r[f"p{pct} ratio"] if pct == 50 else r["ours p99"] / r["php p99"] for r in spaced]
+            per_round = [r[f"ours p{pct}"] / r[f"php p{pct}"] for r in spaced]
             ratio = cases.median(per_round)
             summary.append(_row(f"no-op latency p{pct}, us, lone jobs 1 ms apart, ours and PHP's in turn on one "
                                 "gearmand (bench.paired --gap-us 1000)",
