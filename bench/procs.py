@@ -53,6 +53,13 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     # The defaults on Python 3.13 (the CI's second venv, scripts/bootstrap with VENV=.venv-3.13).
     "gearworker-defaults-py313": ([str(ROOT / ".venv-3.13/bin/python"), "-m", "gearworker", "run", "--handlers",
                                    str(BENCH / "handlers")], {}),
+    # The defaults from another checkout, for an A/B of a change in one run (say, the commit before it):
+    #   git worktree add /tmp/gw-base HEAD~1
+    #   BENCH_BASE=/tmp/gw-base python -m bench.reaction --kind gearworker-defaults --kind gearworker-defaults-base
+    "gearworker-defaults-base": ([sys.executable, "-c", "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                                  "runpy.run_module('gearworker', run_name='__main__', alter_sys=True)",
+                                  os.environ.get("BENCH_BASE", "BENCH_BASE is not set"), "run", "--handlers",
+                                  str(BENCH / "handlers")], {}),
     "php": (["php", str(PHP_DIR / "worker.php")], {}),
     "aiogear": ([str(AIOGEAR_PYTHON), str(BENCH / "aiogear_worker.py")], {}),
 }
