@@ -376,3 +376,88 @@ def test_a_job_whose_connection_drops_in_the_read_that_brought_it_ends_and_frees
     assert seen == [b"H:1"]
     assert [b.used for b in worker.groups[0].buckets] == [0]
     assert not worker._orphans and worker.running == 0
+
+
+_NOOP = encode(Packet(PacketType.NOOP, (), Magic.RES))
+_NO_JOB = encode(Packet(PacketType.NO_JOB, (), Magic.RES))
+
+
+async def _woken(handlers: Path, *, short_way: bool, full_probe: bool) -> tuple[list[bytes], tuple[object, ...]]:
+    """Put a connection to sleep, wake it with a NOOP; return the writes the wake made and the state it left.
+
+    ``short_way``: the NOOP arrives alone in a read (PacketStream's short way);
+    otherwise it is handed to the connection as a parsed packet, the general path.
+    ``full_probe``: the probe before the sleep brought a job (so the wake widens the window).
+    """
+    transport = RecordingTransport()
+    worker, session, stream = _connected(handlers, transport)
+    await asyncio.sleep(0)  # the hello and the first probe (a grab, PRE_SLEEP) go out
+    stream.data_received(_assign(b"H:1") if full_probe else _NO_JOB)
+    await asyncio.sleep(0)
+    transport.writes.clear()
+    if short_way:
+        stream.data_received(_NOOP)
+    else:
+        worker.connections[0].packet_received(Packet(PacketType.NOOP, (), Magic.RES))
+        await asyncio.sleep(0)  # the queued grabs go out at the end of the loop turn
+    state = (session.window, session.grabs, session.sleeping, session.drained, session._full,
+             [(b.used, b.reserved) for b in worker.groups[0].buckets])
+    return transport.writes, state
+
+
+@pytest.mark.parametrize("full_probe", [False, True], ids=["after a quiet spell", "after a full probe"])
+def test_a_noop_alone_in_its_read_is_answered_within_it_as_the_general_path_would(
+        tmp_path: Path, full_probe: bool) -> None:
+    """The short way writes the same grabs, in one write before the read returns, and leaves the same state."""
+    handlers = _handlers(tmp_path)
+    short_writes, short_state = uvloop.run(_woken(handlers, short_way=True, full_probe=full_probe))
+    general_writes, general_state = uvloop.run(_woken(handlers, short_way=False, full_probe=full_probe))
+    grabs = 2 if full_probe else 1  # a probe that filled doubles the window
+    expected = [PacketType.GRAB_JOB_UNIQ] * grabs + [PacketType.PRE_SLEEP]
+    assert len(short_writes) == 1
+    assert [p.type for p in Parser(expect=Magic.REQ).feed(short_writes[0])] == expected
+    assert short_writes == general_writes
+    assert short_state == general_state
+
+
+def test_noop_bytes_that_end_a_packet_begun_in_an_earlier_read_are_its_payload_not_a_wake(tmp_path: Path) -> None:
+    """The short way only takes a NOOP that starts and ends in its read: here the 12 bytes are a job's workload."""
+
+    async def run() -> tuple[list[PacketType], list[Packet]]:
+        transport = RecordingTransport()
+        _, _, stream = _connected(_handlers(tmp_path), transport)
+        await asyncio.sleep(0)
+        transport.writes.clear()
+        job = encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"echo", b"u", _NOOP), Magic.RES))
+        stream.data_received(job[: -len(_NOOP)])
+        stream.data_received(job[-len(_NOOP):])
+        await asyncio.sleep(0)
+        return transport.sent(), Parser(expect=Magic.REQ).feed(b"".join(transport.writes))
+
+    sent, packets = uvloop.run(run())
+    assert PacketType.WORK_COMPLETE in sent
+    assert [p.args for p in packets if p.type is PacketType.WORK_COMPLETE] == [(b"H:1", _NOOP)]
+
+
+@pytest.mark.parametrize("why", ["draining", "no free place"])
+def test_a_noop_that_may_not_grab_is_answered_with_nothing(tmp_path: Path, why: str) -> None:
+    """A draining worker, or one with every place taken, takes no job on a wake: it stays for an idle machine."""
+
+    async def run() -> tuple[list[bytes], bool]:
+        transport = RecordingTransport()
+        worker, session, stream = _connected(_handlers(tmp_path), transport)
+        await asyncio.sleep(0)
+        stream.data_received(_NO_JOB)  # asleep
+        transport.writes.clear()
+        if why == "draining":
+            worker.draining = True
+        else:
+            for bucket in worker.groups[0].buckets:
+                bucket.used = bucket.limit
+        stream.data_received(_NOOP)
+        await asyncio.sleep(0)
+        return transport.writes, session.sleeping
+
+    writes, sleeping = uvloop.run(run())
+    assert writes == []
+    assert not sleeping  # awake: a place that frees up is offered to it (Worker.pump_all)

@@ -227,10 +227,7 @@ class WorkerSession(Generic[J]):
             self.sleeping = True
             return _NO_JOB_SLEEP
         if t is _T.NOOP:
-            if self._full and not self.grabs:
-                # The last probe's grabs all brought jobs and more work waits: widen.
-                self.window = min(self.depth, self.window * 2)
-            self.sleeping = self.drained = self._full = False
+            self.wake()
             return _WOKEN
         if t is _T.ERROR:
             return ServerError(*packet.args)
@@ -241,6 +238,13 @@ class WorkerSession(Generic[J]):
         if t in _IGNORED:
             return None
         raise RemoteProtocolError(f"unexpected {t.name} sent to a worker")
+
+    def wake(self) -> None:
+        """NOOP: work waits for us.  The same as :meth:`receive` of a NOOP, for a caller that did not parse it."""
+        if self._full and not self.grabs:
+            # The last probe's grabs all brought jobs and more work waits: widen.
+            self.window = min(self.depth, self.window * 2)
+        self.sleeping = self.drained = self._full = False
 
     def _answered(self) -> None:
         if not self.grabs:
