@@ -105,18 +105,29 @@ def main() -> None:
     args = p.parse_args()
     kinds = args.kind or ["gearworker-defaults", "php"]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
-    for _ in range(args.rounds):
-        for kind in kinds:  # alternated: a noisy minute hits every kind alike
+    for n in range(args.rounds):
+        # Alternated, and in turn reversed (A B, then B A): a noisy minute hits every kind
+        # alike, and no kind always runs first.
+        for kind in kinds if n % 2 == 0 else kinds[::-1]:
             rows[kind].append(one_round(kind, args.jobs, args.gap_us))
     print(f"lone no-op jobs, {args.jobs:,} a round, {args.gap_us} us before each, {args.rounds} alternated rounds; "
-          "medians of the rounds' medians (us): from the wait's return to the first write after it\n")
-    print("| kind | job -> result | wake -> answer | wakes answered per job | p50 latency |")
-    print("|---|---|---|---|---|")
+          "medians of the rounds' medians (us): from the wait's return to the first write after it; "
+          f"the differences from {kinds[0]} are medians of the rounds' differences\n")
+    print("| kind | job -> result | difference | wake -> answer | difference | wakes answered per job | p50 latency |")
+    print("|---|---|---|---|---|---|---|")
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    def column(kind: str, name: str) -> list[float]:
+        return [r.get(name, float("nan")) for r in rows[kind]]
+
     for kind in kinds:
-        def med(name: str, kind: str = kind) -> float:
-            values = [r[name] for r in rows[kind] if name in r]
-            return statistics.median(values) if values else float("nan")
-        print(f"| {kind} | {med('job'):.1f} | {med('wake'):.1f} | {med('wakes'):.2f} | {med('p50'):.0f} |")
+        job, wake = column(kind, "job"), column(kind, "wake")
+        job_d = med([a - b for a, b in zip(job, column(kinds[0], "job"), strict=True)])
+        wake_d = med([a - b for a, b in zip(wake, column(kinds[0], "wake"), strict=True)])
+        print(f"| {kind} | {med(job):.1f} | {job_d:+.1f} | {med(wake):.1f} | {wake_d:+.1f} | "
+              f"{med(column(kind, 'wakes')):.2f} | {med(column(kind, 'p50')):.0f} |")
 
 
 if __name__ == "__main__":
