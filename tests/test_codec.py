@@ -66,6 +66,17 @@ def test_arguments_are_nul_separated_and_the_last_is_raw() -> None:
     assert data[12:] == b"f\x00u\x00a\x00b"
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+@pytest.mark.parametrize("packet", SAMPLES, ids=lambda p: p.type.name)
+def test_one_whole_packet_per_read_parses_to_bytes_arguments_however_it_is_fed(kind: type, packet: Packet) -> None:
+    """A read holding exactly one packet (the short way, for bytes) gives what the general path gives."""
+    parser = Parser()
+    (got,) = parser.feed(kind(encode(packet)))
+    assert got == packet
+    assert all(type(arg) is bytes for arg in got.args)
+    assert parser.buffered == 0
+
+
 def test_whole_stream_parses_in_one_feed() -> None:
     assert Parser().feed(stream()) == SAMPLES
 

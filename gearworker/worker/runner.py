@@ -103,7 +103,9 @@ class Runner:
         self._tokens += 1
         job = ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens,
                         time.monotonic(), assigned.data)
-        conn.session.attach(assigned.handle, job)
+        # conn.session.attach(), inlined (a call fewer per job): the session has just
+        # assigned this handle, so the check attach() makes cannot fail here.
+        conn.session.jobs[assigned.handle] = job
         if self.middleware.has_before:
             self.middleware.before(job.info)
         # loop.create_task, not asyncio.create_task: the latter looks the loop up
@@ -153,7 +155,9 @@ class Runner:
                     if deadline.expired():
                         return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
                     raise
-            return result if type(result) is bytes else to_bytes(result)  # (bytes: no call)
+            if type(result) is bytes:  # the common results take no call
+                return result
+            return b"" if result is None else to_bytes(result)
         except asyncio.CancelledError:
             if _cancelled_by_us():
                 raise
