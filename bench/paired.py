@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.paired --rounds 3
     .venv/bin/python -m bench.paired --rounds 3 --gap-us 1000 --kind gearworker-defaults-warning
+    BENCH_BASE=/tmp/gw-base .venv/bin/python -m bench.paired --gap-us 1000 --against gearworker-defaults-base
 
 ``bench.ab latency`` alternates whole runs, each with its own gearmand and
 worker, seconds apart; on this shared 2-core machine their p50s wander by a
@@ -17,6 +18,10 @@ the previous one's worker still tidies up (our bookkeeping after the result,
 PHP's NO_JOB and PRE_SLEEP round trip): ``--gap-us`` waits that long before
 each job, so every job starts on an idle machine.
 
+``--against KIND`` puts a second gearworker in PHP's place (its no-op
+handler named ``php_noop``, ``bench/handlers_b``): an A/B of two checkouts
+or settings, job by job.
+
 Prints, per round, each side's p50 and p99 and the median of the per-pair
 ratios, and the medians over the rounds.
 """
@@ -25,17 +30,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 from . import cases
 from .procs import WORKERS, fresh_gearmand, php, start_workers, stop, wait_registered
 
+B_HANDLERS = Path(__file__).resolve().parent / "handlers_b"
 
-def one_round(kind: str, pairs: int, gap_us: int) -> dict[str, float]:
-    """p50 and p99 of each side and the median per-pair ratio (ours / PHP's) of one round."""
+
+def one_round(kind: str, pairs: int, gap_us: int, against: str = "php") -> dict[str, float]:
+    """p50 and p99 of each side and the median per-pair ratio (ours / theirs) of one round."""
     g = fresh_gearmand()
     procs = []
     try:
-        procs = start_workers(kind, [g.address]) + start_workers("php", [g.address], extra=["php_"])
+        # The B side serves php_noop: PHP's worker takes the prefix, a gearworker another handlers folder
+        # (the last --handlers given wins).
+        b_extra = ["php_"] if against == "php" else ["--handlers", str(B_HANDLERS)]
+        procs = start_workers(kind, [g.address]) + start_workers(against, [g.address], extra=b_extra)
         wait_registered(g, "noop", 1, procs)
         wait_registered(g, "php_noop", 1, procs)
         got = php("paired.php", g.address, "noop", "php_noop", pairs, 100, gap_us, timeout=600)
@@ -55,10 +66,11 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=2000)
     p.add_argument("--gap-us", type=int, default=0, help="pause before each job (0: back to back)")
     p.add_argument("--kind", default="gearworker-defaults", choices=[k for k in WORKERS if k.startswith("gearworker")])
+    p.add_argument("--against", default="php", choices=list(WORKERS), help="the B side (default: PHP's worker)")
     args = p.parse_args()
-    rows = [one_round(args.kind, args.pairs, args.gap_us) for _ in range(args.rounds)]
-    print(f"{args.kind} against one PHP worker, on one gearmand, lone no-op jobs in turn: {args.pairs:,} pairs "
-          f"a round, {args.gap_us} us before each job\n")
+    rows = [one_round(args.kind, args.pairs, args.gap_us, args.against) for _ in range(args.rounds)]
+    print(f"{args.kind} against {args.against}, on one gearmand, lone no-op jobs in turn: {args.pairs:,} pairs "
+          f"a round, {args.gap_us} us before each job (\"php\" in the columns: the B side)\n")
     columns = list(rows[0])
     print("| round | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
