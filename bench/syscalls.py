@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.syscalls                         # lone jobs, gearworker at defaults and PHP
     .venv/bin/python -m bench.syscalls --load flood --jobs 20000
     .venv/bin/python -m bench.syscalls --kind gearworker       # the tuned worker (no per-job log line)
+    .venv/bin/python -m bench.syscalls --gap-us 1000 --jobs 1000   # lone jobs 1 ms apart (timers show)
 
 ``lone``: one no-op job at a time (``bench/php/latency.php``), the latency
 path.  ``flood``: 100-byte echo jobs, 500 in flight (``bench/php/load.php``;
@@ -22,7 +23,7 @@ from .procs import php, running
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$")
 
 
-def count(kind: str, load: str, jobs: int) -> tuple[int, dict[str, int]]:
+def count(kind: str, load: str, jobs: int, gap_us: int = 0) -> tuple[int, dict[str, int]]:
     """(jobs run, {system call: count}) for one traced run."""
     function = "noop" if load == "lone" else "echo"
     with running(kind, 1, function=function) as (gearmands, procs):
@@ -36,7 +37,7 @@ def count(kind: str, load: str, jobs: int) -> tuple[int, dict[str, int]]:
                                  stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)  # strace attaches to every thread
         if load == "lone":
-            php("latency.php", address, function, jobs, 0)
+            php("latency.php", address, function, jobs, 0, gap_us, timeout=600)
             done = jobs
         else:
             done = int(php("load.php", address, function, 100, 500, jobs / 10_000)["jobs"])
@@ -56,9 +57,10 @@ def main() -> None:
     p.add_argument("--load", choices=["lone", "flood"], default="lone")
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--kind", action="append", help="worker kinds (default: gearworker-defaults and php)")
+    p.add_argument("--gap-us", type=int, default=0, help="lone: pause before each job (0: back to back)")
     args = p.parse_args()
     for kind in args.kind or ["gearworker-defaults", "php"]:
-        done, calls = count(kind, args.load, args.jobs)
+        done, calls = count(kind, args.load, args.jobs, args.gap_us)
         total = sum(calls.values())
         top = ", ".join(f"{name} {n / done:.2f}" for name, n in sorted(calls.items(), key=lambda kv: -kv[1])[:6])
         print(f"{kind}, {args.load}: {total / done:.2f} system calls per job over {done:,} jobs ({top})")
