@@ -85,6 +85,17 @@ class BatchedOutput:
         if self._scheduled and len(lines) >= MAX_BATCH:  # (unscheduled: _schedule() wrote them through)
             self.drain()
 
+    def write_lines(self, messages: list[bytes]) -> None:
+        """Write several lines now, behind any still queued: lines a caller already gathered into a batch.
+
+        The Runner's ``job.done`` lines wait up to 20 ms for their batch
+        already (:data:`gearworker.worker.runner.AFTER_DELAY`); gathering them
+        again for :data:`LINGER` cost a second timer wake-up per batch and
+        held them twice as long.
+        """
+        self._lines.extend(messages)
+        self.drain()
+
     def _schedule(self) -> None:
         loop = self._loop
         # The cached loop is this thread's running loop if it runs and runs here

@@ -220,7 +220,8 @@ def json_writer(logger: Any) -> Callable[[list[dict[str, Any]]], None] | None:
     """A function that writes event dicts as ``logger``'s lines in one step, or None.
 
     It renders each dict exactly as a call of ``logger`` would (orjson, UTC
-    timestamps) and queues the lines together; the caller gives every key,
+    timestamps) and writes the lines at once, in one ``write`` (the caller
+    gathered them into a batch already); the caller gives every key,
     ``event``, ``level`` and ``timestamp`` included, in the order the call
     would.  For the worker's ``job.done`` lines, rendered a batch at a time
     (:meth:`gearworker.middleware.LogMiddleware.completed_many`): the line
@@ -246,8 +247,8 @@ def json_writer(logger: Any) -> Callable[[list[dict[str, Any]]], None] | None:
         except TypeError:  # a dict with non-str keys somewhere: the careful path, as for one line
             rendered = [_render_json(None, "", event) for event in events]
         if also is not None:
-            also.lines(rendered)
-        out.lines(rendered)
+            also.write_lines(rendered)
+        out.write_lines(rendered)  # a batch already: written now (BatchedOutput.write_lines)
 
     return write
 

@@ -15,7 +15,7 @@ import pytest
 import structlog
 import uvloop
 
-from gearworker import config, logs
+from gearworker import config, logbatch, logs
 from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware
 from gearworker.protocol import Magic, Packet, PacketType, Parser, WorkerSession, encode, registration
 from gearworker.transport import Endpoint, PacketStream, StreamOptions
@@ -461,3 +461,30 @@ def test_a_noop_that_may_not_grab_is_answered_with_nothing(tmp_path: Path, why: 
     writes, sleeping = uvloop.run(run())
     assert writes == []
     assert not sleeping  # awake: a place that frees up is offered to it (Worker.pump_all)
+
+
+def test_the_batch_of_job_done_lines_is_written_as_it_runs_not_gathered_for_a_second_timer(tmp_path: Path) -> None:
+    """The Runner's batch already waited for its lines: they leave in one write when it runs, no timer left behind."""
+    target = tmp_path / "log.json"
+
+    async def run() -> tuple[list[bytes], int, bool]:
+        with open(target, "w") as out:
+            logs.configure("info", "json", stream=out)
+            try:
+                transport = RecordingTransport()
+                worker, session, stream = _connected(_handlers(tmp_path), transport)
+                await asyncio.sleep(0)
+                session.grabs = 2
+                stream.data_received(_assign(b"H:1") + _assign(b"H:2"))
+                await asyncio.sleep(0)  # both jobs completed; their lines wait for the batch
+                writes = sum(o.writes for o in logbatch.outputs())
+                worker.runner.run_completed_hooks()  # what the batch's timer calls
+                return (target.read_bytes().splitlines(), sum(o.writes for o in logbatch.outputs()) - writes,
+                        any(o.busy() for o in logbatch.outputs()))
+            finally:
+                logs.reset()
+
+    lines, writes, batch_open = uvloop.run(run())
+    assert [json.loads(line)["handle"] for line in lines] == ["H:1", "H:2"]
+    assert writes == 1
+    assert not batch_open
