@@ -43,7 +43,7 @@ from .protocol import DEFAULT_MAX_PACKET_SIZE, Magic, Packet, PacketType, Parser
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Endpoint", "Link", "PacketStream", "Receiver", "StreamOptions", "tls_context"]
+__all__ = ["Endpoint", "Link", "PacketStream", "Receiver", "StreamOptions", "WokenReceiver", "tls_context"]
 
 log = structlog.get_logger("gearworker.transport")
 
@@ -155,7 +155,8 @@ class PacketStream(asyncio.Protocol):
     def __init__(self, receiver: Receiver, options: StreamOptions, *, name: str = "") -> None:
         self.name = name
         self._receiver = receiver
-        #: The short way for the lone NOOP that wakes a sleeping worker (see data_received).
+        #: The short way for the lone NOOP that wakes a sleeping worker (see data_received), when the
+        #: receiver is a WokenReceiver (the worker's Connection; the client's router is not).
         self._woken: Callable[[], bytes] | None = getattr(receiver, "woken", None)
         self._options = options
         self._parser = Parser(expect=Magic.RES, max_packet_size=options.max_packet_size)
