@@ -91,10 +91,18 @@ class BatchedOutput:
         The Runner's ``job.done`` lines wait up to 20 ms for their batch
         already (:data:`gearworker.worker.runner.AFTER_DELAY`); gathering them
         again for :data:`LINGER` cost a second timer wake-up per batch and
-        held them twice as long.
+        held them twice as long.  With nothing queued they skip the queue too:
+        16.7k -> 16.3k instructions a ``job.done`` line (bench.instructions).
         """
-        self._lines.extend(messages)
-        self.drain()
+        if not messages:
+            return
+        if self._lines:
+            self._lines.extend(messages)  # behind what is queued: drain() writes them all, in order
+            self.drain()
+            return
+        with self._write_lock:  # nothing queued: straight out, without the queue's per-line steps
+            self.drains += 1
+            self._emit(b"\n".join(messages) + b"\n")
 
     def _schedule(self) -> None:
         loop = self._loop

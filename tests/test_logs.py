@@ -77,6 +77,24 @@ def test_a_full_batch_is_written_at_once_without_waiting_for_the_timer(tmp_path:
     assert [r["n"] for r in _records(target)] == list(range(logs.MAX_BATCH))
 
 
+def test_lines_written_at_once_go_behind_the_lines_still_queued_in_one_write(tmp_path: Path) -> None:
+    """write_lines() (a batch gathered elsewhere) never jumps the queue: what waits for the timer goes first."""
+    target = tmp_path / "out.log"
+    with open(target, "w") as stream:
+        out = logs.configure("info", "json", stream=stream)
+        log = structlog.get_logger("test")
+
+        async def main() -> tuple[int, bool]:
+            log.info("queued", n=0)  # waits for the linger timer
+            before = out.writes
+            out.write_lines([json.dumps({"event": "batch", "n": n}).encode() for n in (1, 2)])
+            return out.writes - before, out.busy() and bool(out._lines)
+
+        writes, still_queued = asyncio.run(main())
+        assert writes == 1 and not still_queued
+    assert [(r["event"], r["n"]) for r in _records(target)] == [("queued", 0), ("batch", 1), ("batch", 2)]
+
+
 def test_many_turns_keep_every_line_in_order(tmp_path: Path) -> None:
     target = tmp_path / "out.log"
     with open(target, "w") as stream:
