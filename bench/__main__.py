@@ -44,8 +44,10 @@ def run_tiny(runs: int, seconds: float) -> dict[tuple[str, int], list[cases.Thro
     if AIOGEAR_PYTHON.exists():
         kinds.append(("aiogear", 1))
     else:
-        _say(f"aiogear skipped: no {AIOGEAR_PYTHON} (python3 -m venv /tmp/aiogear-venv && "
-             "/tmp/aiogear-venv/bin/pip install aiogear uvloop)")
+        _say(
+            f"aiogear skipped: no {AIOGEAR_PYTHON} (python3 -m venv /tmp/aiogear-venv && "
+            "/tmp/aiogear-venv/bin/pip install aiogear uvloop)"
+        )
     results: dict[tuple[str, int], list[cases.Throughput]] = {k: [] for k in kinds}
     for i in range(runs):
         for kind, n in kinds:
@@ -127,44 +129,71 @@ def main() -> None:
     if "latency" in chosen:
         lat = run_latency(args.runs, 2000 if not args.quick else 500)
         # Lone jobs as production sees them: 1 ms apart, each from an idle machine, ours and PHP's in turn.
-        spaced = [paired.one_round("gearworker-defaults", 1000 if not args.quick else 300, 1000)
-                  for _ in range(args.runs)]
+        spaced = [
+            paired.one_round("gearworker-defaults", 1000 if not args.quick else 300, 1000) for _ in range(args.runs)
+        ]
         _say(f"paired latency, 1 ms apart, per round: {spaced}")
 
-    lines = [f"gearmand {_gearmand_version()} --threads={GEARMAND_THREADS}, loopback; {os.cpu_count()} cores; "
-             f"medians of {args.runs} interleaved rounds ({few} for sweep, client, memory and resize); "
-             "gearworker on uvloop. Spread is min-max of the per-round values.", ""]
+    lines = [
+        f"gearmand {_gearmand_version()} --threads={GEARMAND_THREADS}, loopback; {os.cpu_count()} cores; "
+        f"medians of {args.runs} interleaved rounds ({few} for sweep, client, memory and resize); "
+        "gearworker on uvloop. Spread is min-max of the per-round values.",
+        "",
+    ]
     if tiny is not None:
         lines += _tiny_table(tiny, args.seconds)
         summary += _tiny_rows(tiny)
     if lat is not None:
         samples, per_run = lat
-        for name, label in (("gearworker", "gearworker at defaults"),
-                            ("tasks", "defaults, but every handler started as a Task: before eager start")):
+        for name, label in (
+            ("gearworker", "gearworker at defaults"),
+            ("tasks", "defaults, but every handler started as a Task: before eager start"),
+        ):
             for i, pct in enumerate((50, 99)):
                 a, b = cases.percentile(samples[name], pct), cases.percentile(samples["php"], pct)
                 ours, theirs = [r[i] for r in per_run[name]], [r[i] for r in per_run["php"]]
                 per_round = [x / y for x, y in zip(ours, theirs, strict=True)]
                 ratio = cases.median(per_round)
-                summary.append(_row(f"no-op latency p{pct}, us, one job at a time ({label})",
-                                    f"{a:.0f} ({_spread(ours, '.0f')})", f"{b:.0f} ({_spread(theirs, '.0f')})", ratio,
-                                    f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
+                summary.append(
+                    _row(
+                        f"no-op latency p{pct}, us, one job at a time ({label})",
+                        f"{a:.0f} ({_spread(ours, '.0f')})",
+                        f"{b:.0f} ({_spread(theirs, '.0f')})",
+                        ratio,
+                        f"<= 1.0 ({_spread(per_round)})",
+                        ratio <= 1.0,
+                    )
+                )
         for pct in (50, 99):
             ours, theirs = [r[f"ours p{pct}"] for r in spaced], [r[f"php p{pct}"] for r in spaced]
             per_round = [r[f"ours p{pct}"] / r[f"php p{pct}"] for r in spaced]
             ratio = cases.median(per_round)
-            summary.append(_row(f"no-op latency p{pct}, us, lone jobs 1 ms apart, ours and PHP's in turn on one "
-                                "gearmand (bench.paired --gap-us 1000)",
-                                f"{cases.median(ours):.0f} ({_spread(ours, '.0f')})",
-                                f"{cases.median(theirs):.0f} ({_spread(theirs, '.0f')})", ratio,
-                                f"<= 1.0 ({_spread(per_round)})", ratio <= 1.0))
+            summary.append(
+                _row(
+                    f"no-op latency p{pct}, us, lone jobs 1 ms apart, ours and PHP's in turn on one "
+                    "gearmand (bench.paired --gap-us 1000)",
+                    f"{cases.median(ours):.0f} ({_spread(ours, '.0f')})",
+                    f"{cases.median(theirs):.0f} ({_spread(theirs, '.0f')})",
+                    ratio,
+                    f"<= 1.0 ({_spread(per_round)})",
+                    ratio <= 1.0,
+                )
+            )
     if "client" in chosen:
         summary += _client_rows(few, 5000 if args.quick else 20_000)
     if "memory" in chosen:
         jobs = 10_000
         idle, peak, most = cases.memory(jobs)
-        summary.append(_row(f"RSS with {most:,} of {jobs:,} async jobs in flight on 3 servers, MiB", f"{peak:.1f}",
-                            f"idle {idle:.1f}", None, "<= 128", peak <= 128 and most >= jobs))
+        summary.append(
+            _row(
+                f"RSS with {most:,} of {jobs:,} async jobs in flight on 3 servers, MiB",
+                f"{peak:.1f}",
+                f"idle {idle:.1f}",
+                None,
+                "<= 128",
+                peak <= 128 and most >= jobs,
+            )
+        )
     if "resize" in chosen:
         summary += _resize_rows(few, 6 if args.quick else 12)
     if "logcost" in chosen:
@@ -195,20 +224,31 @@ def _tiny_rows(tiny: dict[tuple[str, int], list[cases.Throughput]]) -> list[str]
     med = {k: cases.median([r.jobs_per_s for r in v]) for k, v in tiny.items()}
     rates = {k: [r.jobs_per_s for r in v] for k, v in tiny.items()}
     us = {k: cases.median([r.worker_us_per_job for r in v]) for k, v in tiny.items()}
-    for ours, label, targets in ((("gearworker-defaults", 1), "defaults", {("php", 1): 2.0, ("php", 2): 1.5}),
-                                 (("gearworker", 1), "tuned", {})):
+    for ours, label, targets in (
+        (("gearworker-defaults", 1), "defaults", {("php", 1): 2.0, ("php", 2): 1.5}),
+        (("gearworker", 1), "tuned", {}),
+    ):
         for key in (("php", 1), ("php", 2), ("aiogear", 1)):
             if key not in med:
                 continue
             per_round = [a / b for a, b in zip(rates[ours], rates[key], strict=True)]
             ratio, target = cases.median(per_round), targets.get(key)
-            rows.append(_row(f"tiny jobs/s, gearworker {label} vs {WORKER_LABELS[key]}", f"{med[ours]:,.0f}",
-                             f"{med[key]:,.0f}", ratio,
-                             f"({_spread(per_round)})" if target is None else f">= {target} ({_spread(per_round)})",
-                             None if target is None else ratio >= target))
+            rows.append(
+                _row(
+                    f"tiny jobs/s, gearworker {label} vs {WORKER_LABELS[key]}",
+                    f"{med[ours]:,.0f}",
+                    f"{med[key]:,.0f}",
+                    ratio,
+                    f"({_spread(per_round)})" if target is None else f">= {target} ({_spread(per_round)})",
+                    None if target is None else ratio >= target,
+                )
+            )
     d, php = us[("gearworker-defaults", 1)], us[("php", 1)]
-    rows.append(_row("worker CPU us per tiny job, defaults vs 1 PHP worker", f"{d:.1f}", f"{php:.1f}", d / php,
-                     "< 1.0", d < php))
+    rows.append(
+        _row(
+            "worker CPU us per tiny job, defaults vs 1 PHP worker", f"{d:.1f}", f"{php:.1f}", d / php, "< 1.0", d < php
+        )
+    )
     return rows
 
 
@@ -219,9 +259,16 @@ def _client_rows(rounds: int, jobs: int) -> list[str]:
     ours, php = rates["gearworker Client (uvloop)"], rates["PHP GearmanClient (addTask+runTasks)"]
     per_round = [a / b for a, b in zip(ours, php, strict=True)]
     ratio = cases.median(per_round)
-    return [_row(f"Client: {jobs:,} echo jobs, 100 in flight, jobs/s vs PHP GearmanClient",
-                 f"{cases.median(ours):,.0f}", f"{cases.median(php):,.0f}", ratio, f">= 1.0 ({_spread(per_round)})",
-                 ratio >= 1.0)]
+    return [
+        _row(
+            f"Client: {jobs:,} echo jobs, 100 in flight, jobs/s vs PHP GearmanClient",
+            f"{cases.median(ours):,.0f}",
+            f"{cases.median(php):,.0f}",
+            ratio,
+            f">= 1.0 ({_spread(per_round)})",
+            ratio >= 1.0,
+        )
+    ]
 
 
 def _logcost_rows(rounds: int) -> list[str]:
@@ -234,29 +281,49 @@ def _logcost_rows(rounds: int) -> list[str]:
         for _ in range(rounds):  # alternated
             new.append(logcost.cost_us("worker", 20_000, per_turn))  # as the worker writes it: a batch at a time
             old.append(logcost.cost_us("previous", 20_000, per_turn))
-        rows.append(_row(f"job.done log line alone, CPU us (min / median of {rounds}, bench.logcost; {name})",
-                         f"{min(new):.2f} / {cases.median(new):.2f}", f"{min(old):.2f} before", min(new) / min(old),
-                         "<= 2 us", min(new) <= 2.0))
+        rows.append(
+            _row(
+                f"job.done log line alone, CPU us (min / median of {rounds}, bench.logcost; {name})",
+                f"{min(new):.2f} / {cases.median(new):.2f}",
+                f"{min(old):.2f} before",
+                min(new) / min(old),
+                "<= 2 us",
+                min(new) <= 2.0,
+            )
+        )
     low, mid = logcost.in_worker_us(rounds)
-    rows.append(_row(f"job.done log line in the worker's path, CPU us (bench.hotpath info - warning over {rounds} "
-                     "alternated rounds: the minimums' difference / the median of the rounds' differences)",
-                     f"{low:.1f} / {mid:.1f}", "", None, "<= 2 us", low <= 2.0))
+    rows.append(
+        _row(
+            f"job.done log line in the worker's path, CPU us (bench.hotpath info - warning over {rounds} "
+            "alternated rounds: the minimums' difference / the median of the rounds' differences)",
+            f"{low:.1f} / {mid:.1f}",
+            "",
+            None,
+            "<= 2 us",
+            low <= 2.0,
+        )
+    )
     return rows
 
 
 def _tiny_table(tiny: dict[tuple[str, int], list[cases.Throughput]], seconds: float) -> list[str]:
     base = [r.jobs_per_s for r in tiny[("php", 1)]]
-    lines = [f"Tiny jobs: 100-byte echo, foreground, one PHP client keeping 500 in flight, {seconds:g} s per run.", "",
-             "| worker | jobs/s | vs 1 PHP (median of per-round ratios) | worker CPU us/job | gearmand CPU us/job "
-             "| worker RSS MiB |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Tiny jobs: 100-byte echo, foreground, one PHP client keeping 500 in flight, {seconds:g} s per run.",
+        "",
+        "| worker | jobs/s | vs 1 PHP (median of per-round ratios) | worker CPU us/job | gearmand CPU us/job "
+        "| worker RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, runs in tiny.items():
         jps = cases.median([r.jobs_per_s for r in runs])
         ratio = paired_ratio([r.jobs_per_s for r in runs], base)
-        lines.append(f"| {WORKER_LABELS[key]} | {jps:,.0f} | {ratio:.2f} | "
-                     f"{cases.median([r.worker_us_per_job for r in runs]):.1f} | "
-                     f"{cases.median([r.gearmand_us_per_job for r in runs]):.1f} | "
-                     f"{cases.median([r.rss_mib for r in runs]):.1f} |")
+        lines.append(
+            f"| {WORKER_LABELS[key]} | {jps:,.0f} | {ratio:.2f} | "
+            f"{cases.median([r.worker_us_per_job for r in runs]):.1f} | "
+            f"{cases.median([r.gearmand_us_per_job for r in runs]):.1f} | "
+            f"{cases.median([r.rss_mib for r in runs]):.1f} |"
+        )
     return [*lines, ""]
 
 
@@ -281,17 +348,39 @@ def _resize_rows(runs: int, jobs: int) -> list[str]:
     per_round_tuned = [a / b for a, b in zip(rates, tuned, strict=True)]
     ratio = rate / (procs * single)
     return [
-        _row(f"resize 12 MP, pool of {procs} via gearmand vs {procs} plain processes resizing at once (no Gearman), "
-             "img/s", f"{rate:.2f}", f"{cases.median(plain):.2f}", vs_plain, f">= 0.95 ({_spread(per_round)})",
-             vs_plain >= 0.95),
-        _row(f"resize: the same vs {procs} plain processes that keep big buffers as the pool's do (mallopt)",
-             f"{rate:.2f}", f"{cases.median(tuned):.2f}", cases.median(per_round_tuned),
-             f"(reported: {_spread(per_round_tuned)})", None),
-        _row(f"resize: the same vs {procs} x one process alone", f"{rate:.2f}", f"{procs} x {single:.2f}", ratio,
-             "(reported)", None),
-        _row("resize: CPU ms per image outside the pool (worker main process + gearmand + client) / in the pool",
-             f"{over_ms:.1f} / {pool_ms:.0f}", f"{1000 / single:.0f} ms in-process", over_ms / pool_ms, "(< 0.1)",
-             over_ms / pool_ms < 0.1),
+        _row(
+            f"resize 12 MP, pool of {procs} via gearmand vs {procs} plain processes resizing at once (no Gearman), "
+            "img/s",
+            f"{rate:.2f}",
+            f"{cases.median(plain):.2f}",
+            vs_plain,
+            f">= 0.95 ({_spread(per_round)})",
+            vs_plain >= 0.95,
+        ),
+        _row(
+            f"resize: the same vs {procs} plain processes that keep big buffers as the pool's do (mallopt)",
+            f"{rate:.2f}",
+            f"{cases.median(tuned):.2f}",
+            cases.median(per_round_tuned),
+            f"(reported: {_spread(per_round_tuned)})",
+            None,
+        ),
+        _row(
+            f"resize: the same vs {procs} x one process alone",
+            f"{rate:.2f}",
+            f"{procs} x {single:.2f}",
+            ratio,
+            "(reported)",
+            None,
+        ),
+        _row(
+            "resize: CPU ms per image outside the pool (worker main process + gearmand + client) / in the pool",
+            f"{over_ms:.1f} / {pool_ms:.0f}",
+            f"{1000 / single:.0f} ms in-process",
+            over_ms / pool_ms,
+            "(< 0.1)",
+            over_ms / pool_ms < 0.1,
+        ),
     ]
 
 

@@ -37,9 +37,24 @@ def one_round(pipeline: int, jobs: int) -> list[int]:
         try:
             env = dict(os.environ, GEARWORKER_GRAB_PIPELINE=str(pipeline))
             for log in logs:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers"),
-                     "--server", g.address, "--log-file", str(log)], env=env, stderr=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "gearworker",
+                            "run",
+                            "--handlers",
+                            str(BENCH / "handlers"),
+                            "--server",
+                            g.address,
+                            "--log-file",
+                            str(log),
+                        ],
+                        env=env,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             wait_registered(g, "sleep", 2, procs)
 
             async def burst() -> None:
@@ -72,8 +87,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for depth in depths:  # alternated
             smaller[depth].append(min(one_round(depth, args.jobs)))
-    print(f"{args.jobs} background jobs of 0.3 s at once, two idle workers; the smaller worker's share, "
-          f"{args.rounds} alternated rounds (an even split is {args.jobs // 2}):\n")
+    print(
+        f"{args.jobs} background jobs of 0.3 s at once, two idle workers; the smaller worker's share, "
+        f"{args.rounds} alternated rounds (an even split is {args.jobs // 2}):\n"
+    )
     print("| grab_pipeline | smaller share per round | median |")
     print("|---|---|---|")
     for depth in depths:

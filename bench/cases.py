@@ -196,8 +196,9 @@ def resize_plain_processes(workload: bytes, processes: int, jobs: int, *, tuned:
 
     os.environ["VIPS_CONCURRENCY"] = "1"  # inherited by the forkserver's children, as in the worker's pool
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_plain_start,
-                             initargs=(workload, tuned)) as pool:
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_plain_start, initargs=(workload, tuned)
+    ) as pool:
         list(pool.map(time.sleep, [0.5] * processes))  # every process started and warmed up, as the pool's are
         start = time.perf_counter()
         list(pool.map(_plain_resize, range(jobs)))
@@ -246,4 +247,3 @@ def resize_worker(workload: bytes, processes: int, jobs: int) -> PoolRun:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-

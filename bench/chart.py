@@ -9,8 +9,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-LABELS = {"gearworker": "gearworker (1 process)", "php": "PHP GearmanWorker (1 process)",
-          "tasks": "gearworker, handlers started as Tasks (before eager start)"}
+LABELS = {
+    "gearworker": "gearworker (1 process)",
+    "php": "PHP GearmanWorker (1 process)",
+    "tasks": "gearworker, handlers started as Tasks (before eager start)",
+}
 PERCENTILES: tuple[float, ...] = (50, 90, 99, 99.9)
 
 
@@ -34,8 +37,9 @@ def draw(path: Path, sweep: dict[str, dict[int, float]] | None, latency: dict[st
             values = [percentile(samples, p) for p in PERCENTILES]
             xs = [j + i * width for j in range(len(PERCENTILES))]  # bar positions
             right.bar(xs, values, width, label=LABELS.get(kind, kind))
-        right.set_xticks([j + width * (len(latency) - 1) / 2 for j in range(len(PERCENTILES))],
-                         [f"p{p:g}" for p in PERCENTILES])
+        right.set_xticks(
+            [j + width * (len(latency) - 1) / 2 for j in range(len(PERCENTILES))], [f"p{p:g}" for p in PERCENTILES]
+        )
         right.set_ylabel("microseconds")
         right.set_title("Latency of one no-op job at a time")
         right.grid(True, axis="y", alpha=0.3)

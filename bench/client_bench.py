@@ -56,8 +56,13 @@ async def run_ours(address: str, function: str, jobs: int, inflight: int, size: 
 
 
 def run_php(address: str, function: str, jobs: int, inflight: int, size: int) -> tuple[float, float, int]:
-    out = subprocess.run(["php", str(PHP_CLIENT), address, function, str(jobs), str(inflight), str(size)],
-                         capture_output=True, text=True, check=True, timeout=600)
+    out = subprocess.run(
+        ["php", str(PHP_CLIENT), address, function, str(jobs), str(inflight), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     elapsed, cpu, ok = out.stdout.split()
     return float(elapsed), float(cpu), int(ok)
 
@@ -67,9 +72,22 @@ def start_worker(kind: str, g: Gearmand) -> tuple[subprocess.Popen[bytes], str]:
         proc = subprocess.Popen(["php", str(PHP_WORKER), g.address], stdout=subprocess.DEVNULL)
         function = "php.echo"
     else:
-        proc = subprocess.Popen([sys.executable, "-m", "gearworker", "--server", g.address, "--handlers",
-                                 str(ROOT / "handlers"), "--log-level", "warning"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gearworker",
+                "--server",
+                g.address,
+                "--handlers",
+                str(ROOT / "handlers"),
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
         function = "echo"
     deadline = time.monotonic() + 30
     while g.status().get(function, (0, 0, 0))[2] < 1:
@@ -85,8 +103,14 @@ CLIENTS = ("gearworker Client (uvloop)", "gearworker Client (asyncio loop)", "PH
 PerClient = dict[str, list[float]]
 
 
-def compare(jobs: int, inflight: int, size: int, rounds: int, worker_kind: str = "gearworker",
-            clients: tuple[str, ...] = (CLIENTS[0], CLIENTS[2])) -> tuple[PerClient, PerClient]:
+def compare(
+    jobs: int,
+    inflight: int,
+    size: int,
+    rounds: int,
+    worker_kind: str = "gearworker",
+    clients: tuple[str, ...] = (CLIENTS[0], CLIENTS[2]),
+) -> tuple[PerClient, PerClient]:
     """(jobs/s, client CPU us per job) of each client per round; each round runs them back to back on a fresh
     gearmand and worker."""
     import uvloop
@@ -127,8 +151,10 @@ def main() -> None:
 
     rates, cpus = compare(args.jobs, args.inflight, args.size, args.rounds, args.worker, CLIENTS)
     php = statistics.median(rates["PHP GearmanClient (addTask+runTasks)"])
-    print(f"\n{args.jobs} foreground echo jobs of {args.size} bytes, {args.inflight} in flight, "
-          f"{args.worker} worker, gearmand --threads=0; medians of {args.rounds} rounds\n")
+    print(
+        f"\n{args.jobs} foreground echo jobs of {args.size} bytes, {args.inflight} in flight, "
+        f"{args.worker} worker, gearmand --threads=0; medians of {args.rounds} rounds\n"
+    )
     print("| client | jobs/s | vs PHP | client CPU per job |")
     print("|---|---|---|---|")
     for name in CLIENTS:

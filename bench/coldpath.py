@@ -89,9 +89,23 @@ def _child(tree: str, count: int, evict_mib: int) -> None:
 
 
 def measure(tree: str, count: int, evict_mib: int) -> dict[str, list[float]]:
-    out = subprocess.run([sys.executable, "-m", "bench.coldpath", "--child", str(Path(tree).resolve()),
-                          "--jobs", str(count), "--evict-mib", str(evict_mib)],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.coldpath",
+            "--child",
+            str(Path(tree).resolve()),
+            "--jobs",
+            str(count),
+            "--evict-mib",
+            str(evict_mib),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: dict[str, list[float]] = json.loads(out.stdout)
     return result
 
@@ -113,9 +127,11 @@ def main() -> None:
         for tree in trees if n % 2 == 0 else trees[::-1]:
             found = measure(tree, args.jobs, args.evict_mib)
             rounds[tree].append({name: statistics.median(v) for name, v in found.items()})
-    print(f"lone no-op jobs in-process, {args.jobs} a round, {args.evict_mib} MiB written over before each wake, "
-          f"{args.rounds} alternated rounds: us from data_received to the answer's write (medians of the rounds' "
-          f"medians; differences from {trees[0]}: medians of the rounds' differences)\n")
+    print(
+        f"lone no-op jobs in-process, {args.jobs} a round, {args.evict_mib} MiB written over before each wake, "
+        f"{args.rounds} alternated rounds: us from data_received to the answer's write (medians of the rounds' "
+        f"medians; differences from {trees[0]}: medians of the rounds' differences)\n"
+    )
     print("| checkout | NOOP -> grab | difference | job -> result | difference |")
     print("|---|---|---|---|---|")
 

@@ -61,8 +61,9 @@ def one_connection(worker: Worker) -> tuple[Worker, WorkerSession[ActiveJob], Pa
     """``worker`` with one connection of its first group up, over a :class:`CountingTransport`."""
     group = worker.groups[0]
     options = StreamOptions(max_packet_size=1 << 20)
-    session: WorkerSession[ActiveJob] = WorkerSession(b"bench", registration(group.timeouts),
-                                                      depth=worker.settings.grab_pipeline)
+    session: WorkerSession[ActiveJob] = WorkerSession(
+        b"bench", registration(group.timeouts), depth=worker.settings.grab_pipeline
+    )
     conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
     worker.connections.append(conn)
     stream = PacketStream(conn, options)
@@ -72,12 +73,18 @@ def one_connection(worker: Worker) -> tuple[Worker, WorkerSession[ActiveJob], Pa
     return worker, session, stream, transport
 
 
-async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool, log_level: str = "warning",
-              ) -> tuple[float, float]:
+async def run(
+    jobs: int,
+    batch: int,
+    grab_pipeline: int,
+    metrics: bool,
+    log_level: str = "warning",
+) -> tuple[float, float]:
     """Return (CPU us per job, writes per job).  Log lines go to /dev/null (a write per loop turn)."""
     logs.configure(log_level, "json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
-    settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(HANDLERS),
-                                                    "concurrency": 1000})
+    settings = config.load(
+        None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(HANDLERS), "concurrency": 1000}
+    )
     settings.grab_pipeline = grab_pipeline
     meter: MetricsSink = NO_METRICS
     if metrics:
@@ -86,8 +93,10 @@ async def run(jobs: int, batch: int, grab_pipeline: int, metrics: bool, log_leve
         meter = Metrics()
     _, session, stream, transport = one_connection(Worker(settings, discover(HANDLERS), None, metrics=meter))
     await asyncio.sleep(0)
-    data = b"".join(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:host:%d" % i, b"echo", b"", b"x" * 100),
-                                  Magic.RES)) for i in range(batch))
+    data = b"".join(
+        encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:host:%d" % i, b"echo", b"", b"x" * 100), Magic.RES))
+        for i in range(batch)
+    )
     writes = transport.writes
     start = time.process_time()
     for _ in range(jobs // batch):
@@ -108,8 +117,12 @@ def main() -> None:
     p.add_argument("--no-metrics", action="store_true")
     p.add_argument("--log-level", default="warning", help="info: the default, one job.done line per job")
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--after-delay", type=float, default=None,
-                   help="seconds the Runner's batch of after-hooks waits (default: the worker's own, 0.02)")
+    p.add_argument(
+        "--after-delay",
+        type=float,
+        default=None,
+        help="seconds the Runner's batch of after-hooks waits (default: the worker's own, 0.02)",
+    )
     args = p.parse_args()
     if args.after_delay is not None:
         from gearworker.worker import runner
@@ -125,9 +138,11 @@ def main() -> None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
     else:
         us, writes = uvloop.run(coro)
-    print(f"{us:.2f} us CPU per job, {writes:.3f} writes per job (batch {args.batch}, "
-          f"metrics {'off' if args.no_metrics else 'on'}, log {args.log_level}"
-          f"{', under cProfile' if args.profile else ''})")
+    print(
+        f"{us:.2f} us CPU per job, {writes:.3f} writes per job (batch {args.batch}, "
+        f"metrics {'off' if args.no_metrics else 'on'}, log {args.log_level}"
+        f"{', under cProfile' if args.profile else ''})"
+    )
 
 
 if __name__ == "__main__":

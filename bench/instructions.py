@@ -27,10 +27,29 @@ _COUNTS = {"I   refs": "instructions", "I1  misses": "I1 misses", "D1  misses": 
 def counts(jobs: int, level: str, batch: int, after_delay: float) -> dict[str, int]:
     """cachegrind's totals for one bench.hotpath run."""
     out = subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--LL=1048576,16,64", "--cachegrind-out-file=/dev/null",
-         sys.executable, "-m", "bench.hotpath", "--jobs", str(jobs), "--batch", str(batch), "--no-metrics",
-         "--log-level", level, "--after-delay", str(after_delay)],
-        capture_output=True, text=True, check=True).stderr
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=yes",
+            "--LL=1048576,16,64",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "bench.hotpath",
+            "--jobs",
+            str(jobs),
+            "--batch",
+            str(batch),
+            "--no-metrics",
+            "--log-level",
+            level,
+            "--after-delay",
+            str(after_delay),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     found = {}
     for key, name in _COUNTS.items():
         match = re.search(rf"{re.escape(key)}:\s+([\d,]+)", out)
@@ -62,8 +81,10 @@ def main() -> None:
         print(f"| {level} | {row['instructions']:,.0f} | {row['I1 misses']:,.0f} | {row['D1 misses']:,.0f} |")
     if "info" in rows and "warning" in rows:
         line = {k: rows["info"][k] - rows["warning"][k] for k in rows["info"]}
-        print(f"\nthe job.done line (info - warning): {line['instructions']:,.0f} instructions, "
-              f"{line['I1 misses']:,.0f} I1 misses, {line['D1 misses']:,.0f} D1 misses per job")
+        print(
+            f"\nthe job.done line (info - warning): {line['instructions']:,.0f} instructions, "
+            f"{line['I1 misses']:,.0f} I1 misses, {line['D1 misses']:,.0f} D1 misses per job"
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ from netlab import DelayProxy
 
 DELAYS_MS = (1, 5, 20)
 KINDS = (("gearworker-defaults", 1), ("gearworker-defaults-gp8", 1), ("php", 1), ("php", 4))
-LABELS = {("gearworker-defaults", 1): "gearworker (defaults: grab_pipeline=32)",
-          ("gearworker-defaults-gp8", 1): "gearworker, grab_pipeline=8 (the default before)",
-          ("php", 1): "PHP, 1 process", ("php", 4): "PHP, 4 processes"}
+LABELS = {
+    ("gearworker-defaults", 1): "gearworker (defaults: grab_pipeline=32)",
+    ("gearworker-defaults-gp8", 1): "gearworker, grab_pipeline=8 (the default before)",
+    ("php", 1): "PHP, 1 process",
+    ("php", 4): "PHP, 4 processes",
+}
 IN_FLIGHT = 500
 
 
@@ -67,20 +70,31 @@ def main(argv: list[str] | None = None) -> None:
             for kind, count in KINDS:
                 got[(kind, count)] = run_one(kind, count, delay, args.seconds)
                 rates.setdefault((delay, kind, count), []).append(got[(kind, count)])
-                print(f"round {r + 1}/{args.rounds} {delay} ms {kind} x{count}: {got[(kind, count)]:,.0f} jobs/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"round {r + 1}/{args.rounds} {delay} ms {kind} x{count}: {got[(kind, count)]:,.0f} jobs/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             for n in (1, 4):
                 ratios.setdefault((delay, n), []).append(got[("gearworker-defaults", 1)] / got[("php", n)])
     print(table(rates, ratios, args.rounds, args.seconds))
 
 
-def table(rates: dict[tuple[int, str, int], list[float]], ratios: dict[tuple[int, int], list[float]],
-          rounds: int, seconds: float) -> str:
-    lines = [f"100-byte echo, foreground, {IN_FLIGHT} in flight from one PHP client; workers behind the delay "
-             f"proxy; medians of {rounds} rounds x {seconds:g} s.", "",
-             "| one-way delay | " + " | ".join(f"{LABELS[k]} jobs/s" for k in KINDS)
-             + " | gearworker vs 1 PHP | gearworker vs 4 PHP |",
-             "|---|" + "---|" * (len(KINDS) + 2)]
+def table(
+    rates: dict[tuple[int, str, int], list[float]],
+    ratios: dict[tuple[int, int], list[float]],
+    rounds: int,
+    seconds: float,
+) -> str:
+    lines = [
+        f"100-byte echo, foreground, {IN_FLIGHT} in flight from one PHP client; workers behind the delay "
+        f"proxy; medians of {rounds} rounds x {seconds:g} s.",
+        "",
+        "| one-way delay | "
+        + " | ".join(f"{LABELS[k]} jobs/s" for k in KINDS)
+        + " | gearworker vs 1 PHP | gearworker vs 4 PHP |",
+        "|---|" + "---|" * (len(KINDS) + 2),
+    ]
     for delay in DELAYS_MS:
         cells = [f"{statistics.median(rates[(delay, kind, n)]):,.0f}" for kind, n in KINDS]
         cells += [f"{statistics.median(ratios[(delay, n)]):.1f}x" for n in (1, 4)]

@@ -37,22 +37,30 @@ from gearworker import logs
 from gearworker.middleware import CompletedLine, LogMiddleware
 from gearworker.worker.runner import AFTER_BATCH, AFTER_DELAY
 
-NAMES = {"worker": "the worker's own: rendered a Runner batch at a time (completed_many)",
-         "worker-one-by-one": "the same lines, one structlog call each (the worker before completed_many)",
-         "new": "orjson, batched writes, one log.info per line, logger bound once",
-         "new-proxy": "the same through a module-level get_logger() proxy",
-         "previous": "stdlib json, write + flush per line, proxy",
-         "new-filtered": "level warning (line filtered out), proxy"}
+NAMES = {
+    "worker": "the worker's own: rendered a Runner batch at a time (completed_many)",
+    "worker-one-by-one": "the same lines, one structlog call each (the worker before completed_many)",
+    "new": "orjson, batched writes, one log.info per line, logger bound once",
+    "new-proxy": "the same through a module-level get_logger() proxy",
+    "previous": "stdlib json, write + flush per line, proxy",
+    "new-filtered": "level warning (line filtered out), proxy",
+}
 
 
 def configure_previous(level: str, stream: Any) -> None:
     """The set-up before this change (commit 0cee75e): stdlib json, a write and a flush per line."""
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer()],
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(__import__("logging"), level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream), cache_logger_on_first_use=True)
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )
 
 
 class _RunnerBatch:
@@ -94,8 +102,9 @@ async def _turns(log: Any, lines: int, per_turn: int, logging_on: bool) -> float
                 if batch is not None:
                     batch.completed("echo", handle_b, unique_b, started)
                 else:
-                    log.info("job.done", function="echo", handle=handle, unique=unique, duration=0.000123,
-                             outcome="complete")
+                    log.info(
+                        "job.done", function="echo", handle=handle, unique=unique, duration=0.000123, outcome="complete"
+                    )
         await asyncio.sleep(0)
     if batch is not None:
         batch.run()  # as the worker does on the way out
@@ -144,8 +153,12 @@ def in_worker_us(rounds: int, jobs: int = 40_000) -> tuple[float, float]:
     per_level: dict[str, list[float]] = {"info": [], "warning": []}
     for _ in range(rounds):
         for level in per_level:  # alternated
-            out = subprocess.run([sys.executable, "-m", "bench.hotpath", "--jobs", str(jobs), "--no-metrics",
-                                  "--log-level", level], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.hotpath", "--jobs", str(jobs), "--no-metrics", "--log-level", level],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             per_level[level].append(float(re.match(r"([\d.]+) us", out.stdout).group(1)))  # type: ignore[union-attr]
     diffs = [a - b for a, b in zip(per_level["info"], per_level["warning"], strict=True)]
     return min(per_level["info"]) - min(per_level["warning"]), statistics.median(diffs)
@@ -157,16 +170,28 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args()
-    cases = [("worker", 1), ("worker", 100), ("worker-one-by-one", 100), ("new", 1), ("new", 100),
-             ("new-proxy", 100), ("previous", 1), ("previous", 100), ("new-filtered", 100)]
+    cases = [
+        ("worker", 1),
+        ("worker", 100),
+        ("worker-one-by-one", 100),
+        ("new", 1),
+        ("new", 100),
+        ("new-proxy", 100),
+        ("previous", 1),
+        ("previous", 100),
+        ("new-filtered", 100),
+    ]
     samples: dict[tuple[str, int], list[float]] = {c: [] for c in cases}
     for _ in range(args.rounds):
         for setup, per_turn in cases:  # alternated: a noisy minute hits every set-up alike
             samples[(setup, per_turn)].append(cost_us(setup, args.lines, per_turn))
     result = {f"{s} x{n}": min(v) for (s, n), v in samples.items()}
     if args.json:
-        print(json.dumps({"min_us": result, "median_us": {f"{s} x{n}": statistics.median(v)
-                                                          for (s, n), v in samples.items()}}))
+        print(
+            json.dumps(
+                {"min_us": result, "median_us": {f"{s} x{n}": statistics.median(v) for (s, n), v in samples.items()}}
+            )
+        )
         return
     print(f"job.done log line, CPU us per line, {args.rounds} alternated rounds of {args.lines:,} lines into a pipe:\n")
     print("| set-up | lines per loop turn | min us per line | median |")

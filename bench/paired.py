@@ -54,10 +54,14 @@ def one_round(kind: str, pairs: int, gap_us: int, against: str = "php") -> dict[
         stop(procs)
         g.stop()
     ours, theirs = [float(x) for x in got["a"]], [float(x) for x in got["b"]]
-    return {"ours p50": cases.percentile(ours, 50), "php p50": cases.percentile(theirs, 50),
-            "ours p99": cases.percentile(ours, 99), "php p99": cases.percentile(theirs, 99),
-            "pair ratio": statistics.median(a / b for a, b in zip(ours, theirs, strict=True)),
-            "p50 ratio": cases.percentile(ours, 50) / cases.percentile(theirs, 50)}
+    return {
+        "ours p50": cases.percentile(ours, 50),
+        "php p50": cases.percentile(theirs, 50),
+        "ours p99": cases.percentile(ours, 99),
+        "php p99": cases.percentile(theirs, 99),
+        "pair ratio": statistics.median(a / b for a, b in zip(ours, theirs, strict=True)),
+        "p50 ratio": cases.percentile(ours, 50) / cases.percentile(theirs, 50),
+    }
 
 
 def main() -> None:
@@ -69,8 +73,10 @@ def main() -> None:
     p.add_argument("--against", default="php", choices=list(WORKERS), help="the B side (default: PHP's worker)")
     args = p.parse_args()
     rows = [one_round(args.kind, args.pairs, args.gap_us, args.against) for _ in range(args.rounds)]
-    print(f"{args.kind} against {args.against}, on one gearmand, lone no-op jobs in turn: {args.pairs:,} pairs "
-          f"a round, {args.gap_us} us before each job (\"php\" in the columns: the B side)\n")
+    print(
+        f"{args.kind} against {args.against}, on one gearmand, lone no-op jobs in turn: {args.pairs:,} pairs "
+        f'a round, {args.gap_us} us before each job ("php" in the columns: the B side)\n'
+    )
     columns = list(rows[0])
     print("| round | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")

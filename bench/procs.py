@@ -36,30 +36,49 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     # JSON (stderr is not a terminal) into a pipe the bench drains, as journald does under systemd.
     "gearworker-defaults": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")], {}),
     # The worker before eager start (bench/tasks_first.py): every handler started as a Task. An A/B for latency.
-    "gearworker-defaults-tasks": ([sys.executable, str(BENCH / "tasks_first.py"), "run", "--handlers",
-                                   str(BENCH / "handlers")], {}),
+    "gearworker-defaults-tasks": (
+        [sys.executable, str(BENCH / "tasks_first.py"), "run", "--handlers", str(BENCH / "handlers")],
+        {},
+    ),
     # Tuned for the tiny-job flood: no per-job log line, room for all 500 jobs in flight.
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
     # The two changes proposed in README's Performance section, measured before they are made:
     # a deeper grab pipeline, and no Prometheus bookkeeping when nothing serves /metrics.
     # The defaults with logging at warning: what the job.done line costs, as an A/B (bench.ab).
-    "gearworker-defaults-warning": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers"),
-                                     "--log-level", "warning"], {}),
+    "gearworker-defaults-warning": (
+        [sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers"), "--log-level", "warning"],
+        {},
+    ),
     # The defaults with the grab pipeline as deep as it was before (8): the A/B of the default 32.
-    "gearworker-defaults-gp8": ([sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")],
-                                {"GEARWORKER_GRAB_PIPELINE": "8"}),
-    "gearworker-gp32-nometrics": ([sys.executable, str(BENCH / "unmetered.py"), *_GEARWORKER_FLAGS],
-                                  {"GEARWORKER_GRAB_PIPELINE": "32"}),
+    "gearworker-defaults-gp8": (
+        [sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")],
+        {"GEARWORKER_GRAB_PIPELINE": "8"},
+    ),
+    "gearworker-gp32-nometrics": (
+        [sys.executable, str(BENCH / "unmetered.py"), *_GEARWORKER_FLAGS],
+        {"GEARWORKER_GRAB_PIPELINE": "32"},
+    ),
     # The defaults on Python 3.13 (the CI's second venv, scripts/bootstrap with VENV=.venv-3.13).
-    "gearworker-defaults-py313": ([str(ROOT / ".venv-3.13/bin/python"), "-m", "gearworker", "run", "--handlers",
-                                   str(BENCH / "handlers")], {}),
+    "gearworker-defaults-py313": (
+        [str(ROOT / ".venv-3.13/bin/python"), "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")],
+        {},
+    ),
     # The defaults from another checkout, for an A/B of a change in one run (say, the commit before it):
     #   git worktree add /tmp/gw-base HEAD~1
     #   BENCH_BASE=/tmp/gw-base python -m bench.reaction --kind gearworker-defaults --kind gearworker-defaults-base
-    "gearworker-defaults-base": ([sys.executable, "-c", "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-                                  "runpy.run_module('gearworker', run_name='__main__', alter_sys=True)",
-                                  os.environ.get("BENCH_BASE", "BENCH_BASE is not set"), "run", "--handlers",
-                                  str(BENCH / "handlers")], {}),
+    "gearworker-defaults-base": (
+        [
+            sys.executable,
+            "-c",
+            "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "runpy.run_module('gearworker', run_name='__main__', alter_sys=True)",
+            os.environ.get("BENCH_BASE", "BENCH_BASE is not set"),
+            "run",
+            "--handlers",
+            str(BENCH / "handlers"),
+        ],
+        {},
+    ),
     "php": (["php", str(PHP_DIR / "worker.php")], {}),
     "aiogear": ([str(AIOGEAR_PYTHON), str(BENCH / "aiogear_worker.py")], {}),
 }
@@ -80,14 +99,25 @@ def worker_command(kind: str, servers: list[str], extra: list[str] | None = None
     return cmd + (extra or [])
 
 
-def start_workers(kind: str, servers: list[str], count: int = 1, extra: list[str] | None = None,
-                  ) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    kind: str,
+    servers: list[str],
+    count: int = 1,
+    extra: list[str] | None = None,
+) -> list[subprocess.Popen[bytes]]:
     cmd = worker_command(kind, servers, extra)
     env = {**os.environ, "GEARWORKER_STORAGE_ROOTS": "[]", **WORKERS[kind][1]}
-    env = {k: v for k, v in env.items() if not k.startswith(("GEARWORKER_", "BENCH_")) or k in WORKERS[kind][1]
-           or k == "GEARWORKER_STORAGE_ROOTS"}  # nothing from the caller's environment changes a "defaults" run
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for _ in range(count)]
+    env = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith(("GEARWORKER_", "BENCH_")) or k in WORKERS[kind][1] or k == "GEARWORKER_STORAGE_ROOTS"
+    }  # nothing from the caller's environment changes a "defaults" run
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
     for p in procs:
         _drain(p)
     return procs
@@ -127,8 +157,9 @@ def log_tail(proc: subprocess.Popen[bytes]) -> str:
     return bytes(_TAILS.get(proc.pid, b"")).decode(errors="replace")
 
 
-def wait_registered(gearmand: Gearmand, function: str, workers: int, procs: list[subprocess.Popen[bytes]],
-                    timeout: float = 20.0) -> None:
+def wait_registered(
+    gearmand: Gearmand, function: str, workers: int, procs: list[subprocess.Popen[bytes]], timeout: float = 20.0
+) -> None:
     """Wait until gearmand lists ``workers`` connections able to run ``function``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -162,8 +193,9 @@ def stop(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGKILL) -> Non
 
 
 @contextlib.contextmanager
-def running(kind: str, count: int = 1, servers: int = 1, function: str = "echo",
-            extra: list[str] | None = None) -> Iterator[tuple[list[Gearmand], list[subprocess.Popen[bytes]]]]:
+def running(
+    kind: str, count: int = 1, servers: int = 1, function: str = "echo", extra: list[str] | None = None
+) -> Iterator[tuple[list[Gearmand], list[subprocess.Popen[bytes]]]]:
     """Fresh gearmand(s) and ``count`` workers of ``kind``, registered and ready."""
     gearmands = [fresh_gearmand() for _ in range(servers)]
     procs: list[subprocess.Popen[bytes]] = []
@@ -193,8 +225,9 @@ def rss_bytes(pids: list[int]) -> int:
 
 def php(script: str, *args: object, timeout: float = 120) -> dict[str, Any]:
     """Run one of bench/php/*.php and return the JSON line it prints."""
-    out = subprocess.run(["php", str(PHP_DIR / script), *map(str, args)], capture_output=True, timeout=timeout,
-                         check=False)
+    out = subprocess.run(
+        ["php", str(PHP_DIR / script), *map(str, args)], capture_output=True, timeout=timeout, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{script} failed ({out.returncode}): {out.stderr.decode(errors='replace')[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])

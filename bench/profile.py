@@ -36,8 +36,9 @@ def summarise(raw: Path, top: int) -> str:
         total += n
         frames = stack.split(";")
         own[frames[-1]] += n
-        for name in {f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")" if " (" in f else f
-                     for f in frames}:
+        for name in {
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")" if " (" in f else f for f in frames
+        }:
             inclusive[name] += n
     out = [f"{total} samples", "", "own time:"]
     out += [f"{n / total:6.1%}  {name}" for name, n in own.most_common(top)]
@@ -51,8 +52,12 @@ def main() -> None:
     p.add_argument("--kind", default="gearworker", choices=[k for k in WORKERS if k.startswith("gearworker")])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--load", choices=["flood", "lone"], default="flood",
-                   help="flood: 500 echo jobs in flight; lone: one no-op job at a time (the latency path)")
+    p.add_argument(
+        "--load",
+        choices=["flood", "lone"],
+        default="flood",
+        help="flood: 500 echo jobs in flight; lone: one no-op job at a time (the latency path)",
+    )
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     function = "echo" if args.load == "flood" else "noop"
@@ -64,8 +69,24 @@ def main() -> None:
             cmd = ["latency.php", gearmands[0].address, "noop", str(int(args.seconds * 3000)), "0"]
         load = subprocess.Popen(["php", str(PHP_DIR / cmd[0]), *cmd[1:]], stdout=subprocess.PIPE)
         time.sleep(1)  # past the start-up
-        subprocess.run([spy, "record", "-p", str(procs[0].pid), "-d", str(int(args.seconds)), "-r", "250", "-f", "raw",
-                        "-o", str(raw)], capture_output=True, check=True)
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "-p",
+                str(procs[0].pid),
+                "-d",
+                str(int(args.seconds)),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+            ],
+            capture_output=True,
+            check=True,
+        )
         out, _ = load.communicate()
         print(f"load: {out.decode().strip()[:200]}")
         print(summarise(raw, args.top))

@@ -78,16 +78,32 @@ def one_round(kind: str, jobs: int, gap_us: int = 0) -> dict[str, float]:
         php("latency.php", g.address, "noop", 200, 0)  # warm-up, untraced
         data = Path(tmp) / "perf.data"
         pid = procs[0].pid
-        perf = subprocess.Popen(["perf", "record", "-q", "-e", "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
-                                 "-p", str(pid), "-o", str(data)], stderr=subprocess.DEVNULL)
+        perf = subprocess.Popen(
+            [
+                "perf",
+                "record",
+                "-q",
+                "-e",
+                "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
+                "-p",
+                str(pid),
+                "-o",
+                str(data),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)  # perf attaches in the background: jobs run before that would go unseen
         try:
             samples = php("latency.php", g.address, "noop", jobs, 0, gap_us, timeout=600)["samples_us"]
         finally:
             perf.send_signal(2)
             perf.wait()
-        script = subprocess.run(["perf", "script", "-i", str(data), "-F", "tid,time,event,trace"],
-                                capture_output=True, text=True, check=True).stdout
+        script = subprocess.run(
+            ["perf", "script", "-i", str(data), "-F", "tid,time,event,trace"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     found = reactions(script, pid)
     row = {name: statistics.median(values) for name, values in found.items() if values}
     row["wakes"] = len(found["wake"]) / max(1, len(found["job"]))
@@ -100,8 +116,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2000)
     p.add_argument("--kind", action="append", help="worker kinds (default: gearworker-defaults and php)")
-    p.add_argument("--gap-us", type=int, default=0,
-                   help="pause before each job: each then starts on an idle machine (default 0: back to back)")
+    p.add_argument(
+        "--gap-us",
+        type=int,
+        default=0,
+        help="pause before each job: each then starts on an idle machine (default 0: back to back)",
+    )
     args = p.parse_args()
     kinds = args.kind or ["gearworker-defaults", "php"]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
@@ -110,9 +130,11 @@ def main() -> None:
         # alike, and no kind always runs first.
         for kind in kinds if n % 2 == 0 else kinds[::-1]:
             rows[kind].append(one_round(kind, args.jobs, args.gap_us))
-    print(f"lone no-op jobs, {args.jobs:,} a round, {args.gap_us} us before each, {args.rounds} alternated rounds; "
-          "medians of the rounds' medians (us): from the wait's return to the first write after it; "
-          f"the differences from {kinds[0]} are medians of the rounds' differences\n")
+    print(
+        f"lone no-op jobs, {args.jobs:,} a round, {args.gap_us} us before each, {args.rounds} alternated rounds; "
+        "medians of the rounds' medians (us): from the wait's return to the first write after it; "
+        f"the differences from {kinds[0]} are medians of the rounds' differences\n"
+    )
     print("| kind | job -> result | difference | wake -> answer | difference | wakes answered per job | p50 latency |")
     print("|---|---|---|---|---|---|---|")
 
@@ -126,8 +148,10 @@ def main() -> None:
         job, wake = column(kind, "job"), column(kind, "wake")
         job_d = med([a - b for a, b in zip(job, column(kinds[0], "job"), strict=True)])
         wake_d = med([a - b for a, b in zip(wake, column(kinds[0], "wake"), strict=True)])
-        print(f"| {kind} | {med(job):.1f} | {job_d:+.1f} | {med(wake):.1f} | {wake_d:+.1f} | "
-              f"{med(column(kind, 'wakes')):.2f} | {med(column(kind, 'p50')):.0f} |")
+        print(
+            f"| {kind} | {med(job):.1f} | {job_d:+.1f} | {med(wake):.1f} | {wake_d:+.1f} | "
+            f"{med(column(kind, 'wakes')):.2f} | {med(column(kind, 'p50')):.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,11 @@ def fast(data: bytes) -> list[bytes]:
     return [c.data for c in resize(data, Options(sizes=SIZES, quality=QUALITY), Limits()).copies]
 
 
-METHODS: dict[str, Method] = {"naive Pillow LANCZOS": naive, "Pillow draft + cascade": draft,
-                              "gearworker (libvips)": fast}
+METHODS: dict[str, Method] = {
+    "naive Pillow LANCZOS": naive,
+    "Pillow draft + cascade": draft,
+    "gearworker (libvips)": fast,
+}
 
 
 # --- quality ------------------------------------------------------------------------------------------------------
@@ -162,9 +165,25 @@ def worker_rate(data: bytes, processes: int, jobs: int) -> float | None:
     gearmand = Gearmand().start()
     env = {**os.environ, "GEARWORKER_STORAGE_ROOTS": "[]"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "gearworker", "run", "--server", gearmand.address, "--handlers", str(ROOT / "handlers"),
-         "--processes", str(processes), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gearworker",
+            "run",
+            "--server",
+            gearmand.address,
+            "--handlers",
+            str(ROOT / "handlers"),
+            "--processes",
+            str(processes),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workload = pack_request(data, sizes=list(SIZES), quality=QUALITY)
 
     async def go() -> float:
@@ -172,7 +191,8 @@ def worker_rate(data: bytes, processes: int, jobs: int) -> float | None:
             await asyncio.wait_for(asyncio.gather(*(client.submit("resize", workload) for _ in range(processes))), 60)
             start = time.perf_counter()
             results = await asyncio.wait_for(
-                asyncio.gather(*(client.submit("resize", workload) for _ in range(jobs))), 600)
+                asyncio.gather(*(client.submit("resize", workload) for _ in range(jobs))), 600
+            )
             elapsed = time.perf_counter() - start
         for r in results:
             assert len(unpack_result(bytes(r))) == len(plan(*Image.open(io.BytesIO(data)).size, SIZES))
@@ -217,23 +237,30 @@ def main() -> None:
 
     data = samples.jpeg(samples.photo(args.width, args.height, seed=7), quality=92)
     mp = args.width * args.height / 1e6
-    print(f"source: {args.width}x{args.height} ({mp:.1f} MP) JPEG, {len(data) / 1e6:.1f} MB; "
-          f"copies {'/'.join(map(str, SIZES))} px, JPEG q{QUALITY} progressive; libvips threads 1; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print(
+        f"source: {args.width}x{args.height} ({mp:.1f} MP) JPEG, {len(data) / 1e6:.1f} MB; "
+        f"copies {'/'.join(map(str, SIZES))} px, JPEG q{QUALITY} progressive; libvips threads 1; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
 
     scores = quality(data)
     ms = timings(data, args.runs)
     base_wall, base_cpu = ms["naive Pillow LANCZOS"]
     steps = plan(args.width, args.height, SIZES)
-    print(f"| method | wall ms per photo (median of {args.runs}) | CPU ms | speed-up (wall / CPU) | "
-          + " | ".join(f"{w}x{h} PSNR dB / SSIM" for _, w, h in steps) + " |")
+    print(
+        f"| method | wall ms per photo (median of {args.runs}) | CPU ms | speed-up (wall / CPU) | "
+        + " | ".join(f"{w}x{h} PSNR dB / SSIM" for _, w, h in steps)
+        + " |"
+    )
     print("|---|---|---|---|" + "---|" * len(steps))
     for name in METHODS:
         wall, cpu = ms[name]
         cells = " | ".join(f"{p:.2f} / {s:.4f}" for p, s in scores[name])
         print(f"| {name} | {wall:.0f} | {cpu:.0f} | {base_wall / wall:.2f}x / {base_cpu / cpu:.2f}x | {cells} |")
-    worst = max(abs(p - q) for (p, _), (q, _) in zip(scores["gearworker (libvips)"], scores["naive Pillow LANCZOS"],
-                                                       strict=True))
+    worst = max(
+        abs(p - q)
+        for (p, _), (q, _) in zip(scores["gearworker (libvips)"], scores["naive Pillow LANCZOS"], strict=True)
+    )
     print(f"\nlargest PSNR gap between gearworker and the naive path, any size: {worst:.3f} dB")
 
     print("\n| pool processes | images/s | via |")

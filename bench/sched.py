@@ -85,24 +85,31 @@ def round_trip_us(count: int = 3000) -> float:
     return cases.percentile(samples, 50)
 
 
-LABELS = {"se.sum_exec_runtime": "CPU us", "nr_switches": "switches", "nr_involuntary_switches": "preempted",
-          "se.nr_migrations": "migrations"}
+LABELS = {
+    "se.sum_exec_runtime": "CPU us",
+    "nr_switches": "switches",
+    "nr_involuntary_switches": "preempted",
+    "se.nr_migrations": "migrations",
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.sched", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--jobs", type=int, default=2000)
-    p.add_argument("--kind", action="append", choices=sorted(WORKERS),
-                   help="worker kinds (default: gearworker-defaults and php)")
+    p.add_argument(
+        "--kind", action="append", choices=sorted(WORKERS), help="worker kinds (default: gearworker-defaults and php)"
+    )
     args = p.parse_args()
     kinds = args.kind or ["gearworker-defaults", "php"]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for _ in range(args.rounds):
         for kind in kinds:  # alternated: a noisy minute hits every kind alike
             rows[kind].append(one_round(kind, args.jobs))
-    print(f"lone no-op jobs, {args.jobs:,} a round, {args.rounds} alternated rounds: medians per job "
-          "(w. the worker's threads, g. gearmand's)\n")
+    print(
+        f"lone no-op jobs, {args.jobs:,} a round, {args.rounds} alternated rounds: medians per job "
+        "(w. the worker's threads, g. gearmand's)\n"
+    )
     columns = ["p50"] + [f"{who}.{name}" for who in ("w", "g") for name in FIELDS]
     heads = ["p50 us"] + [f"{who}. {LABELS[name]}" for who in ("w", "g") for name in FIELDS]
     print("| kind | " + " | ".join(heads) + " |")
@@ -114,8 +121,10 @@ def main() -> None:
     print(f"\nthis machine: a round trip between two processes (two wake-ups) takes {floor:.0f} us (p50)")
     print("\nper round (p50 us, worker switches, worker migrations):")
     for kind in kinds:
-        print(f"  {kind}: " + "; ".join(f"{r['p50']:.0f} {r['w.nr_switches']:.2f} {r['w.se.nr_migrations']:.2f}"
-                                        for r in rows[kind]))
+        print(
+            f"  {kind}: "
+            + "; ".join(f"{r['p50']:.0f} {r['w.nr_switches']:.2f} {r['w.se.nr_migrations']:.2f}" for r in rows[kind])
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,12 @@ def count(kind: str, load: str, jobs: int, gap_us: int = 0) -> tuple[int, dict[s
             php("latency.php", address, function, 200, 0)
         else:
             php("load.php", address, function, 100, 500, 0.5)
-        trace = subprocess.Popen(["strace", "-c", "-f", "-p", str(procs[0].pid)], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
+        trace = subprocess.Popen(
+            ["strace", "-c", "-f", "-p", str(procs[0].pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.5)  # strace attaches to every thread
         if load == "lone":
             php("latency.php", address, function, jobs, 0, gap_us, timeout=600)

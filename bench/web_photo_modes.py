@@ -54,18 +54,40 @@ def peak_rss_mib(pid: int) -> float:
 def run(mode: str, server: str, storage: Path, data: bytes, photos: int) -> tuple[float, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
-    web = subprocess.Popen([sys.executable, "-m", "gearworker", "web", "--port", str(port), "--server", server,
-                            "--storage-root", str(storage), "--photo-mode", mode],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gearworker",
+            "web",
+            "--port",
+            str(port),
+            "--server",
+            server,
+            "--storage-root",
+            str(storage),
+            "--photo-mode",
+            mode,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, timeout=30)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", cookies={"gw_csrf": TOKEN},
-                          headers={"x-csrf-token": TOKEN}, timeout=120) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            cookies={"gw_csrf": TOKEN},
+            headers={"x-csrf-token": TOKEN},
+            timeout=120,
+        ) as client:
             started = time.monotonic()
             ids = []
             for i in range(photos):
-                r = client.post("/api/photos?session=benchsession1&format=jpeg",
-                                files={"photo": (f"p{i}.jpg", data, "image/jpeg")})
+                r = client.post(
+                    "/api/photos?session=benchsession1&format=jpeg", files={"photo": (f"p{i}.jpg", data, "image/jpeg")}
+                )
                 r.raise_for_status()
                 ids.append(r.json()["id"])
             while True:
@@ -93,9 +115,13 @@ def main() -> int:
     storage = Path(tempfile.mkdtemp(prefix="web-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
     env["GEARWORKER_STORAGE_ROOTS"] = str(storage.resolve())
-    worker = subprocess.Popen([sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers",
-                               "--processes", "2"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers", "--processes", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     results: dict[str, list[tuple[float, float]]] = {"bytes": [], "file": []}
     try:
         while not g.status().get("resize", (0, 0, 0))[2]:
@@ -108,12 +134,16 @@ def main() -> int:
         worker.terminate()
         worker.wait(30)
         g.stop()
-    print(f"{args.photos} photos of 4000x3000 ({len(data) / 2**20:.1f} MiB JPEG) per run, {args.runs} runs, "
-          "2 worker processes")
+    print(
+        f"{args.photos} photos of 4000x3000 ({len(data) / 2**20:.1f} MiB JPEG) per run, {args.runs} runs, "
+        "2 worker processes"
+    )
     print(f"{'mode':<6} {'s per photo':>12} {'web app peak RSS':>18}")
     for mode, rows in results.items():
-        print(f"{mode:<6} {statistics.median(r[0] for r in rows):>12.3f} "
-              f"{statistics.median(r[1] for r in rows):>15.1f} MiB")
+        print(
+            f"{mode:<6} {statistics.median(r[0] for r in rows):>12.3f} "
+            f"{statistics.median(r[1] for r in rows):>15.1f} MiB"
+        )
     b, f = (statistics.median(r[0] for r in results[m]) for m in ("bytes", "file"))
     print(f"file / bytes time: {f / b:.2f}")
     return 0

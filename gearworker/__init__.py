@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 # Imported on first use: the client pulls in asyncio machinery a handler module never needs,
 # and `gearworker` (gearworker.launch) must start catching stop signals before anything heavy
 # is imported (the handler API alone costs ~70 ms of imports).
-_LAZY = {"Client": "client", "submit": "client", "submit_background": "client",
-         "CpuJob": "worker.job", "Job": "worker.job", "handler": "worker.registry"}
+_LAZY = {
+    "Client": "client",
+    "submit": "client",
+    "submit_background": "client",
+    "CpuJob": "worker.job",
+    "Job": "worker.job",
+    "handler": "worker.registry",
+}
 
 
 def __getattr__(name: str) -> Any:

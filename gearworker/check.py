@@ -23,8 +23,11 @@ def check_handlers(settings: Settings, registry: Registry) -> None:
     for name in settings.handler_concurrency:
         if name not in registry.handlers:
             known = ", ".join(sorted(registry.handlers)) or "none"
-            raise ConfigError(f"names unknown handler {name!r} (handlers: {known})", file=settings.source,
-                              setting="handler_concurrency")
+            raise ConfigError(
+                f"names unknown handler {name!r} (handlers: {known})",
+                file=settings.source,
+                setting="handler_concurrency",
+            )
 
 
 def describe(settings: Settings, registry: Registry) -> str:

@@ -22,11 +22,15 @@ from .procs import is_running
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 
-
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="PATH", help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
-    p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
-                   help="job server; repeat for several (default: settings, else a local gearmand)")
+    p.add_argument(
+        "--server",
+        dest="servers",
+        action="append",
+        metavar="HOST:PORT",
+        help="job server; repeat for several (default: settings, else a local gearmand)",
+    )
     p.add_argument("--handlers", dest="handlers_dir", metavar="DIR", help="folder of handler modules")
     p.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight at once, all handlers together")
     p.add_argument("--processes", type=int, metavar="N", help="process pool size for cpu=True handlers")
@@ -40,8 +44,20 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-id", metavar="ID", help="name shown by gearadmin --workers")
 
 
-_OVERRIDES = ("servers", "handlers_dir", "concurrency", "processes", "max_tasks_per_child", "grace_period",
-              "pid_file", "log_file", "log_format", "log_level", "metrics", "client_id")
+_OVERRIDES = (
+    "servers",
+    "handlers_dir",
+    "concurrency",
+    "processes",
+    "max_tasks_per_child",
+    "grace_period",
+    "pid_file",
+    "log_file",
+    "log_format",
+    "log_level",
+    "metrics",
+    "client_id",
+)
 
 
 def load_settings(args: argparse.Namespace) -> Any:
@@ -101,8 +117,11 @@ def load_handlers(settings: Any) -> Any:
 
     registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.origin("handlers_dir"))
     if not registry.functions:
-        raise ConfigError(f"no handler found in {settings.handlers_dir!r}", file=settings.origin("handlers_dir"),
-                          setting="handlers_dir")
+        raise ConfigError(
+            f"no handler found in {settings.handlers_dir!r}",
+            file=settings.origin("handlers_dir"),
+            setting="handlers_dir",
+        )
     check_handlers(settings, registry)
     return registry
 
@@ -137,8 +156,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     settings = config.load(args.settings, overrides={"pid_file": args.pid_file})
     if not settings.pid_file:
-        raise ConfigError("no pid file is configured: pass --pid-file or set pid_file", file=settings.source,
-                          setting="pid_file")
+        raise ConfigError(
+            "no pid file is configured: pass --pid-file or set pid_file", file=settings.source, setting="pid_file"
+        )
     pid = read_pid(settings.pid_file)
     if pid is None:
         print(f"gearworker is not running (no pid in {settings.pid_file})", file=sys.stderr)

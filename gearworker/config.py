@@ -57,23 +57,26 @@ class Settings:
     reconnect_min: float = _doc("first reconnect delay, seconds", default=0.1)
     reconnect_max: float = _doc("longest reconnect delay, seconds", default=10.0)
     connect_timeout: float = _doc("seconds to wait for a TCP connection", default=5.0)
-    heartbeat_interval: float = _doc("seconds a connection may stay silent before we send ECHO_REQ; 0: off",
-                                     default=10.0)
-    heartbeat_timeout: float = _doc("seconds to wait for any byte after a heartbeat before dropping the connection",
-                                    default=10.0)
+    heartbeat_interval: float = _doc(
+        "seconds a connection may stay silent before we send ECHO_REQ; 0: off", default=10.0
+    )
+    heartbeat_timeout: float = _doc(
+        "seconds to wait for any byte after a heartbeat before dropping the connection", default=10.0
+    )
     keepalive_idle: int = _doc("TCP keepalive: idle seconds before the first probe; 0: off", default=10)
     keepalive_interval: int = _doc("TCP keepalive: seconds between probes", default=5)
     keepalive_count: int = _doc("TCP keepalive: unanswered probes before the kernel drops the connection", default=3)
-    idle_poll: float = _doc("a sleeping worker grabs anyway every this many seconds (scheduled jobs); 0: off",
-                            default=1.0)
-    on_connection_lost: str = _doc("jobs whose connection dropped: 'cancel' them or let them 'finish'",
-                                   default="cancel")
+    idle_poll: float = _doc(
+        "a sleeping worker grabs anyway every this many seconds (scheduled jobs); 0: off", default=1.0
+    )
+    on_connection_lost: str = _doc(
+        "jobs whose connection dropped: 'cancel' them or let them 'finish'", default="cancel"
+    )
     tls: bool = _doc("connect to job servers with TLS", default=False)
     tls_ca_file: str | None = _doc("CA certificates (PEM) to verify job servers; None: the system's", default=None)
     tls_cert_file: str | None = _doc("client certificate (PEM) for job servers that ask for one", default=None)
     tls_key_file: str | None = _doc("private key of tls_cert_file; None: in the same file", default=None)
-    tls_server_hostname: str | None = _doc("name to check the server certificate against; None: the host",
-                                           default=None)
+    tls_server_hostname: str | None = _doc("name to check the server certificate against; None: the host", default=None)
     client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
     failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
     failed_jobs: str | None = _doc("record finally-failed jobs here: *.db/*.sqlite file or a folder", default=None)
@@ -88,18 +91,24 @@ class Settings:
     storage_roots: list[str] = _doc("folders handlers may read and write in file mode", default_factory=list)
     max_image_pixels: int = _doc("largest image (width x height) the resize handler decodes", default=100_000_000)
     max_upload_bytes: int = _doc("largest upload accepted by the web app and resize handler", default=50 * 1024 * 1024)
-    web_storage_root: str = _doc("folder where the web app keeps photos (originals, copies, metadata)",
-                                 default="var/photos")
+    web_storage_root: str = _doc(
+        "folder where the web app keeps photos (originals, copies, metadata)", default="var/photos"
+    )
     web_max_photos: int = _doc("photos the web app keeps; the oldest finished ones go first", default=500)
     web_max_stored_bytes: int = _doc("bytes of photos (originals + copies) the web app keeps", default=2 * 1024**3)
-    web_photo_mode: str = _doc("'bytes' (photos travel in the job) or 'file' (worker reads and writes the "
-                               "shared storage root)", default="bytes")
-    web_password_hash: str | None = _doc("login for the web app: a hash from `gearworker web --hash-password`; "
-                                         "None: no login", default=None)
-    web_allow_insecure_remote: bool = _doc("let the web app listen on a non-loopback address without a login",
-                                           default=False)
-    web_allowed_hosts: list[str] = _doc("Host names the web app answers besides loopback and its listen address; "
-                                        "'*': any", default_factory=list)
+    web_photo_mode: str = _doc(
+        "'bytes' (photos travel in the job) or 'file' (worker reads and writes the shared storage root)",
+        default="bytes",
+    )
+    web_password_hash: str | None = _doc(
+        "login for the web app: a hash from `gearworker web --hash-password`; None: no login", default=None
+    )
+    web_allow_insecure_remote: bool = _doc(
+        "let the web app listen on a non-loopback address without a login", default=False
+    )
+    web_allowed_hosts: list[str] = _doc(
+        "Host names the web app answers besides loopback and its listen address; '*': any", default_factory=list
+    )
     web_rate_limit: int = _doc("jobs and photos one client may submit per minute", default=600)
     web_job_timeout: float = _doc("seconds a foreground job from the web app may wait and run", default=300.0)
 
@@ -109,9 +118,17 @@ class Settings:
 
     def validate(self) -> Settings:
         """Raise :class:`ConfigError` for the first bad value; return self."""
-        for name in ("concurrency", "processes", "grab_pipeline", "max_packet_size",
-                     "max_image_pixels", "max_upload_bytes", "web_max_photos", "web_max_stored_bytes",
-                     "web_rate_limit"):
+        for name in (
+            "concurrency",
+            "processes",
+            "grab_pipeline",
+            "max_packet_size",
+            "max_image_pixels",
+            "max_upload_bytes",
+            "web_max_photos",
+            "web_max_stored_bytes",
+            "web_rate_limit",
+        ):
             if getattr(self, name) < 1:
                 self._fail(name, f"must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_tasks_per_child", "max_child_rss"):
@@ -123,15 +140,25 @@ class Settings:
             module, sep, attr = spec.partition(":")
             if not (sep and module and attr):
                 self._fail("middleware", f"{spec!r} is not 'module:attribute'")
-        for name in ("grace_period", "timeout_margin", "reconnect_min", "reconnect_max", "connect_timeout",
-                     "heartbeat_interval", "heartbeat_timeout", "idle_poll", "web_job_timeout"):
+        for name in (
+            "grace_period",
+            "timeout_margin",
+            "reconnect_min",
+            "reconnect_max",
+            "connect_timeout",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "idle_poll",
+            "web_job_timeout",
+        ):
             value = getattr(self, name)
             # NaN passes every comparison, so test for it explicitly.
             if not math.isfinite(value) or value < 0:
                 self._fail(name, f"must be a finite number >= 0, got {value!r}")
         if self.reconnect_max < self.reconnect_min:
-            self._fail("reconnect_max",
-                       f"must be >= reconnect_min ({self.reconnect_min!r}), got {self.reconnect_max!r}")
+            self._fail(
+                "reconnect_max", f"must be >= reconnect_min ({self.reconnect_min!r}), got {self.reconnect_max!r}"
+            )
         for server in self.servers:
             try:
                 parse_address(server)
@@ -296,7 +323,7 @@ def load(
     for key, text in env.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "SETTINGS":
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""

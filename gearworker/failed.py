@@ -116,8 +116,12 @@ def open_store(path: str | os.PathLike[str], *, workload_limit: int = 1024 * 102
 
 
 def _cut(job: FailedJob, limit: int) -> FailedJob:
-    return replace(job, workload=job.workload[:limit], workload_size=max(job.workload_size, len(job.workload)),
-                   failed_at=job.failed_at or time.time())
+    return replace(
+        job,
+        workload=job.workload[:limit],
+        workload_size=max(job.workload_size, len(job.workload)),
+        failed_at=job.failed_at or time.time(),
+    )
 
 
 class SqliteStore:
@@ -133,7 +137,8 @@ class SqliteStore:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS failed_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, failed_at REAL, "
                     "function TEXT, handle TEXT, unique_id TEXT, server TEXT, error TEXT, attempts INTEGER, "
-                    "workload BLOB, workload_size INTEGER)")
+                    "workload BLOB, workload_size INTEGER)"
+                )
         except (OSError, sqlite3.Error) as e:
             raise FailedStoreError(f"failed_jobs database {str(path)!r}: {e}") from e
 
@@ -161,8 +166,18 @@ class SqliteStore:
             cursor = db.execute(
                 "INSERT INTO failed_jobs (failed_at, function, handle, unique_id, server, error, attempts, workload, "
                 "workload_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.failed_at, job.function, job.handle, job.unique, job.server, job.error, job.attempts,
-                 job.workload, job.workload_size))
+                (
+                    job.failed_at,
+                    job.function,
+                    job.handle,
+                    job.unique,
+                    job.server,
+                    job.error,
+                    job.attempts,
+                    job.workload,
+                    job.workload_size,
+                ),
+            )
             return str(cursor.lastrowid)
 
     def list(self, *, function: str | None = None, limit: int | None = None) -> list[FailedJob]:
@@ -312,11 +327,25 @@ class RecordFailures(Middleware):
         if result.outcome not in FAILED_OUTCOMES:
             return
         if job._state is not None and job._state.get("waiting_clients", 0) > 0:
-            log.info("failed.not_recorded", function=job.function, handle=job.handle_text, unique=job.unique_text,
-                     reason="a client waits for the job and got the failure")
+            log.info(
+                "failed.not_recorded",
+                function=job.function,
+                handle=job.handle_text,
+                unique=job.unique_text,
+                reason="a client waits for the job and got the failure",
+            )
             return
-        record = FailedJob(job.function, job.handle_text, job.unique_text, result.error or result.outcome,
-                           result.attempts, job.workload, len(job.workload), job.server, time.time())
+        record = FailedJob(
+            job.function,
+            job.handle_text,
+            job.unique_text,
+            result.error or result.outcome,
+            result.attempts,
+            job.workload,
+            len(job.workload),
+            job.server,
+            time.time(),
+        )
         future = asyncio.get_running_loop().run_in_executor(None, self._write, record)
         self.pending.add(future)
         future.add_done_callback(self.pending.discard)
@@ -325,11 +354,18 @@ class RecordFailures(Middleware):
         try:
             job_id = self.store.add(record)
         except Exception as e:
-            log.error("failed.record_error", function=record.function, handle=record.handle,
-                      error=f"{type(e).__name__}: {e}")
+            log.error(
+                "failed.record_error", function=record.function, handle=record.handle, error=f"{type(e).__name__}: {e}"
+            )
             return
-        log.info("failed.recorded", id=job_id, function=record.function, handle=record.handle,
-                 unique=record.unique, attempts=record.attempts)
+        log.info(
+            "failed.recorded",
+            id=job_id,
+            function=record.function,
+            handle=record.handle,
+            unique=record.unique,
+            attempts=record.attempts,
+        )
 
     async def flush(self) -> None:
         """Wait for the records being written (at shutdown); close the status client."""

@@ -25,8 +25,11 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_ERROR = 0, 1, 2
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gearworker failed ...`` to the command line."""
-    failed = sub.add_parser("failed", help="list, show, retry or purge the records of jobs that failed for good",
-                            description="Records of finally-failed jobs (the failed_jobs setting).")
+    failed = sub.add_parser(
+        "failed",
+        help="list, show, retry or purge the records of jobs that failed for good",
+        description="Records of finally-failed jobs (the failed_jobs setting).",
+    )
     actions = failed.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="one line per record, oldest first")
     ls.add_argument("--function", metavar="F", help="only this function's records")
@@ -38,8 +41,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry = actions.add_parser("retry", help="submit the job again as a background job, then drop the record")
     retry.add_argument("id", metavar="ID")
     retry.add_argument("--force", action="store_true", help="retry even if only part of the workload was kept")
-    retry.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
-                       help="job server; repeat for several (default: settings)")
+    retry.add_argument(
+        "--server",
+        dest="servers",
+        action="append",
+        metavar="HOST:PORT",
+        help="job server; repeat for several (default: settings)",
+    )
     purge = actions.add_parser("purge", help="delete records (all, or filtered)")
     purge.add_argument("--function", metavar="F")
     purge.add_argument("--older-than", type=float, metavar="SECONDS", help="only records older than this")
@@ -56,8 +64,11 @@ def _store(args: argparse.Namespace) -> tuple[Any, Any]:
     settings = config.load(args.settings)
     path = args.store or settings.failed_jobs
     if not path:
-        raise ConfigError("no failed-jobs store is configured: set failed_jobs or pass --store",
-                          file=settings.source, setting="failed_jobs")
+        raise ConfigError(
+            "no failed-jobs store is configured: set failed_jobs or pass --store",
+            file=settings.source,
+            setting="failed_jobs",
+        )
     return settings, open_store(path, workload_limit=settings.failed_workload_limit)
 
 
@@ -93,8 +104,17 @@ def _list(store: Any, args: argparse.Namespace) -> int:
     for job in jobs:
         summary = job.summary()
         error = job.error if len(job.error) <= 60 else job.error[:57] + "..."
-        rows.append([job.id, summary["failed_at_utc"], job.function, str(job.attempts),
-                     f"{job.workload_size}{'*' if job.truncated else ''}", job.unique or "-", error])
+        rows.append(
+            [
+                job.id,
+                summary["failed_at_utc"],
+                job.function,
+                str(job.attempts),
+                f"{job.workload_size}{'*' if job.truncated else ''}",
+                job.unique or "-",
+                error,
+            ]
+        )
     print(format_table(rows))
     return EXIT_OK
 
@@ -120,8 +140,11 @@ async def _retry(store: Any, settings: Any, args: argparse.Namespace) -> int:
 
     job = store.get(args.id)
     if job.truncated and not args.force:
-        print(f"gearworker: record {job.id} kept {len(job.workload)} of {job.workload_size} workload bytes: "
-              "retrying would run a different job (--force to do it anyway)", file=sys.stderr)
+        print(
+            f"gearworker: record {job.id} kept {len(job.workload)} of {job.workload_size} workload bytes: "
+            "retrying would run a different job (--force to do it anyway)",
+            file=sys.stderr,
+        )
         return EXIT_NOT_FOUND
     servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     try:

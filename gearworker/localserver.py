@@ -30,8 +30,6 @@ def _listening(port: int) -> bool:
     return False
 
 
-
-
 class LocalGearmand:
     """Runs ``gearmand`` on 127.0.0.1 for as long as the worker runs.
 
@@ -59,13 +57,17 @@ class LocalGearmand:
         # --threads=0: measured 1.26x the throughput of the default on 2 cores (NOTES.md).
         self._proc = subprocess.Popen(
             [binary, "--listen=127.0.0.1", f"--port={self.port}", "--threads=0", f"--log-file={logfile.name}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             preexec_fn=_gearmand_dies_with_us,
         )
         for _ in range(200):
             if self._proc.poll() is not None:
-                raise ConfigError(f"local gearmand exited with code {self._proc.returncode}; log: {logfile.name}",
-                                  setting="local_gearmand_port")
+                raise ConfigError(
+                    f"local gearmand exited with code {self._proc.returncode}; log: {logfile.name}",
+                    setting="local_gearmand_port",
+                )
             if _listening(self.port):
                 log.info("gearmand.started", address=self.address, pid=self._proc.pid, log=logfile.name)
                 return

@@ -34,11 +34,25 @@ import structlog
 
 from .logbatch import LINGER, MAX_BATCH, MAX_DELAY, BatchedOutput, after_fork, flush, outputs
 
-__all__ = ["LINGER", "MAX_BATCH", "MAX_DELAY", "BatchedOutput", "configure", "contextvars_bound", "flush",
-           "json_writer", "reset"]
+__all__ = [
+    "LINGER",
+    "MAX_BATCH",
+    "MAX_DELAY",
+    "BatchedOutput",
+    "configure",
+    "contextvars_bound",
+    "flush",
+    "json_writer",
+    "reset",
+]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
-           "critical": logging.CRITICAL}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 def reset() -> None:
@@ -202,7 +216,8 @@ def _merge_contextvars(logger: Any, method: str, event: MutableMapping[str, Any]
 
 
 _merge: Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]] = (
-    _merge_contextvars if isinstance(_BOUND_VARS, dict) else structlog.contextvars.merge_contextvars)
+    _merge_contextvars if isinstance(_BOUND_VARS, dict) else structlog.contextvars.merge_contextvars
+)
 
 
 def contextvars_bound() -> bool:
@@ -233,8 +248,12 @@ def json_writer(logger: Any) -> Callable[[list[dict[str, Any]]], None] | None:
     or without a log file), binds nothing, and no contextvars are bound here:
     its lines then need structlog's processors, one call at a time.
     """
-    if (not _JSON_PROCESSORS or getattr(logger, "_processors", None) is not _JSON_PROCESSORS
-            or getattr(logger, "_context", True) or contextvars_bound()):
+    if (
+        not _JSON_PROCESSORS
+        or getattr(logger, "_processors", None) is not _JSON_PROCESSORS
+        or getattr(logger, "_context", True)
+        or contextvars_bound()
+    ):
         return None
     out: BatchedOutput | None = getattr(getattr(logger, "_logger", None), "output", None)
     if out is None:
@@ -313,8 +332,9 @@ class _JsonAndFile:
         return line
 
 
-def configure(level: str = "info", fmt: str = "auto", file: str | None = None,
-              stream: TextIO | None = None) -> BatchedOutput:
+def configure(
+    level: str = "info", fmt: str = "auto", file: str | None = None, stream: TextIO | None = None
+) -> BatchedOutput:
     """Configure structlog for the whole process; return the output of ``stream``.
 
     ``fmt``: "json", "console", or "auto" (console when ``stream`` is a terminal).
@@ -330,13 +350,13 @@ def configure(level: str = "info", fmt: str = "auto", file: str | None = None,
     file_out = _file_out = None
     if file:
         # O_APPEND: several processes (the pool's) may share the file; each batch lands whole.
-        file_out = _file_out = BatchedOutput(fd=os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
-                                           owns_fd=True)
+        file_out = _file_out = BatchedOutput(
+            fd=os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), owns_fd=True
+        )
     # contextvars first: handlers may bind_contextvars().
     processors: list[Callable[[Any, str, MutableMapping[str, Any]], Any]]
     if console:
-        processors = [_merge, _level_and_exception, _timestamp,
-                      _ConsoleAndFile(stream.isatty(), file_out)]
+        processors = [_merge, _level_and_exception, _timestamp, _ConsoleAndFile(stream.isatty(), file_out)]
     else:
         processors = [_merge, _render if file_out is None else _JsonAndFile(file_out)]
         if _merge is _merge_contextvars:

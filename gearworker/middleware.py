@@ -46,8 +46,18 @@ from .errors import ConfigError
 from .retry import Failure
 
 __all__ = [
-    "FINAL_HOOK_TIMEOUT", "Chain", "JobInfo", "JobResult", "LogMiddleware", "MetricsMiddleware", "Middleware",
-    "MiddlewareProtocol", "build", "load", "middleware", "middlewares_in",
+    "FINAL_HOOK_TIMEOUT",
+    "Chain",
+    "JobInfo",
+    "JobResult",
+    "LogMiddleware",
+    "MetricsMiddleware",
+    "Middleware",
+    "MiddlewareProtocol",
+    "build",
+    "load",
+    "middleware",
+    "middlewares_in",
 ]
 
 # structlog (and with it asyncio) is imported only where a log line is made:
@@ -156,8 +166,11 @@ def _instance(obj: Any, where: str) -> MiddlewareProtocol:
     value = obj() if isinstance(obj, type) else obj
     missing = [m for m in ("before", "after", "on_failure") if not callable(getattr(value, m, None))]
     if missing:
-        raise ConfigError(f"middleware {where} has no {', '.join(missing)} method (subclass "
-                          "gearworker.middleware.Middleware for no-op defaults)", setting="middleware")
+        raise ConfigError(
+            f"middleware {where} has no {', '.join(missing)} method (subclass "
+            "gearworker.middleware.Middleware for no-op defaults)",
+            setting="middleware",
+        )
     return value  # type: ignore[no-any-return]
 
 
@@ -192,8 +205,17 @@ def load(spec: str, *, file: str | None = None) -> MiddlewareProtocol:
 class Chain:
     """The middlewares of a worker, called in order; a failing hook is logged and skipped."""
 
-    __slots__ = ("_after", "_after_complete", "_before", "_failure", "_final", "has_after_complete", "has_before",
-                 "items", "log_only")
+    __slots__ = (
+        "_after",
+        "_after_complete",
+        "_before",
+        "_failure",
+        "_final",
+        "has_after_complete",
+        "has_before",
+        "items",
+        "log_only",
+    )
 
     def __init__(self, items: Sequence[MiddlewareProtocol]) -> None:
         self.items = list(items)
@@ -203,8 +225,11 @@ class Chain:
         self._after = [m.after for m in reversed(self.items) if _overrides(m, "after")]
         # A middleware with quiet_on_complete = True does nothing in after() for a completed job
         # (the job.done line with info logging off): the worker then makes no JobInfo/JobResult for it.
-        self._after_complete = [m.after for m in reversed(self.items)
-                                if _overrides(m, "after") and not getattr(m, "quiet_on_complete", False)]
+        self._after_complete = [
+            m.after
+            for m in reversed(self.items)
+            if _overrides(m, "after") and not getattr(m, "quiet_on_complete", False)
+        ]
         self.has_before = bool(self._before)
         self.has_after_complete = bool(self._after_complete)
         #: The worker's log middleware when it is the only one that hears of completed jobs (the
@@ -265,8 +290,12 @@ def _hook_failed(hook: Any, job: JobInfo) -> None:
     import structlog
 
     structlog.get_logger("gearworker.middleware").error(
-        "middleware.error", hook=getattr(hook, "__qualname__", repr(hook)), function=job.function,
-        handle=job.handle_text, exc_info=True)
+        "middleware.error",
+        hook=getattr(hook, "__qualname__", repr(hook)),
+        function=job.function,
+        handle=job.handle_text,
+        exc_info=True,
+    )
 
 
 _UTC = datetime.UTC
@@ -314,16 +343,30 @@ class LogMiddleware(Middleware):
                 self.completed(job.function, job.handle, job.unique, result.duration, result.ended_at)
             return
         at = _fromtimestamp(result.ended_at, _UTC) if result.ended_at is not None else _now(_UTC)
-        self._log.warning("job.done", function=job.function, handle=job.handle_text, unique=job.unique_text,
-                        duration=_micros(result.duration), outcome=result.outcome, error=result.error,
-                        attempts=result.attempts, timestamp=at)
+        self._log.warning(
+            "job.done",
+            function=job.function,
+            handle=job.handle_text,
+            unique=job.unique_text,
+            duration=_micros(result.duration),
+            outcome=result.outcome,
+            error=result.error,
+            attempts=result.attempts,
+            timestamp=at,
+        )
 
     def completed(self, function: str, handle: bytes, unique: bytes, duration: float, ended_at: float | None) -> None:
         """The info ``job.done`` line of a completed job (``after`` calls it; so does the Runner, directly)."""
         try:
-            self._log.info("job.done", function=function, handle=handle.decode("utf-8", "replace"),
-                           unique=unique.decode("utf-8", "replace"), duration=_micros(duration), outcome="complete",
-                           timestamp=_fromtimestamp(ended_at, _UTC) if ended_at is not None else _now(_UTC))
+            self._log.info(
+                "job.done",
+                function=function,
+                handle=handle.decode("utf-8", "replace"),
+                unique=unique.decode("utf-8", "replace"),
+                duration=_micros(duration),
+                outcome="complete",
+                timestamp=_fromtimestamp(ended_at, _UTC) if ended_at is not None else _now(_UTC),
+            )
         except Exception:  # as for any hook (Chain): a log line that fails must not stop the others
             _hook_failed(self.completed, JobInfo(function, handle, unique, 0, ""))
 
@@ -342,10 +385,21 @@ class LogMiddleware(Middleware):
             try:
                 # decode() without "replace" (0.25k instructions less a line): bytes
                 # that are not UTF-8 raise, and the lines go one by one below.
-                write([{"function": function, "handle": handle.decode(), "unique": unique.decode(),
-                        "duration": round(duration * 1_000_000) / 1_000_000,  # _micros() inline
-                        "outcome": "complete", "timestamp": stamp(ended_at, utc), "event": "job.done", "level": "info"}
-                       for function, handle, unique, duration, ended_at in lines])
+                write(
+                    [
+                        {
+                            "function": function,
+                            "handle": handle.decode(),
+                            "unique": unique.decode(),
+                            "duration": round(duration * 1_000_000) / 1_000_000,  # _micros() inline
+                            "outcome": "complete",
+                            "timestamp": stamp(ended_at, utc),
+                            "event": "job.done",
+                            "level": "info",
+                        }
+                        for function, handle, unique, duration, ended_at in lines
+                    ]
+                )
                 return
             except Exception:  # e.g. a unique id that is not UTF-8: one by one below, as completed() would
                 pass  # (nothing was written: every line is rendered before any is queued)
@@ -355,8 +409,16 @@ class LogMiddleware(Middleware):
 
     def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
         if not final:
-            self._log.warning("job.retry", function=job.function, handle=job.handle_text, unique=job.unique_text,
-                            attempt=attempt, attempts=job.attempts, outcome=failure.outcome, error=failure.message)
+            self._log.warning(
+                "job.retry",
+                function=job.function,
+                handle=job.handle_text,
+                unique=job.unique_text,
+                attempt=attempt,
+                attempts=job.attempts,
+                outcome=failure.outcome,
+                error=failure.message,
+            )
 
 
 class MetricsMiddleware(Middleware):
@@ -372,8 +434,14 @@ class MetricsMiddleware(Middleware):
         self.metrics.job_finished(job.function, result.outcome, result.duration)
 
 
-def build(settings_middleware: Iterable[str], found: Iterable[MiddlewareProtocol], *, metrics: Any = None,
-          failed: MiddlewareProtocol | None = None, file: str | None = None) -> Chain:
+def build(
+    settings_middleware: Iterable[str],
+    found: Iterable[MiddlewareProtocol],
+    *,
+    metrics: Any = None,
+    failed: MiddlewareProtocol | None = None,
+    file: str | None = None,
+) -> Chain:
     """The worker's chain: logging, metrics (when on), failed-job records (when on), the settings' list,
     then those found in handler modules."""
     items: list[MiddlewareProtocol] = [LogMiddleware()]

@@ -44,8 +44,9 @@ class PidFile:
             except FileExistsError:
                 other = read_pid(self.path)
                 if other is not None and other != self.pid and _alive(other):
-                    raise ConfigError(f"gearworker is already running as pid {other}", file=str(self.path),
-                                      setting="pid_file") from None
+                    raise ConfigError(
+                        f"gearworker is already running as pid {other}", file=str(self.path), setting="pid_file"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             except OSError as e:

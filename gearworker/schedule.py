@@ -78,12 +78,21 @@ class Interval:
         return f"every {self.seconds}s"
 
 
-_MONTHS = {name: i for i, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+_MONTHS = {
+    name: i
+    for i, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1
+    )
+}
 _WEEKDAYS = {name: i for i, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 _MACROS = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
 
 
@@ -131,8 +140,10 @@ class Cron:
         spec = _MACROS.get(text.strip().lower(), text)
         parts = spec.split()
         if len(parts) != 5:
-            raise ScheduleError(f"cron expression {text!r} has {len(parts)} fields, expected 5 "
-                                "(minute hour day-of-month month day-of-week)")
+            raise ScheduleError(
+                f"cron expression {text!r} has {len(parts)} fields, expected 5 "
+                "(minute hour day-of-month month day-of-week)"
+            )
         sets = [_parse_field(part, f, text) for part, f in zip(parts, _FIELDS, strict=True)]
         weekdays = frozenset(d % 7 for d in sets[4])
         cron = cls(text.strip(), sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")

@@ -49,10 +49,17 @@ def tick_workload(tick: int, schedule: Interval | Cron) -> bytes:
 class Scheduler:
     """Runs every schedule of one worker process until cancelled."""
 
-    def __init__(self, functions: Sequence[ScheduledFunction], client_id: str, *, workers: WorkersQuery,
-                 submit: Submit, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 own: Callable[[str, str], int] | None = None) -> None:
+    def __init__(
+        self,
+        functions: Sequence[ScheduledFunction],
+        client_id: str,
+        *,
+        workers: WorkersQuery,
+        submit: Submit,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        own: Callable[[str, str], int] | None = None,
+    ) -> None:
         self.functions = list(functions)
         self.client_id = client_id
         self._workers = workers
@@ -116,9 +123,14 @@ class Scheduler:
         for server, table in tables.items():
             same = sum(1 for r in table if r.client_id == leader and function in r.functions)
             if same > (self._own(server, function) if leader == self.client_id else 1):
-                log.warning("schedule.client_id_clash", function=function, server=server, client_id=leader,
-                            connections=same,
-                            hint="client ids must be unique per process: ticks may run more than once")
+                log.warning(
+                    "schedule.client_id_clash",
+                    function=function,
+                    server=server,
+                    client_id=leader,
+                    connections=same,
+                    hint="client ids must be unique per process: ticks may run more than once",
+                )
 
 
 def scheduled_functions(handlers: Iterable[Any]) -> list[ScheduledFunction]:
@@ -126,8 +138,14 @@ def scheduled_functions(handlers: Iterable[Any]) -> list[ScheduledFunction]:
     return [ScheduledFunction(h.name, h.schedule) for h in handlers if h.schedule is not None]
 
 
-async def run_schedules(servers: Sequence[str], functions: Sequence[ScheduledFunction], client_id: str, *,
-                        connect_timeout: float = 5.0, own: Callable[[str, str], int] | None = None) -> None:
+async def run_schedules(
+    servers: Sequence[str],
+    functions: Sequence[ScheduledFunction],
+    client_id: str,
+    *,
+    connect_timeout: float = 5.0,
+    own: Callable[[str, str], int] | None = None,
+) -> None:
     """Run ``functions``' schedules for the worker whose connections carry ``client_id``, until cancelled.
 
     Uses its own :class:`gearworker.Client`: the admin ``workers`` query for
@@ -144,6 +162,5 @@ async def run_schedules(servers: Sequence[str], functions: Sequence[ScheduledFun
         async def submit(function: str, workload: bytes, unique: str) -> None:
             await client.submit_background(function, workload, unique=unique)
 
-        log.info("schedule.started", client_id=client_id,
-                 schedules={f.function: str(f.schedule) for f in functions})
+        log.info("schedule.started", client_id=client_id, schedules={f.function: str(f.schedule) for f in functions})
         await Scheduler(functions, client_id, workers=workers, submit=submit, own=own).run()

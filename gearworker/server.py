@@ -133,16 +133,21 @@ class Server:
         if s.failed_jobs:
             from .failed import RecordFailures, open_store
 
-            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit),
-                                          s.servers)
+            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit), s.servers)
         self.pool = await self._start_pool(self.registry)
         self.worker = self._start_worker(self.registry, self.pool)
         self._start_scheduler()
         if prometheus is not None:
             await self._start_metrics(prometheus)
         self._background.append(asyncio.create_task(self._announce_ready()))
-        log.info("server.started", pid=os.getpid(), servers=s.servers, functions=sorted(self.registry.functions),
-                 processes=self.pool.size if self.pool else 0, concurrency=s.concurrency)
+        log.info(
+            "server.started",
+            pid=os.getpid(),
+            servers=s.servers,
+            functions=sorted(self.registry.functions),
+            processes=self.pool.size if self.pool else 0,
+            concurrency=s.concurrency,
+        )
 
     async def _start_pool(self, registry: Registry) -> Pool | None:
         if not any(h.cpu for h in registry.handlers.values()):
@@ -157,8 +162,9 @@ class Server:
 
         s = self.settings
         metrics = None if isinstance(self.metrics, NullMetrics) else self.metrics  # a no-op sink: no per-job calls
-        chain = build(s.middleware, registry.middleware, metrics=metrics, failed=self._failed,
-                      file=s.origin("middleware"))
+        chain = build(
+            s.middleware, registry.middleware, metrics=metrics, failed=self._failed, file=s.origin("middleware")
+        )
         worker = Worker(s, registry, pool, metrics=self.metrics, middleware=chain)
         worker.start()
         return worker
@@ -175,8 +181,13 @@ class Server:
         async def run() -> None:
             # Only a worker that gearmand lists can be elected: wait until it is connected.
             await worker.first_connection.wait()
-            await run_schedules(self.settings.servers, functions, worker.client_id,
-                                connect_timeout=self.settings.connect_timeout, own=self._own_connections)
+            await run_schedules(
+                self.settings.servers,
+                functions,
+                worker.client_id,
+                connect_timeout=self.settings.connect_timeout,
+                own=self._own_connections,
+            )
 
         self._scheduler = asyncio.create_task(run())
 
@@ -184,8 +195,12 @@ class Server:
         """This process's live connections to ``server`` registered for ``function`` (old ones after a reload too)."""
         wire = function.encode()
         workers = [w for w in (self.worker, *(r[0] for r in self._retiring)) if w is not None]
-        return sum(1 for w in workers for c in w.connections
-                   if c.name == server and c.stream is not None and wire in c.group.timeouts)
+        return sum(
+            1
+            for w in workers
+            for c in w.connections
+            if c.name == server and c.stream is not None and wire in c.group.timeouts
+        )
 
     async def _stop_scheduler(self) -> None:
         if self._scheduler is not None:
@@ -223,8 +238,9 @@ class Server:
         try:
             pool = await self._start_pool(registry)
         except Exception as e:
-            log.error("server.reload_failed", error=f"pool: {type(e).__name__}: {e}",
-                      kept=sorted(self.registry.functions))
+            log.error(
+                "server.reload_failed", error=f"pool: {type(e).__name__}: {e}", kept=sorted(self.registry.functions)
+            )
             return False
         old_worker, old_pool, old_registry = self.worker, self.pool, self.registry
         assert old_worker is not None
@@ -238,8 +254,13 @@ class Server:
         await self._stop_scheduler()
         self._start_scheduler()
         self.reloads += 1
-        log.info("server.reloaded", pid=os.getpid(), duration=round(time.monotonic() - started, 3),
-                 still_running=old_worker.running, **changes(old_registry, registry))
+        log.info(
+            "server.reloaded",
+            pid=os.getpid(),
+            duration=round(time.monotonic() - started, 3),
+            still_running=old_worker.running,
+            **changes(old_registry, registry),
+        )
         return True
 
     async def _retire(self, worker: Worker, pool: Pool | None) -> None:
@@ -268,11 +289,7 @@ class Server:
 
     def healthy(self) -> bool:
         """Connected to at least one server, and the pool (if any) is whole."""
-        return (
-            self.worker is not None
-            and self.worker.connected > 0
-            and (self.pool is None or self.pool.healthy)
-        )
+        return self.worker is not None and self.worker.connected > 0 and (self.pool is None or self.pool.healthy)
 
     async def _start_metrics(self, prometheus: Metrics) -> None:
         from .metrics.prometheus import serve

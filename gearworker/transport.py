@@ -335,9 +335,13 @@ class PacketStream(asyncio.Protocol):
             elif now - self._ping_at >= timeout:
                 silent = now - self._heard_at
                 log.warning("server.dead", server=self.name, silent=round(silent, 1))
-                self.abort(ConnectionLost(f"job server {self.name} did not answer a heartbeat: silent for "
-                                          f"{silent:.0f}s (heartbeat_interval={interval:g}, "
-                                          f"heartbeat_timeout={timeout:g})"))
+                self.abort(
+                    ConnectionLost(
+                        f"job server {self.name} did not answer a heartbeat: silent for "
+                        f"{silent:.0f}s (heartbeat_interval={interval:g}, "
+                        f"heartbeat_timeout={timeout:g})"
+                    )
+                )
                 return
             else:
                 self._timer = self._loop.call_at(self._ping_at + timeout, self._check_heartbeat)
@@ -396,11 +400,17 @@ class Endpoint:
                     _, stream = await loop.create_connection(factory, self.host, self.port)
                 else:
                     _, stream = await loop.create_connection(
-                        factory, self.host, self.port, ssl=o.ssl, server_hostname=o.server_hostname or self.host,
-                        ssl_handshake_timeout=o.connect_timeout)
+                        factory,
+                        self.host,
+                        self.port,
+                        ssl=o.ssl,
+                        server_hostname=o.server_hostname or self.host,
+                        ssl_handshake_timeout=o.connect_timeout,
+                    )
         except TimeoutError as e:
-            raise NoServerAvailable(f"cannot connect to job server {self.address}: timed out after "
-                                    f"{o.connect_timeout:g}s") from e
+            raise NoServerAvailable(
+                f"cannot connect to job server {self.address}: timed out after {o.connect_timeout:g}s"
+            ) from e
         except ssl.SSLError as e:  # before OSError: it is one, and the TLS cause must show
             raise NoServerAvailable(f"TLS with job server {self.address} failed: {e.reason or e}") from e
         except OSError as e:
@@ -408,8 +418,10 @@ class Endpoint:
             if o.ssl is not None and not isinstance(e, ConnectionRefusedError):
                 # The server took the connection, then dropped it in the handshake:
                 # it does not speak TLS there (gearmand 1.1.20 never does; see NOTES).
-                raise NoServerAvailable(f"TLS with job server {self.address} failed: {type(e).__name__}: {why} "
-                                        "(the server closed the connection during the TLS handshake)") from e
+                raise NoServerAvailable(
+                    f"TLS with job server {self.address} failed: {type(e).__name__}: {why} "
+                    "(the server closed the connection during the TLS handshake)"
+                ) from e
             raise NoServerAvailable(f"cannot connect to job server {self.address}: {why}") from e
         return stream
 
@@ -423,8 +435,14 @@ class Link:
     returns, not one line per attempt.
     """
 
-    def __init__(self, endpoint: Endpoint, receiver: Receiver, *, on_up: Callable[[PacketStream], None],
-                 on_down: Callable[[Exception | None], None]) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        receiver: Receiver,
+        *,
+        on_up: Callable[[PacketStream], None],
+        on_down: Callable[[Exception | None], None],
+    ) -> None:
         self.endpoint = endpoint
         self.name = endpoint.address
         self.stream: PacketStream | None = None

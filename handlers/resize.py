@@ -28,8 +28,9 @@ log = structlog.get_logger("gearworker.handlers.resize")
 def limits() -> Limits:
     """The limits from the settings, read once per pool process."""
     s = config.active()
-    return Limits(max_upload_bytes=s.max_upload_bytes, max_image_pixels=s.max_image_pixels,
-                  storage_roots=tuple(s.storage_roots))
+    return Limits(
+        max_upload_bytes=s.max_upload_bytes, max_image_pixels=s.max_image_pixels, storage_roots=tuple(s.storage_roots)
+    )
 
 
 @handler("resize", cpu=True, timeout=120)
@@ -37,6 +38,12 @@ def resize(job: CpuJob) -> bytes:
     """Resize a photo to several sizes; WORK_STATUS after each copy; bad input fails the job with a clear message."""
     start = time.perf_counter()
     result = run(job.workload, limits(), progress=job.status)
-    log.info("resize.done", handle=job.handle.decode(errors="replace"), unique=job.unique.decode(errors="replace"),
-             input_bytes=len(job.workload), output_bytes=len(result), duration=round(time.perf_counter() - start, 4))
+    log.info(
+        "resize.done",
+        handle=job.handle.decode(errors="replace"),
+        unique=job.unique.decode(errors="replace"),
+        input_bytes=len(job.workload),
+        output_bytes=len(result),
+        duration=round(time.perf_counter() - start, 4),
+    )
     return result

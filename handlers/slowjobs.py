@@ -24,5 +24,12 @@ class SlowJobs(Middleware):
 
     def after(self, job: JobInfo, result: JobResult) -> None:
         if result.duration > SLOW_SECONDS:
-            log.warning("job.slow", function=job.function, handle=job.handle_text, unique=job.unique_text,
-                        duration=round(result.duration, 3), outcome=result.outcome, attempts=result.attempts)
+            log.warning(
+                "job.slow",
+                function=job.function,
+                handle=job.handle_text,
+                unique=job.unique_text,
+                duration=round(result.duration, 3),
+                outcome=result.outcome,
+                attempts=result.attempts,
+            )

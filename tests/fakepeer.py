@@ -242,8 +242,9 @@ class RawClient:
         self.conn.sock.close()
 
 
-def gearman_cli(port: int, function: str, payload: bytes, *, background: bool = False,
-                unique: str | None = None) -> subprocess.Popen[bytes]:
+def gearman_cli(
+    port: int, function: str, payload: bytes, *, background: bool = False, unique: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``gearman -f FUNCTION`` with ``payload`` on stdin; ``.communicate()`` gives (result, errors)."""
     cmd = ["gearman", "-h", "127.0.0.1", "-p", str(port), "-f", function]
     if background:

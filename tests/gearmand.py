@@ -54,12 +54,20 @@ class Gearmand:
     def start(self) -> Gearmand:
         if not os.path.exists(GEARMAND):
             raise RuntimeError("gearmand is not installed: apt-get install gearman-job-server gearman-tools")
-        cmd = [GEARMAND, "--listen=127.0.0.1", f"--port={self.port}", f"--threads={self.threads}",
-               f"--log-file={self.log}", "--verbose=WARNING", *self.extra]
+        cmd = [
+            GEARMAND,
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            f"--threads={self.threads}",
+            f"--log-file={self.log}",
+            "--verbose=WARNING",
+            *self.extra,
+        ]
         if self.sqlite is not None:
             cmd += ["--queue-type=libsqlite3", f"--libsqlite3-db={self.sqlite}"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_for_port(self.port)
         except TimeoutError:

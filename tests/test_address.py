@@ -35,7 +35,7 @@ def test_the_default_port_is_gearmands_registered_4730() -> None:
 
 
 def test_a_bare_number_is_a_port_not_a_host() -> None:
-    """"9100" is port 9100 on the default host (no one names a host 9100)."""
+    """ "9100" is port 9100 on the default host (no one names a host 9100)."""
     assert parse_address("9100", default_host="0.0.0.0") == ("0.0.0.0", 9100)
 
 
@@ -69,7 +69,7 @@ def test_an_empty_address_is_an_error(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["h:port", "h:47x0", "[::1]:abc", "h:4.5"])
 def test_a_port_that_is_not_a_number_is_an_error_naming_the_text(text: str) -> None:
-    """"bad port in 'TEXT': expected HOST:PORT" (the ValueError from int() is not chained)."""
+    """ "bad port in 'TEXT': expected HOST:PORT" (the ValueError from int() is not chained)."""
     with pytest.raises(ValueError) as info:
         parse_address(text)
     assert str(info.value) == f"bad port in {text!r}: expected HOST:PORT"

@@ -54,8 +54,9 @@ def start(workers: list[WorkerProcess], gearmand: Gearmand, *args: str, count: i
 
 
 @pytest.mark.parametrize("function", ["echo", "cpu_echo"])
-def test_binary_workloads_come_back_byte_for_byte(workers: list[WorkerProcess], gearmand: Gearmand,
-                                                  function: str) -> None:
+def test_binary_workloads_come_back_byte_for_byte(
+    workers: list[WorkerProcess], gearmand: Gearmand, function: str
+) -> None:
     """Workloads that are not UTF-8 (every byte value, NULs, 1 MiB random) round-trip unchanged."""
     start(workers, gearmand)
     client = RawClient(gearmand.port)
@@ -104,8 +105,9 @@ def test_concurrent_cli_clients_each_get_their_own_result(workers: list[WorkerPr
         assert out == payload, err
 
 
-def test_sigterm_with_an_async_job_in_flight_completes_it_and_exits_0(workers: list[WorkerProcess],
-                                                                      gearmand: Gearmand, tmp_path: Path) -> None:
+def test_sigterm_with_an_async_job_in_flight_completes_it_and_exits_0(
+    workers: list[WorkerProcess], gearmand: Gearmand, tmp_path: Path
+) -> None:
     """SIGTERM while an async job runs: the job completes, the worker exits 0."""
     w = start(workers, gearmand, "--grace-period", "30")
     pidfile = tmp_path / "pid"
@@ -117,8 +119,9 @@ def test_sigterm_with_an_async_job_in_flight_completes_it_and_exits_0(workers: l
     assert out == f"first {w.pid}".encode(), err
 
 
-def test_sigterm_with_an_async_job_past_the_grace_requeues_it(workers: list[WorkerProcess], gearmand: Gearmand,
-                                                              tmp_path: Path) -> None:
+def test_sigterm_with_an_async_job_past_the_grace_requeues_it(
+    workers: list[WorkerProcess], gearmand: Gearmand, tmp_path: Path
+) -> None:
     """SIGTERM while a long async job runs and the grace runs out: exit 0, and another worker does the job."""
     w = start(workers, gearmand, "--grace-period", "0.5")
     pidfile, once = tmp_path / "pid", tmp_path / "once"
@@ -135,8 +138,9 @@ def test_sigterm_with_an_async_job_past_the_grace_requeues_it(workers: list[Work
 
 
 @pytest.mark.parametrize("how", ["restart", "kill_and_stay_down"])
-def test_worker_serves_again_after_gearmand_restarts(workers: list[WorkerProcess], gearmand: Gearmand,
-                                                     how: str) -> None:
+def test_worker_serves_again_after_gearmand_restarts(
+    workers: list[WorkerProcess], gearmand: Gearmand, how: str
+) -> None:
     """gearmand restarted on the same port (or SIGKILLed and back after a while): the worker reconnects and serves."""
     w = start(workers, gearmand)
     assert run_gearman_cli(gearmand.port, "echo", b"before")[1] == b"before"

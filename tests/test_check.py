@@ -15,7 +15,7 @@ from gearworker.config import Settings
 from gearworker.errors import ConfigError
 from gearworker.worker.registry import Registry, discover
 
-HANDLERS = '''
+HANDLERS = """
 from gearworker import handler
 
 @handler("fetch", aliases=["get", "download"])
@@ -29,7 +29,7 @@ def hash_(job):
 @handler("resize_big", cpu=True, timeout=120)
 def resize_big(job):
     return b""
-'''
+"""
 
 
 def settings(**overrides: object) -> Settings:
@@ -45,12 +45,15 @@ def registry(tmp_path: Path) -> Registry:
 
 def handler_lines(text: str) -> dict[str, str]:
     """The per-handler lines, by handler name (columns squeezed to single spaces)."""
-    return {line.split()[0]: " ".join(line.split()) for line in text.splitlines() if line.startswith("  ")
-            and not line.startswith("  h1:")}
+    return {
+        line.split()[0]: " ".join(line.split())
+        for line in text.splitlines()
+        if line.startswith("  ") and not line.startswith("  h1:")
+    }
 
 
 def test_the_summary_counts_handlers_kinds_and_function_names(tmp_path: Path, registry: Registry) -> None:
-    """"handlers: N from DIR/ (C cpu, A async/thread), F function names" counts aliases as function names."""
+    """ "handlers: N from DIR/ (C cpu, A async/thread), F function names" counts aliases as function names."""
     text = describe(settings(handlers_dir=str(tmp_path)), registry)
     assert f"handlers: 3 from {tmp_path}/ (1 cpu, 2 async/thread), 5 function names" in text.splitlines()
 
@@ -84,11 +87,25 @@ def test_a_limit_from_settings_beats_the_decorators_and_says_so(tmp_path: Path, 
 
 def test_limits_lines_show_the_effective_values() -> None:
     """Pool recycling, reconnect, failure style, metrics address and log/pid files are shown as configured."""
-    text = describe(settings(max_tasks_per_child=500, processes=4, reconnect_min=0.5, reconnect_max=30,
-                             connect_timeout=2, failure_style="exception", max_packet_size=1024,
-                             metrics=":9100", log_file="/var/log/gw.json", pid_file="/run/gw.pid",
-                             log_level="warning", log_format="json", grace_period=2.5, timeout_margin=1),
-                    Registry())
+    text = describe(
+        settings(
+            max_tasks_per_child=500,
+            processes=4,
+            reconnect_min=0.5,
+            reconnect_max=30,
+            connect_timeout=2,
+            failure_style="exception",
+            max_packet_size=1024,
+            metrics=":9100",
+            log_file="/var/log/gw.json",
+            pid_file="/run/gw.pid",
+            log_level="warning",
+            log_format="json",
+            grace_period=2.5,
+            timeout_margin=1,
+        ),
+        Registry(),
+    )
     lines = text.splitlines()
     assert "process pool: 4 processes for cpu handlers, recycled after 500 jobs" in lines
     assert "shutdown grace: 2.5s; timeout margin: 1s" in lines

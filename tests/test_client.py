@@ -17,7 +17,8 @@ from gearworker.protocol import StatusRow
 
 
 async def test_500_concurrent_jobs_finishing_out_of_order_each_reach_their_own_caller(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """500 callers share one connection; 4 PHP workers sleep 0-5 ms at random, so results come back
     out of order, and still every caller gets the result of its own job."""
     workers.php([gearmand], 4)
@@ -38,7 +39,8 @@ async def test_500_concurrent_jobs_finishing_out_of_order_each_reach_their_own_c
 
 
 async def test_every_byte_value_round_trips_through_php_and_gearman_cli_workers(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """Payloads and results are bytes end to end: NUL and every other byte value survive both ways."""
     workers.php([gearmand])
     workers.gearman_cli(gearmand, "cli.cat", "cat")
@@ -63,7 +65,8 @@ async def test_10_mb_round_trip(gearmand: Gearmand, workers: Workers) -> None:
 
 
 async def test_many_large_payloads_at_once_wait_for_the_send_buffer_and_all_round_trip(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """20 concurrent 1 MB jobs overflow the socket buffer: submits wait for it to drain (pause/resume_writing)
     instead of piling up, and every caller still gets its own bytes back."""
     workers.gearworker(gearmand)
@@ -93,13 +96,16 @@ async def test_str_and_json_payloads_and_result_decoding(gearmand: Gearmand, wor
             await client.submit("php.echo", "x", priority="urgent")  # type: ignore[arg-type]
 
 
-async def test_progress_reaches_sync_and_async_callbacks_and_the_iterator(
-        gearmand: Gearmand, workers: Workers) -> None:
+async def test_progress_reaches_sync_and_async_callbacks_and_the_iterator(gearmand: Gearmand, workers: Workers) -> None:
     """WORK_STATUS, WORK_DATA and WORK_WARNING arrive in order through on_progress (plain or async)
     and through ``async for`` over client.start(); the result follows."""
     workers.php([gearmand])
-    expected = [Progress("status", 1, 3), Progress("data", data=b"data-1"),
-                Progress("warning", data=b"warning-1"), Progress("status", 3, 3)]
+    expected = [
+        Progress("status", 1, 3),
+        Progress("data", data=b"data-1"),
+        Progress("warning", data=b"warning-1"),
+        Progress("status", 3, 3),
+    ]
 
     def strip(events: list[Progress]) -> list[Progress]:
         return [Progress(e.kind, e.numerator, e.denominator, e.data) for e in events]
@@ -147,15 +153,17 @@ async def test_failures_carry_the_workers_message(gearmand: Gearmand, workers: W
 
 
 async def test_background_jobs_run_in_priority_order_and_status_follows_them(
-        gearmand: Gearmand, workers: Workers, tmp_path: Path) -> None:
+    gearmand: Gearmand, workers: Workers, tmp_path: Path
+) -> None:
     """Background jobs queued at low, normal and high priority (each with a unique id) run high first,
     low last; status by handle and by unique id report them until they are done."""
     record = tmp_path / "order.txt"
     async with Client([gearmand.address]) as client:
         handles: dict[str, Handle] = {}
         for priority in ("low", "normal", "high"):
-            handles[priority] = await client.submit_background("php.record", priority, priority=priority,
-                                                               unique=f"bg-{priority}")
+            handles[priority] = await client.submit_background(
+                "php.record", priority, priority=priority, unique=f"bg-{priority}"
+            )
             assert handles[priority].server == gearmand.address
         status = await client.status(handles["low"])
         assert status == JobStatus(known=True, running=False, numerator=0, denominator=0)
@@ -192,7 +200,8 @@ async def test_background_job_when_waits_for_its_time(gearmand: Gearmand, worker
 
 
 async def test_a_caller_timing_out_does_not_disturb_the_other_jobs_on_the_connection(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """One caller gives up (wait_for / timeout=), another is cancelled before JOB_CREATED even arrives;
     the other jobs on the same connection all get their own results and the connection stays."""
     workers.php([gearmand], 4)
@@ -209,8 +218,9 @@ async def test_a_caller_timing_out_does_not_disturb_the_other_jobs_on_the_connec
         early.cancel()
         later = [asyncio.ensure_future(client.submit("php.shuffle", f"later-{i}")) for i in range(50)]
         results = await asyncio.gather(*others, *later)
-        assert results == [f"other-{i}"[::-1].encode() for i in range(50)] + \
-                          [f"later-{i}"[::-1].encode() for i in range(50)]
+        assert results == [f"other-{i}"[::-1].encode() for i in range(50)] + [
+            f"later-{i}"[::-1].encode() for i in range(50)
+        ]
         assert early.cancelled()
         assert client.servers[0].router is connection
         # The abandoned jobs finish on the workers (0.5 s each); their results are dropped.
@@ -223,7 +233,8 @@ async def test_a_caller_timing_out_does_not_disturb_the_other_jobs_on_the_connec
 
 
 async def test_same_unique_id_on_one_connection_coalesces_and_both_callers_get_the_result(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """gearmand gives two submits with the same unique id one job and one handle; both callers get its result,
     and a third caller that times out leaves the other two unharmed."""
     workers.php([gearmand], 2)
@@ -270,7 +281,8 @@ async def test_server_status_and_workers_are_typed_rows(gearmand: Gearmand, work
 
 
 async def test_module_level_submit_uses_the_servers_from_the_environment(
-        gearmand: Gearmand, workers: Workers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gearmand: Gearmand, workers: Workers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """``await submit(...)`` / ``submit_background(...)`` need no Client: GEARWORKER_SERVERS says where."""
     workers.php([gearmand])
     monkeypatch.chdir(tmp_path)  # no settings.py here
@@ -303,13 +315,15 @@ def test_the_client_works_on_uvloop(gearmand: Gearmand, workers: Workers) -> Non
     async def main() -> list[bytes]:
         async with Client([gearmand.address]) as client:
             return await asyncio.wait_for(
-                asyncio.gather(*(client.submit("php.shuffle", f"{i}") for i in range(50))), 30)
+                asyncio.gather(*(client.submit("php.shuffle", f"{i}") for i in range(50))), 30
+            )
 
     assert uvloop.run(main()) == [f"{i}".encode()[::-1] for i in range(50)]
 
 
 async def test_a_request_refused_with_error_fails_alone_and_later_replies_stay_in_order(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """gearmand answers a unique id over 64 bytes with ERROR instead of JOB_CREATED: that submit raises
     ServerRefused with gearmand's reason, and the jobs submitted around it on the connection get their own results."""
     from gearworker.client import ServerRefused
@@ -320,16 +334,18 @@ async def test_a_request_refused_with_error_fails_alone_and_later_replies_stay_i
         refused = asyncio.ensure_future(client.submit("php.shuffle", "x", unique="u" * 65))
         refused_bg = asyncio.ensure_future(client.submit_background("php.nobody", "x", unique="v" * 65))
         after = [asyncio.ensure_future(client.submit("php.shuffle", f"a{i}")) for i in range(10)]
-        assert await asyncio.gather(*before, *after) == [f"b{i}"[::-1].encode() for i in range(10)] + \
-                                                        [f"a{i}"[::-1].encode() for i in range(10)]
+        assert await asyncio.gather(*before, *after) == [f"b{i}"[::-1].encode() for i in range(10)] + [
+            f"a{i}"[::-1].encode() for i in range(10)
+        ]
         for job in (refused, refused_bg):
             with pytest.raises(ServerRefused, match="ARGUMENT_TOO_LARGE"):
                 await job
         assert await client.submit("php.echo", "still fine") == b"still fine"
 
 
-async def test_unique_ids_gearmand_would_mangle_are_refused_before_sending(gearmand: Gearmand,
-                                                                          workers: Workers) -> None:
+async def test_unique_ids_gearmand_would_mangle_are_refused_before_sending(
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """gearmand 1.1.20 truncates a 64-byte unique id and prepends a NUL to the workload: the client refuses
     ids over 63 bytes itself, and 63 bytes round-trip intact."""
     workers.php([gearmand])
@@ -342,7 +358,8 @@ async def test_unique_ids_gearmand_would_mangle_are_refused_before_sending(gearm
 
 
 async def test_closing_the_client_fails_its_waiting_jobs_instead_of_leaving_them_hanging(
-        gearmand: Gearmand, workers: Workers) -> None:
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """close() with foreground jobs in flight fails them with ConnectionLost; a closed client refuses new jobs."""
     from gearworker.errors import ConnectionLost
 

@@ -13,8 +13,9 @@ def gearworker(*args: str, input: bytes | None = None) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "gearworker", *args], input=input, capture_output=True, timeout=60)
 
 
-def test_submit_writes_the_result_bytes_to_stdout_from_an_argument_or_stdin(gearmand: Gearmand,
-                                                                             workers: Workers) -> None:
+def test_submit_writes_the_result_bytes_to_stdout_from_an_argument_or_stdin(
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """The result goes to stdout unchanged (every byte value); '-' reads a binary payload from stdin."""
     workers.php([gearmand])
     out = gearworker("submit", "php.echo", "hello", "--server", gearmand.address)
@@ -29,14 +30,19 @@ def test_submit_shows_progress_on_stderr_only(gearmand: Gearmand, workers: Worke
     workers.php([gearmand])
     out = gearworker("submit", "php.progress", "x", "--server", gearmand.address)
     assert out.returncode == 0 and out.stdout == b"done:x"
-    assert out.stderr.decode().splitlines() == ["progress 1/3 (33%)", "data: data-1", "warning: warning-1",
-                                                "progress 3/3 (100%)"]
+    assert out.stderr.decode().splitlines() == [
+        "progress 1/3 (33%)",
+        "data: data-1",
+        "warning: warning-1",
+        "progress 3/3 (100%)",
+    ]
     quiet = gearworker("submit", "php.progress", "x", "-q", "--server", gearmand.address)
     assert quiet.stderr == b"" and quiet.stdout == b"done:x"
 
 
-def test_submit_exit_codes_for_failed_jobs_timeouts_and_unreachable_servers(gearmand: Gearmand,
-                                                                           workers: Workers) -> None:
+def test_submit_exit_codes_for_failed_jobs_timeouts_and_unreachable_servers(
+    gearmand: Gearmand, workers: Workers
+) -> None:
     """A failed or timed-out job exits 1 with the worker's message; no reachable server exits 2."""
     workers.php([gearmand])
     failed = gearworker("submit", "php.warnfail", "7", "-q", "--server", gearmand.address)

@@ -19,7 +19,8 @@ FAST_RETRY = {"reconnect_min": 0.05, "reconnect_max": 0.2}
 
 
 async def test_same_unique_id_coalesces_across_a_three_server_setup(
-        gearmand_factory: MakeGearmand, workers: Workers) -> None:
+    gearmand_factory: MakeGearmand, workers: Workers
+) -> None:
     """Two clients (as two web processes would) with the same 3 servers send a unique id to the same
     server, so gearmand coalesces: one job, one result for both; different ids spread over all servers."""
     servers = [gearmand_factory() for _ in range(3)]
@@ -30,8 +31,9 @@ async def test_same_unique_id_coalesces_across_a_three_server_setup(
         # php.random's 300 ms, which a slow connect could miss.
         for client in (one, two):
             assert await client.submit("php.echo", "warm", unique="photo-42") == b"warm"
-        first, second = await asyncio.gather(one.submit("php.random", "x", unique="photo-42"),
-                                             two.submit("php.random", "x", unique="photo-42"))
+        first, second = await asyncio.gather(
+            one.submit("php.random", "x", unique="photo-42"), two.submit("php.random", "x", unique="photo-42")
+        )
         assert first == second
         h1 = await one.submit_background("php.nobody", "a", unique="queued-1")
         h2 = await two.submit_background("php.nobody", "b", unique="queued-1")
@@ -45,8 +47,10 @@ def test_the_server_for_a_unique_id_is_the_same_in_another_process() -> None:
     """The unique-id hash is stable across processes (not Python's salted hash())."""
     addresses = ["10.0.0.1:4730", "10.0.0.2:4730", "10.0.0.3:4730"]
     here = [Client(addresses).server_for(f"key-{i}") for i in range(20)]
-    code = ("from gearworker import Client; import sys; c = Client(sys.argv[1:]); "
-            "print(' '.join(c.server_for(f'key-{i}') for i in range(20)))")
+    code = (
+        "from gearworker import Client; import sys; c = Client(sys.argv[1:]); "
+        "print(' '.join(c.server_for(f'key-{i}') for i in range(20)))"
+    )
     there = subprocess.run([sys.executable, "-c", code, *addresses], capture_output=True, text=True, check=True)
     assert there.stdout.split() == here
     assert len(set(here)) == 3
@@ -61,7 +65,8 @@ async def test_jobs_without_unique_id_are_spread_round_robin(gearmand_factory: M
 
 
 async def test_failover_to_the_next_server_when_one_refuses_connections(
-        gearmand_factory: MakeGearmand, workers: Workers) -> None:
+    gearmand_factory: MakeGearmand, workers: Workers
+) -> None:
     """A server that refuses connections is skipped, for round-robin jobs and for unique ids hashed to it."""
     live = gearmand_factory()
     dead = free_port_address()
@@ -78,7 +83,8 @@ async def test_failover_to_the_next_server_when_one_refuses_connections(
 
 
 async def test_gearmand_killed_fails_in_flight_jobs_at_once_and_the_client_recovers(
-        gearmand_factory: MakeGearmand, workers: Workers) -> None:
+    gearmand_factory: MakeGearmand, workers: Workers
+) -> None:
     """Jobs running or queued when gearmand is SIGKILLed fail with ConnectionLost naming the server, long
     before they would have finished; while it is down submits fail fast; once it is back, submits work again."""
     g = gearmand_factory()
@@ -103,7 +109,8 @@ async def test_gearmand_killed_fails_in_flight_jobs_at_once_and_the_client_recov
 
 
 async def test_a_dying_server_sends_later_jobs_to_the_other_server(
-        gearmand_factory: MakeGearmand, workers: Workers) -> None:
+    gearmand_factory: MakeGearmand, workers: Workers
+) -> None:
     """After one of two servers dies, every new job (round robin or hashed to it) goes to the survivor."""
     a, b = gearmand_factory(), gearmand_factory()
     workers.php([a, b], 2)
@@ -129,8 +136,6 @@ async def _retry(make: Callable[[], Awaitable[bytes]], attempts: int = 100) -> b
         except NoServerAvailable:
             await asyncio.sleep(0.1)
     raise AssertionError("the client never reconnected")
-
-
 
 
 async def test_a_connect_that_fails_after_its_only_caller_gave_up_leaves_no_unretrieved_error() -> None:

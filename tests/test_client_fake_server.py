@@ -53,6 +53,7 @@ def created(n: int) -> bytes:
 
 async def test_work_fail_with_a_stray_nul_after_the_handle_still_reaches_its_caller(fake_server: Callable) -> None:
     """gearmand 1.1.20 can send WORK_FAIL as handle + NUL + data: the handle is cut at the NUL."""
+
     def reply(packet: Packet, n: int) -> list[bytes]:
         fail = response(PacketType.WORK_FAIL, f"H:fake:{n}".encode() + b"\x00ValueError: mangled")
         return [created(n), encode(fail)]
@@ -65,9 +66,11 @@ async def test_work_fail_with_a_stray_nul_after_the_handle_still_reaches_its_cal
 
 
 async def test_garbage_from_the_server_fails_the_jobs_in_flight_and_the_client_reconnects(
-        fake_server: Callable) -> None:
+    fake_server: Callable,
+) -> None:
     """Bytes that are not Gearman fail every job on that connection with ConnectionLost (no hang); the next
     submit opens a new connection."""
+
     def reply(packet: Packet, n: int) -> list[bytes]:
         if packet.arg("data") == b"bad":
             return [created(n), b"HTTP/1.1 400 Bad Request\r\n\r\n"]
@@ -89,6 +92,7 @@ async def test_garbage_from_the_server_fails_the_jobs_in_flight_and_the_client_r
 async def test_a_reply_nobody_asked_for_resets_the_connection(fake_server: Callable) -> None:
     """An extra JOB_CREATED would shift every later reply onto the wrong caller: the connection is dropped
     instead, failing its jobs with ConnectionLost."""
+
     def reply(packet: Packet, n: int) -> list[bytes]:
         return [created(n), created(n + 100)]
 

@@ -37,8 +37,9 @@ class Workers:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def php(self, servers: Sequence[Gearmand], count: int = 1, *, record: Path | None = None,
-            wait: bool = True) -> list[subprocess.Popen[bytes]]:
+    def php(
+        self, servers: Sequence[Gearmand], count: int = 1, *, record: Path | None = None, wait: bool = True
+    ) -> list[subprocess.Popen[bytes]]:
         """Start ``count`` php-gearman workers (tests/php/worker.php) connected to every server."""
         addresses = ",".join(g.address for g in servers)
         args = ["php", str(PHP_DIR / "worker.php"), addresses, "php", str(record or "/dev/null")]
@@ -56,8 +57,18 @@ class Workers:
 
     def gearworker(self, server: Gearmand, *extra: str) -> subprocess.Popen[bytes]:
         """Start gearworker's own worker with the example handlers."""
-        proc = self._spawn([sys.executable, "-m", "gearworker", "--server", server.address,
-                            "--handlers", str(ROOT / "handlers"), *extra])
+        proc = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "gearworker",
+                "--server",
+                server.address,
+                "--handlers",
+                str(ROOT / "handlers"),
+                *extra,
+            ]
+        )
         wait_for_workers([server], "echo", 1, timeout=30)
         return proc
 

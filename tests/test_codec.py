@@ -193,6 +193,7 @@ def test_repr_does_not_dump_large_payloads() -> None:
 
 # -- text admin protocol -------------------------------------------------------
 
+
 def test_admin_status_and_workers_rows_are_parsed() -> None:
     admin = AdminParser()
     admin.sent("status")

@@ -361,8 +361,11 @@ def test_dockerfile_base_user_and_command() -> None:
 
 def test_dockerfile_copies_what_exists_and_is_not_dockerignored() -> None:
     """Every COPY source exists and .dockerignore does not exclude it."""
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for instruction, arg in dockerfile_instructions():
         if instruction != "COPY":
             continue

@@ -24,8 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: object) -> FailedJob:
-    values: dict[str, object] = dict(handle="H:host:1", unique="u-7", error="ValueError: card declined",
-                                     attempts=3, workload=workload, workload_size=len(workload), server="s:4730")
+    values: dict[str, object] = dict(
+        handle="H:host:1",
+        unique="u-7",
+        error="ValueError: card declined",
+        attempts=3,
+        workload=workload,
+        workload_size=len(workload),
+        server="s:4730",
+    )
     values.update(kw)
     return FailedJob(function, **values)  # type: ignore[arg-type]
 
@@ -49,7 +56,13 @@ def test_records_keep_every_field_and_survive_reopening(store_path: Path) -> Non
     again = open_store(store_path).get(job_id)
     assert again.id == job_id
     assert (again.function, again.handle, again.unique, again.error, again.attempts, again.server) == (
-        "charge", "H:host:1", "u-7", "ValueError: card declined", 3, "s:4730")
+        "charge",
+        "H:host:1",
+        "u-7",
+        "ValueError: card declined",
+        3,
+        "s:4730",
+    )
     assert again.workload == b'{"id": 7}' and not again.truncated
     assert before <= again.failed_at <= time.time()
 
@@ -95,9 +108,11 @@ def test_several_processes_can_write_one_sqlite_store(tmp_path: Path) -> None:
     """Four processes adding 25 records each at once: 100 records, none lost (sqlite's lock + busy timeout)."""
     path = tmp_path / "f.db"
     open_store(path)
-    code = ("import sys; from gearworker.failed import open_store, FailedJob\n"
-            "s = open_store(sys.argv[1])\n"
-            "for i in range(25): s.add(FailedJob('f', 'h', str(i), 'E: x', 1, b'w', 1))\n")
+    code = (
+        "import sys; from gearworker.failed import open_store, FailedJob\n"
+        "s = open_store(sys.argv[1])\n"
+        "for i in range(25): s.add(FailedJob('f', 'h', str(i), 'E: x', 1, b'w', 1))\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)]) for _ in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     assert len(open_store(path).list()) == 100
@@ -106,8 +121,14 @@ def test_several_processes_can_write_one_sqlite_store(tmp_path: Path) -> None:
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.pop("GEARWORKER_SETTINGS", None)
-    return subprocess.run([sys.executable, "-m", "gearworker", "failed", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=full_env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", "failed", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=60,
+    )
 
 
 def test_cli_lists_shows_and_purges_records_from_the_setting(tmp_path: Path) -> None:
@@ -130,8 +151,12 @@ def test_cli_lists_shows_and_purges_records_from_the_setting(tmp_path: Path) -> 
 
     shown = cli("show", first, env=env)
     assert json.loads(shown.stdout)["workload"] == '{"id": 7}'
-    raw = subprocess.run([sys.executable, "-m", "gearworker", "failed", "show", "2", "--workload", "--store",
-                          str(path)], capture_output=True, cwd=ROOT, timeout=60)
+    raw = subprocess.run(
+        [sys.executable, "-m", "gearworker", "failed", "show", "2", "--workload", "--store", str(path)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert raw.stdout == b"\xff\xd8binary"
 
     missing = cli("show", "999", env=env)

@@ -133,7 +133,8 @@ def echo_handlers(tmp_path: Path) -> Path:
     folder = tmp_path / "handlers"
     folder.mkdir()
     (folder / "only_echo.py").write_text(
-        "from gearworker import handler\n\n@handler('echo')\nasync def echo(job):\n    return job.workload\n")
+        "from gearworker import handler\n\n@handler('echo')\nasync def echo(job):\n    return job.workload\n"
+    )
     return folder
 
 

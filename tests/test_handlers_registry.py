@@ -33,16 +33,21 @@ async def echo(job):
 # name -> (files as {stem: source}, words the message must contain)
 BROKEN: dict[str, tuple[dict[str, str], list[str]]] = {
     "syntax_error": ({"broken": "def oops(:\n    pass\n"}, ["import failed", "SyntaxError"]),
-    "raises_at_import": ({"broken": "raise RuntimeError('no database here')\n"},
-                         ["import failed", "RuntimeError", "no database here"]),
-    "missing_dependency": ({"broken": "import gearworker_no_such_module_xyz\n"},
-                           ["import failed", "ModuleNotFoundError", "gearworker_no_such_module_xyz"]),
+    "raises_at_import": (
+        {"broken": "raise RuntimeError('no database here')\n"},
+        ["import failed", "RuntimeError", "no database here"],
+    ),
+    "missing_dependency": (
+        {"broken": "import gearworker_no_such_module_xyz\n"},
+        ["import failed", "ModuleNotFoundError", "gearworker_no_such_module_xyz"],
+    ),
     "async_cpu_handler": (
         {"broken": "from gearworker import handler\n\n@handler('x_{tag}', cpu=True)\nasync def x(job):\n    pass\n"},
         ["import failed", "cpu=True handler must be a plain def"],
     ),
     "nested_cpu_handler": (
-        {"broken": textwrap.dedent("""
+        {
+            "broken": textwrap.dedent("""
             from gearworker import handler
 
             def make():
@@ -52,7 +57,8 @@ BROKEN: dict[str, tuple[dict[str, str], list[str]]] = {
                 return inner
 
             resize = make()
-        """)},
+        """)
+        },
         ["nested_{tag}", "cannot be pickled", "module level"],
     ),
     "lambda_cpu_handler": (
@@ -63,14 +69,18 @@ BROKEN: dict[str, tuple[dict[str, str], list[str]]] = {
 
 DUPLICATES: dict[str, tuple[dict[str, str], list[str]]] = {
     "same_handler_name_in_two_files": (
-        {"a_first": 'from gearworker import handler\n\n@handler("dup_{tag}")\nasync def one(job):\n    pass\n',
-         "b_second": 'from gearworker import handler\n\n@handler("dup_{tag}")\nasync def two(job):\n    pass\n'},
+        {
+            "a_first": 'from gearworker import handler\n\n@handler("dup_{tag}")\nasync def one(job):\n    pass\n',
+            "b_second": 'from gearworker import handler\n\n@handler("dup_{tag}")\nasync def two(job):\n    pass\n',
+        },
         ["dup_{tag}", "defined twice"],
     ),
     "alias_claims_another_handlers_name": (
-        {"a_first": 'from gearworker import handler\n\n@handler("one_{tag}")\nasync def one(job):\n    pass\n',
-         "b_second": 'from gearworker import handler\n\n@handler("two_{tag}", aliases=["one_{tag}"])\n'
-                     'async def two(job):\n    pass\n'},
+        {
+            "a_first": 'from gearworker import handler\n\n@handler("one_{tag}")\nasync def one(job):\n    pass\n',
+            "b_second": 'from gearworker import handler\n\n@handler("two_{tag}", aliases=["one_{tag}"])\n'
+            "async def two(job):\n    pass\n",
+        },
         ["one_{tag}", "claimed twice"],
     ),
 }
@@ -89,8 +99,14 @@ def write_handlers(folder: Path, files: dict[str, str], tag: str) -> dict[str, P
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gearworker", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "GEARWORKER_CONNECT_TIMEOUT": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "GEARWORKER_CONNECT_TIMEOUT": "1"},
+    )
 
 
 def assert_clear(message: str, words: list[str], tag: str, *files: Path) -> None:
@@ -141,8 +157,9 @@ def test_discover_of_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
-@pytest.mark.parametrize("case", ["syntax_error", "missing_dependency", "nested_cpu_handler",
-                                  "same_handler_name_in_two_files"])
+@pytest.mark.parametrize(
+    "case", ["syntax_error", "missing_dependency", "nested_cpu_handler", "same_handler_name_in_two_files"]
+)
 def test_cli_exits_2_with_one_line_naming_the_file(tmp_path: Path, case: str, command: str) -> None:
     """`gearworker run|check` with bad handlers: exit code 2, a one-line error naming the file, no traceback.
 

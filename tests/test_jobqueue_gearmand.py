@@ -54,8 +54,12 @@ def jobs_worker(gearmand: Gearmand, tmp_path: Path) -> Iterator[WorkerProcess]:
     """A worker serving tests/handlers_jobqueue, with failed-job records in tmp_path/failed.db."""
     state = tmp_path / "state"
     state.mkdir()
-    w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "1"],
-                      env={"GW_TEST_STATE": str(state), "GEARWORKER_FAILED_JOBS": str(tmp_path / "failed.db")})
+    w = WorkerProcess(
+        [gearmand.address],
+        handlers=HANDLERS,
+        args=["--processes", "1"],
+        env={"GW_TEST_STATE": str(state), "GEARWORKER_FAILED_JOBS": str(tmp_path / "failed.db")},
+    )
     w.start(wait_for="flaky_cpu", gearmand=gearmand)
     yield w
     assert w.stop() == 0
@@ -80,35 +84,42 @@ async def run(gearmand: Gearmand, function: str, payload: bytes = b"") -> tuple[
 
 @pytest.mark.parametrize("function", ["flaky", "flaky_cpu"])
 async def test_failing_twice_then_succeeding_with_two_retries_gives_the_client_its_result(
-        gearmand: Gearmand, jobs_worker: WorkerProcess, function: str) -> None:
+    gearmand: Gearmand, jobs_worker: WorkerProcess, function: str
+) -> None:
     """retries=2: two WORK_WARNINGs "attempt k/3 failed: Type: message", then the result (async and cpu=True)."""
     result, warnings = await run(gearmand, function)
     prefix = "cpu " if function == "flaky_cpu" else ""
     assert result == f"{prefix}ok after 3 attempts".encode()
     kind = "ValueError" if function == "flaky_cpu" else "RuntimeError"
     assert [w.split(" in ")[0] for w in warnings] == [
-        f"attempt 1/3 failed: {kind}: {prefix}flaky failure 1", f"attempt 2/3 failed: {kind}: {prefix}flaky failure 2"]
+        f"attempt 1/3 failed: {kind}: {prefix}flaky failure 1",
+        f"attempt 2/3 failed: {kind}: {prefix}flaky failure 2",
+    ]
     wait_for(lambda: log_events(jobs_worker, "job.retry"), what="job.retry log lines")  # logs are written in batches
 
 
 async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
-        gearmand: Gearmand, jobs_worker: WorkerProcess, tmp_path: Path) -> None:
+    gearmand: Gearmand, jobs_worker: WorkerProcess, tmp_path: Path
+) -> None:
     """The last failure is reported as before (warning with the message, then WORK_FAIL).
 
     It is recorded too: without a unique id gearmand cannot say whether a client waits.
     """
     result, warnings = await run(gearmand, "never_works")
     assert isinstance(result, JobFailed)
-    assert warnings == ["attempt 1/2 failed: RuntimeError: broken for good (attempt 1)",
-                        "RuntimeError: broken for good (attempt 2)"]
+    assert warnings == [
+        "attempt 1/2 failed: RuntimeError: broken for good (attempt 1)",
+        "RuntimeError: broken for good (attempt 2)",
+    ]
     wait_for(lambda: log_events(jobs_worker, "failed.recorded"), what="failed-job record")
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT function, attempts, error FROM failed_jobs").fetchall()
     assert rows == [("never_works", 2, "RuntimeError: broken for good (attempt 2)")]
 
 
-async def test_only_jobs_nobody_waits_for_are_recorded(gearmand: Gearmand, jobs_worker: WorkerProcess,
-                                                       tmp_path: Path) -> None:
+async def test_only_jobs_nobody_waits_for_are_recorded(
+    gearmand: Gearmand, jobs_worker: WorkerProcess, tmp_path: Path
+) -> None:
     """A foreground job whose client waits (asked with GET_STATUS_UNIQUE) is not recorded; a background one is."""
     async with Client([gearmand.address]) as client:
         with pytest.raises(JobFailed):
@@ -121,8 +132,9 @@ async def test_only_jobs_nobody_waits_for_are_recorded(gearmand: Gearmand, jobs_
     assert rows == [("bg-1", b"bg", 2)]
 
 
-async def test_no_retry_fails_at_the_first_attempt(gearmand: Gearmand, jobs_worker: WorkerProcess,
-                                                   tmp_path: Path) -> None:
+async def test_no_retry_fails_at_the_first_attempt(
+    gearmand: Gearmand, jobs_worker: WorkerProcess, tmp_path: Path
+) -> None:
     """NoRetry skips the three retries the handler allows."""
     result, warnings = await run(gearmand, "refuses")
     assert isinstance(result, JobFailed)
@@ -165,26 +177,30 @@ async def charge(job):
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env}
     full.pop("GEARWORKER_SETTINGS", None)
-    return subprocess.run([sys.executable, "-m", "gearworker", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=full, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", *args], capture_output=True, text=True, cwd=ROOT, env=full, timeout=60
+    )
 
 
 def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixed(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """Background job fails -> record; fix the handler file, SIGHUP; `gearworker failed retry ID` -> done."""
     handlers = handlers_dir(tmp_path, billing=CHARGE_BROKEN)
     done = tmp_path / "done"
     env = {"GEARWORKER_FAILED_JOBS": str(tmp_path / "failed"), "GW_DONE_FILE": str(done)}
     w = WorkerProcess([gearmand.address], handlers=handlers, env=env).start(wait_for="charge", gearmand=gearmand)
     try:
-        submitted = cli("submit", "-b", "-u", "order-42", "--server", gearmand.address, "charge", '{"order": 42}',
-                        env=env)
+        submitted = cli(
+            "submit", "-b", "-u", "order-42", "--server", gearmand.address, "charge", '{"order": 42}', env=env
+        )
         assert submitted.returncode == 0, submitted.stderr
         wait_for(lambda: log_events(w, "failed.recorded"), what="failed-job record")
         listed = cli("failed", "list", "--json", env=env)
         records = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [(r["function"], r["unique"], r["error"], r["workload_size"]) for r in records] == [
-            ("charge", "order-42", "RuntimeError: payment service URL is wrong", 13)]
+            ("charge", "order-42", "RuntimeError: payment service URL is wrong", 13)
+        ]
         assert records[0]["handle"] == submitted.stdout.strip()
 
         (handlers / "billing.py").write_text(CHARGE_FIXED)
@@ -232,7 +248,8 @@ def cpu_retried(job):
 
 
 async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_completes(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """Edit the handler file, SIGHUP: same pid, new code for new jobs (async and pool), the old job finishes."""
     handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
@@ -265,8 +282,9 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
 async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearmand: Gearmand, tmp_path: Path) -> None:
     """A cpu=True job waiting to retry when SIGHUP comes runs its next attempt on the old code and pool."""
     handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
-    w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"],
-                      env={"GW_TEST_STATE": str(tmp_path)})
+    w = WorkerProcess(
+        [gearmand.address], handlers=handlers, args=["--processes", "1"], env={"GW_TEST_STATE": str(tmp_path)}
+    )
     w.start(wait_for="cpu_retried", gearmand=gearmand)
     try:
         warned = asyncio.Event()
@@ -283,8 +301,9 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
         assert w.stop() == 0, w.log_text()[-4000:]
 
 
-async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(gearmand: Gearmand,
-                                                                             tmp_path: Path) -> None:
+async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """SIGHUP then SIGTERM while an old-code job runs: it completes, the worker exits 0 within the grace period."""
     handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
     w = WorkerProcess([gearmand.address], handlers=handlers, args=["--processes", "1"])
@@ -307,8 +326,9 @@ async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(ge
         w.stop()
 
 
-async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(gearmand: Gearmand,
-                                                                              tmp_path: Path) -> None:
+async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """SIGHUP, SIGTERM, SIGTERM with an old-code job running and a 60 s grace: the worker logs that it
     drains, exits 0 at the second signal, and the job goes back to the queue."""
     handlers = handlers_dir(tmp_path, versioned=VERSIONED.format(v="v1"))
@@ -363,13 +383,13 @@ async def tick(job):
 
 
 def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_once(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """3 worker processes, schedule=1: the 20 ticks after all are up run 20 times, and no tick ever runs twice."""
     handlers = handlers_dir(tmp_path, ticks=TICK)
     ticks = tmp_path / "ticks"
     ticks.touch()
-    workers = [WorkerProcess([gearmand.address], handlers=handlers, env={"GW_TICK_FILE": str(ticks)})
-               for _ in range(3)]
+    workers = [WorkerProcess([gearmand.address], handlers=handlers, env={"GW_TICK_FILE": str(ticks)}) for _ in range(3)]
     try:
         for w in workers:
             w.start()

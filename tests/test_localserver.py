@@ -81,8 +81,10 @@ async def test_without_gearmand_installed_the_error_names_the_setting(monkeypatc
     with pytest.raises(ConfigError) as info:
         await LocalGearmand(free_port()).start()
     assert info.value.setting == "servers"
-    assert str(info.value) == ("setting 'servers': no job server is configured and gearmand is not installed "
-                               "(apt-get install gearman-job-server, or set servers)")
+    assert str(info.value) == (
+        "setting 'servers': no job server is configured and gearmand is not installed "
+        "(apt-get install gearman-job-server, or set servers)"
+    )
 
 
 # Starts a LocalGearmand, prints "pid N" (after structlog's own lines), then waits to be killed.

@@ -32,7 +32,8 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 
 def test_lines_of_many_loop_turns_within_the_linger_are_written_whole_in_order_with_one_write(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A lone job logs one line per loop turn: lines still wait LINGER seconds and leave in one write."""
     # A longer linger (and watchdog tick) than the defaults, so that a slow machine's 100 loop
     # turns still fit in one batch; the behaviour is the same at any length.
@@ -165,8 +166,9 @@ def test_console_format_is_readable_text_and_json_is_one_object_per_line(tmp_pat
     with open(plain, "w") as stream:
         logs.configure("info", "auto", stream=stream)  # not a terminal: JSON
         structlog.get_logger("test").info("server.started", pid=42)
-    assert _records(plain) == [{"pid": 42, "event": "server.started", "level": "info",
-                                "timestamp": _records(plain)[0]["timestamp"]}]
+    assert _records(plain) == [
+        {"pid": 42, "event": "server.started", "level": "info", "timestamp": _records(plain)[0]["timestamp"]}
+    ]
 
 
 def test_auto_format_on_a_terminal_is_console() -> None:
@@ -265,8 +267,7 @@ _CRASHING_SCRIPT = textwrap.dedent("""
 
 
 def test_lines_logged_before_an_unhandled_exception_are_written_before_its_traceback() -> None:
-    out = subprocess.run([sys.executable, "-c", _CRASHING_SCRIPT], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", _CRASHING_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode != 0
     lines = out.stderr.splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
@@ -293,8 +294,7 @@ _EXITING_SCRIPT = textwrap.dedent("""
 
 
 def test_lines_still_queued_when_the_loop_stops_are_written_at_exit() -> None:
-    out = subprocess.run([sys.executable, "-c", _EXITING_SCRIPT], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", _EXITING_SCRIPT], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["n"] for line in out.stderr.splitlines()] == list(range(300))
 
@@ -318,8 +318,9 @@ def test_a_line_reaches_the_output_while_a_handler_blocks_the_loop() -> None:
     try:
         assert proc.stderr is not None
         got: list[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(proc.stderr.readline()) if proc.stderr else None,
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: got.append(proc.stderr.readline()) if proc.stderr else None, daemon=True
+        )
         reader.start()
         reader.join(60)
         assert got and json.loads(got[0])["event"] == "job.started"
@@ -356,8 +357,9 @@ _IDLE_SCRIPT = textwrap.dedent("""
 def test_an_idle_loop_leaves_the_log_watchdog_asleep_and_a_later_blocked_line_is_still_written() -> None:
     """No wake-ups of the watchdog thread while nothing is queued (it had 20 a second); the next
     batch wakes it, so a line logged just before a handler blocks the loop still gets out."""
-    proc = subprocess.Popen([sys.executable, "-c", _IDLE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _IDLE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
     try:
         assert proc.stdout is not None and proc.stderr is not None
         assert proc.stdout.readline().decode().split() == ["idle", "wakeups", "0"]

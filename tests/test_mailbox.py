@@ -95,6 +95,7 @@ def test_without_memfd_put_refuses_and_a_started_process_gets_an_unusable_mailbo
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Where memfd_create fails, put() raises OSError (the pool then uses the pipe) instead of the worker failing."""
+
     def unsupported(name: str, flags: int = 0) -> int:
         raise OSError(38, "Function not implemented")
 
@@ -103,8 +104,10 @@ def test_without_memfd_put_refuses_and_a_started_process_gets_an_unusable_mailbo
     with pytest.raises(OSError, match="no mailbox"):
         box.put(b"z" * 100_000)
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_keep, initargs=(box,)) as other, \
-            pytest.raises(OSError, match="no mailbox"):
+    with (
+        ProcessPoolExecutor(1, mp_context=ctx, initializer=_keep, initargs=(box,)) as other,
+        pytest.raises(OSError, match="no mailbox"),
+    ):
         other.submit(_reverse, 0, 100_000).result(timeout=60)
     box.close()
 

@@ -177,8 +177,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_worker(tmp_path: Path, server: str, metrics_port: int) -> subprocess.Popen[bytes]:
     """``python -m gearworker run`` on the example handlers, logging to a file in tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-    cmd = [sys.executable, "-m", "gearworker", "run", "--server", server, "--handlers", str(ROOT / "handlers"),
-           "--metrics", f"127.0.0.1:{metrics_port}", "--processes", "1", "--log-format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gearworker",
+        "run",
+        "--server",
+        server,
+        "--handlers",
+        str(ROOT / "handlers"),
+        "--metrics",
+        f"127.0.0.1:{metrics_port}",
+        "--processes",
+        "1",
+        "--log-format",
+        "json",
+    ]
     log = (tmp_path / "worker.log").open("wb")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -211,8 +225,12 @@ def get(url: str) -> httpx.Response | None:
 
 
 def submit(g: Gearmand, function: str, payload: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["gearman", "-h", "127.0.0.1", "-p", str(g.port), "-f", function, payload],
-                          capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["gearman", "-h", "127.0.0.1", "-p", str(g.port), "-f", function, payload],
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, tmp_path: Path) -> None:
@@ -221,8 +239,12 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, 
     base = f"http://127.0.0.1:{port}"
     proc = start_worker(tmp_path, gearmand.address, port)
     try:
-        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-                   "worker never became healthy", proc, tmp_path)
+        wait_until(
+            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
+            "worker never became healthy",
+            proc,
+            tmp_path,
+        )
         for i in range(3):
             assert submit(gearmand, "echo", f"hello {i}").stdout == f"hello {i}".encode()
         assert submit(gearmand, "reverse", "abc").stdout == b"cba"
@@ -233,9 +255,11 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, 
             if r is None:
                 return False
             s = samples(r.text)
-            return (value(s, "gearworker_jobs_total", function="echo", outcome="complete") == 3
-                    and value(s, "gearworker_jobs_total", function="reverse", outcome="complete") == 1
-                    and value(s, "gearworker_jobs_total", function="fail", outcome="fail") == 1)
+            return (
+                value(s, "gearworker_jobs_total", function="echo", outcome="complete") == 3
+                and value(s, "gearworker_jobs_total", function="reverse", outcome="complete") == 1
+                and value(s, "gearworker_jobs_total", function="fail", outcome="fail") == 1
+            )
 
         wait_until(counted, "job counts never reached echo=3 reverse=1 fail=1", proc, tmp_path)
         s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
@@ -245,13 +269,21 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, 
         assert value(s, "gearworker_pool_processes") == 1
 
         gearmand.stop()
-        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 503,
-                   "/healthz stayed 200 with gearmand stopped", proc, tmp_path)
+        wait_until(
+            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 503,
+            "/healthz stayed 200 with gearmand stopped",
+            proc,
+            tmp_path,
+        )
         r = get(base + "/healthz")
         assert r is not None and r.text.startswith(f"not connected to any job server ({gearmand.address} ")
         gearmand.start()
-        wait_until(lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-                   "/healthz did not recover after gearmand came back", proc, tmp_path)
+        wait_until(
+            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
+            "/healthz did not recover after gearmand came back",
+            proc,
+            tmp_path,
+        )
         s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
         assert value(s, "gearworker_server_reconnects_total", server=gearmand.address) >= 1
         assert submit(gearmand, "echo", "again").stdout == b"again"

@@ -26,7 +26,7 @@ from gearworker.worker.job import CpuJobSpec
 from gearworker.worker.pool import ChildDied, Pool, PoolTimeout
 from gearworker.worker.registry import Registry, discover
 
-HANDLERS = '''
+HANDLERS = """
 import os, time
 from gearworker import handler
 
@@ -63,7 +63,7 @@ def pid_then_big(job):
     job.send_data(str(os.getpid()))
     time.sleep(60)
     return b"x" * 1_000_000
-'''
+"""
 
 Report = tuple[str, tuple[bytes, ...]]
 _tokens = count(1)
@@ -130,8 +130,10 @@ def registry(tmp_path: Path) -> Registry:
 
 @pytest.fixture
 async def pool(tmp_path: Path, registry: Registry) -> AsyncIterator[Pool]:
-    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
-                                              "processes": 2, "log_level": "error"})
+    settings = config.load(
+        env={},
+        overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path), "processes": 2, "log_level": "error"},
+    )
     p = Pool(settings)
     await p.start()
     try:
@@ -140,9 +142,14 @@ async def pool(tmp_path: Path, registry: Registry) -> AsyncIterator[Pool]:
         await asyncio.wait_for(p.close(), 30)
 
 
-async def run(pool: Pool, registry: Registry, function: str, workload: bytes = b"",
-              timeout: float | None = 30, on_report: Callable[[str, tuple[bytes, ...]], None] = ignore,
-              ) -> tuple[bool, bytes]:
+async def run(
+    pool: Pool,
+    registry: Registry,
+    function: str,
+    workload: bytes = b"",
+    timeout: float | None = 30,
+    on_report: Callable[[str, tuple[bytes, ...]], None] = ignore,
+) -> tuple[bool, bytes]:
     return await pool.run(registry.functions[function].func, spec(function, workload), timeout, on_report)
 
 
@@ -162,8 +169,10 @@ async def test_each_run_gets_only_its_own_reports(pool: Pool, registry: Registry
     """Two jobs running at once in two slots: each on_report sees its own job's reports only."""
     a: list[Report] = []
     b: list[Report] = []
-    results = await asyncio.gather(run(pool, registry, "progress", b"a", on_report=collect(a)),
-                                   run(pool, registry, "progress", b"b", on_report=collect(b)))
+    results = await asyncio.gather(
+        run(pool, registry, "progress", b"a", on_report=collect(a)),
+        run(pool, registry, "progress", b"b", on_report=collect(b)),
+    )
     assert list(results) == [(True, b"a done"), (True, b"b done")]
     assert len(a) == len(b) == 61
     assert a == b  # same handler, same reports, none crossed over or lost
@@ -250,9 +259,7 @@ async def test_big_workloads_and_results_cross_intact_whatever_their_sizes(pool:
     assert await run(pool, registry, "times", b"0:" + big) == (True, b"")
 
 
-async def test_a_big_job_after_a_killed_process_runs_in_the_new_process_mailbox(
-    pool: Pool, registry: Registry
-) -> None:
+async def test_a_big_job_after_a_killed_process_runs_in_the_new_process_mailbox(pool: Pool, registry: Registry) -> None:
     """The replaced slot's new process gets a new mailbox: the next big job crosses intact."""
     reports: list[Report] = []
     task = asyncio.create_task(run(pool, registry, "pid_then_big", _blob(1_000_000, 1), on_report=collect(reports)))
@@ -269,6 +276,7 @@ async def test_a_mailbox_that_cannot_grow_leaves_the_workload_to_the_pipe(
     pool: Pool, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Out of memory for the shared pages (ENOMEM when it grows): the job still runs, its workload pickled."""
+
     def no_memory(self: mailbox.Mailbox, data: bytes) -> int:
         raise OSError(12, "Cannot allocate memory")
 
@@ -298,8 +306,10 @@ async def test_close_leaves_no_child_process(tmp_path: Path, registry: Registry)
     multiprocessing's resource tracker is the one exception, documented in pool.py: it exits with us.
     """
     before = live_children()
-    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
-                                              "processes": 2, "log_level": "error"})
+    settings = config.load(
+        env={},
+        overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path), "processes": 2, "log_level": "error"},
+    )
     p = Pool(settings)
     await p.start()
     try:

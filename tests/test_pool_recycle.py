@@ -33,8 +33,12 @@ def recycled(w: WorkerProcess, reason: str) -> bool:
 
 async def test_max_tasks_per_child_recycles_each_process_under_load(gearmand: Gearmand, tmp_path: Path) -> None:
     """30 CPU jobs at once on 2 processes with --max-tasks-per-child 3: all answer, no process runs more than 3."""
-    w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "2", "--max-tasks-per-child", "3"],
-                      env={"GW_TEST_STATE": str(tmp_path)})
+    w = WorkerProcess(
+        [gearmand.address],
+        handlers=HANDLERS,
+        args=["--processes", "2", "--max-tasks-per-child", "3"],
+        env={"GW_TEST_STATE": str(tmp_path)},
+    )
     w.start(wait_for="cpu_pid_rss", gearmand=gearmand)
     try:
         async with Client([gearmand.address]) as client:
@@ -51,8 +55,12 @@ async def test_max_tasks_per_child_recycles_each_process_under_load(gearmand: Ge
 
 async def test_a_process_above_max_child_rss_is_replaced_after_its_job(gearmand: Gearmand, tmp_path: Path) -> None:
     """MAX_CHILD_RSS=150: small jobs keep their process; one that leaves 200 MiB behind gets it replaced."""
-    w = WorkerProcess([gearmand.address], handlers=HANDLERS, args=["--processes", "1"],
-                      env={"GW_TEST_STATE": str(tmp_path), "GEARWORKER_MAX_CHILD_RSS": "150"})
+    w = WorkerProcess(
+        [gearmand.address],
+        handlers=HANDLERS,
+        args=["--processes", "1"],
+        env={"GW_TEST_STATE": str(tmp_path), "GEARWORKER_MAX_CHILD_RSS": "150"},
+    )
     w.start(wait_for="cpu_pid_rss", gearmand=gearmand)
     try:
         async with Client([gearmand.address]) as client:

@@ -42,7 +42,11 @@ def test_raw_jpeg_gets_the_default_sizes_never_upscaled(photo_jpeg: bytes) -> No
     """Raw bytes use the defaults: 2048 would upscale a 1200 px photo, so it is the original size instead."""
     copies = resize(photo_jpeg)
     assert [(c.size, c.width, c.height) for c in copies] == [
-        (2048, 1200, 900), (1024, 1024, 768), (512, 512, 384), (256, 256, 192)]
+        (2048, 1200, 900),
+        (1024, 1024, 768),
+        (512, 512, 384),
+        (256, 256, 192),
+    ]
     for c in copies:
         image = opened(c)
         assert (image.format, image.size, c.format) == ("JPEG", (c.width, c.height), "jpeg")
@@ -71,8 +75,11 @@ def test_icc_profile_is_kept_and_other_metadata_dropped() -> None:
     image = opened(resize(pack_request(data, sizes=[200]))[0])
     assert image.info.get("icc_profile") == icc
     assert "exif" not in image.info
-    kept = opened(resize(json.dumps({"image_b64": base64.b64encode(data).decode(), "sizes": [200],
-                                     "keep_metadata": True}).encode())[0])
+    kept = opened(
+        resize(
+            json.dumps({"image_b64": base64.b64encode(data).decode(), "sizes": [200], "keep_metadata": True}).encode()
+        )[0]
+    )
     assert "exif" in kept.info
 
 

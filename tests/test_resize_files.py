@@ -48,7 +48,9 @@ def test_file_mode_writes_each_copy_and_names_the_files(storage: Path) -> None:
     out = storage / "out" / "nested"
     answer = json.loads(run(file_job(storage / "in" / "photo.jpg", out, sizes=[300, 100], format="webp"), limits))
     assert [(c["size"], c["width"], c["height"], Path(c["path"]).name) for c in answer["copies"]] == [
-        (300, 300, 225, "photo-300.webp"), (100, 100, 75, "photo-100.webp")]
+        (300, 300, 225, "photo-300.webp"),
+        (100, 100, 75, "photo-100.webp"),
+    ]
     assert answer["source"]["width"] == 1200
     for c in answer["copies"]:
         with Image.open(c["path"]) as image:
@@ -85,8 +87,9 @@ def test_file_mode_refuses_paths_outside_the_roots(storage: Path, tmp_path: Path
     assert not (tmp_path / "new").exists() and not good_out.exists()
 
 
-def test_file_mode_replaces_a_symlink_at_the_target_instead_of_writing_through_it(storage: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_file_mode_replaces_a_symlink_at_the_target_instead_of_writing_through_it(
+    storage: Path, tmp_path: Path
+) -> None:
     """A planted symlink named like an output file is replaced; the file it pointed at is untouched."""
     limits = Limits(storage_roots=(str(storage),))
     victim = tmp_path / "victim"
@@ -105,8 +108,12 @@ def test_inside_roots_returns_the_resolved_path_and_refuses_the_rest(tmp_path: P
     (root / "a").mkdir(parents=True)
     (root / "link").symlink_to(root / "a")
     assert inside_roots(str(root / "link" / "x.jpg"), [str(root)], what="source") == root / "a" / "x.jpg"
-    for path, message in [("a/x.jpg", "absolute path"), (f"{root}/x\x00.jpg", "absolute path"),
-                          (f"{root}/a/../a/x.jpg", "contains '..'"), (str(tmp_path / "x.jpg"), "outside the storage")]:
+    for path, message in [
+        ("a/x.jpg", "absolute path"),
+        (f"{root}/x\x00.jpg", "absolute path"),
+        (f"{root}/a/../a/x.jpg", "contains '..'"),
+        (str(tmp_path / "x.jpg"), "outside the storage"),
+    ]:
         with pytest.raises(ImageError, match=_escaped(message)):
             inside_roots(path, [str(root)], what="source")
     with pytest.raises(ImageError, match="no storage_roots"):
@@ -128,7 +135,9 @@ def test_write_copies_names_files_by_size_and_format_extension(tmp_path: Path) -
     result = Resized(Source("png", 10, 10), [Copy(10, 10, 10, "jpeg", b"big"), Copy(5, 5, 5, "jpeg", b"s")])
     written = write_copies(result, str(tmp_path / "out"), "cat", Limits(storage_roots=(str(tmp_path),)))
     assert [(w["path"], w["bytes"]) for w in written] == [
-        (str(tmp_path / "out" / "cat-10.jpg"), 3), (str(tmp_path / "out" / "cat-5.jpg"), 1)]
+        (str(tmp_path / "out" / "cat-10.jpg"), 3),
+        (str(tmp_path / "out" / "cat-5.jpg"), 1),
+    ]
     assert sorted(os.listdir(tmp_path / "out")) == ["cat-10.jpg", "cat-5.jpg"]
     assert (tmp_path / "out" / "cat-10.jpg").read_bytes() == b"big"
 

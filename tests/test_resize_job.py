@@ -30,8 +30,10 @@ def test_handler_reports_progress_once_per_copy(photo_jpeg: bytes) -> None:
     """The registered handler sends WORK_STATUS i/n after each copy, then returns the packed result."""
     module = load_module(ROOT / "handlers" / "resize.py")
     events: list[tuple[str, tuple[bytes, ...]]] = []
-    job = CpuJob(CpuJobSpec(token=0, function="resize", handle=b"H:1", unique=b"", workload=photo_jpeg),
-                 send=lambda kind, args: events.append((kind, args)))
+    job = CpuJob(
+        CpuJobSpec(token=0, function="resize", handle=b"H:1", unique=b"", workload=photo_jpeg),
+        send=lambda kind, args: events.append((kind, args)),
+    )
     result = module.resize(job)
     assert events == [("status", (str(i).encode(), b"4")) for i in range(1, 5)]
     assert len(unpack_result(result)) == 4
@@ -56,8 +58,20 @@ def test_handler_reports_progress_once_per_copy(photo_jpeg: bytes) -> None:
         (lambda jpg: b'{"image_b64": "", "format": "bmp"}', "format must be one of"),
         (lambda jpg: b'{"image_b64": "", "quality": 101}', "quality must be"),
     ],
-    ids=["not-image", "empty", "truncated", "bomb", "svg", "bad-envelope", "bad-json", "bad-b64", "unknown-option",
-         "bad-size", "bad-format", "bad-quality"],
+    ids=[
+        "not-image",
+        "empty",
+        "truncated",
+        "bomb",
+        "svg",
+        "bad-envelope",
+        "bad-json",
+        "bad-b64",
+        "unknown-option",
+        "bad-size",
+        "bad-format",
+        "bad-quality",
+    ],
 )
 def test_bad_input_is_a_clear_image_error(photo_jpeg: bytes, make: object, message: str) -> None:
     """Each bad input raises ImageError naming the problem (the worker turns it into a failed job)."""

@@ -55,8 +55,9 @@ def _imports_in(source: str, package: str, filename: str = "<test>") -> set[str]
 def test_no_core_module_imports_the_resize_package_or_pyvips() -> None:
     """No import statement in the core, at the top or inside a function, names gearworker.resize or pyvips."""
     offenders = {
-        str(path.relative_to(ROOT)): sorted(n for n in _imported_names(path)
-                                            if n.startswith(("gearworker.resize", "pyvips")))
+        str(path.relative_to(ROOT)): sorted(
+            n for n in _imported_names(path) if n.startswith(("gearworker.resize", "pyvips"))
+        )
         for path in _core_files()
     }
     assert {k: v for k, v in offenders.items() if v} == {}
@@ -71,20 +72,24 @@ def test_the_import_check_sees_relative_and_lazy_imports() -> None:
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
 
 
 def test_importing_the_whole_core_loads_neither_resize_nor_pyvips() -> None:
     """gearworker, its CLI, the server and every other core module imported in a fresh process: neither is loaded."""
     modules = ["gearworker", "gearworker.cli", "gearworker.server"] + [
-        _module_name(p) for p in _core_files() if p.name != "__main__.py"]  # __main__ would run the CLI
-    code = (f"import importlib, sys\n"
-            f"for name in {modules!r}:\n"
-            f"    importlib.import_module(name)\n"
-            f"loaded = sorted(m for m in sys.modules if m.startswith(('gearworker.resize', 'pyvips')))\n"
-            f"assert not loaded, loaded\n"
-            f"print(len({modules!r}))\n")
+        _module_name(p) for p in _core_files() if p.name != "__main__.py"
+    ]  # __main__ would run the CLI
+    code = (
+        f"import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        f"    importlib.import_module(name)\n"
+        f"loaded = sorted(m for m in sys.modules if m.startswith(('gearworker.resize', 'pyvips')))\n"
+        f"assert not loaded, loaded\n"
+        f"print(len({modules!r}))\n"
+    )
     done = _run(code)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 10
@@ -92,25 +97,29 @@ def test_importing_the_whole_core_loads_neither_resize_nor_pyvips() -> None:
 
 def test_the_web_app_and_the_resize_handler_module_do_not_load_pyvips() -> None:
     """The web app and the worker's parent (which imports handlers/resize.py to register it) never load libvips."""
-    code = ("import sys\n"
-            "from pathlib import Path\n"
-            "import gearworker.web.app\n"
-            "from gearworker.worker.registry import load_module\n"
-            "module = load_module(Path('handlers/resize.py'))\n"
-            "assert callable(module.resize)\n"
-            "assert 'gearworker.resize' in sys.modules, 'the check would prove nothing'\n"
-            "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import gearworker.web.app\n"
+        "from gearworker.worker.registry import load_module\n"
+        "module = load_module(Path('handlers/resize.py'))\n"
+        "assert callable(module.resize)\n"
+        "assert 'gearworker.resize' in sys.modules, 'the check would prove nothing'\n"
+        "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n"
+    )
     done = _run(code)
     assert done.returncode == 0, done.stderr
 
 
 def test_the_web_app_and_the_wire_format_work_without_pyvips_installed() -> None:
     """With pyvips unimportable (the `web` extra without `images`), the web app imports and a client packs/unpacks."""
-    code = ("import sys\n"
-            "sys.modules['pyvips'] = None  # any `import pyvips` now raises ImportError\n"
-            "import gearworker.web.app\n"
-            "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
-            "pack_request(b'x', sizes=[10])\n"
-            "assert unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n")
+    code = (
+        "import sys\n"
+        "sys.modules['pyvips'] = None  # any `import pyvips` now raises ImportError\n"
+        "import gearworker.web.app\n"
+        "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
+        "pack_request(b'x', sizes=[10])\n"
+        "assert unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n"
+    )
     done = _run(code)
     assert done.returncode == 0, done.stderr

@@ -17,13 +17,26 @@ def test_options_default_to_four_jpeg_copies_at_q85_on_white() -> None:
     assert DEFAULT_SIZES == (2048, 1024, 512, 256)
 
 
-@given(st.lists(st.integers(1, 16384), min_size=1, max_size=16), st.sampled_from(["jpeg", "webp", "avif", "png"]),
-       st.integers(1, 100), st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)), st.booleans())
-def test_options_round_trip_through_json(sizes: list[int], fmt: str, quality: int, background: tuple[int, int, int],
-                                         keep: bool) -> None:
+@given(
+    st.lists(st.integers(1, 16384), min_size=1, max_size=16),
+    st.sampled_from(["jpeg", "webp", "avif", "png"]),
+    st.integers(1, 100),
+    st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+    st.booleans(),
+)
+def test_options_round_trip_through_json(
+    sizes: list[int], fmt: str, quality: int, background: tuple[int, int, int], keep: bool
+) -> None:
     """to_json writes what from_json reads back unchanged; sizes come back distinct and largest first."""
-    options = Options.from_json({"sizes": sizes, "format": fmt, "quality": quality,
-                                 "background": "#{:02x}{:02x}{:02x}".format(*background), "keep_metadata": keep})
+    options = Options.from_json(
+        {
+            "sizes": sizes,
+            "format": fmt,
+            "quality": quality,
+            "background": "#{:02x}{:02x}{:02x}".format(*background),
+            "keep_metadata": keep,
+        }
+    )
     assert options.sizes == tuple(sorted(set(sizes), reverse=True))
     assert options.background == background
     assert Options.from_json(options.to_json()) == options
@@ -58,9 +71,15 @@ def test_format_accepts_jpg_and_any_case() -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "media_type", "extension"),
-    [("jpeg", "image/jpeg", "jpg"), ("JPEG", "image/jpeg", "jpg"), ("webp", "image/webp", "webp"),
-     ("avif", "image/avif", "avif"), ("png", "image/png", "png"), ("tiff", "image/tiff", "tiff"),
-     ("strange", "application/octet-stream", "strange")],
+    [
+        ("jpeg", "image/jpeg", "jpg"),
+        ("JPEG", "image/jpeg", "jpg"),
+        ("webp", "image/webp", "webp"),
+        ("avif", "image/avif", "avif"),
+        ("png", "image/png", "png"),
+        ("tiff", "image/tiff", "tiff"),
+        ("strange", "application/octet-stream", "strange"),
+    ],
 )
 def test_a_copy_knows_its_media_type_and_file_extension(fmt: str, media_type: str, extension: str) -> None:
     """What the web app serves a copy as, and the extension of its download name."""
@@ -72,6 +91,8 @@ def test_limits_default_to_50_mib_100_megapixels_and_no_file_mode() -> None:
     """The defaults match the settings' defaults; no storage roots means file mode is off."""
     assert Limits() == Limits(50 * 1024 * 1024, 100_000_000, ())
     settings = Settings()
-    assert (Limits().max_upload_bytes, Limits().max_image_pixels) == (settings.max_upload_bytes,
-                                                                      settings.max_image_pixels)
+    assert (Limits().max_upload_bytes, Limits().max_image_pixels) == (
+        settings.max_upload_bytes,
+        settings.max_image_pixels,
+    )
     assert not settings.storage_roots

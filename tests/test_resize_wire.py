@@ -68,7 +68,12 @@ def test_parse_request_tells_the_three_kinds_of_workload_apart() -> None:
     assert (b64.image, b64.options.sizes) == (b"abc", (9,))
     files = parse_request(b' {"source": "/s/a.jpg", "output_dir": "/o", "name": "cat", "format": "png"}', LIMITS)
     assert (files.image, files.source, files.output_dir, files.name, files.options.format) == (
-        None, "/s/a.jpg", "/o", "cat", "png")
+        None,
+        "/s/a.jpg",
+        "/o",
+        "cat",
+        "png",
+    )
 
 
 @pytest.mark.parametrize(
@@ -105,10 +110,12 @@ def test_unpack_result_refuses_a_malformed_header() -> None:
 
 def test_the_wire_format_never_loads_libvips() -> None:
     """A client packing requests and unpacking results (the web app) never imports pyvips."""
-    code = ("import sys\n"
-            "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
-            "unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n"
-            "pack_request(b'x', sizes=[10])\n"
-            "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n")
+    code = (
+        "import sys\n"
+        "from gearworker.resize import Copy, Resized, Source, pack_request, pack_result, unpack_result\n"
+        "unpack_result(pack_result(Resized(Source('png', 1, 1), [Copy(1, 1, 1, 'png', b'x')])))\n"
+        "pack_request(b'x', sizes=[10])\n"
+        "assert 'pyvips' not in sys.modules, 'pyvips was imported'\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -36,8 +36,13 @@ class Served:
 
     def gearman(self, workload: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
         """Run one job with the gearman CLI, the workload on stdin (or as an argument with -s)."""
-        return subprocess.run(["gearman", "-p", str(self.gearmand.port), "-f", "resize", *args],
-                              input=workload, capture_output=True, timeout=60, check=False)
+        return subprocess.run(
+            ["gearman", "-p", str(self.gearmand.port), "-f", "resize", *args],
+            input=workload,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +50,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     storage = tmp_path_factory.mktemp("storage")
     gearmand = Gearmand().start()
     # Settings through the environment: the pool processes inherit it, as they would a settings file's path.
-    env = {**os.environ, "GEARWORKER_STORAGE_ROOTS": json.dumps([str(storage)]),
-           "GEARWORKER_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "GEARWORKER_MAX_IMAGE_PIXELS": "50000000"}
+    env = {
+        **os.environ,
+        "GEARWORKER_STORAGE_ROOTS": json.dumps([str(storage)]),
+        "GEARWORKER_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "GEARWORKER_MAX_IMAGE_PIXELS": "50000000",
+    }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "gearworker", "run", "--server", gearmand.address, "--handlers", str(ROOT / "handlers"),
-         "--processes", "1", "--log-format", "json"],
-        cwd=storage, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "gearworker",
+            "run",
+            "--server",
+            gearmand.address,
+            "--handlers",
+            str(ROOT / "handlers"),
+            "--processes",
+            "1",
+            "--log-format",
+            "json",
+        ],
+        cwd=storage,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_function(gearmand, "resize", worker)
         yield Served(gearmand, storage, worker)
@@ -82,7 +107,11 @@ def test_gearman_cli_resizes_a_real_jpeg(served: Served, portrait_jpeg: bytes) -
     assert done.stdout.endswith(b"100% Complete\n")
     copies = unpack_result(done.stdout)
     assert [(c.size, c.width, c.height) for c in copies] == [
-        (2048, 1200, 1600), (1024, 768, 1024), (512, 384, 512), (256, 192, 256)]
+        (2048, 1200, 1600),
+        (1024, 768, 1024),
+        (512, 384, 512),
+        (256, 192, 256),
+    ]
     for c in copies:
         with Image.open(io.BytesIO(c.data)) as image:
             assert (image.format, image.size) == ("JPEG", (c.width, c.height))
@@ -132,7 +161,8 @@ async def test_progress_arrives_once_per_copy_before_the_result(served: Served, 
     """Through gearworker's Client: WORK_STATUS 1/3, 2/3, 3/3, then the result with three copies."""
     seen: list[Progress] = []
     async with Client([served.gearmand.address]) as client:
-        result = await client.submit("resize", pack_request(portrait_jpeg, sizes=[300, 200, 100]), timeout=60,
-                                     on_progress=seen.append)
+        result = await client.submit(
+            "resize", pack_request(portrait_jpeg, sizes=[300, 200, 100]), timeout=60, on_progress=seen.append
+        )
     assert [(p.kind, p.numerator, p.denominator) for p in seen] == [("status", i, 3) for i in (1, 2, 3)]
     assert [c.size for c in unpack_result(result)] == [300, 200, 100]

@@ -47,10 +47,18 @@ def test_gearmands_timeout_budget_covers_every_attempt_and_wait() -> None:
     assert RetryPolicy().budget(10.0) == 10.0
 
 
-@pytest.mark.parametrize(("retries", "backoff", "word"), [
-    (-1, 1.0, "retries"), (1.5, 1.0, "retries"), (True, 1.0, "retries"), ("2", 1.0, "retries"),
-    (1, -0.5, "retry_backoff"), (1, float("nan"), "retry_backoff"), (1, float("inf"), "retry_backoff"),
-])
+@pytest.mark.parametrize(
+    ("retries", "backoff", "word"),
+    [
+        (-1, 1.0, "retries"),
+        (1.5, 1.0, "retries"),
+        (True, 1.0, "retries"),
+        ("2", 1.0, "retries"),
+        (1, -0.5, "retry_backoff"),
+        (1, float("nan"), "retry_backoff"),
+        (1, float("inf"), "retry_backoff"),
+    ],
+)
 def test_bad_retry_values_are_refused(retries: object, backoff: object, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         validate(retries, backoff)
@@ -58,6 +66,7 @@ def test_bad_retry_values_are_refused(retries: object, backoff: object, word: st
 
 def test_the_decorator_refuses_bad_values_with_a_handler_error_naming_the_file() -> None:
     """@handler(retries=-1) / a bad schedule fail at import, naming the file and the handler."""
+
     def f(job: object) -> None: ...
 
     with pytest.raises(HandlerError) as info:
@@ -71,7 +80,8 @@ def test_the_decorator_refuses_bad_values_with_a_handler_error_naming_the_file()
 
 def test_discovered_handlers_carry_retries_and_schedule(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
-    (tmp_path / f"jobs_{tag}.py").write_text(textwrap.dedent(f"""
+    (tmp_path / f"jobs_{tag}.py").write_text(
+        textwrap.dedent(f"""
         from gearworker import handler
 
         @handler("charge_{tag}", retries=2, retry_backoff=0.5)
@@ -85,7 +95,8 @@ def test_discovered_handlers_carry_retries_and_schedule(tmp_path: Path) -> None:
         @handler("cron_{tag}", schedule="*/5 * * * *")
         async def cron(job):
             return b""
-    """))
+    """)
+    )
     registry = discover(tmp_path)
     assert registry.handlers[f"charge_{tag}"].retry == RetryPolicy(2, 0.5)
     assert registry.handlers[f"charge_{tag}"].schedule is None
@@ -114,8 +125,9 @@ async def run(outcomes: list[bytes | Failure], policy: RetryPolicy) -> tuple[obj
     async def sleep(d: float) -> None:
         waits.append(d)
 
-    result, n = await run_with_retries(attempt, policy, warn=warnings.append,
-                                       on_failure=lambda f, a, final: failures.append((a, final)), sleep=sleep)
+    result, n = await run_with_retries(
+        attempt, policy, warn=warnings.append, on_failure=lambda f, a, final: failures.append((a, final)), sleep=sleep
+    )
     assert len(waits) == len(warnings)
     return result, n, warnings, failures
 
@@ -172,8 +184,14 @@ def test_chain_runs_before_in_order_and_after_in_reverse() -> None:
     chain.before(job)
     chain.on_failure(job, Failure("fail", "E: x"), 1, False)
     chain.after(job, JobResult("complete", 0.1, None, 2))
-    assert calls == ["a.before charge", "b.before charge", "a.failure 1 False", "b.failure 1 False",
-                     "b.after complete", "a.after complete"]
+    assert calls == [
+        "a.before charge",
+        "b.before charge",
+        "a.failure 1 False",
+        "b.failure 1 False",
+        "b.after complete",
+        "a.after complete",
+    ]
 
 
 def test_a_failing_hook_is_logged_and_the_others_still_run(capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,8 +212,12 @@ def test_middleware_from_settings_is_imported_and_classes_instantiated() -> None
     sys.modules["mw_settings_test"] = module
     assert isinstance(load("mw_settings_test:Audit"), Recorder)
     assert load("mw_settings_test:instance") is module.instance  # type: ignore[attr-defined]
-    for bad, words in [("nocolon", "not 'module:attribute'"), ("no_such_mod_xyz:A", "ModuleNotFoundError"),
-                       ("mw_settings_test:missing", "AttributeError"), ("mw_settings_test:__name__", "no before")]:
+    for bad, words in [
+        ("nocolon", "not 'module:attribute'"),
+        ("no_such_mod_xyz:A", "ModuleNotFoundError"),
+        ("mw_settings_test:missing", "AttributeError"),
+        ("mw_settings_test:__name__", "no before"),
+    ]:
         with pytest.raises(ConfigError, match=words) as e:
             load(bad, file="settings.py")
         assert e.value.setting == "middleware" and e.value.file == "settings.py"
@@ -204,7 +226,8 @@ def test_middleware_from_settings_is_imported_and_classes_instantiated() -> None
 def test_middleware_marked_in_a_handler_module_is_found_once(tmp_path: Path) -> None:
     """@middleware classes defined (not imported, not merely subclassed) in handler modules join the chain."""
     tag = uuid.uuid4().hex[:8]
-    (tmp_path / f"mw_{tag}.py").write_text(textwrap.dedent(f"""
+    (tmp_path / f"mw_{tag}.py").write_text(
+        textwrap.dedent(f"""
         from gearworker import handler
         from gearworker.middleware import Middleware, middleware
 
@@ -220,7 +243,8 @@ def test_middleware_marked_in_a_handler_module_is_found_once(tmp_path: Path) -> 
         @handler("mw_{tag}")
         async def h(job):
             return b""
-    """))
+    """)
+    )
     registry = discover(tmp_path)
     assert [type(m).__name__ for m in registry.middleware] == ["Counting"]
     chain = build([], registry.middleware)
@@ -241,7 +265,8 @@ def test_the_example_middleware_in_handlers_is_found() -> None:
 
 
 async def test_an_async_final_failure_hook_is_awaited_and_cut_short_when_slow(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """before_final_failure hooks are awaited in order; one that hangs is stopped at FINAL_HOOK_TIMEOUT."""
     import asyncio
 

@@ -41,10 +41,16 @@ def ticks(expr: str, start: str, n: int) -> list[str]:
     ("expr", "start", "expected"),
     [
         ("* * * * *", "2026-11-29 10:00:30", ["2026-11-29 10:01", "2026-11-29 10:02"]),
-        ("*/15 * * * *", "2026-11-29 10:07", ["2026-11-29 10:15", "2026-11-29 10:30", "2026-11-29 10:45",
-                                              "2026-11-29 11:00"]),
-        ("5/20 2-3 * * *", "2026-11-29 00:00", ["2026-11-29 02:05", "2026-11-29 02:25", "2026-11-29 02:45",
-                                                "2026-11-29 03:05"]),
+        (
+            "*/15 * * * *",
+            "2026-11-29 10:07",
+            ["2026-11-29 10:15", "2026-11-29 10:30", "2026-11-29 10:45", "2026-11-29 11:00"],
+        ),
+        (
+            "5/20 2-3 * * *",
+            "2026-11-29 00:00",
+            ["2026-11-29 02:05", "2026-11-29 02:25", "2026-11-29 02:45", "2026-11-29 03:05"],
+        ),
         ("0 9 * * mon-fri", "2026-11-27 10:00", ["2026-11-30 09:00", "2026-12-01 09:00"]),  # Fri -> Mon
         ("30 4 1,15 * *", "2026-11-29 00:00", ["2026-12-01 04:30", "2026-12-15 04:30", "2027-01-01 04:30"]),
         ("0 0 29 feb *", "2026-01-01 00:00", ["2028-02-29 00:00"]),  # next leap day
@@ -162,8 +168,14 @@ async def test_three_processes_over_twenty_ticks_submit_each_tick_once() -> None
         async def submit(function: str, workload: bytes, unique: str) -> None:
             submitted.append((cid, int(unique.rsplit(":", 1)[1]), workload.decode()))
 
-        return Scheduler([ScheduledFunction("tick", Interval(1))], cid, workers=workers, submit=submit,
-                         clock=clock, sleep=clock.sleep)
+        return Scheduler(
+            [ScheduledFunction("tick", Interval(1))],
+            cid,
+            workers=workers,
+            submit=submit,
+            clock=clock,
+            sleep=clock.sleep,
+        )
 
     schedulers = [make(cid) for cid in members]
     tasks = [asyncio.create_task(s.run()) for s in schedulers]
@@ -200,8 +212,11 @@ async def test_a_failing_workers_query_skips_the_tick_and_keeps_the_schedule() -
     async def submit(function: str, workload: bytes, unique: str) -> None:
         done.append(unique)
 
-    task = asyncio.create_task(Scheduler([ScheduledFunction("f", Interval(1))], "me", workers=workers,
-                                         submit=submit, clock=clock, sleep=clock.sleep).run())
+    task = asyncio.create_task(
+        Scheduler(
+            [ScheduledFunction("f", Interval(1))], "me", workers=workers, submit=submit, clock=clock, sleep=clock.sleep
+        ).run()
+    )
     await settle()
     for _ in range(2):
         clock.now += 1
@@ -222,8 +237,11 @@ async def test_a_lagging_loop_fires_late_ticks_but_skips_what_is_too_old() -> No
     async def submit(function: str, workload: bytes, unique: str) -> None:
         done.append(int(unique.rsplit(":", 1)[1]))
 
-    task = asyncio.create_task(Scheduler([ScheduledFunction("f", Interval(1))], "me", workers=workers,
-                                         submit=submit, clock=clock, sleep=clock.sleep).run())
+    task = asyncio.create_task(
+        Scheduler(
+            [ScheduledFunction("f", Interval(1))], "me", workers=workers, submit=submit, clock=clock, sleep=clock.sleep
+        ).run()
+    )
     await settle()
     clock.now = 103.2  # ticks 101, 102 and 103 are due
     await settle()

@@ -13,8 +13,15 @@ from gearworker.worker.registry import discover
 
 
 async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gearmand) -> None:
-    settings = config.load(env={}, overrides={"servers": [gearmand.address], "handlers_dir": str(TEST_HANDLERS),
-                                              "processes": 1, "log_level": "warning"})
+    settings = config.load(
+        env={},
+        overrides={
+            "servers": [gearmand.address],
+            "handlers_dir": str(TEST_HANDLERS),
+            "processes": 1,
+            "log_level": "warning",
+        },
+    )
     server = Server(settings, discover(settings.handlers_dir))
     serving = asyncio.create_task(server.serve())
     async with Client([gearmand.address]) as client:
@@ -28,8 +35,16 @@ async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gea
 
 async def test_force_exit_cuts_the_grace_period_short(gearmand: Gearmand) -> None:
     """A second signal's event: a job that would outlive the grace is handed back at once."""
-    settings = config.load(env={}, overrides={"servers": [gearmand.address], "handlers_dir": str(TEST_HANDLERS),
-                                              "processes": 1, "grace_period": 60, "log_level": "warning"})
+    settings = config.load(
+        env={},
+        overrides={
+            "servers": [gearmand.address],
+            "handlers_dir": str(TEST_HANDLERS),
+            "processes": 1,
+            "grace_period": 60,
+            "log_level": "warning",
+        },
+    )
     server = Server(settings, discover(settings.handlers_dir))
     serving = asyncio.create_task(server.serve())
     async with Client([gearmand.address]) as client:

@@ -95,8 +95,11 @@ def test_every_documented_line_uncommented_is_a_valid_setting(tmp_path: Path) ->
 def test_precedence_defaults_then_file_then_environment_then_flags(tmp_path: Path) -> None:
     """A flag beats the environment, which beats the file, which beats the default."""
     path = write(tmp_path, "CONCURRENCY = 10\nGRACE_PERIOD = 7\nLOG_LEVEL = 'debug'\n")
-    s = config.load(path, env={"GEARWORKER_CONCURRENCY": "20", "GEARWORKER_GRACE_PERIOD": "8"},
-                    overrides={"concurrency": 30, "log_level": None})
+    s = config.load(
+        path,
+        env={"GEARWORKER_CONCURRENCY": "20", "GEARWORKER_GRACE_PERIOD": "8"},
+        overrides={"concurrency": 30, "log_level": None},
+    )
     assert (s.concurrency, s.grace_period, s.log_level, s.grab_pipeline) == (30, 8.0, "debug", 32)
     assert s.source == str(path)
 
@@ -158,55 +161,95 @@ ENV = "environment variable GEARWORKER_"
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"GEARWORKER_CONCURRENCY": "lots"},
-         ENV + "CONCURRENCY: setting 'concurrency': expected int, got 'lots' "
-               "(invalid literal for int() with base 10: 'lots')"),
+        (
+            {"GEARWORKER_CONCURRENCY": "lots"},
+            ENV + "CONCURRENCY: setting 'concurrency': expected int, got 'lots' "
+            "(invalid literal for int() with base 10: 'lots')",
+        ),
         ({"GEARWORKER_CONCURRENCY": "0"}, ENV + "CONCURRENCY: setting 'concurrency': must be >= 1, got 0"),
         ({"GEARWORKER_PROCESSES": "-1"}, ENV + "PROCESSES: setting 'processes': must be >= 1, got -1"),
-        ({"GEARWORKER_GRAB_PIPELINE": "2.5"},
-         ENV + "GRAB_PIPELINE: setting 'grab_pipeline': expected int, got '2.5' "
-               "(invalid literal for int() with base 10: '2.5')"),
-        ({"GEARWORKER_MAX_TASKS_PER_CHILD": "0"},
-         ENV + "MAX_TASKS_PER_CHILD: setting 'max_tasks_per_child': must be >= 1 or None, got 0"),
-        ({"GEARWORKER_GRACE_PERIOD": "-1"},
-         ENV + "GRACE_PERIOD: setting 'grace_period': must be a finite number >= 0, got -1.0"),
-        ({"GEARWORKER_GRACE_PERIOD": "nan"},
-         ENV + "GRACE_PERIOD: setting 'grace_period': must be a finite number >= 0, got nan"),
-        ({"GEARWORKER_TIMEOUT_MARGIN": "soon"},
-         ENV + "TIMEOUT_MARGIN: setting 'timeout_margin': expected float, got 'soon' "
-               "(could not convert string to float: 'soon')"),
-        ({"GEARWORKER_RECONNECT_MIN": "5", "GEARWORKER_RECONNECT_MAX": "1"},
-         ENV + "RECONNECT_MAX: setting 'reconnect_max': must be >= reconnect_min (5.0), got 1.0"),
-        ({"GEARWORKER_CONNECT_TIMEOUT": "inf"},
-         ENV + "CONNECT_TIMEOUT: setting 'connect_timeout': must be a finite number >= 0, got inf"),
-        ({"GEARWORKER_SERVERS": "h1:4730,h2:gear"},
-         ENV + "SERVERS: setting 'servers': bad port in 'h2:gear': expected HOST:PORT"),
+        (
+            {"GEARWORKER_GRAB_PIPELINE": "2.5"},
+            ENV + "GRAB_PIPELINE: setting 'grab_pipeline': expected int, got '2.5' "
+            "(invalid literal for int() with base 10: '2.5')",
+        ),
+        (
+            {"GEARWORKER_MAX_TASKS_PER_CHILD": "0"},
+            ENV + "MAX_TASKS_PER_CHILD: setting 'max_tasks_per_child': must be >= 1 or None, got 0",
+        ),
+        (
+            {"GEARWORKER_GRACE_PERIOD": "-1"},
+            ENV + "GRACE_PERIOD: setting 'grace_period': must be a finite number >= 0, got -1.0",
+        ),
+        (
+            {"GEARWORKER_GRACE_PERIOD": "nan"},
+            ENV + "GRACE_PERIOD: setting 'grace_period': must be a finite number >= 0, got nan",
+        ),
+        (
+            {"GEARWORKER_TIMEOUT_MARGIN": "soon"},
+            ENV + "TIMEOUT_MARGIN: setting 'timeout_margin': expected float, got 'soon' "
+            "(could not convert string to float: 'soon')",
+        ),
+        (
+            {"GEARWORKER_RECONNECT_MIN": "5", "GEARWORKER_RECONNECT_MAX": "1"},
+            ENV + "RECONNECT_MAX: setting 'reconnect_max': must be >= reconnect_min (5.0), got 1.0",
+        ),
+        (
+            {"GEARWORKER_CONNECT_TIMEOUT": "inf"},
+            ENV + "CONNECT_TIMEOUT: setting 'connect_timeout': must be a finite number >= 0, got inf",
+        ),
+        (
+            {"GEARWORKER_SERVERS": "h1:4730,h2:gear"},
+            ENV + "SERVERS: setting 'servers': bad port in 'h2:gear': expected HOST:PORT",
+        ),
         ({"GEARWORKER_SERVERS": "h1:99999"}, ENV + "SERVERS: setting 'servers': port out of range in 'h1:99999'"),
-        ({"GEARWORKER_METRICS": "localhost"},
-         ENV + "METRICS: setting 'metrics': no port in 'localhost': expected HOST:PORT or PORT"),
-        ({"GEARWORKER_FAILURE_STYLE": "exceptions"},
-         ENV + "FAILURE_STYLE: setting 'failure_style': must be one of ['exception', 'fail'], got 'exceptions'"),
-        ({"GEARWORKER_LOG_FORMAT": "xml"},
-         ENV + "LOG_FORMAT: setting 'log_format': must be one of ['auto', 'console', 'json'], got 'xml'"),
-        ({"GEARWORKER_LOG_LEVEL": "verbose"},
-         ENV + "LOG_LEVEL: setting 'log_level': must be one of ['debug', 'error', 'info', 'warning'], got 'verbose'"),
-        ({"GEARWORKER_HANDLER_CONCURRENCY": "resize"},
-         ENV + "HANDLER_CONCURRENCY: setting 'handler_concurrency': expected dict[str, int], got 'resize' "
-               "(expected NAME=VALUE pairs separated by commas, or a JSON object)"),
-        ({"GEARWORKER_HANDLER_CONCURRENCY": "resize=0"},
-         ENV + "HANDLER_CONCURRENCY: setting 'handler_concurrency': limit for 'resize' must be an int >= 1, got 0"),
-        ({"GEARWORKER_LOCAL_GEARMAND_PORT": "70000"},
-         ENV + "LOCAL_GEARMAND_PORT: setting 'local_gearmand_port': must be a TCP port (1-65535)"),
+        (
+            {"GEARWORKER_METRICS": "localhost"},
+            ENV + "METRICS: setting 'metrics': no port in 'localhost': expected HOST:PORT or PORT",
+        ),
+        (
+            {"GEARWORKER_FAILURE_STYLE": "exceptions"},
+            ENV + "FAILURE_STYLE: setting 'failure_style': must be one of ['exception', 'fail'], got 'exceptions'",
+        ),
+        (
+            {"GEARWORKER_LOG_FORMAT": "xml"},
+            ENV + "LOG_FORMAT: setting 'log_format': must be one of ['auto', 'console', 'json'], got 'xml'",
+        ),
+        (
+            {"GEARWORKER_LOG_LEVEL": "verbose"},
+            ENV + "LOG_LEVEL: setting 'log_level': must be one of ['debug', 'error', 'info', 'warning'], got 'verbose'",
+        ),
+        (
+            {"GEARWORKER_HANDLER_CONCURRENCY": "resize"},
+            ENV + "HANDLER_CONCURRENCY: setting 'handler_concurrency': expected dict[str, int], got 'resize' "
+            "(expected NAME=VALUE pairs separated by commas, or a JSON object)",
+        ),
+        (
+            {"GEARWORKER_HANDLER_CONCURRENCY": "resize=0"},
+            ENV + "HANDLER_CONCURRENCY: setting 'handler_concurrency': limit for 'resize' must be an int >= 1, got 0",
+        ),
+        (
+            {"GEARWORKER_LOCAL_GEARMAND_PORT": "70000"},
+            ENV + "LOCAL_GEARMAND_PORT: setting 'local_gearmand_port': must be a TCP port (1-65535)",
+        ),
         ({"GEARWORKER_MAX_PACKET_SIZE": "0"}, ENV + "MAX_PACKET_SIZE: setting 'max_packet_size': must be >= 1, got 0"),
-        ({"GEARWORKER_MAX_IMAGE_PIXELS": "0"},
-         ENV + "MAX_IMAGE_PIXELS: setting 'max_image_pixels': must be >= 1, got 0"),
-        ({"GEARWORKER_MAX_UPLOAD_BYTES": "-5"},
-         ENV + "MAX_UPLOAD_BYTES: setting 'max_upload_bytes': must be >= 1, got -5"),
-        ({"GEARWORKER_SEVRERS": "h1"},
-         "environment: setting 'sevrers': unknown setting in environment variable GEARWORKER_SEVRERS "
-         "(did you mean GEARWORKER_SERVERS?)"),
-        ({"GEARWORKER_XYZZY": "1"},
-         "environment: setting 'xyzzy': unknown setting in environment variable GEARWORKER_XYZZY"),
+        (
+            {"GEARWORKER_MAX_IMAGE_PIXELS": "0"},
+            ENV + "MAX_IMAGE_PIXELS: setting 'max_image_pixels': must be >= 1, got 0",
+        ),
+        (
+            {"GEARWORKER_MAX_UPLOAD_BYTES": "-5"},
+            ENV + "MAX_UPLOAD_BYTES: setting 'max_upload_bytes': must be >= 1, got -5",
+        ),
+        (
+            {"GEARWORKER_SEVRERS": "h1"},
+            "environment: setting 'sevrers': unknown setting in environment variable GEARWORKER_SEVRERS "
+            "(did you mean GEARWORKER_SERVERS?)",
+        ),
+        (
+            {"GEARWORKER_XYZZY": "1"},
+            "environment: setting 'xyzzy': unknown setting in environment variable GEARWORKER_XYZZY",
+        ),
     ],
 )
 def test_bad_environment_value_fails_at_load_with_exact_message(env: dict[str, str], message: str) -> None:
@@ -219,20 +262,27 @@ def test_bad_environment_value_fails_at_load_with_exact_message(env: dict[str, s
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("CONCURRENCY = '10x'\n",
-         "{file}: setting 'concurrency': expected int, got '10x' (invalid literal for int() with base 10: '10x')"),
+        (
+            "CONCURRENCY = '10x'\n",
+            "{file}: setting 'concurrency': expected int, got '10x' (invalid literal for int() with base 10: '10x')",
+        ),
         ("CONCURRENCY = 2.5\n", "{file}: setting 'concurrency': expected int, got 2.5 (not an integer)"),
         ("CONCURRENCY = True\n", "{file}: setting 'concurrency': expected int, got True (not an integer)"),
         ("SERVERS = 4730\n", "{file}: setting 'servers': expected list[str], got 4730 (not a list)"),
-        ("SERVERS = ['h1:4730', 5]\n",
-         "{file}: setting 'servers': expected list[str], got ['h1:4730', 5] (not a string)"),
+        (
+            "SERVERS = ['h1:4730', 5]\n",
+            "{file}: setting 'servers': expected list[str], got ['h1:4730', 5] (not a string)",
+        ),
         ("ALIASES = ['a']\n", "{file}: setting 'aliases': expected dict[str, str], got ['a'] (not a mapping)"),
         ("GRACE_PERIOD = -3\n", "{file}: setting 'grace_period': must be a finite number >= 0, got -3.0"),
         ("METRICS = 'localhost:http'\n", "{file}: setting 'metrics': bad port in 'localhost:http': expected HOST:PORT"),
-        ("CONCURENCY = 10\n", "{file}: setting 'concurency': unknown setting (known: " + ", ".join(
-            sorted(f.name for f in config.fields())) + ")"),
-        ("import os\nPORT = int(os.environ['NOPE_NOT_SET'])\n",
-         "{file}: cannot be executed: KeyError: 'NOPE_NOT_SET'"),
+        (
+            "CONCURENCY = 10\n",
+            "{file}: setting 'concurency': unknown setting (known: "
+            + ", ".join(sorted(f.name for f in config.fields()))
+            + ")",
+        ),
+        ("import os\nPORT = int(os.environ['NOPE_NOT_SET'])\n", "{file}: cannot be executed: KeyError: 'NOPE_NOT_SET'"),
         ("SERVERS = [\n", "{file}: cannot be executed: SyntaxError: '[' was never closed (settings.py, line 1)"),
     ],
 )
@@ -257,12 +307,16 @@ def test_missing_settings_file_is_an_error_not_the_defaults(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"concurrency": "many"},
-         "command line: setting 'concurrency': expected int, got 'many' "
-         "(invalid literal for int() with base 10: 'many')"),
+        (
+            {"concurrency": "many"},
+            "command line: setting 'concurrency': expected int, got 'many' "
+            "(invalid literal for int() with base 10: 'many')",
+        ),
         ({"servers": ["h1:x"]}, "command line: setting 'servers': bad port in 'h1:x': expected HOST:PORT"),
-        ({"metrics": "127.0.0.1"},
-         "command line: setting 'metrics': no port in '127.0.0.1': expected HOST:PORT or PORT"),
+        (
+            {"metrics": "127.0.0.1"},
+            "command line: setting 'metrics': no port in '127.0.0.1': expected HOST:PORT or PORT",
+        ),
         ({"no_such": 1}, "command line: setting 'no_such': unknown setting on the command line"),
     ],
 )
@@ -286,8 +340,14 @@ def test_bad_value_in_file_overridden_by_environment_is_blamed_on_the_environmen
 
 def test_describe_lists_servers_handlers_and_limits() -> None:
     """describe() shows servers, each handler with kind/timeout/concurrency/aliases, pool, grace and metrics."""
-    s = config.load(env={"GEARWORKER_SERVERS": "h1:4730,h2", "GEARWORKER_METRICS": "9100",
-                         "GEARWORKER_HANDLER_CONCURRENCY": "slow=2", "GEARWORKER_PROCESSES": "3"})
+    s = config.load(
+        env={
+            "GEARWORKER_SERVERS": "h1:4730,h2",
+            "GEARWORKER_METRICS": "9100",
+            "GEARWORKER_HANDLER_CONCURRENCY": "slow=2",
+            "GEARWORKER_PROCESSES": "3",
+        }
+    )
     text = describe(s, discover(ROOT / "handlers", s.aliases))
     assert "servers: 2\n  h1:4730\n  h2:4730\n" in text
     assert re.search(r"^  echo +async +timeout=none concurrency=100 \(process limit\) aliases=echo_alias ", text, re.M)
@@ -312,8 +372,10 @@ def test_handler_concurrency_for_an_unknown_handler_is_a_start_up_error(tmp_path
     registry = discover(ROOT / "handlers")
     with pytest.raises(ConfigError) as info:
         describe(s, registry)
-    assert str(info.value) == (f"{path}: setting 'handler_concurrency': names unknown handler 'resise' "
-                               f"(handlers: {', '.join(sorted(registry.handlers))})")
+    assert str(info.value) == (
+        f"{path}: setting 'handler_concurrency': names unknown handler 'resise' "
+        f"(handlers: {', '.join(sorted(registry.handlers))})"
+    )
 
 
 # -- command-line flags and `gearworker check` -------------------------------------
@@ -321,8 +383,15 @@ def test_handler_concurrency_for_an_unknown_handler_is_a_start_up_error(tmp_path
 
 def run_check(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
-    return subprocess.run([sys.executable, "-m", "gearworker", "check", *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, cwd=cwd, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", "check", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        cwd=cwd,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_every_settings_flag_is_documented_next_to_its_setting() -> None:
@@ -342,9 +411,19 @@ def test_every_settings_flag_is_documented_next_to_its_setting() -> None:
 def test_check_prints_what_would_run_with_flags_over_environment_over_file(tmp_path: Path) -> None:
     """`gearworker check --settings F --server ... --concurrency N` shows the merged settings: flags win."""
     path = write(tmp_path, "CONCURRENCY = 10\nGRACE_PERIOD = 12\nSERVERS = ['file:4730']\n")
-    result = run_check("--settings", str(path), "--server", "flag1:4730", "--server", "flag2:4731",
-                       "--concurrency", "7", "--handlers", str(ROOT / "handlers"),
-                       env={"GEARWORKER_GRACE_PERIOD": "13", "GEARWORKER_METRICS": "9100"})
+    result = run_check(
+        "--settings",
+        str(path),
+        "--server",
+        "flag1:4730",
+        "--server",
+        "flag2:4731",
+        "--concurrency",
+        "7",
+        "--handlers",
+        str(ROOT / "handlers"),
+        env={"GEARWORKER_GRACE_PERIOD": "13", "GEARWORKER_METRICS": "9100"},
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.startswith(f"settings: {path}\n")
@@ -358,16 +437,24 @@ def test_check_prints_what_would_run_with_flags_over_environment_over_file(tmp_p
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--server", "h1:port"], {},
-         "command line: setting 'servers': bad port in 'h1:port': expected HOST:PORT"),
-        (["--metrics", "localhost"], {},
-         "command line: setting 'metrics': no port in 'localhost': expected HOST:PORT or PORT"),
+        (["--server", "h1:port"], {}, "command line: setting 'servers': bad port in 'h1:port': expected HOST:PORT"),
+        (
+            ["--metrics", "localhost"],
+            {},
+            "command line: setting 'metrics': no port in 'localhost': expected HOST:PORT or PORT",
+        ),
         (["--concurrency", "0"], {}, "command line: setting 'concurrency': must be >= 1, got 0"),
-        ([], {"GEARWORKER_GRACE_PERIOD": "-1"},
-         "environment variable GEARWORKER_GRACE_PERIOD: setting 'grace_period': "
-         "must be a finite number >= 0, got -1.0"),
-        (["--handlers", "/nonexistent/handlers"], {},
-         "command line: setting 'handlers_dir': handlers folder '/nonexistent/handlers' does not exist"),
+        (
+            [],
+            {"GEARWORKER_GRACE_PERIOD": "-1"},
+            "environment variable GEARWORKER_GRACE_PERIOD: setting 'grace_period': "
+            "must be a finite number >= 0, got -1.0",
+        ),
+        (
+            ["--handlers", "/nonexistent/handlers"],
+            {},
+            "command line: setting 'handlers_dir': handlers folder '/nonexistent/handlers' does not exist",
+        ),
     ],
 )
 def test_check_reports_a_bad_value_precisely_and_exits_2(args: list[str], env: dict[str, str], message: str) -> None:
@@ -392,8 +479,10 @@ def test_check_reports_a_missing_handlers_folder_from_the_settings_file(tmp_path
     path = write(tmp_path, "HANDLERS_DIR = '/nonexistent/handlers'\n")
     result = run_check("--settings", str(path))
     assert result.returncode == 2
-    assert result.stderr == (f"gearworker: configuration error: {path}: setting 'handlers_dir': "
-                             "handlers folder '/nonexistent/handlers' does not exist\n")
+    assert result.stderr == (
+        f"gearworker: configuration error: {path}: setting 'handlers_dir': "
+        "handlers folder '/nonexistent/handlers' does not exist\n"
+    )
 
 
 def test_check_reports_a_bad_settings_file(tmp_path: Path) -> None:
@@ -401,5 +490,7 @@ def test_check_reports_a_bad_settings_file(tmp_path: Path) -> None:
     path = write(tmp_path, "PROCESSES = 'four'\n")
     result = run_check("--settings", str(path))
     assert result.returncode == 2
-    assert result.stderr == (f"gearworker: configuration error: {path}: setting 'processes': expected int, "
-                             "got 'four' (invalid literal for int() with base 10: 'four')\n")
+    assert result.stderr == (
+        f"gearworker: configuration error: {path}: setting 'processes': expected int, "
+        "got 'four' (invalid literal for int() with base 10: 'four')\n"
+    )

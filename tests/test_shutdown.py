@@ -117,8 +117,9 @@ def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_when_idle_exits_0_and_leaves_no_process(start_worker: StartWorker, gearmand: Gearmand,
-                                                        sig: signal.Signals) -> None:
+def test_signal_when_idle_exits_0_and_leaves_no_process(
+    start_worker: StartWorker, gearmand: Gearmand, sig: signal.Signals
+) -> None:
     """SIGTERM/SIGINT of an idle worker: exit 0, and every process it started (forkserver, tracker, pool) is gone."""
     w = start_worker()
     assert run_gearman_cli(gearmand.port, "cpu_echo", b"warm")[1] == b"warm"
@@ -131,8 +132,9 @@ def test_signal_when_idle_exits_0_and_leaves_no_process(start_worker: StartWorke
     assert events(w, "server.stopped")
 
 
-def test_sigterm_during_cpu_job_lets_it_finish_then_exits_0(start_worker: StartWorker, gearmand: Gearmand,
-                                                           tmp_path: Path) -> None:
+def test_sigterm_during_cpu_job_lets_it_finish_then_exits_0(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """A CPU job running at SIGTERM completes (the client gets its result) before the worker exits 0."""
     w = start_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 2)
@@ -163,8 +165,7 @@ def test_sigterm_stops_taking_new_jobs_at_once(start_worker: StartWorker, gearma
     assert status["echo"][:2] == (1, 0) and status["cpu_echo"][:2] == (1, 0), status
 
 
-def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gearmand: Gearmand,
-                                                 tmp_path: Path) -> None:
+def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path) -> None:
     """During the grace period the connections closed at SIGTERM are not re-opened (no reconnect churn or log noise)."""
     w = start_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 2.5)
@@ -174,12 +175,13 @@ def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gear
     assert w.wait(30) == 0
     client.communicate(timeout=10)
     lines = [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
-    after = [r["event"] for r in lines[[r["event"] for r in lines].index("server.stopping"):]]
+    after = [r["event"] for r in lines[[r["event"] for r in lines].index("server.stopping") :]]
     assert "server.up" not in after and "server.down" not in after, after
 
 
 def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
-        start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path) -> None:
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """Grace over: the pool process is killed, the worker exits 0, gearmand re-queues the job for another worker."""
     w = start_worker("--grace-period", "1")
     workload, pidfile, _ = long_job(tmp_path, 60)
@@ -199,8 +201,9 @@ def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
     assert events(w, "server.jobs_handed_back")
 
 
-def test_second_signal_stops_at_once_and_requeues_the_job(start_worker: StartWorker, gearmand: Gearmand,
-                                                          tmp_path: Path) -> None:
+def test_second_signal_stops_at_once_and_requeues_the_job(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """With a 60 s grace, SIGTERM then SIGTERM again exits 0 well under the grace; the job goes back to the queue."""
     w = start_worker("--grace-period", "60")
     workload, pidfile, _ = long_job(tmp_path, 60)
@@ -222,8 +225,9 @@ def test_second_signal_stops_at_once_and_requeues_the_job(start_worker: StartWor
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "cpu_job_running"])
-def test_sigkill_of_the_worker_takes_its_pool_with_it_within_2s(start_worker: StartWorker, gearmand: Gearmand,
-                                                                tmp_path: Path, busy: bool) -> None:
+def test_sigkill_of_the_worker_takes_its_pool_with_it_within_2s(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path, busy: bool
+) -> None:
     """SIGKILL of the worker: forkserver, resource tracker and every pool process are gone within 2 s."""
     w = start_worker()
     client = None
@@ -245,8 +249,9 @@ def test_sigkill_of_the_worker_takes_its_pool_with_it_within_2s(start_worker: St
 # -- pid file and `gearworker stop` -------------------------------------------
 
 
-def test_pid_file_refuses_a_second_instance_and_is_removed_on_exit(start_worker: StartWorker, gearmand: Gearmand,
-                                                                   tmp_path: Path) -> None:
+def test_pid_file_refuses_a_second_instance_and_is_removed_on_exit(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """A second worker with the same pid file exits 2 naming the file and the running pid; the first runs on."""
     pid_file = tmp_path / "gw.pid"
     first = start_worker("--pid-file", str(pid_file), wait_for="echo")
@@ -277,8 +282,13 @@ def test_gearworker_stop_signals_the_running_instance(start_worker: StartWorker,
     pid_file = tmp_path / "gw.pid"
     w = start_worker("--pid-file", str(pid_file))
     tree = pool_tree(w, 3)
-    stop = subprocess.Popen([sys.executable, "-m", "gearworker", "stop", "--pid-file", str(pid_file)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "gearworker", "stop", "--pid-file", str(pid_file)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Reap the worker while `stop` waits: an unreaped child stays a zombie that `stop` would see as alive.
     assert w.wait(30) == 0
     out, err = stop.communicate(timeout=60)
@@ -286,29 +296,37 @@ def test_gearworker_stop_signals_the_running_instance(start_worker: StartWorker,
     assert f"pid {w.pid}" in out
     assert not pid_file.exists()
     assert gone_within(tree, 5) == []
-    again = subprocess.run([sys.executable, "-m", "gearworker", "stop", "--pid-file", str(pid_file)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "gearworker", "stop", "--pid-file", str(pid_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 1 and "not running" in again.stderr
 
 
 # -- timeouts and crashes -------------------------------------------------------
 
 
-def test_async_handler_past_its_timeout_fails_clearly_and_is_cancelled(start_worker: StartWorker,
-                                                                      gearmand: Gearmand, tmp_path: Path) -> None:
+def test_async_handler_past_its_timeout_fails_clearly_and_is_cancelled(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """An async handler over its 1 s timeout: the job fails with a JobTimeout message and the coroutine is cancelled."""
     start_worker(wait_for="async_timeout_marker")
     marker = tmp_path / "marker"
-    code, out, err = run_gearman_cli(gearmand.port, "async_timeout_marker",
-                                     json.dumps({"seconds": 2, "marker": str(marker)}).encode())
+    code, out, err = run_gearman_cli(
+        gearmand.port, "async_timeout_marker", json.dumps({"seconds": 2, "marker": str(marker)}).encode()
+    )
     assert code != 0 and b"JobTimeout: ran past its 1s timeout" in err, (out, err)
     time.sleep(1.5)  # the handler would have written its marker by now had it not been cancelled
     assert not marker.exists()
     assert run_gearman_cli(gearmand.port, "echo", b"next")[1] == b"next"
 
 
-def test_cpu_handler_past_its_timeout_has_its_process_killed_and_replaced(start_worker: StartWorker,
-                                                                          gearmand: Gearmand) -> None:
+def test_cpu_handler_past_its_timeout_has_its_process_killed_and_replaced(
+    start_worker: StartWorker, gearmand: Gearmand
+) -> None:
     """A CPU handler over its 1 s timeout: the job fails clearly, that pool process is killed, a new one serves."""
     w = start_worker(processes=1)
     before = int(run_gearman_cli(gearmand.port, "cpu_pid", b"x")[1])
@@ -338,13 +356,21 @@ def _crash_oom_kill(gearmand: Gearmand, tmp_path: Path) -> tuple[int, bytes, byt
     return client.returncode, out, err
 
 
-@pytest.mark.parametrize(("crash", "reason"), [
-    (_crash_exit, b"ChildDied: pool process died (exit code 3) (twice)"),
-    (_crash_segv, b"ChildDied: pool process died (killed by SIGSEGV) (twice)"),
-], ids=["os_exit", "segfault"])
-def test_dying_pool_process_fails_only_its_own_job(start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path,
-                                                   crash: Callable[[Gearmand, Path], tuple[int, bytes, bytes]],
-                                                   reason: bytes) -> None:
+@pytest.mark.parametrize(
+    ("crash", "reason"),
+    [
+        (_crash_exit, b"ChildDied: pool process died (exit code 3) (twice)"),
+        (_crash_segv, b"ChildDied: pool process died (killed by SIGSEGV) (twice)"),
+    ],
+    ids=["os_exit", "segfault"],
+)
+def test_dying_pool_process_fails_only_its_own_job(
+    start_worker: StartWorker,
+    gearmand: Gearmand,
+    tmp_path: Path,
+    crash: Callable[[Gearmand, Path], tuple[int, bytes, bytes]],
+    reason: bytes,
+) -> None:
     """A handler that kills its pool process fails its own job (after one retry in a fresh process) with the
     reason; the other slot's job completes; the pool is whole."""
     w = start_worker(processes=2)
@@ -363,8 +389,9 @@ def test_dying_pool_process_fails_only_its_own_job(start_worker: StartWorker, ge
     assert w.proc is not None and w.proc.poll() is None
 
 
-def test_job_of_a_pool_process_killed_from_outside_runs_again(start_worker: StartWorker, gearmand: Gearmand,
-                                                              tmp_path: Path) -> None:
+def test_job_of_a_pool_process_killed_from_outside_runs_again(
+    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+) -> None:
     """The OOM killer's SIGKILL of a busy pool process: the job runs again in a fresh process and completes;
     the other slot's job is untouched."""
     w = start_worker(processes=2)
@@ -378,7 +405,7 @@ def test_job_of_a_pool_process_killed_from_outside_runs_again(start_worker: Star
     assert events(w, "job.retry") and events(w, "pool.restarted")
 
 
-SLOW_IMPORT = '''
+SLOW_IMPORT = """
 import os, time
 from pathlib import Path
 from gearworker import handler
@@ -390,9 +417,9 @@ time.sleep(float(os.environ.get("GW_TEST_IMPORT_SLEEP", "0")))
 @handler("echo")
 async def echo(job):
     return job.workload
-'''
+"""
 
-DIES_ONCE_IN_THE_POOL = '''
+DIES_ONCE_IN_THE_POOL = """
 import multiprocessing, os
 from gearworker import handler
 
@@ -409,7 +436,7 @@ if multiprocessing.parent_process() is not None:
 @handler("cpu_twice", cpu=True)
 def cpu_twice(job):
     return job.workload * 2
-'''
+"""
 
 
 def test_sigterm_while_starting_up_is_a_clean_stop(gearmand: Gearmand, tmp_path: Path) -> None:
@@ -417,8 +444,9 @@ def test_sigterm_while_starting_up_is_a_clean_stop(gearmand: Gearmand, tmp_path:
     not by the signal's default action (the chaos test saw exit -15)."""
     (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
     marker = tmp_path / "marker"
-    w = WorkerProcess([gearmand.address], handlers=tmp_path,
-                      env={"GW_TEST_MARKER": str(marker), "GW_TEST_IMPORT_SLEEP": "1.5"})
+    w = WorkerProcess(
+        [gearmand.address], handlers=tmp_path, env={"GW_TEST_MARKER": str(marker), "GW_TEST_IMPORT_SLEEP": "1.5"}
+    )
     w.start()
     wait_until(marker.exists, what="the handler module to start importing")
     w.signal(signal.SIGTERM)
@@ -446,8 +474,17 @@ def test_sigterm_while_the_command_line_still_imports_is_a_clean_stop(gearmand: 
     """`gearworker` catches stop signals before it imports anything heavy: a SIGTERM right after the
     process started exits 0 through shutdown (the chaos test saw -15 from a worker restarted just
     before the final stop)."""
-    cmd = [sys.executable, "-c", _SIGTERM_DURING_CLI_IMPORT, "--handlers", str(TEST_HANDLERS),
-           "--server", gearmand.address, "--log-format", "json"]
+    cmd = [
+        sys.executable,
+        "-c",
+        _SIGTERM_DURING_CLI_IMPORT,
+        "--handlers",
+        str(TEST_HANDLERS),
+        "--server",
+        gearmand.address,
+        "--log-format",
+        "json",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"server.stopped"' in out.stderr
@@ -465,8 +502,9 @@ def test_a_pool_process_killed_while_the_pool_starts_is_replaced(gearmand: Gearm
     """A pool process that dies during start-up (OOM killer, an operator) is replaced and the worker serves,
     instead of exiting with a BrokenProcessPool traceback (found by the chaos test: exit 1)."""
     (tmp_path / "dies_once.py").write_text(DIES_ONCE_IN_THE_POOL)
-    w = WorkerProcess([gearmand.address], handlers=tmp_path, args=["--processes", "2"],
-                      env={"GW_TEST_MARKER": str(tmp_path / "died")})
+    w = WorkerProcess(
+        [gearmand.address], handlers=tmp_path, args=["--processes", "2"], env={"GW_TEST_MARKER": str(tmp_path / "died")}
+    )
     try:
         w.start(wait_for="cpu_twice", gearmand=gearmand)
         assert run_gearman_cli(gearmand.port, "cpu_twice", b"ab")[1] == b"abab"

@@ -174,8 +174,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def start_worker(tmp_path: Path, server: str, notify_path: str, watchdog_usec: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     env.update(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC=str(watchdog_usec))
-    cmd = [sys.executable, "-m", "gearworker", "run", "--server", server, "--handlers", str(ROOT / "handlers"),
-           "--processes", "1", "--log-format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gearworker",
+        "run",
+        "--server",
+        server,
+        "--handlers",
+        str(ROOT / "handlers"),
+        "--processes",
+        "1",
+        "--log-format",
+        "json",
+    ]
     log = (tmp_path / "worker.log").open("wb")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 

@@ -197,8 +197,12 @@ async def test_a_link_reconnects_after_the_server_restarts_and_calls_on_up_again
 async def test_a_stopped_link_does_not_reconnect(gearmand: Gearmand) -> None:
     """close() leaves for good: no reconnect, even while the server is up."""
     ups: list[PacketStream] = []
-    link = Link(Endpoint(gearmand.address, StreamOptions(reconnect_min=0.01, reconnect_max=0.02)), Collector(),
-                on_up=ups.append, on_down=lambda reason: None)
+    link = Link(
+        Endpoint(gearmand.address, StreamOptions(reconnect_min=0.01, reconnect_max=0.02)),
+        Collector(),
+        on_up=ups.append,
+        on_down=lambda reason: None,
+    )
     link.start()
     while not ups:
         await asyncio.sleep(0.01)

@@ -49,8 +49,12 @@ async def make_client(tmp_path: Path) -> AsyncIterator[Any]:
         kwargs.setdefault("storage_root", str(tmp_path / "photos"))
         app = create_app(servers, **kwargs)
         await asyncio.to_thread(app.state.web.photos.load)  # what the lifespan does at start-up
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                   cookies={"gw_csrf": CSRF}, headers={"x-csrf-token": CSRF})
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://localhost",
+            cookies={"gw_csrf": CSRF},
+            headers={"x-csrf-token": CSRF},
+        )
         made.append((app, client))
         return app, client
 
@@ -75,9 +79,20 @@ async def events(app: Starlette, session: str = SESSION) -> list[tuple[str, dict
 
 async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
     """GET with a raw, un-normalised path (httpx would resolve ``..`` before sending)."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": raw_path.decode("latin-1"), "raw_path": raw_path, "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"localhost")], "server": ("localhost", 80), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": raw_path.decode("latin-1"),
+        "raw_path": raw_path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost")],
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 1),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -110,14 +125,15 @@ async def test_upload_limit_is_enforced_while_reading_even_without_content_lengt
 
     async def body() -> AsyncIterator[bytes]:
         nonlocal sent
-        yield b"--x\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\n\r\n"
+        yield b'--x\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n\r\n'
         for _ in range(1000):
             sent += 1
             yield b"\xff" * 1024
         yield b"\r\n--x--\r\n"
 
-    r = await client.post(f"/api/photos?session={SESSION}", content=body(),
-                          headers={"content-type": "multipart/form-data; boundary=x"})
+    r = await client.post(
+        f"/api/photos?session={SESSION}", content=body(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert r.status_code == 413
     assert "too big" in r.json()["error"]
 
@@ -140,21 +156,24 @@ async def test_an_upload_without_a_file_or_session_says_what_is_missing(make_cli
 # -- nothing served outside the app's own folders -------------------------------------------
 
 
-@pytest.mark.parametrize("raw_path", [
-    b"/static/../app.py",
-    b"/static/%2e%2e/app.py",
-    b"/static/..%2fapp.py",
-    b"/static/../../config.py",
-    b"/static//etc/passwd",
-    b"/static/%2fetc%2fpasswd",
-    b"/static/../../../../../../etc/passwd",
-    b"/photos/../../etc/passwd",
-    b"/photos/..%2f..%2fetc%2fpasswd/0",
-    b"/photos/00000000000000000000000000000000/0",
-    b"/photos/not-an-id/0",
-    b"/photos/00000000000000000000000000000000/-1",
-    b"/../pyproject.toml",
-])
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/static/../app.py",
+        b"/static/%2e%2e/app.py",
+        b"/static/..%2fapp.py",
+        b"/static/../../config.py",
+        b"/static//etc/passwd",
+        b"/static/%2fetc%2fpasswd",
+        b"/static/../../../../../../etc/passwd",
+        b"/photos/../../etc/passwd",
+        b"/photos/..%2f..%2fetc%2fpasswd/0",
+        b"/photos/00000000000000000000000000000000/0",
+        b"/photos/not-an-id/0",
+        b"/photos/00000000000000000000000000000000/-1",
+        b"/../pyproject.toml",
+    ],
+)
 async def test_paths_outside_the_apps_folders_are_404(make_client: Any, raw_path: bytes) -> None:
     app, _ = await make_client(["127.0.0.1:1"])
     status, body = await asgi_get(app, raw_path)
@@ -179,8 +198,9 @@ async def test_no_server_up_shows_no_job_server_reachable(make_client: Any) -> N
     dead = f"127.0.0.1:{free_port()}"
     app, client = await make_client([dead], connect_timeout=1.0)
     status = (await client.get("/api/servers")).json()
-    assert status["servers"] == [{"address": dead, "ok": False, "functions": [],
-                                  "error": f"No job server reachable at {dead}."}]
+    assert status["servers"] == [
+        {"address": dead, "ok": False, "functions": [], "error": f"No job server reachable at {dead}."}
+    ]
     r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo", "payload": "x"})
     assert r.status_code == 202
     r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("a.jpg", jpeg(), "image/jpeg")})
@@ -193,7 +213,8 @@ async def test_no_server_up_shows_no_job_server_reachable(make_client: Any) -> N
 
 
 async def test_one_server_down_is_shown_unreachable_next_to_one_that_is_up(
-        make_client: Any, gearmand: Gearmand) -> None:
+    make_client: Any, gearmand: Gearmand
+) -> None:
     dead = f"127.0.0.1:{free_port()}"
     _, client = await make_client([gearmand.address, dead], connect_timeout=1.0)
     servers = {s["address"]: s for s in (await client.get("/api/servers")).json()["servers"]}
@@ -204,9 +225,14 @@ async def test_one_server_down_is_shown_unreachable_next_to_one_that_is_up(
 @pytest.fixture
 def cli_worker(gearmand: Gearmand) -> Iterator[Gearmand]:
     """gearman-tools' CLI worker: ``echo`` runs cat, ``fails`` runs false."""
-    procs = [subprocess.Popen(["gearman", "-h", "127.0.0.1", "-p", str(gearmand.port), "-w", "-f", f, "--", *cmd],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for f, cmd in (("echo", ["cat"]), ("fails", ["false"]))]
+    procs = [
+        subprocess.Popen(
+            ["gearman", "-h", "127.0.0.1", "-p", str(gearmand.port), "-w", "-f", f, "--", *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for f, cmd in (("echo", ["cat"]), ("fails", ["false"]))
+    ]
     try:
         for _ in range(200):
             if {"echo", "fails"} <= {f for f, (_, _, w) in gearmand.status().items() if w}:
@@ -223,8 +249,9 @@ async def test_jobs_form_runs_copies_in_parallel_and_lists_results(make_client: 
     app, client = await make_client([cli_worker.address])
     functions = (await client.get("/api/servers")).json()["functions"]
     assert {"echo", "fails"} <= set(functions)
-    r = await client.post(f"/api/jobs?session={SESSION}",
-                          json={"function": "echo", "payload": "héllo", "copies": 3, "priority": "high"})
+    r = await client.post(
+        f"/api/jobs?session={SESSION}", json={"function": "echo", "payload": "héllo", "copies": 3, "priority": "high"}
+    )
     assert r.status_code == 202 and len(r.json()["jobs"]) == 3
     finals = {d["id"]: d for kind, d in await events(app) if kind == "job"}
     boot = app.state.web.hub.boot  # row ids start with the boot id: unique across restarts of the app
@@ -250,13 +277,16 @@ async def test_background_job_shows_its_handle_then_that_it_finished(make_client
     assert any(s["handle"] and s["state"] in ("queued", "running") for s in states)
 
 
-@pytest.mark.parametrize(("form", "message"), [
-    ({"function": "", "payload": "x"}, "Choose a function to run."),
-    ({"function": "echo", "copies": 0}, "Copies must be between 1 and 100."),
-    ({"function": "echo", "copies": 101}, "Copies must be between 1 and 100."),
-    ({"function": "echo", "priority": "urgent"}, "Priority must be one of: normal, high, low."),
-    ({"function": "two words"}, "A function name is one word of printable characters, at most 255."),
-])
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"function": "", "payload": "x"}, "Choose a function to run."),
+        ({"function": "echo", "copies": 0}, "Copies must be between 1 and 100."),
+        ({"function": "echo", "copies": 101}, "Copies must be between 1 and 100."),
+        ({"function": "echo", "priority": "urgent"}, "Priority must be one of: normal, high, low."),
+        ({"function": "two words"}, "A function name is one word of printable characters, at most 255."),
+    ],
+)
 async def test_a_bad_jobs_form_is_refused_in_plain_words(make_client: Any, form: dict[str, Any], message: str) -> None:
     _, client = await make_client(["127.0.0.1:1"])
     r = await client.post(f"/api/jobs?session={SESSION}", json=form)
@@ -303,8 +333,7 @@ def test_each_view_has_a_larger_revision_than_every_view_before_it() -> None:
     from gearworker.web.photos import Photo
 
     photo = Photo(id="a" * 32, key="", name="x.jpg", upload_bytes=1)
-    row = JobRow(id="0badc0de-b1-0", batch="0badc0de-b1", index=0, function="echo", background=False,
-                 priority="normal")
+    row = JobRow(id="0badc0de-b1-0", batch="0badc0de-b1", index=0, function="echo", background=False, priority="normal")
     revisions = [photo.view()["revision"] if n % 2 else row.view()["revision"] for n in range(1000)]
     assert revisions == sorted(set(revisions))
     assert revisions[-1] < 2**53  # exact as a JavaScript number
@@ -355,7 +384,7 @@ def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_fin
 def test_download_names_survive_any_characters() -> None:
     from gearworker.web.routes import _attachment, _safe_name
 
-    assert _safe_name("C:\\Users\\me\\..\\tårn\".jpg") == "tårn.jpg"
+    assert _safe_name('C:\\Users\\me\\..\\tårn".jpg') == "tårn.jpg"
     assert _safe_name("../../etc/passwd") == "passwd"
     header = _attachment("tårn-683x1024.jpg")
     header.encode("latin-1")  # what HTTP headers must be

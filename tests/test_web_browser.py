@@ -35,8 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 LOGS = ROOT / "artifacts" / "logs"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 #: Generous: the machine is shared and the pool processes start cold.
 WAIT_MS = 60_000
 expect.set_options(timeout=20_000)
@@ -76,8 +82,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def start_web(servers: list[str], log: Path, *extra: str, port: int | None = None,
-              storage: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_web(
+    servers: list[str], log: Path, *extra: str, port: int | None = None, storage: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = port or free_port()
     storage = storage or log.with_suffix(".photos")
     cmd = [sys.executable, "-m", "gearworker", "web", "--port", str(port), "--storage-root", str(storage), *extra]
@@ -112,8 +119,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         old.unlink()
     g = Gearmand().start()
     worker_log = logs / "web-worker.log"
-    worker = _start([sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers",
-                     "--processes", "2"], worker_log)
+    worker = _start(
+        [sys.executable, "-m", "gearworker", "--server", g.address, "--handlers", "handlers", "--processes", "2"],
+        worker_log,
+    )
     web = None
     try:
         wait_for_workers(g, {"echo", "fail", "slow", "resize"}, worker, worker_log)
@@ -224,7 +233,8 @@ def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page
     wait_for_js(page, "[...document.querySelectorAll('.copy img')].every(i => i.complete && i.naturalWidth > 0)")
     tower = page.locator(".photo", has_text="tårn.jpg")
     expect(tower.locator(".copy-meta .dim")).to_have_text(
-        [f"{w} \N{MULTIPLICATION SIGN} {h} px" for w, h in ((1200, 1800), (683, 1024), (341, 512), (171, 256))])
+        [f"{w} \N{MULTIPLICATION SIGN} {h} px" for w, h in ((1200, 1800), (683, 1024), (341, 512), (171, 256))]
+    )
     with page.expect_download() as info:
         tower.get_by_role("link", name="Download").nth(1).click()
     download = info.value
@@ -236,7 +246,8 @@ def test_two_photos_show_progress_to_100_and_their_thumbnails(stack: Stack, page
 def test_a_photo_dropped_on_the_drop_zone_is_resized(stack: Stack, page: Page, tmp_path: Path) -> None:
     data = photo(tmp_path / "dropped.jpg", 800, 600, 60).read_bytes()
     page.goto(f"{stack.url}/#photos")
-    page.evaluate("""(b64) => {
+    page.evaluate(
+        """(b64) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
@@ -244,14 +255,17 @@ def test_a_photo_dropped_on_the_drop_zone_is_resized(stack: Stack, page: Page, t
         for (const type of ["dragenter", "dragover", "drop"]) {
             zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
         }
-    }""", base64.b64encode(data).decode())
+    }""",
+        base64.b64encode(data).decode(),
+    )
     card = page.locator(".photo", has_text="dropped.jpg")
     expect(card).to_have_attribute("data-state", "done", timeout=WAIT_MS)
     expect(card.locator(".copy")).to_have_count(3)  # 2048 and 1024 collapse into the 800 px original
 
 
 def test_a_photo_list_read_while_queued_and_answered_after_done_does_not_undo_done(
-        stack: Stack, page: Page, tmp_path: Path) -> None:
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
     """The page's first photo list, held until the stream said "done", leaves the card done.
 
     CI once showed a card with its copies under a "Queued" badge: the list read at first contact
@@ -282,7 +296,8 @@ def test_a_file_that_is_not_an_image_is_refused_in_plain_words(stack: Stack, pag
     card = page.locator("#photo-list .photo", has_text="notes.jpg")
     expect(card).to_have_attribute("data-state", "failed")
     expect(card.locator(".photo-detail")).to_have_text(
-        "“notes.jpg” is not an image we can read (we take JPEG, PNG, WebP, GIF or TIFF).")
+        "“notes.jpg” is not an image we can read (we take JPEG, PNG, WebP, GIF or TIFF)."
+    )
 
 
 def test_a_corrupt_image_shows_the_job_failed(stack: Stack, page: Page, tmp_path: Path) -> None:
@@ -315,7 +330,8 @@ def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, pa
     page.click("#submit")
     failed = page.locator('#job-rows tr[data-state="failed"]')
     expect(failed.locator(".result.error")).to_have_text(
-        "The job failed: RuntimeError: fail was asked to fail (1 bytes)")
+        "The job failed: RuntimeError: fail was asked to fail (1 bytes)"
+    )
     expect(failed.locator(".warning")).to_have_count(0)  # the worker's warning repeats the reason: shown once
 
     page.select_option("#function", "slow")
@@ -325,7 +341,7 @@ def test_jobs_form_submits_copies_in_parallel_and_shows_results(stack: Stack, pa
     background = page.locator("#job-rows tr", has_text="background")
     expect(background.locator(".result").first).to_have_text(re.compile(r"^H:"))  # the handle, at once
     expect(background).to_have_attribute("data-state", "running")  # the status refreshes
-    expect(background.locator("td").nth(4)).to_contain_text("/4")   # with the worker's progress
+    expect(background.locator("td").nth(4)).to_contain_text("/4")  # with the worker's progress
     expect(background).to_have_attribute("data-state", "finished", timeout=WAIT_MS)
     shot(page, "jobs")
 
@@ -407,8 +423,10 @@ def test_no_job_server_is_said_in_plain_words(page: Page, tmp_path: Path) -> Non
         expect(page.locator("section.server .server-error")).to_have_text(f"No job server reachable at {dead}.")
         shot(page, "servers-down")
         page.goto(f"{url}/#photos")
-        page.set_input_files("#file-input", [str(photo(tmp_path / "small.jpg", 120, 90, 0)),
-                                             str(photo(tmp_path / "large.jpg", 1600, 1200, 0))])
+        page.set_input_files(
+            "#file-input",
+            [str(photo(tmp_path / "small.jpg", 120, 90, 0)), str(photo(tmp_path / "large.jpg", 1600, 1200, 0))],
+        )
         small = page.locator(".photo", has_text="small.jpg")
         expect(small.locator(".photo-detail")).to_have_text(f"No job server reachable at {dead}.")
         large = page.locator(".photo", has_text="large.jpg")

@@ -47,8 +47,11 @@ def test_a_page_left_open_resyncs_after_the_web_app_restarts(stack: Stack, page:
         _stop(web)
         web, _ = start_web([stack.gearmand.address], log, port=port, storage=storage)
         listening = time.monotonic()
-        page.wait_for_function("(old) => document.body.dataset.synced && document.body.dataset.synced !== old",
-                               arg=old_boot, timeout=WAIT_MS)
+        page.wait_for_function(
+            "(old) => document.body.dataset.synced && document.body.dataset.synced !== old",
+            arg=old_boot,
+            timeout=WAIT_MS,
+        )
         resync = time.monotonic() - listening
         print(f"re-synced {resync:.2f} s after the new web app listened")
         new_boot = page.evaluate("document.body.dataset.boot")
@@ -68,8 +71,11 @@ def test_a_page_left_open_resyncs_after_the_web_app_restarts(stack: Stack, page:
         page.goto(f"{url}/#photos")
         kept = page.locator(f'.photo[data-photo="{photo_id}"]')
         expect(kept).to_have_attribute("data-state", "done")
-        wait_for_js(page, f"""[...document.querySelectorAll('.photo[data-photo="{photo_id}"] img')]
-                              .every(i => i.complete && i.naturalWidth > 0)""")
+        wait_for_js(
+            page,
+            f"""[...document.querySelectorAll('.photo[data-photo="{photo_id}"] img')]
+                              .every(i => i.complete && i.naturalWidth > 0)""",
+        )
         page.set_input_files("#file-input", str(photo(tmp_path / "after.jpg", 900, 600, 200)))
         expect(page.locator(".photo", has_text="after.jpg")).to_have_attribute("data-state", "done", timeout=WAIT_MS)
         shot(page, "photos-after-restart")
@@ -110,14 +116,16 @@ def evil_site(stack: Stack) -> Iterator[tuple[str, list[str]]]:
 
 
 @pytest.mark.console_errors("has been blocked by CORS policy", "net::ERR_FAILED")  # what the test provokes
-def test_a_page_from_another_origin_can_neither_submit_nor_upload(stack: Stack, page: Page,
-                                                                  evil_site: tuple[str, list[str]]) -> None:
+def test_a_page_from_another_origin_can_neither_submit_nor_upload(
+    stack: Stack, page: Page, evil_site: tuple[str, list[str]]
+) -> None:
     evil_url, _ = evil_site
     queued_before = stack.gearmand.status().get("slow", (0, 0, 0))[0]
     photos_before = page.request.get(f"{stack.url}/api/photos").json()["total"]
     page.goto(evil_url)
     # fetch with JSON (needs a CORS preflight this app never grants), a "simple" no-cors fetch, and an upload.
-    outcomes = page.evaluate("""async (url) => {
+    outcomes = page.evaluate(
+        """async (url) => {
         const tries = {
             json: () => fetch(`${url}/api/jobs?session=evilsession1`, {method: "POST", credentials: "include",
                 headers: {"content-type": "application/json"}, body: JSON.stringify({function: "echo", payload: "x"})}),
@@ -134,7 +142,9 @@ def test_a_page_from_another_origin_can_neither_submit_nor_upload(stack: Stack, 
             catch (e) { out[name] = "blocked"; }
         }
         return out;
-    }""", stack.url)
+    }""",
+        stack.url,
+    )
     assert outcomes == {"json": "blocked", "simple": "opaque", "upload": "opaque"}  # the browser hides the answers
     # The form POST navigates to the app's answer.
     with page.expect_navigation():

@@ -79,8 +79,9 @@ def test_every_page_fits_a_390_px_phone(stack: Stack, browser: Browser, tmp_path
         context.close()
 
 
-def test_a_transparent_png_keeps_its_alpha_and_the_format_choice_is_honoured(stack: Stack, page: Page,
-                                                                             tmp_path: Path) -> None:
+def test_a_transparent_png_keeps_its_alpha_and_the_format_choice_is_honoured(
+    stack: Stack, page: Page, tmp_path: Path
+) -> None:
     page.goto(f"{stack.url}/#photos")
     page.set_input_files("#file-input", str(transparent_png(tmp_path / "logo.png")))
     logo = page.locator(".photo", has_text="logo.png")
@@ -113,8 +114,10 @@ def test_upload_progress_comes_from_the_upload_itself(stack: Stack, page: Page, 
     big = photo(tmp_path / "slow-upload.jpg", 3000, 2000, 150)
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
-                                                  "uploadThroughput": 250_000})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 250_000},
+    )
     page.goto(f"{stack.url}/#photos")
     page.evaluate("""() => { window.__uploading = [];
         new MutationObserver(() => {

@@ -20,8 +20,11 @@ def test_web_app_exits_0_on_sigterm_once_it_has_shut_down() -> None:
     """SIGTERM to a serving web app: it stops listening and the process exits 0 (not 143)."""
     port = free_port()
     # No job server on port 1: the web app serves without one (start order in a compose stack).
-    proc = subprocess.Popen([sys.executable, "-m", "gearworker.web", "--port", str(port), "--server", "127.0.0.1:1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gearworker.web", "--port", str(port), "--server", "127.0.0.1:1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

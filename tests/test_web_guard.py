@@ -32,8 +32,9 @@ DEAD = "127.0.0.1:1"  # nothing listens there: these tests need no job server
 async def make(tmp_path: Path) -> AsyncIterator[Any]:
     made: list[tuple[Starlette, httpx.AsyncClient]] = []
 
-    async def build(*, page: bool = True, base: str = "http://localhost",
-                    **options: Any) -> tuple[Starlette, httpx.AsyncClient]:
+    async def build(
+        *, page: bool = True, base: str = "http://localhost", **options: Any
+    ) -> tuple[Starlette, httpx.AsyncClient]:
         options.setdefault("storage_root", str(tmp_path / "photos"))
         app = create_app([DEAD], connect_timeout=0.5, **options)
         await asyncio.to_thread(app.state.web.photos.load)
@@ -57,11 +58,13 @@ def jobs_submitted(app: Starlette) -> int:
 
 async def test_a_post_from_another_origin_is_refused_even_with_the_token(make: Any) -> None:
     app, client = await make()
-    r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo"},
-                          headers={"origin": "http://evil.example"})
+    r = await client.post(
+        f"/api/jobs?session={SESSION}", json={"function": "echo"}, headers={"origin": "http://evil.example"}
+    )
     assert (r.status_code, r.json()["error"]) == (403, "Refused: this request came from another web site.")
-    r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo"},
-                          headers={"sec-fetch-site": "cross-site"})
+    r = await client.post(
+        f"/api/jobs?session={SESSION}", json={"function": "echo"}, headers={"sec-fetch-site": "cross-site"}
+    )
     assert r.status_code == 403
     assert jobs_submitted(app) == 0
 
@@ -69,17 +72,23 @@ async def test_a_post_from_another_origin_is_refused_even_with_the_token(make: A
 async def test_a_plain_html_form_cannot_submit_jobs(make: Any) -> None:
     """What a form on another site sends: text/plain, no token header (its cookie is SameSite=Strict)."""
     app, client = await make(page=False)
-    r = await client.post(f"/api/jobs?session={SESSION}", content=b'{"function": "slow", "payload": "30"}',
-                          headers={"content-type": "text/plain"})
+    r = await client.post(
+        f"/api/jobs?session={SESSION}",
+        content=b'{"function": "slow", "payload": "30"}',
+        headers={"content-type": "text/plain"},
+    )
     assert (r.status_code, r.json()["error"]) == (
-        403, "Refused: the page's security token is missing or old; reload the page.")
+        403,
+        "Refused: the page's security token is missing or old; reload the page.",
+    )
     assert jobs_submitted(app) == 0
 
 
 async def test_jobs_take_only_application_json(make: Any) -> None:
     app, client = await make()
-    r = await client.post(f"/api/jobs?session={SESSION}", content=b'{"function": "echo"}',
-                          headers={"content-type": "text/plain"})
+    r = await client.post(
+        f"/api/jobs?session={SESSION}", content=b'{"function": "echo"}', headers={"content-type": "text/plain"}
+    )
     assert (r.status_code, r.json()["error"]) == (415, "Send the form as application/json.")
     assert jobs_submitted(app) == 0
 
@@ -116,13 +125,26 @@ async def test_a_declared_body_over_the_cap_is_refused_before_one_byte_is_read(m
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/api/jobs", "raw_path": b"/api/jobs", "root_path": "",
-             "query_string": b"session=" + SESSION.encode(),
-             "headers": [(b"host", b"localhost"), (b"content-type", b"application/json"),
-                         (b"content-length", str(300 * 1024 * 1024).encode()),
-                         (b"cookie", f"gw_csrf={TOKEN}".encode()), (b"x-csrf-token", TOKEN.encode())],
-             "server": ("localhost", 80), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/jobs",
+        "raw_path": b"/api/jobs",
+        "root_path": "",
+        "query_string": b"session=" + SESSION.encode(),
+        "headers": [
+            (b"host", b"localhost"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(300 * 1024 * 1024).encode()),
+            (b"cookie", f"gw_csrf={TOKEN}".encode()),
+            (b"x-csrf-token", TOKEN.encode()),
+        ],
+        "server": ("localhost", 80),
+        "client": ("127.0.0.1", 1),
+    }
     await app(scope, receive, send)
     assert sent[0]["status"] == 413 and reads == 0
 
@@ -153,7 +175,7 @@ def test_password_hashes_verify_and_sessions_are_signed() -> None:
     cookie = session_cookie(stored, now=1000.0)
     assert valid_session(cookie, stored, now=1001.0)
     assert not valid_session(cookie, stored, now=10**9)  # expired
-    assert not valid_session(cookie.replace(".", ".0", 1)[:len(cookie)], stored, now=1001.0)
+    assert not valid_session(cookie.replace(".", ".0", 1)[: len(cookie)], stored, now=1001.0)
     assert not valid_session(cookie, hash_password("another", n=2**10), now=1001.0)  # new password: logged out
     assert check_hash_format("md5$abc") is not None
 

@@ -31,9 +31,23 @@ CHUNK = b"\xff" * (1024 * 1024)
 @pytest.fixture
 def web(tmp_path: Path) -> Iterator[tuple[int, psutil.Process]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gearworker", "web", "--port", str(port), "--server",
-                             f"127.0.0.1:{free_port()}", "--storage-root", str(tmp_path / "photos")],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gearworker",
+            "web",
+            "--port",
+            str(port),
+            "--server",
+            f"127.0.0.1:{free_port()}",
+            "--storage-root",
+            str(tmp_path / "photos"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, timeout=30)
         yield port, psutil.Process(proc.pid)
@@ -66,8 +80,10 @@ class PeakRss:
 def push(port: int, path: str, content_type: str, *, chunked: bool) -> tuple[bytes, int]:
     """POST a 300 MB body until the app answers; returns (status line, bytes sent)."""
     framing = "transfer-encoding: chunked" if chunked else f"content-length: {BODY}"
-    head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: {content_type}\r\n{framing}\r\n"
-            f"cookie: gw_csrf=tok\r\nx-csrf-token: tok\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: {content_type}\r\n{framing}\r\n"
+        f"cookie: gw_csrf=tok\r\nx-csrf-token: tok\r\n\r\n"
+    ).encode()
     sent = 0
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.settimeout(5)
@@ -88,35 +104,43 @@ def push(port: int, path: str, content_type: str, *, chunked: bool) -> tuple[byt
     return answer.split(b"\r\n", 1)[0], sent
 
 
-@pytest.mark.parametrize(("path", "content_type", "chunked"), [
-    ("/api/jobs?session=abcdefgh1234", "application/json", False),
-    ("/api/jobs?session=abcdefgh1234", "application/json", True),
-    ("/api/photos?session=abcdefgh1234", "multipart/form-data; boundary=x", False),
-    ("/api/photos?session=abcdefgh1234", "multipart/form-data; boundary=x", True),
-])
+@pytest.mark.parametrize(
+    ("path", "content_type", "chunked"),
+    [
+        ("/api/jobs?session=abcdefgh1234", "application/json", False),
+        ("/api/jobs?session=abcdefgh1234", "application/json", True),
+        ("/api/photos?session=abcdefgh1234", "multipart/form-data; boundary=x", False),
+        ("/api/photos?session=abcdefgh1234", "multipart/form-data; boundary=x", True),
+    ],
+)
 def test_a_300_mb_post_is_refused_with_413_and_memory_stays_near_idle(
-        web: tuple[int, psutil.Process], path: str, content_type: str, chunked: bool) -> None:
+    web: tuple[int, psutil.Process], path: str, content_type: str, chunked: bool
+) -> None:
     port, proc = web
     idle = proc.memory_info().rss
     with PeakRss(proc) as rss:
         status, sent = push(port, path, content_type, chunked=chunked)
-    print(f"{path.split('?')[0]} chunked={chunked}: idle {idle / 2**20:.1f} MiB, peak {rss.peak / 2**20:.1f} MiB, "
-          f"sent {sent / 2**20:.0f} MiB before the answer")
+    print(
+        f"{path.split('?')[0]} chunked={chunked}: idle {idle / 2**20:.1f} MiB, peak {rss.peak / 2**20:.1f} MiB, "
+        f"sent {sent / 2**20:.0f} MiB before the answer"
+    )
     # The code, not the reason phrase: Python 3.13 renamed 413 "Content Too Large" (RFC 9110).
     assert status.split(b" ", 2)[:2] == [b"HTTP/1.1", b"413"], status
     assert rss.peak - idle < 25 * 2**20  # near idle: the 300 MB never sat in the app's memory
 
 
 def test_gearworker_web_refuses_a_non_loopback_address_without_a_login(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["web", "--host", "0.0.0.0", "--server", "127.0.0.1:4730"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gearworker web: refusing to listen on 0.0.0.0 without a login")
 
 
-def test_a_bad_password_hash_setting_is_named(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_a_bad_password_hash_setting_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GEARWORKER_WEB_PASSWORD_HASH", "md5$abc")
     assert main(["web", "--server", "127.0.0.1:4730"]) == 2
@@ -124,8 +148,14 @@ def test_a_bad_password_hash_setting_is_named(capsys: pytest.CaptureFixture[str]
 
 
 def test_hash_password_prints_a_hash_the_app_accepts() -> None:
-    out = subprocess.run([sys.executable, "-m", "gearworker", "web", "--hash-password"], input="correct horse\n",
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-m", "gearworker", "web", "--hash-password"],
+        input="correct horse\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
     from gearworker.web.login import verify_password
 
     assert out.startswith("scrypt$") and verify_password("correct horse", out)

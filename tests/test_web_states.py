@@ -32,8 +32,12 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def build(servers: list[str], **options: Any) -> tuple[Starlette, httpx.AsyncClient]:
         app = create_app(servers, storage_root=str(tmp_path / "photos"), connect_timeout=1.0, **options)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost",
-                                   cookies={"gw_csrf": TOKEN}, headers={"x-csrf-token": TOKEN})
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://localhost",
+            cookies={"gw_csrf": TOKEN},
+            headers={"x-csrf-token": TOKEN},
+        )
         made.append((app, client))
         return app, client
 
@@ -65,8 +69,7 @@ async def submit(client: httpx.AsyncClient, **form: Any) -> dict[str, Any]:
     return job
 
 
-async def test_a_background_job_lost_in_a_gearmand_restart_is_lost_not_finished(make: Any,
-                                                                                gearmand: Gearmand) -> None:
+async def test_a_background_job_lost_in_a_gearmand_restart_is_lost_not_finished(make: Any, gearmand: Gearmand) -> None:
     app, client = await make([gearmand.address])
     job = await submit(client, function="nobody_serves_this", payload="x", background=True)
     await wait_for_row(app, lambda r: r["id"] == job["id"] and r["state"] == "waiting")  # queued, no worker
@@ -76,9 +79,24 @@ async def test_a_background_job_lost_in_a_gearmand_restart_is_lost_not_finished(
 
 
 async def test_a_background_job_that_ran_is_finished(make: Any, gearmand: Gearmand) -> None:
-    worker = subprocess.Popen(["gearman", "-h", "127.0.0.1", "-p", str(gearmand.port), "-w", "-f", "sleepy",
-                               "--", "sh", "-c", "sleep 1.5; cat"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            "gearman",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(gearmand.port),
+            "-w",
+            "-f",
+            "sleepy",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1.5; cat",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         app, client = await make([gearmand.address])
         for _ in range(100):
@@ -93,8 +111,9 @@ async def test_a_background_job_that_ran_is_finished(make: Any, gearmand: Gearma
         worker.wait()
 
 
-async def test_a_foreground_job_without_a_worker_waits_then_times_out_in_plain_words(make: Any,
-                                                                                    gearmand: Gearmand) -> None:
+async def test_a_foreground_job_without_a_worker_waits_then_times_out_in_plain_words(
+    make: Any, gearmand: Gearmand
+) -> None:
     app, client = await make([gearmand.address], job_timeout=2.5)
     job = await submit(client, function="nobody_serves_this", payload="x")
     # The first check for workers can beat gearmand's JOB_CREATED: the row is then published again
@@ -132,8 +151,9 @@ async def test_after_a_web_restart_open_background_jobs_are_watched_again(make: 
 
 
 @pytest.mark.parametrize("mode", ["bytes", "file"])
-async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(gearmand: Gearmand, tmp_path: Path,
-                                                                        mode: str) -> None:
+async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(
+    gearmand: Gearmand, tmp_path: Path, mode: str
+) -> None:
     """Both photo modes: the original kept on disk is resized by a real worker when the app starts again."""
     import io
 
@@ -149,8 +169,9 @@ async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(gearmand
     image.seek(0)
     photo = Photo(id=new_id(), key="", name="cut.jpg", upload_bytes=len(image.getvalue()), state="resizing")
     PhotoStore(root).add(photo, image)  # what the app had stored when it stopped mid-resize
-    worker = WorkerProcess([gearmand.address], args=["--processes", "1"],
-                           env={"GEARWORKER_STORAGE_ROOTS": str(root.resolve())})
+    worker = WorkerProcess(
+        [gearmand.address], args=["--processes", "1"], env={"GEARWORKER_STORAGE_ROOTS": str(root.resolve())}
+    )
     worker.start(wait_for="resize", gearmand=gearmand, timeout=60)
     try:
         app = create_app([gearmand.address], storage_root=str(root), photo_mode=mode)
@@ -160,7 +181,10 @@ async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(gearmand
             kept = web.photos.get(photo.id)
             assert kept is not None and (kept.state, kept.error) == ("done", None)
             assert [(c.width, c.height, c.file) for c in kept.copies] == [
-                (900, 600, "copy-1024.jpg"), (512, 341, "copy-512.jpg"), (256, 171, "copy-256.jpg")]
+                (900, 600, "copy-1024.jpg"),
+                (512, 341, "copy-512.jpg"),
+                (256, 171, "copy-256.jpg"),
+            ]
             for c in kept.copies:
                 assert Image.open(root / photo.id / c.file).size == (c.width, c.height)
     finally:

@@ -12,8 +12,12 @@ from workerproc import WorkerProcess, handlers_dir
 
 def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:
     for i in range(count):
-        subprocess.run(["gearman", "-p", str(g.port), "-b", "-u", f"{function}-{payload}-{i}", "-f", function,
-                        "--", payload], check=True, capture_output=True, timeout=10)
+        subprocess.run(
+            ["gearman", "-p", str(g.port), "-b", "-u", f"{function}-{payload}-{i}", "-f", function, "--", payload],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +40,8 @@ def gated_cpu(job):  # runs in a pool process until the test creates the file $G
 
 
 def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """With one pool process busy, the second CPU job is left on the server for another machine."""
     handlers = handlers_dir(tmp_path, gated=GATED_CPU)
     release = tmp_path / "release"
@@ -80,8 +85,9 @@ def test_per_handler_limit_from_settings_holds(gearmand: Gearmand) -> None:
         assert seen <= {0, 1} and 1 in seen
         assert gearmand.status()["slow"][:2] == (0, 0)
         # The other functions were not held back by slow's limit.
-        out = subprocess.run(["gearman", "-p", str(gearmand.port), "-f", "echo", "--", "x"], capture_output=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["gearman", "-p", str(gearmand.port), "-f", "echo", "--", "x"], capture_output=True, timeout=10, check=True
+        )
         assert out.stdout == b"x"
     finally:
         assert w.stop() == 0
@@ -107,8 +113,12 @@ def test_worker_registers_again_and_serves_after_its_server_restarts(gearmand: G
     try:
         gearmand.restart()
         w.wait_registered(gearmand, "echo")
-        out = subprocess.run(["gearman", "-p", str(gearmand.port), "-f", "reverse", "--", "abc"], capture_output=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["gearman", "-p", str(gearmand.port), "-f", "reverse", "--", "abc"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
         assert out.stdout == b"cba"
         assert w.log_text().count('"server.down"') >= 1
     finally:

@@ -34,8 +34,9 @@ def worker(gearmand: Gearmand) -> Iterator[WorkerProcess]:
 def gearman(
     g: Gearmand, *args: str, data: bytes | None = None, timeout: float = 30
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["gearman", "-p", str(g.port), *args], input=data, capture_output=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        ["gearman", "-p", str(g.port), *args], input=data, capture_output=True, timeout=timeout, check=False
+    )
 
 
 def _records(w: WorkerProcess) -> list[dict[str, Any]]:
@@ -67,8 +68,9 @@ def test_ten_megabyte_workload_round_trips(gearmand: Gearmand, worker: WorkerPro
     script = tmp_path / "echo.php"
     script.write_text(PHP_ECHO)
     payload = os.urandom(10 * 1024 * 1024)
-    out = subprocess.run(["php", str(script), str(gearmand.port)], input=payload, capture_output=True, timeout=120,
-                         check=False)
+    out = subprocess.run(
+        ["php", str(script), str(gearmand.port)], input=payload, capture_output=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert len(out.stdout) == len(payload)
     assert out.stdout == payload
@@ -91,8 +93,11 @@ def test_two_hundred_concurrent_foreground_jobs_each_get_their_own_result(
     procs = []
     for i in range(200):
         payload = f"job-{i}-".encode() + os.urandom(16).hex().encode()
-        p = subprocess.Popen(["gearman", "-p", str(gearmand.port), "-f", "reverse", "--", payload.decode()],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            ["gearman", "-p", str(gearmand.port), "-f", "reverse", "--", payload.decode()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         procs.append((payload, p))
     for payload, p in procs:
         out, err = p.communicate(timeout=60)

@@ -12,8 +12,10 @@ import uvloop
 
 from gearworker.worker.eager import start_eagerly
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop,
-                                                            "uvloop": uvloop.new_event_loop}
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
 
@@ -31,7 +33,8 @@ def loop_factory(request: pytest.FixtureRequest) -> Callable[[], asyncio.Abstrac
 
 
 def test_a_coroutine_that_never_waits_runs_to_the_end_before_start_returns(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     seen: list[str] = []
 
     async def job() -> None:
@@ -46,7 +49,8 @@ def test_a_coroutine_that_never_waits_runs_to_the_end_before_start_returns(
 
 
 def test_a_coroutine_that_waits_is_resumed_by_a_task_with_what_it_waited_for(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     seen: list[object] = []
 
     async def main() -> None:
@@ -69,7 +73,8 @@ def test_a_coroutine_that_waits_is_resumed_by_a_task_with_what_it_waited_for(
 
 
 def test_cancelling_the_task_cancels_the_handler_where_it_waits_and_it_sees_who_cancelled(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     seen: list[object] = []
 
     async def job() -> None:
@@ -93,7 +98,8 @@ def test_cancelling_the_task_cancels_the_handler_where_it_waits_and_it_sees_who_
 
 
 def test_an_error_after_the_first_wait_ends_the_task_with_it(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     async def job() -> None:
         await asyncio.sleep(0)
         raise ValueError("late failure")
@@ -108,7 +114,8 @@ def test_an_error_after_the_first_wait_ends_the_task_with_it(
 
 
 def test_context_variables_a_handler_sets_stay_in_its_own_context(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     seen: list[str] = []
 
     async def job(name: str) -> None:
@@ -127,7 +134,8 @@ def test_context_variables_a_handler_sets_stay_in_its_own_context(
 
 
 def test_the_first_step_runs_inside_the_task_that_goes_on_with_it(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     """asyncio.current_task() is one Task from the handler's first line to its last, as in any Task."""
     seen: list[asyncio.Task[Any] | None] = []
 
@@ -148,7 +156,8 @@ def test_the_first_step_runs_inside_the_task_that_goes_on_with_it(
 
 
 def test_asyncio_timeout_and_task_groups_work_in_the_first_step(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     """Both need a current task: a handler opening one before its first await must not fail (3.11 did)."""
     seen: list[str] = []
 
@@ -176,7 +185,8 @@ def test_asyncio_timeout_and_task_groups_work_in_the_first_step(
 
 
 def test_a_coroutine_started_from_a_plain_callback_gets_its_task_too(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     """The worker starts handlers from a socket read, where no task is current."""
     seen: list[object] = []
 
@@ -195,7 +205,8 @@ def test_a_coroutine_started_from_a_plain_callback_gets_its_task_too(
 
 
 def test_a_task_cancelled_before_its_first_turn_still_cancels_the_handler_where_it_waits(
-        loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     """The connection can drop in the read that brought the job: the handler must see that cancellation.
 
     (Otherwise its ``except CancelledError`` never runs, and the Runner never hands the job back nor

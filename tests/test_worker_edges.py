@@ -17,7 +17,7 @@ from gearworker.worker.pool import Pool, PoolTimeout
 from gearworker.worker.registry import Handler, Registry, discover
 from gearworker.worker.worker import Worker
 
-SPAM = '''
+SPAM = """
 from gearworker import handler
 
 @handler("spam", cpu=True)
@@ -29,14 +29,16 @@ def spam(job):
 def quick(job):
     job.status(1, 2)
     return b"ok"
-'''
+"""
 
 
 async def test_a_process_killed_mid_report_does_not_block_the_other_slots_or_shutdown(tmp_path: Path) -> None:
     """Each slot reports on its own pipe: a timeout kill during a write cannot leave a shared lock held."""
     (tmp_path / "spam.py").write_text(SPAM)
-    settings = config.load(env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path),
-                                              "processes": 2, "log_level": "error"})
+    settings = config.load(
+        env={},
+        overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path), "processes": 2, "log_level": "error"},
+    )
     registry = discover(settings.handlers_dir)
     reports: list[str] = []
     pool = Pool(settings)
@@ -48,11 +50,12 @@ async def test_a_process_killed_mid_report_does_not_block_the_other_slots_or_shu
     try:
         for token in range(1, 9, 2):
             with pytest.raises(PoolTimeout):
-                await pool.run(registry.functions["spam"].func, CpuJobSpec(token, "spam", b"H:1", b"", b""), 0.3,
-                               report)
-            ok, result = await pool.run(registry.functions["quick"].func,
-                                        CpuJobSpec(token + 1, "quick", b"H:2", b"", b""), 10,
-                                        report)
+                await pool.run(
+                    registry.functions["spam"].func, CpuJobSpec(token, "spam", b"H:1", b"", b""), 0.3, report
+                )
+            ok, result = await pool.run(
+                registry.functions["quick"].func, CpuJobSpec(token + 1, "quick", b"H:2", b"", b""), 10, report
+            )
             assert (ok, result) == (True, b"ok")
         assert "status" in reports
     finally:
@@ -66,8 +69,9 @@ async def _awaits_a_cancelled_future(job: Job) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def _serving(gearmand: Gearmand, func: Callable[[Job], Awaitable[Any]],
-                   timeout: float | None = None) -> AsyncIterator[Worker]:
+async def _serving(
+    gearmand: Gearmand, func: Callable[[Job], Awaitable[Any]], timeout: float | None = None
+) -> AsyncIterator[Worker]:
     """A worker in this process serving ``func`` as function "h" on ``gearmand``."""
     settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error"})
     registry = Registry()
@@ -96,10 +100,13 @@ async def _opens_a_timeout_and_a_task_group_before_awaiting(job: Job) -> bytes:
 
 @pytest.mark.parametrize("timeout", [None, 5.0], ids=["no timeout", "its own timeout"])
 async def test_a_handler_may_open_asyncio_timeout_or_a_task_group_before_its_first_await(
-        gearmand: Gearmand, timeout: float | None) -> None:
+    gearmand: Gearmand, timeout: float | None
+) -> None:
     """Handlers start eagerly, inside the read: still inside their Task, which both need (3.11 failed the job)."""
-    async with (_serving(gearmand, _opens_a_timeout_and_a_task_group_before_awaiting, timeout),
-                Client([gearmand.address]) as client):
+    async with (
+        _serving(gearmand, _opens_a_timeout_and_a_task_group_before_awaiting, timeout),
+        Client([gearmand.address]) as client,
+    ):
         assert await asyncio.wait_for(client.submit("h", b""), 10) == b"done"
 
 
@@ -111,8 +118,16 @@ async def test_a_job_finishing_as_its_connection_drops_still_counts_as_done(gear
         await release.wait()
         return job.workload
 
-    settings = config.load(env={}, overrides={"servers": [gearmand.address], "log_level": "error",
-                                              "concurrency": 1, "reconnect_min": 0.05, "reconnect_max": 0.2})
+    settings = config.load(
+        env={},
+        overrides={
+            "servers": [gearmand.address],
+            "log_level": "error",
+            "concurrency": 1,
+            "reconnect_min": 0.05,
+            "reconnect_max": 0.2,
+        },
+    )
     registry = Registry()
     registry.add(Handler("w", wait_then_echo, False, None, None, "test", True))
     worker = Worker(settings, registry, None)
@@ -151,9 +166,12 @@ async def test_coalesced_submits_on_one_connection_each_see_every_event_once(gea
     registry.add(Handler("chunks", chunks, False, None, None, "test", True))
     async with Client([gearmand.address]) as client:
         seen: list[list[bytes]] = [[], [], []]
-        submits = [asyncio.create_task(client.submit("chunks", b"x", unique="same",
-                                                     on_progress=lambda e, i=i: seen[i].append(e.data)))
-                   for i in range(3)]
+        submits = [
+            asyncio.create_task(
+                client.submit("chunks", b"x", unique="same", on_progress=lambda e, i=i: seen[i].append(e.data))
+            )
+            for i in range(3)
+        ]
         while gearmand.status().get("chunks", (0, 0, 0))[0] == 0:
             await asyncio.sleep(0.02)
         worker = Worker(settings, registry, None)

@@ -83,8 +83,11 @@ class Watcher(Middleware):
         self.seen.append((result.outcome, self.transport.sent()))
 
 
-def _connected(handlers: Path, transport: RecordingTransport, middleware: Chain | None = None,
-               ) -> tuple[Worker, WorkerSession[ActiveJob], PacketStream]:
+def _connected(
+    handlers: Path,
+    transport: RecordingTransport,
+    middleware: Chain | None = None,
+) -> tuple[Worker, WorkerSession[ActiveJob], PacketStream]:
     """A worker with the handlers in ``handlers``, and one connection up over ``transport``."""
     settings = config.load(None, env={}, overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(handlers)})
     worker = Worker(settings, discover(handlers), None, middleware=middleware)
@@ -145,8 +148,9 @@ def test_the_job_done_line_carries_the_time_the_job_ended_not_when_its_hook_ran(
     with open(target, "w") as stream:
         logs.configure("info", "json", stream=stream)
         try:
-            LogMiddleware().after(JobInfo("echo", b"H:1", b"u", 1, "s"),
-                                  JobResult("complete", 0.25, ended_at=1_700_000_000.25))
+            LogMiddleware().after(
+                JobInfo("echo", b"H:1", b"u", 1, "s"), JobResult("complete", 0.25, ended_at=1_700_000_000.25)
+            )
             logs.flush()
         finally:
             logs.reset()
@@ -212,9 +216,12 @@ def _job_done_lines(tmp_path: Path, jobs: list[tuple[bytes, bytes]]) -> list[dic
     async def main() -> None:
         worker, session, stream = _connected(tmp_path, RecordingTransport())
         session.grabs = len(jobs)
-        stream.data_received(b"".join(
-            encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:%d" % n, function, b"u%d" % n, data), Magic.RES))
-            for n, (function, data) in enumerate(jobs)))
+        stream.data_received(
+            b"".join(
+                encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:%d" % n, function, b"u%d" % n, data), Magic.RES))
+                for n, (function, data) in enumerate(jobs)
+            )
+        )
         await asyncio.sleep(runner.AFTER_DELAY * 3)
         await worker.close()
 
@@ -400,14 +407,21 @@ async def _woken(handlers: Path, *, short_way: bool, full_probe: bool) -> tuple[
     else:
         worker.connections[0].packet_received(Packet(PacketType.NOOP, (), Magic.RES))
         await asyncio.sleep(0)  # the queued grabs go out at the end of the loop turn
-    state = (session.window, session.grabs, session.sleeping, session.drained, session._full,
-             [(b.used, b.reserved) for b in worker.groups[0].buckets])
+    state = (
+        session.window,
+        session.grabs,
+        session.sleeping,
+        session.drained,
+        session._full,
+        [(b.used, b.reserved) for b in worker.groups[0].buckets],
+    )
     return transport.writes, state
 
 
 @pytest.mark.parametrize("full_probe", [False, True], ids=["after a quiet spell", "after a full probe"])
 def test_a_noop_alone_in_its_read_is_answered_within_it_as_the_general_path_would(
-        tmp_path: Path, full_probe: bool) -> None:
+    tmp_path: Path, full_probe: bool
+) -> None:
     """The short way writes the same grabs, in one write before the read returns, and leaves the same state."""
     handlers = _handlers(tmp_path)
     short_writes, short_state = uvloop.run(_woken(handlers, short_way=True, full_probe=full_probe))
@@ -430,7 +444,7 @@ def test_noop_bytes_that_end_a_packet_begun_in_an_earlier_read_are_its_payload_n
         transport.writes.clear()
         job = encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"echo", b"u", _NOOP), Magic.RES))
         stream.data_received(job[: -len(_NOOP)])
-        stream.data_received(job[-len(_NOOP):])
+        stream.data_received(job[-len(_NOOP) :])
         await asyncio.sleep(0)
         return transport.sent(), Parser(expect=Magic.REQ).feed(b"".join(transport.writes))
 
@@ -479,8 +493,11 @@ def test_the_batch_of_job_done_lines_is_written_as_it_runs_not_gathered_for_a_se
                 await asyncio.sleep(0)  # both jobs completed; their lines wait for the batch
                 writes = sum(o.writes for o in logbatch.outputs())
                 worker.runner.run_completed_hooks()  # what the batch's timer calls
-                return (target.read_bytes().splitlines(), sum(o.writes for o in logbatch.outputs()) - writes,
-                        any(o.busy() for o in logbatch.outputs()))
+                return (
+                    target.read_bytes().splitlines(),
+                    sum(o.writes for o in logbatch.outputs()) - writes,
+                    any(o.busy() for o in logbatch.outputs()),
+                )
             finally:
                 logs.reset()
 

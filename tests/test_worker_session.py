@@ -41,7 +41,7 @@ def session(depth: int = 3) -> WorkerSession[str]:
 def feed(s: WorkerSession[str], data: bytes, *, chunk: int = 0) -> list[object]:
     """Parse server bytes (in chunks of ``chunk`` bytes; 0: whole) and apply each packet."""
     parser = Parser(expect=Magic.RES)
-    pieces = [data] if not chunk else [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    pieces = [data] if not chunk else [data[i : i + chunk] for i in range(0, len(data), chunk)]
     events: list[object] = []
     for piece in pieces:
         for packet in parser.feed(piece):
@@ -276,8 +276,12 @@ def test_error_echo_and_option_replies_do_not_disturb_the_grab_cycle() -> None:
     s = session()
     s.connected()
     s.grab(1)
-    events = feed(s, encode(response(T.ERROR, b"E1", b"oops")) + encode(response(T.ECHO_RES, b"x"))
-                  + encode(response(T.OPTION_RES, b"exceptions")))
+    events = feed(
+        s,
+        encode(response(T.ERROR, b"E1", b"oops"))
+        + encode(response(T.ECHO_RES, b"x"))
+        + encode(response(T.OPTION_RES, b"exceptions")),
+    )
     assert events == [ServerError(b"E1", b"oops"), None, None]
     assert s.grabs == 1
 
@@ -287,8 +291,11 @@ def test_old_assign_packets_are_understood_too() -> None:
     s = session()
     s.connected()
     s.grab(2)
-    events = feed(s, encode(response(T.JOB_ASSIGN, b"H:2", b"echo", b"d"))
-                  + encode(response(T.JOB_ASSIGN_ALL, b"H:3", b"echo", b"u", b"reducer", b"e")))
+    events = feed(
+        s,
+        encode(response(T.JOB_ASSIGN, b"H:2", b"echo", b"d"))
+        + encode(response(T.JOB_ASSIGN_ALL, b"H:3", b"echo", b"u", b"reducer", b"e")),
+    )
     assert events == [JobAssigned(b"H:2", b"echo", b"", b"d"), JobAssigned(b"H:3", b"echo", b"u", b"e")]
 
 
@@ -314,8 +321,10 @@ def test_failure_is_a_warning_then_work_fail_or_a_work_exception() -> None:
     s.connected()
     s.grab(2)
     feed(s, ASSIGN + encode(response(T.JOB_ASSIGN_UNIQ, b"H:9", b"echo", b"", b"")))
-    assert sent(s.fail(b"H:1", b"ValueError: no")) == [(T.WORK_WARNING, (b"H:1", b"ValueError: no")),
-                                                       (T.WORK_FAIL, (b"H:1",))]
+    assert sent(s.fail(b"H:1", b"ValueError: no")) == [
+        (T.WORK_WARNING, (b"H:1", b"ValueError: no")),
+        (T.WORK_FAIL, (b"H:1",)),
+    ]
     assert sent(s.fail(b"H:9", b"boom", exception=True)) == [(T.WORK_EXCEPTION, (b"H:9", b"boom"))]
 
 

@@ -51,8 +51,9 @@ class WorkerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("GEARWORKER_SETTINGS", None)
         self._out = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=self._out)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._out
+        )
         if wait_for is not None and gearmand is not None:
             self.wait_registered(gearmand, wait_for, timeout=timeout)
         return self

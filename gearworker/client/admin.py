@@ -28,8 +28,9 @@ async def admin_query(endpoint: Endpoint, command: str, *, timeout: float | None
         if o.ssl is None:
             reader, writer = await asyncio.open_connection(host, port)
         else:
-            reader, writer = await asyncio.open_connection(host, port, ssl=o.ssl,
-                                                           server_hostname=o.server_hostname or host)
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=o.ssl, server_hostname=o.server_hostname or host
+            )
         try:
             parser.sent(command)
             writer.write(encode_admin(*words))

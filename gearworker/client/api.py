@@ -111,11 +111,20 @@ class Client:
     :meth:`close`.  A client belongs to the event loop it is first used on.
     """
 
-    def __init__(self, servers: Sequence[str] | None = None, *, connect_timeout: float | None = None,
-                 reconnect_min: float | None = None, reconnect_max: float | None = None,
-                 max_packet_size: int | None = None, max_unique_size: int = MAX_UNIQUE_SIZE,
-                 heartbeat_interval: float | None = None, heartbeat_timeout: float | None = None,
-                 tls: ssl.SSLContext | None = None, tls_server_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        servers: Sequence[str] | None = None,
+        *,
+        connect_timeout: float | None = None,
+        reconnect_min: float | None = None,
+        reconnect_max: float | None = None,
+        max_packet_size: int | None = None,
+        max_unique_size: int = MAX_UNIQUE_SIZE,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_server_hostname: str | None = None,
+    ) -> None:
         settings = config.load() if servers is None else config.Settings()
         self.max_unique_size = max_unique_size
         addresses = list(servers) if servers is not None else list(settings.servers)
@@ -124,12 +133,18 @@ class Client:
         for address in addresses:
             parse_address(address)  # a typo fails here, not at the first submit
         overrides: dict[str, Any] = {
-            "connect_timeout": connect_timeout, "reconnect_min": reconnect_min, "reconnect_max": reconnect_max,
-            "max_packet_size": max_packet_size, "heartbeat_interval": heartbeat_interval,
-            "heartbeat_timeout": heartbeat_timeout, "ssl": tls, "server_hostname": tls_server_hostname,
+            "connect_timeout": connect_timeout,
+            "reconnect_min": reconnect_min,
+            "reconnect_max": reconnect_max,
+            "max_packet_size": max_packet_size,
+            "heartbeat_interval": heartbeat_interval,
+            "heartbeat_timeout": heartbeat_timeout,
+            "ssl": tls,
+            "server_hostname": tls_server_hostname,
         }
-        options = dataclasses.replace(StreamOptions.from_settings(settings),
-                                      **{k: v for k, v in overrides.items() if v is not None})
+        options = dataclasses.replace(
+            StreamOptions.from_settings(settings), **{k: v for k, v in overrides.items() if v is not None}
+        )
         self.connect_timeout = options.connect_timeout
         self.servers = [ServerConnection(Endpoint(a, options)) for a in addresses]
         self._by_address = {s.address: s for s in self.servers}
@@ -139,8 +154,9 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -151,9 +167,16 @@ class Client:
 
     # -- jobs -------------------------------------------------------------
 
-    async def submit(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
-                     unique: str | bytes | None = None, timeout: float | None = None,
-                     on_progress: ProgressCallback | None = None) -> Result:
+    async def submit(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        priority: Priority = "normal",
+        unique: str | bytes | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Result:
         """Run a foreground job and return its result.
 
         ``on_progress`` gets each :class:`Progress` (WORK_STATUS/DATA/WARNING)
@@ -179,19 +202,33 @@ class Client:
                 raise  # a TimeoutError from elsewhere, not ours
             raise JobTimeout(f"job {function!r} did not finish within {timeout}s") from e
 
-    def start(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
-              unique: str | bytes | None = None, timeout: float | None = None) -> RunningJob:
+    def start(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        priority: Priority = "normal",
+        unique: str | bytes | None = None,
+        timeout: float | None = None,
+    ) -> RunningJob:
         """A foreground job whose progress is read with ``async for``::
 
-            async with client.start("resize", data) as job:
-                async for event in job:          # Progress, until the job ends
-                    print(event.kind, event.fraction)
-                result = await job.result()      # or raises like submit()
+        async with client.start("resize", data) as job:
+            async for event in job:          # Progress, until the job ends
+                print(event.kind, event.fraction)
+            result = await job.result()      # or raises like submit()
         """
         return RunningJob(self, function, payload, priority, unique, timeout)
 
-    async def submit_background(self, function: str, payload: Payload = b"", *, priority: Priority = "normal",
-                                unique: str | bytes | None = None, when: datetime | None = None) -> Handle:
+    async def submit_background(
+        self,
+        function: str,
+        payload: Payload = b"",
+        *,
+        priority: Priority = "normal",
+        unique: str | bytes | None = None,
+        when: datetime | None = None,
+    ) -> Handle:
         """Queue a background job and return its handle as soon as the server has it.
 
         ``when`` schedules it (SUBMIT_JOB_EPOCH; a naive datetime is local
@@ -224,30 +261,46 @@ class Client:
                 continue
             return Handle(handle, waiter.address)
 
-    def _may_resubmit(self, error: ConnectionLost, function: str, unique: str | bytes | None,
-                      tried: list[str]) -> None:
+    def _may_resubmit(self, error: ConnectionLost, function: str, unique: str | bytes | None, tried: list[str]) -> None:
         """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
         if self._closed:
             raise error
         if not unique:
             raise ConnectionLost(
                 f"{error}; background job {function!r} was not submitted again: it has no unique id, and the "
-                "server may have queued it before the connection was lost (pass unique= to allow a retry)") from error
+                "server may have queued it before the connection was lost (pass unique= to allow a retry)"
+            ) from error
         if len(tried) >= len(self.servers):
-            raise ConnectionLost(f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
-                                 f"every server: {', '.join(tried)}") from error
-        log.warning("client.resubmit", function=function, unique=_unique(unique).decode(errors="replace"),
-                    server=tried[-1], reason=str(error))
+            raise ConnectionLost(
+                f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
+                f"every server: {', '.join(tried)}"
+            ) from error
+        log.warning(
+            "client.resubmit",
+            function=function,
+            unique=_unique(unique).decode(errors="replace"),
+            server=tried[-1],
+            reason=str(error),
+        )
 
-    async def _send(self, ptype: PacketType, function: str, payload: Payload, unique: str | bytes | None,
-                    waiter: Waiter, *extra: bytes, skip: Sequence[str] = ()) -> Router:
+    async def _send(
+        self,
+        ptype: PacketType,
+        function: str,
+        payload: Payload,
+        unique: str | bytes | None,
+        waiter: Waiter,
+        *extra: bytes,
+        skip: Sequence[str] = (),
+    ) -> Router:
         if self._closed:
             raise ConnectionLost("client is closed")
         uid = _unique(unique)
         if len(uid) > self.max_unique_size:
             raise LocalProtocolError(
                 f"unique id of {len(uid)} bytes is longer than {self.max_unique_size}: gearmand 1.1.20 refuses more "
-                "than 64 and silently corrupts the workload at exactly 64 (hash long ids, e.g. with hashlib)")
+                "than 64 and silently corrupts the workload at exactly 64 (hash long ids, e.g. with hashlib)"
+            )
         data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
         errors: list[str] = []
         for server in self._candidates(uid):
@@ -354,8 +407,8 @@ class Client:
 
     async def _admin_all(self, command: str) -> dict[str, list[str]]:
         results = await asyncio.gather(
-            *(admin_query(s.endpoint, command) for s in self.servers),
-            return_exceptions=True)
+            *(admin_query(s.endpoint, command) for s in self.servers), return_exceptions=True
+        )
         answers: dict[str, list[str]] = {}
         errors: list[str] = []
         for server, result in zip(self.servers, results, strict=True):
@@ -391,8 +444,15 @@ _END = object()
 class RunningJob:
     """A foreground job read as an async iterator of :class:`Progress`; see :meth:`Client.start`."""
 
-    def __init__(self, client: Client, function: str, payload: Payload, priority: Priority,
-                 unique: str | bytes | None, timeout: float | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        function: str,
+        payload: Payload,
+        priority: Priority,
+        unique: str | bytes | None,
+        timeout: float | None,
+    ) -> None:
         self._client = client
         self._args = (function, payload, priority, unique)
         self._timeout = timeout
@@ -417,8 +477,9 @@ class RunningJob:
             self._router = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._waiter is not None and self._router is not None and not self._waiter.future.done():
             self._router.forget(self._waiter)  # left early: stop routing to us
             self._waiter.future.cancel()

@@ -23,17 +23,29 @@ EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client sub-commands to the ``gearworker`` command line."""
-    submit = sub.add_parser("submit", help="submit a job and print its result (or, with -b, its handle)",
-                            description="Submit a job. The result goes to stdout unchanged; progress to stderr.")
+    submit = sub.add_parser(
+        "submit",
+        help="submit a job and print its result (or, with -b, its handle)",
+        description="Submit a job. The result goes to stdout unchanged; progress to stderr.",
+    )
     submit.add_argument("function", metavar="FUNC", help="function name")
-    submit.add_argument("payload", metavar="PAYLOAD", nargs="?", default=None,
-                        help="workload; '-' reads it from stdin (binary safe); omitted: empty")
+    submit.add_argument(
+        "payload",
+        metavar="PAYLOAD",
+        nargs="?",
+        default=None,
+        help="workload; '-' reads it from stdin (binary safe); omitted: empty",
+    )
     submit.add_argument("-b", "--background", action="store_true", help="queue a background job, print its handle")
     submit.add_argument("-p", "--priority", choices=["high", "normal", "low"], default="normal")
     submit.add_argument("-u", "--unique", metavar="U", help="unique id (jobs with the same id are coalesced)")
     submit.add_argument("-t", "--timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
-    submit.add_argument("--when", metavar="TIME", type=_when,
-                        help="run a background job later: ISO date-time or +SECONDS (SUBMIT_JOB_EPOCH)")
+    submit.add_argument(
+        "--when",
+        metavar="TIME",
+        type=_when,
+        help="run a background job later: ISO date-time or +SECONDS (SUBMIT_JOB_EPOCH)",
+    )
     submit.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     _common(submit)
     submit.set_defaults(func=cmd_submit)
@@ -47,8 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", dest="servers", action="append", metavar="HOST:PORT",
-                   help="job server; repeat for several (default: settings, else 127.0.0.1:4730)")
+    p.add_argument(
+        "--server",
+        dest="servers",
+        action="append",
+        metavar="HOST:PORT",
+        help="job server; repeat for several (default: settings, else 127.0.0.1:4730)",
+    )
     p.add_argument("--settings", metavar="PATH", help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="error")
 
@@ -69,8 +86,13 @@ def _client(args: argparse.Namespace) -> Any:
     logs.configure(args.log_level, "auto")
     settings = config.load(args.settings)
     servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
-    return Client(servers, connect_timeout=settings.connect_timeout, reconnect_min=settings.reconnect_min,
-                  reconnect_max=settings.reconnect_max, max_packet_size=settings.max_packet_size)
+    return Client(
+        servers,
+        connect_timeout=settings.connect_timeout,
+        reconnect_min=settings.reconnect_min,
+        reconnect_max=settings.reconnect_max,
+        max_packet_size=settings.max_packet_size,
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -88,13 +110,20 @@ async def _submit(args: argparse.Namespace, payload: bytes) -> int:
     async with _client(args) as client:
         try:
             if args.background:
-                handle = await client.submit_background(args.function, payload, priority=args.priority,
-                                                        unique=args.unique, when=args.when)
+                handle = await client.submit_background(
+                    args.function, payload, priority=args.priority, unique=args.unique, when=args.when
+                )
                 print(handle.decode(errors="replace"))
                 return EXIT_OK
             progress = None if args.quiet else _ProgressPrinter(sys.stderr)
-            result = await client.submit(args.function, payload, priority=args.priority, unique=args.unique,
-                                         timeout=args.timeout, on_progress=progress)
+            result = await client.submit(
+                args.function,
+                payload,
+                priority=args.priority,
+                unique=args.unique,
+                timeout=args.timeout,
+                on_progress=progress,
+            )
         except JobFailed as e:
             print(f"gearworker: job failed: {e.message}", file=sys.stderr)
             return EXIT_JOB_FAILED
@@ -163,8 +192,10 @@ async def _job_status(client: Any, args: argparse.Namespace) -> int:
         print(f"gearworker: {e}", file=sys.stderr)
         return EXIT_ERROR
     rows = [["KNOWN", "RUNNING", "NUMERATOR", "DENOMINATOR"] + (["WAITING"] if status.waiting is not None else [])]
-    rows.append([_yes(status.known), _yes(status.running), str(status.numerator), str(status.denominator)]
-                + ([str(status.waiting)] if status.waiting is not None else []))
+    rows.append(
+        [_yes(status.known), _yes(status.running), str(status.numerator), str(status.denominator)]
+        + ([str(status.waiting)] if status.waiting is not None else [])
+    )
     print(format_table(rows))
     return EXIT_OK
 

@@ -93,8 +93,14 @@ class Waiter:
 
     __slots__ = ("abandoned", "address", "background", "expect", "function", "future", "handle", "sink", "warning")
 
-    def __init__(self, expect: PacketType, function: str = "", *, background: bool = True,
-                 sink: Callable[[Progress], object] | None = None) -> None:
+    def __init__(
+        self,
+        expect: PacketType,
+        function: str = "",
+        *,
+        background: bool = True,
+        sink: Callable[[Progress], object] | None = None,
+    ) -> None:
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.expect = expect  # the reply that answers this request in FIFO order
         self.function = function
@@ -383,5 +389,3 @@ class _LinkedRouter(Router):
 def _ignore_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-
-

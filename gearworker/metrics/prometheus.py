@@ -49,19 +49,30 @@ class Metrics:
             # RSS, CPU seconds and open fds of this process, the usual process_* names.
             ProcessCollector(registry=r)
         Gauge("gearworker_info", "gearworker version", ["version"], registry=r).labels(__version__).set(1)
-        self._jobs = Counter("gearworker_jobs", "Jobs finished, by function and outcome", ["function", "outcome"],
-                             registry=r)
-        self._duration = Histogram("gearworker_job_duration_seconds", "Time from assignment to result, by function",
-                                   ["function"], buckets=BUCKETS, registry=r)
+        self._jobs = Counter(
+            "gearworker_jobs", "Jobs finished, by function and outcome", ["function", "outcome"], registry=r
+        )
+        self._duration = Histogram(
+            "gearworker_job_duration_seconds",
+            "Time from assignment to result, by function",
+            ["function"],
+            buckets=BUCKETS,
+            registry=r,
+        )
         self._in_flight = Gauge("gearworker_jobs_in_flight", "Jobs running now, by function", ["function"], registry=r)
         self._pool_size = Gauge("gearworker_pool_processes", "Process pool size for cpu=True handlers", registry=r)
-        self._pool_restarts = Counter("gearworker_pool_restarts", "Pool processes replaced after a crash or recycle",
-                                      registry=r)
-        self._connection = Gauge("gearworker_server_connection_state",
-                                 "Connection to each job server: 1 for its current state, 0 for the others",
-                                 ["server", "state"], registry=r)
-        self._reconnects = Counter("gearworker_server_reconnects", "Reconnections to each job server", ["server"],
-                                   registry=r)
+        self._pool_restarts = Counter(
+            "gearworker_pool_restarts", "Pool processes replaced after a crash or recycle", registry=r
+        )
+        self._connection = Gauge(
+            "gearworker_server_connection_state",
+            "Connection to each job server: 1 for its current state, 0 for the others",
+            ["server", "state"],
+            registry=r,
+        )
+        self._reconnects = Counter(
+            "gearworker_server_reconnects", "Reconnections to each job server", ["server"], registry=r
+        )
         # Label children are cached: .labels() builds a tuple and takes a lock.
         self._jobs_children: dict[tuple[str, str], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
@@ -149,9 +160,7 @@ _READ_TIMEOUT = 10.0
 _MAX_HEADER = 8192
 
 
-async def serve(
-    metrics: Metrics, host: str, port: int, healthy: Callable[[], bool] | None = None
-) -> asyncio.Server:
+async def serve(metrics: Metrics, host: str, port: int, healthy: Callable[[], bool] | None = None) -> asyncio.Server:
     """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port``.
 
     ``healthy()`` decides /healthz: 200 ``ok`` when True, 503 with the reason
@@ -214,10 +223,14 @@ async def _respond(
     extra: bytes = b"",
 ) -> None:
     head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(payload)}\r\n"
-        "Connection: close\r\n"
-    ).encode() + extra + b"\r\n"
+        (
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+            "Connection: close\r\n"
+        ).encode()
+        + extra
+        + b"\r\n"
+    )
     writer.write(head + payload if body else head)
     await writer.drain()

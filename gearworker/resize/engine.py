@@ -67,12 +67,16 @@ def probe(data: bytes, limits: Limits) -> Source:
         raise ImageError(f"not an image we can read ({_vips_detail(e)})") from e
     loader = header.get("vips-loader") if header.get_typeof("vips-loader") else ""
     if loader not in LOADERS:
-        raise ImageError(f"unsupported image format ({loader.removesuffix('_buffer') or 'unknown'}); "
-                         f"accepted: JPEG, PNG, WebP, GIF, TIFF")
+        raise ImageError(
+            f"unsupported image format ({loader.removesuffix('_buffer') or 'unknown'}); "
+            f"accepted: JPEG, PNG, WebP, GIF, TIFF"
+        )
     width, height = header.width, header.height
     if width * height > limits.max_image_pixels:
-        raise ImageError(f"image of {width}x{height} = {width * height} pixels is over the limit of "
-                         f"{limits.max_image_pixels} pixels (max_image_pixels)")
+        raise ImageError(
+            f"image of {width}x{height} = {width * height} pixels is over the limit of "
+            f"{limits.max_image_pixels} pixels (max_image_pixels)"
+        )
     orientation = header.get("orientation") if header.get_typeof("orientation") else 1
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: displayed sideways
         width, height = height, width
@@ -108,8 +112,13 @@ def resize(data: bytes, options: Options, limits: Limits, progress: OnProgress |
         try:
             if image is None:
                 # Shrink-on-load, EXIF orientation applied; fail_on only works in option_string (see NOTES).
-                image = pyvips.Image.thumbnail_buffer(data, width, height=height, size="force",
-                                                      option_string=f"fail_on={_FAIL_ON.get(source.format, 'error')}")
+                image = pyvips.Image.thumbnail_buffer(
+                    data,
+                    width,
+                    height=height,
+                    size="force",
+                    option_string=f"fail_on={_FAIL_ON.get(source.format, 'error')}",
+                )
                 image = _prepare(image, options)
             else:
                 image = image.thumbnail_image(width, height=height, size="force")

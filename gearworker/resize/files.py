@@ -83,6 +83,14 @@ def write_copies(result: Resized, output_dir: str, name: str, limits: Limits) ->
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        written.append({"size": c.size, "width": c.width, "height": c.height, "format": c.format,
-                        "path": str(target), "bytes": len(c.data)})
+        written.append(
+            {
+                "size": c.size,
+                "width": c.width,
+                "height": c.height,
+                "format": c.format,
+                "path": str(target),
+                "bytes": len(c.data),
+            }
+        )
     return written

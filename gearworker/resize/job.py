@@ -30,6 +30,8 @@ def run(workload: bytes, limits: Limits, progress: OnProgress | None = None) -> 
     result = resize(data, request.options, limits, progress)
     files = write_copies(result, request.output_dir, request.name or default_name(request.source), limits)
     s = result.source
-    answer = {"source": {"path": request.source, "format": s.format, "width": s.width, "height": s.height},
-              "copies": files}
+    answer = {
+        "source": {"path": request.source, "format": s.format, "width": s.width, "height": s.height},
+        "copies": files,
+    }
     return json.dumps(answer, separators=(",", ":")).encode() + b"\n"  # a line of its own in the gearman CLI

@@ -36,8 +36,15 @@ MAX_COPIES = 16
 #: Output formats and their file extensions.
 FORMATS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
 #: Media types of the output formats (and of the input formats, and the "jpg" spelling): what a web page serves.
-MEDIA_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-               "gif": "image/gif", "tiff": "image/tiff", "avif": "image/avif"}
+MEDIA_TYPES = {
+    "jpeg": "image/jpeg",
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "tiff": "image/tiff",
+    "avif": "image/avif",
+}
 _OPTION_KEYS = {"sizes", "format", "quality", "background", "keep_metadata"}
 
 #: ``progress(i, n)``: called after copy ``i`` of ``n`` is made.
@@ -97,8 +104,13 @@ class Options:
     def to_json(self) -> dict[str, Any]:
         """The options as :meth:`from_json` reads them."""
         r, g, b = self.background
-        return {"sizes": list(self.sizes), "format": self.format, "quality": self.quality,
-                "background": f"#{r:02x}{g:02x}{b:02x}", "keep_metadata": self.keep_metadata}
+        return {
+            "sizes": list(self.sizes),
+            "format": self.format,
+            "quality": self.quality,
+            "background": f"#{r:02x}{g:02x}{b:02x}",
+            "keep_metadata": self.keep_metadata,
+        }
 
 
 def _sizes(value: Any) -> tuple[int, ...]:

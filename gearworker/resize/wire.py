@@ -107,25 +107,37 @@ def _split_header(data: bytes, magic: bytes, what: str) -> tuple[dict[str, Any],
     if end < 0:
         raise ImageError(f"{what} has no JSON header line after {magic[:-1].decode()}")
     try:
-        header = json.loads(data[len(magic):end])
+        header = json.loads(data[len(magic) : end])
     except ValueError as e:
         raise ImageError(f"{what} header is not valid JSON: {e}") from e
     if not isinstance(header, dict):
         raise ImageError(f"{what} header must be a JSON object")
-    return header, data[end + 1:]
+    return header, data[end + 1 :]
 
 
 def pack_result(result: Resized) -> bytes:
     """Bytes-mode result: a JSON header line describing the copies, then their bytes."""
     entries, offset = [], 0
     for c in result.copies:
-        entries.append({"size": c.size, "width": c.width, "height": c.height, "format": c.format,
-                        "offset": offset, "length": len(c.data)})
+        entries.append(
+            {
+                "size": c.size,
+                "width": c.width,
+                "height": c.height,
+                "format": c.format,
+                "offset": offset,
+                "length": len(c.data),
+            }
+        )
         offset += len(c.data)
     s = result.source
     header = {"source": {"format": s.format, "width": s.width, "height": s.height}, "copies": entries}
-    return RESULT_MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(
-        c.data for c in result.copies)
+    return (
+        RESULT_MAGIC
+        + json.dumps(header, separators=(",", ":")).encode()
+        + b"\n"
+        + b"".join(c.data for c in result.copies)
+    )
 
 
 def unpack_result(result: bytes) -> list[Copy]:
@@ -139,8 +151,9 @@ def unpack_result(result: bytes) -> list[Copy]:
             start, length = int(e["offset"]), int(e["length"])
             if start < 0 or length < 0 or start + length > len(body):
                 raise ImageError(f"result is truncated: copy {e['size']} needs bytes {start}..{start + length}")
-            copies.append(Copy(int(e["size"]), int(e["width"]), int(e["height"]), str(e["format"]),
-                               body[start:start + length]))
+            copies.append(
+                Copy(int(e["size"]), int(e["width"]), int(e["height"]), str(e["format"]), body[start : start + length])
+            )
     except (KeyError, TypeError, ValueError) as e:
         raise ImageError(f"malformed result header: {e!r}") from e
     return copies

@@ -58,9 +58,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
-     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
 ]
 
 
@@ -87,12 +89,19 @@ class WebOptions:
 
     @classmethod
     def from_settings(cls, settings: Any, *, listen_host: str) -> WebOptions:
-        return cls(max_upload_bytes=settings.max_upload_bytes, storage_root=settings.web_storage_root,
-                   max_photos=settings.web_max_photos, max_stored_bytes=settings.web_max_stored_bytes,
-                   photo_mode=settings.web_photo_mode, password_hash=settings.web_password_hash,
-                   listen_host=listen_host, allowed_hosts=tuple(settings.web_allowed_hosts),
-                   rate_limit=settings.web_rate_limit, job_timeout=settings.web_job_timeout,
-                   connect_timeout=settings.connect_timeout)
+        return cls(
+            max_upload_bytes=settings.max_upload_bytes,
+            storage_root=settings.web_storage_root,
+            max_photos=settings.web_max_photos,
+            max_stored_bytes=settings.web_max_stored_bytes,
+            photo_mode=settings.web_photo_mode,
+            password_hash=settings.web_password_hash,
+            listen_host=listen_host,
+            allowed_hosts=tuple(settings.web_allowed_hosts),
+            rate_limit=settings.web_rate_limit,
+            job_timeout=settings.web_job_timeout,
+            connect_timeout=settings.connect_timeout,
+        )
 
 
 class WebApp:
@@ -103,8 +112,9 @@ class WebApp:
         self.max_upload_bytes = options.max_upload_bytes
         self.gateway = Gateway(servers, connect_timeout=options.connect_timeout)
         self.hub = Hub()
-        self.photos = PhotoStore(options.storage_root, max_photos=options.max_photos,
-                                 max_bytes=options.max_stored_bytes)
+        self.photos = PhotoStore(
+            options.storage_root, max_photos=options.max_photos, max_bytes=options.max_stored_bytes
+        )
         self.photo_ctx = PhotoContext(self.gateway, self.hub, self.photos, options.photo_mode, options.job_timeout)
         self.job_ctx = JobContext(self.gateway, self.hub, options.job_timeout)
         self.jobs = JobBook()
@@ -132,9 +142,16 @@ class WebApp:
         for photo in interrupted:  # the original is on disk: resize it again rather than leave it stuck
             photo.state, photo.numerator, photo.denominator = "queued", 0, 0
             self.spawn(run_photo(self.photo_ctx, photo, None))
-        log.info("web.started", servers=self.gateway.servers, boot=self.hub.boot, photos=len(self.photos),
-                 resumed=len(interrupted), storage_root=str(self.photos.root), photo_mode=self.options.photo_mode,
-                 login=bool(self.options.password_hash))
+        log.info(
+            "web.started",
+            servers=self.gateway.servers,
+            boot=self.hub.boot,
+            photos=len(self.photos),
+            resumed=len(interrupted),
+            storage_root=str(self.photos.root),
+            photo_mode=self.options.photo_mode,
+            login=bool(self.options.password_hash),
+        )
         try:
             yield
         finally:
@@ -163,11 +180,20 @@ class WebApp:
         return FileResponse(STATIC / "login.html", headers={"cache-control": "no-cache"})
 
     async def config(self, request: Request) -> Response:
-        return JSONResponse({"servers": self.gateway.servers, "max_upload_bytes": self.max_upload_bytes,
-                             "max_upload": human_size(self.max_upload_bytes), "accepted": ACCEPTED,
-                             "max_copies": MAX_COPIES, "priorities": list(PRIORITIES), "boot": self.hub.boot,
-                             "formats": list(OUTPUT_FORMATS), "login": bool(self.options.password_hash),
-                             "job_timeout": self.options.job_timeout})
+        return JSONResponse(
+            {
+                "servers": self.gateway.servers,
+                "max_upload_bytes": self.max_upload_bytes,
+                "max_upload": human_size(self.max_upload_bytes),
+                "accepted": ACCEPTED,
+                "max_copies": MAX_COPIES,
+                "priorities": list(PRIORITIES),
+                "boot": self.hub.boot,
+                "formats": list(OUTPUT_FORMATS),
+                "login": bool(self.options.password_hash),
+                "job_timeout": self.options.job_timeout,
+            }
+        )
 
     async def do_login(self, request: Request) -> Response:
         stored = self.options.password_hash
@@ -184,8 +210,9 @@ class WebApp:
             return error(401, "Wrong password.")
         log.info("web.login", client=_client(request))
         response = JSONResponse({"ok": True})
-        response.headers.append("set-cookie", login_cookie(login.session_cookie(stored),
-                                                           secure=request.url.scheme == "https"))
+        response.headers.append(
+            "set-cookie", login_cookie(login.session_cookie(stored), secure=request.url.scheme == "https")
+        )
         return response
 
     async def do_logout(self, request: Request) -> Response:
@@ -255,8 +282,9 @@ async def _merge(*streams: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )
 
 
 class _SecurityHeaders:
@@ -306,13 +334,18 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
     guard = GuardConfig(
         hosts=allowed_hosts(options.listen_host, options.allowed_hosts),
         body_limits={
-            "/api/photos": BodyLimit(upload_limit, f"That file is too big: photos may be up to "
-                                                   f"{human_size(options.max_upload_bytes)}.", "web.photo.rejected"),
-            "/api/jobs": BodyLimit(MAX_PAYLOAD + 4096, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} "
-                                                       "from this form."),
+            "/api/photos": BodyLimit(
+                upload_limit,
+                f"That file is too big: photos may be up to {human_size(options.max_upload_bytes)}.",
+                "web.photo.rejected",
+            ),
+            "/api/jobs": BodyLimit(
+                MAX_PAYLOAD + 4096, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form."
+            ),
             "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
         },
-        password_hash=options.password_hash)
+        password_hash=options.password_hash,
+    )
     app = Starlette(routes=routes, lifespan=web.lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.web = web
     app.add_middleware(Guard, config=guard)

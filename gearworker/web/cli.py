@@ -16,8 +16,11 @@ DEFAULT_SERVER = "127.0.0.1:4730"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gearworker web`` to the command line."""
-    parser = sub.add_parser("web", help="serve the web app (photos, jobs, servers)",
-                            description="Serve the web app: resize photos, submit jobs, watch the job servers.")
+    parser = sub.add_parser(
+        "web",
+        help="serve the web app (photos, jobs, servers)",
+        description="Serve the web app: resize photos, submit jobs, watch the job servers.",
+    )
     add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -26,21 +29,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``gearworker web`` (also used by ``python -m gearworker.web``)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    parser.add_argument("--server", action="append", dest="servers", metavar="HOST:PORT",
-                        help=f"job server, repeatable (default: the settings' servers, else {DEFAULT_SERVER})")
+    parser.add_argument(
+        "--server",
+        action="append",
+        dest="servers",
+        metavar="HOST:PORT",
+        help=f"job server, repeatable (default: the settings' servers, else {DEFAULT_SERVER})",
+    )
     # Its own dest: a sub-parser's default would otherwise overwrite a global --settings.
-    parser.add_argument("--settings", dest="web_settings", metavar="FILE",
-                        help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)")
-    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
-                        help="event loop (default: auto, uvloop when installed)")
+    parser.add_argument(
+        "--settings",
+        dest="web_settings",
+        metavar="FILE",
+        help="settings file (default: $GEARWORKER_SETTINGS or ./settings.py)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop (default: auto, uvloop when installed)",
+    )
     parser.add_argument("--max-upload-bytes", type=int, metavar="N", help="largest photo accepted, bytes")
     parser.add_argument("--storage-root", metavar="DIR", help="folder for photos (setting web_storage_root)")
-    parser.add_argument("--photo-mode", choices=["bytes", "file"], help="how photos reach the worker "
-                        "(setting web_photo_mode)")
-    parser.add_argument("--allow-insecure-remote", action="store_const", const=True, default=None,
-                        help="listen on a non-loopback address without a login (setting web_allow_insecure_remote)")
-    parser.add_argument("--hash-password", action="store_true",
-                        help="read a password on stdin, print a web_password_hash for it, and exit")
+    parser.add_argument(
+        "--photo-mode", choices=["bytes", "file"], help="how photos reach the worker (setting web_photo_mode)"
+    )
+    parser.add_argument(
+        "--allow-insecure-remote",
+        action="store_const",
+        const=True,
+        default=None,
+        help="listen on a non-loopback address without a login (setting web_allow_insecure_remote)",
+    )
+    parser.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password on stdin, print a web_password_hash for it, and exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,24 +81,40 @@ def run(args: argparse.Namespace) -> int:
     if args.hash_password:
         return _hash_password()
     try:
-        settings = load(getattr(args, "web_settings", None) or getattr(args, "settings", None),
-                        overrides={"servers": args.servers, "max_upload_bytes": args.max_upload_bytes,
-                                   "web_storage_root": args.storage_root, "web_photo_mode": args.photo_mode,
-                                   "web_allow_insecure_remote": args.allow_insecure_remote})
+        settings = load(
+            getattr(args, "web_settings", None) or getattr(args, "settings", None),
+            overrides={
+                "servers": args.servers,
+                "max_upload_bytes": args.max_upload_bytes,
+                "web_storage_root": args.storage_root,
+                "web_photo_mode": args.photo_mode,
+                "web_allow_insecure_remote": args.allow_insecure_remote,
+            },
+        )
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2
     if not is_loopback(args.host) and not settings.web_password_hash and not settings.web_allow_insecure_remote:
-        print(f"gearworker web: refusing to listen on {args.host} without a login: anyone who can reach it could "
-              "run jobs. Set web_password_hash (gearworker web --hash-password), or set "
-              "web_allow_insecure_remote / --allow-insecure-remote when something else guards the port.",
-              file=sys.stderr)
+        print(
+            f"gearworker web: refusing to listen on {args.host} without a login: anyone who can reach it could "
+            "run jobs. Set web_password_hash (gearworker web --hash-password), or set "
+            "web_allow_insecure_remote / --allow-insecure-remote when something else guards the port.",
+            file=sys.stderr,
+        )
         return 2
     logs.configure(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
     app = create_app(servers, WebOptions.from_settings(settings, listen_host=args.host))
-    config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False, log_level="warning",
-                            loop=args.loop, timeout_graceful_shutdown=3, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="warning",
+        loop=args.loop,
+        timeout_graceful_shutdown=3,
+        lifespan="on",
+    )
     log.info("web.listening", url=f"http://{args.host}:{args.port}/", servers=servers)
     web = app.state.web
 

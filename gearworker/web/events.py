@@ -139,8 +139,9 @@ class Hub:
             yield f"retry: {RETRY_MS}\n\n"
             yield format_event("hello", {"boot": self.boot})
             while True:
-                fresh = sorted([e for e in s.backlog if e[0] > own_after]
-                               + [e for e in self._broadcast if e[0] > shared_after])
+                fresh = sorted(
+                    [e for e in s.backlog if e[0] > own_after] + [e for e in self._broadcast if e[0] > shared_after]
+                )
                 for n, event, data in fresh:
                     own_after = shared_after = max(shared_after, n)
                     yield format_event(event, data, f"{self.boot}-{n}")

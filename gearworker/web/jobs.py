@@ -43,10 +43,14 @@ MAX_ROWS = 1000
 FINAL = frozenset({"done", "failed", "cancelled", "lost", "finished", "unknown"})
 ROW_ID_RE = re.compile(r"^[0-9a-f]{8}-b[0-9]{1,9}-[0-9]{1,3}$")
 
-LOST_RESTART = ("The job server restarted (or could not be reached) while this job was queued or running: "
-                "it is not known whether it ran.")
-LOST_WEB = ("The web app restarted while this job ran: its result can no longer reach this page "
-            "(the worker may still have finished it).")
+LOST_RESTART = (
+    "The job server restarted (or could not be reached) while this job was queued or running: "
+    "it is not known whether it ran."
+)
+LOST_WEB = (
+    "The web app restarted while this job ran: its result can no longer reach this page "
+    "(the worker may still have finished it)."
+)
 UNKNOWN = "The job server no longer knows this job: it ended, or was lost while the web app restarted."
 
 
@@ -91,9 +95,26 @@ class JobRow:
 
     def view(self) -> dict[str, Any]:
         """What the page shows of the row; the page keeps the view with the larger ``revision``."""
-        view = {k: getattr(self, k) for k in (
-            "id", "batch", "index", "function", "background", "priority", "state", "handle", "server",
-            "numerator", "denominator", "result", "error", "messages", "duration")}
+        view = {
+            k: getattr(self, k)
+            for k in (
+                "id",
+                "batch",
+                "index",
+                "function",
+                "background",
+                "priority",
+                "state",
+                "handle",
+                "server",
+                "numerator",
+                "denominator",
+                "result",
+                "error",
+                "messages",
+                "duration",
+            )
+        }
         view["revision"] = revision()
         return view
 
@@ -153,17 +174,20 @@ async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) ->
             raise  # the app is stopping
         await _cancelled(ctx, row)
     except TimeoutError:
-        row.error = (f"No worker took the job within {ctx.timeout:g} s: no worker has “{row.function}”."
-                     if row.state == "waiting" else
-                     f"The job took too long: no worker finished it within {ctx.timeout:g} s (web_job_timeout).")
+        row.error = (
+            f"No worker took the job within {ctx.timeout:g} s: no worker has “{row.function}”."
+            if row.state == "waiting"
+            else f"The job took too long: no worker finished it within {ctx.timeout:g} s (web_job_timeout)."
+        )
         row.finish("failed")
     except Exception as e:
         row.error = explain(e, ctx.gateway.servers)
         # Our worker sends its failure text as a WORK_WARNING first: don't show it twice.
         row.messages = [m for m in row.messages if m not in row.error]
         row.finish("failed")
-    log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state,
-             duration=row.duration)
+    log.info(
+        "web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state, duration=row.duration
+    )
     publish()
 
 
@@ -178,8 +202,9 @@ async def _foreground(ctx: JobContext, client: Client, row: JobRow, payload: byt
             row.state = state
             publish()
 
-    watcher = asyncio.ensure_future(watch_for_workers(
-        ctx.gateway, row.function, lambda: row.state in ("submitted", "waiting"), waiting))
+    watcher = asyncio.ensure_future(
+        watch_for_workers(ctx.gateway, row.function, lambda: row.state in ("submitted", "waiting"), waiting)
+    )
     try:
         async with client.start(row.function, payload, priority=row.priority, timeout=ctx.timeout) as job:
             row.running = job
@@ -208,14 +233,18 @@ async def _cancelled(ctx: JobContext, row: JobRow) -> None:
             client = await ctx.gateway.client()
             await client.admin(f"cancel job {row.handle}", server=row.server or None)
             dropped = True
-    row.error = ("Cancelled: the job server was asked to drop the queued job." if dropped else
-                 "Cancelled: this page stopped waiting. A worker that already has the job may still finish it "
-                 "(Gearman cannot stop a running job).")
+    row.error = (
+        "Cancelled: the job server was asked to drop the queued job."
+        if dropped
+        else "Cancelled: this page stopped waiting. A worker that already has the job may still finish it "
+        "(Gearman cannot stop a running job)."
+    )
     row.finish("cancelled")
 
 
 async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: bytes, *, resumed: bool) -> None:
     """Ask for a background job's status until the server forgets it; tell finished from lost."""
+
     def publish() -> None:
         ctx.hub.publish(session, "job", row.view())
 
@@ -262,8 +291,9 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
             publish()
 
 
-def resume_rows(ctx: JobContext, book: JobBook, session: str, known: Sequence[Any],
-                spawn: Callable[[Any], asyncio.Task[None]]) -> list[JobRow]:
+def resume_rows(
+    ctx: JobContext, book: JobBook, session: str, known: Sequence[Any], spawn: Callable[[Any], asyncio.Task[None]]
+) -> list[JobRow]:
     """Rows a page knew before the web app restarted: watch background ones again, mark foreground ones lost."""
     rows: list[JobRow] = []
     for item in known[:MAX_ROWS]:
@@ -272,11 +302,17 @@ def resume_rows(ctx: JobContext, book: JobBook, session: str, known: Sequence[An
         if book.get(session, item["id"]) is not None or str(item.get("state")) in FINAL:
             continue
         batch, index = str(item["id"]).rsplit("-", 1)
-        row = JobRow(id=str(item["id"]), batch=batch, index=int(index), function=str(item.get("function", ""))[:255],
-                     background=bool(item.get("background")),
-                     priority=cast(Priority, item.get("priority") if item.get("priority") in ("high", "low") else
-                                   "normal"),
-                     state=str(item.get("state")), handle=_text(item.get("handle")), server=_server(ctx, item))
+        row = JobRow(
+            id=str(item["id"]),
+            batch=batch,
+            index=int(index),
+            function=str(item.get("function", ""))[:255],
+            background=bool(item.get("background")),
+            priority=cast(Priority, item.get("priority") if item.get("priority") in ("high", "low") else "normal"),
+            state=str(item.get("state")),
+            handle=_text(item.get("handle")),
+            server=_server(ctx, item),
+        )
         book.add(session, row)
         rows.append(row)
         if row.background and row.handle:

@@ -54,8 +54,15 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     _, n, r, p, salt, key = stored.split("$")
     expected = bytes.fromhex(key)
-    got = hashlib.scrypt(password.encode()[:1024], salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                         dklen=len(expected), maxmem=256 * 1024 * 1024)
+    got = hashlib.scrypt(
+        password.encode()[:1024],
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=len(expected),
+        maxmem=256 * 1024 * 1024,
+    )
     return hmac.compare_digest(got, expected)
 
 

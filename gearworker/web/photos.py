@@ -30,7 +30,7 @@ ACCEPTED = "JPEG, PNG, WebP, GIF or TIFF"
 def sniff(head: bytes) -> str | None:
     """The image format named by the first bytes of a file, or None."""
     for magic, offset, name in _SIGNATURES:
-        if head[offset:offset + len(magic)] == magic and (name != "WebP" or head[:4] == b"RIFF"):
+        if head[offset : offset + len(magic)] == magic and (name != "WebP" or head[:4] == b"RIFF"):
             return name
     return None
 
@@ -74,13 +74,25 @@ class CopyFile:
         return Copy(self.size, self.width, self.height, self.format, b"").extension
 
     def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "width": self.width, "height": self.height, "format": self.format,
-                "bytes": self.bytes, "file": self.file}
+        return {
+            "size": self.size,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "bytes": self.bytes,
+            "file": self.file,
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> CopyFile:
-        return cls(int(obj["size"]), int(obj["width"]), int(obj["height"]), str(obj["format"]), int(obj["bytes"]),
-                   str(obj["file"]))
+        return cls(
+            int(obj["size"]),
+            int(obj["width"]),
+            int(obj["height"]),
+            str(obj["format"]),
+            int(obj["bytes"]),
+            str(obj["file"]),
+        )
 
 
 #: States a photo can be in; the first three are "in progress".
@@ -116,34 +128,65 @@ class Photo:
 
     def to_json(self) -> dict[str, Any]:
         """Everything needed to load the photo again after a restart."""
-        return {"id": self.id, "key": self.key, "name": self.name, "upload_bytes": self.upload_bytes,
-                "created": self.created, "format": self.format, "source_format": self.source_format,
-                "state": self.state, "error": self.error, "copies": [c.to_json() for c in self.copies]}
+        return {
+            "id": self.id,
+            "key": self.key,
+            "name": self.name,
+            "upload_bytes": self.upload_bytes,
+            "created": self.created,
+            "format": self.format,
+            "source_format": self.source_format,
+            "state": self.state,
+            "error": self.error,
+            "copies": [c.to_json() for c in self.copies],
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Photo:
-        return cls(id=str(obj["id"]), key=str(obj.get("key", "")), name=str(obj["name"]),
-                   upload_bytes=int(obj["upload_bytes"]), created=float(obj["created"]),
-                   format=str(obj.get("format", "jpeg")), source_format=str(obj.get("source_format", "")),
-                   state=str(obj["state"]), error=obj.get("error"),
-                   copies=[CopyFile.from_json(c) for c in obj.get("copies", [])])
+        return cls(
+            id=str(obj["id"]),
+            key=str(obj.get("key", "")),
+            name=str(obj["name"]),
+            upload_bytes=int(obj["upload_bytes"]),
+            created=float(obj["created"]),
+            format=str(obj.get("format", "jpeg")),
+            source_format=str(obj.get("source_format", "")),
+            state=str(obj["state"]),
+            error=obj.get("error"),
+            copies=[CopyFile.from_json(c) for c in obj.get("copies", [])],
+        )
 
     def view(self) -> dict[str, Any]:
-        percent = 100 if self.state == "done" else (
-            round(100 * self.numerator / self.denominator) if self.denominator else 0)
+        percent = (
+            100 if self.state == "done" else (round(100 * self.numerator / self.denominator) if self.denominator else 0)
+        )
         stem = self.name.rsplit(".", 1)[0] or "photo"
         return {
             "revision": revision(),  # the page keeps the newest view of a photo (see revision())
-            "id": self.id, "key": self.key, "name": self.name, "state": self.state, "error": self.error,
-            "created": self.created, "format": self.format,
-            "upload_size": human_size(self.upload_bytes), "numerator": self.numerator,
-            "denominator": self.denominator, "percent": percent,
+            "id": self.id,
+            "key": self.key,
+            "name": self.name,
+            "state": self.state,
+            "error": self.error,
+            "created": self.created,
+            "format": self.format,
+            "upload_size": human_size(self.upload_bytes),
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "percent": percent,
             "copies": [
-                {"index": i, "size": c.size, "width": c.width, "height": c.height, "format": c.format,
-                 "bytes": c.bytes, "human_bytes": human_size(c.bytes),
-                 "url": f"/photos/{self.id}/{i}",
-                 "download": f"/photos/{self.id}/{i}?download=1",
-                 "filename": f"{stem}-{c.width}x{c.height}.{c.extension}"}
+                {
+                    "index": i,
+                    "size": c.size,
+                    "width": c.width,
+                    "height": c.height,
+                    "format": c.format,
+                    "bytes": c.bytes,
+                    "human_bytes": human_size(c.bytes),
+                    "url": f"/photos/{self.id}/{i}",
+                    "download": f"/photos/{self.id}/{i}?download=1",
+                    "filename": f"{stem}-{c.width}x{c.height}.{c.extension}",
+                }
                 for i, c in enumerate(self.copies)
             ],
         }

@@ -33,8 +33,16 @@ class ResizeAnswerError(Exception):
     """The worker's answer is not what the ``resize`` job promises."""
 
 
-async def resize_photo(client: Client, store: PhotoStore, photo: Photo, image: bytes | None, *, mode: str,
-                       timeout: float, on_progress: Callable[[Any], None]) -> list[CopyFile]:
+async def resize_photo(
+    client: Client,
+    store: PhotoStore,
+    photo: Photo,
+    image: bytes | None,
+    *,
+    mode: str,
+    timeout: float,
+    on_progress: Callable[[Any], None],
+) -> list[CopyFile]:
     """Run the ``resize`` job for ``photo`` and return its copies, written under the store's root."""
     if mode == "file":
         return await _file_mode(client, store, photo, timeout=timeout, on_progress=on_progress)
@@ -42,8 +50,9 @@ async def resize_photo(client: Client, store: PhotoStore, photo: Photo, image: b
 
     if image is None:
         image = await asyncio.to_thread(store.original(photo).read_bytes)
-    result = await client.submit(FUNCTION, pack_request(image, format=photo.format), timeout=timeout,
-                                 on_progress=on_progress)
+    result = await client.submit(
+        FUNCTION, pack_request(image, format=photo.format), timeout=timeout, on_progress=on_progress
+    )
     del image  # the original is on disk: don't hold it while the copies are written
     copies = []
     for c in unpack_result(bytes(result)):
@@ -53,8 +62,9 @@ async def resize_photo(client: Client, store: PhotoStore, photo: Photo, image: b
     return copies
 
 
-async def _file_mode(client: Client, store: PhotoStore, photo: Photo, *, timeout: float,
-                     on_progress: Callable[[Any], None]) -> list[CopyFile]:
+async def _file_mode(
+    client: Client, store: PhotoStore, photo: Photo, *, timeout: float, on_progress: Callable[[Any], None]
+) -> list[CopyFile]:
     folder = store.folder(photo)
     job = {"source": str(store.original(photo)), "output_dir": str(folder), "name": _STEM, "format": photo.format}
     result = await client.submit(FUNCTION, json.dumps(job).encode(), timeout=timeout, on_progress=on_progress)
@@ -65,8 +75,11 @@ async def _file_mode(client: Client, store: PhotoStore, photo: Photo, *, timeout
             path = Path(c["path"])
             if path.parent != folder:  # only ever serve files from the photo's own folder
                 raise ResizeAnswerError(f"the worker wrote a copy outside the photo's folder: {path}")
-            copies.append(CopyFile(int(c["size"]), int(c["width"]), int(c["height"]), str(c["format"]),
-                                     int(c["bytes"]), path.name))
+            copies.append(
+                CopyFile(
+                    int(c["size"]), int(c["width"]), int(c["height"]), str(c["format"]), int(c["bytes"]), path.name
+                )
+            )
     except (ValueError, KeyError, TypeError) as e:
         raise ResizeAnswerError(f"the worker's answer is not a resize result: {e}") from e
     return copies

@@ -61,8 +61,7 @@ class PhotoRoutes:
         if choice not in OUTPUT_FORMATS:
             return self._rejected(request, 400, f"Format must be one of: {', '.join(OUTPUT_FORMATS)}.", "format")
         if (wait := web.rate.take(_client(request))) > 0:
-            return self._rejected(request, 429, f"Too many uploads at once: try again in {int(wait)} s.",
-                                  "rate_limit")
+            return self._rejected(request, 429, f"Too many uploads at once: try again in {int(wait)} s.", "rate_limit")
         too_big = f"That file is too big: photos may be up to {human_size(web.max_upload_bytes)}."
         try:
             form = await request.form(max_files=1, max_fields=4)
@@ -86,11 +85,22 @@ class PhotoRoutes:
             await upload.seek(0)
             head = await upload.read(64 * 1024)  # enough for the format and any transparency marks
             if sniff(head[:16]) is None:
-                return self._rejected(request, 415, f"“{name}” is not an image we can read (we take {ACCEPTED}).",
-                                      "not_an_image", name=name)
+                return self._rejected(
+                    request,
+                    415,
+                    f"“{name}” is not an image we can read (we take {ACCEPTED}).",
+                    "not_an_image",
+                    name=name,
+                )
             await upload.seek(0)
-            photo = Photo(id=new_id(), key=key if _KEY_RE.match(key) else "", name=name, upload_bytes=size,
-                          format=output_format(choice, head), source_format=sniff(head[:16]) or "")
+            photo = Photo(
+                id=new_id(),
+                key=key if _KEY_RE.match(key) else "",
+                name=name,
+                upload_bytes=size,
+                format=output_format(choice, head),
+                source_format=sniff(head[:16]) or "",
+            )
             await asyncio.to_thread(web.photos.add, photo, upload.file)
         finally:
             await form.close()
@@ -103,8 +113,9 @@ class PhotoRoutes:
         offset = _int(request.query_params.get("offset"), 0, 0, 10**9)
         limit = _int(request.query_params.get("limit"), PAGE_SIZE, 1, 100)
         photos = self.web.photos.page(offset, limit)
-        return JSONResponse({"photos": [p.view() for p in photos], "total": len(self.web.photos),
-                             "offset": offset, "limit": limit})
+        return JSONResponse(
+            {"photos": [p.view() for p in photos], "total": len(self.web.photos), "offset": offset, "limit": limit}
+        )
 
     async def delete(self, request: Request) -> Response:
         photo_id = request.path_params["photo_id"]
@@ -116,8 +127,11 @@ class PhotoRoutes:
 
     async def copy(self, request: Request) -> Response:
         photo_id, index = request.path_params["photo_id"], request.path_params["index"]
-        found = (self.web.photos.copy_path(photo_id, int(index))
-                 if _PHOTO_ID_RE.match(photo_id) and index.isdigit() and len(index) < 4 else None)
+        found = (
+            self.web.photos.copy_path(photo_id, int(index))
+            if _PHOTO_ID_RE.match(photo_id) and index.isdigit() and len(index) < 4
+            else None
+        )
         if found is None:
             return error(404, "That photo is not here (any more).")
         photo, path = found
@@ -167,11 +181,23 @@ class JobRoutes:
             return error(400, problem)
         if (wait := web.rate.take(_client(request), copies)) > 0:
             log.warning("web.jobs.rate_limited", client=_client(request), copies=copies, retry_after=wait)
-            return error(429, f"Too many jobs from here: try again in {int(wait)} s "
-                              f"(at most {web.options.rate_limit} a minute).", **{"retry-after": str(int(wait))})
+            return error(
+                429,
+                f"Too many jobs from here: try again in {int(wait)} s (at most {web.options.rate_limit} a minute).",
+                **{"retry-after": str(int(wait))},
+            )
         batch = web.next_batch()
-        rows = [JobRow(id=f"{batch}-{i}", batch=batch, index=i, function=function, background=background,
-                       priority=cast("Priority", priority)) for i in range(1, copies + 1)]
+        rows = [
+            JobRow(
+                id=f"{batch}-{i}",
+                batch=batch,
+                index=i,
+                function=function,
+                background=background,
+                priority=cast("Priority", priority),
+            )
+            for i in range(1, copies + 1)
+        ]
         for row in rows:
             web.jobs.add(session, row)
             row.task = web.spawn(run_job(web.job_ctx, session, row, payload))

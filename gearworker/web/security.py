@@ -79,7 +79,7 @@ def _host_name(host_header: str) -> str:
     """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` -> ``::1``."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -135,16 +135,28 @@ class Guard:
         method: str = scope.get("method", "GET")
         problem = self._check(scope, headers, path, method)
         if problem is not None:
-            log.warning("web.request.refused", path=path, method=method, status=problem.status_code,
-                        client=(scope.get("client") or ("?",))[0], origin=headers.get("origin"))
+            log.warning(
+                "web.request.refused",
+                path=path,
+                method=method,
+                status=problem.status_code,
+                client=(scope.get("client") or ("?",))[0],
+                origin=headers.get("origin"),
+            )
             await problem(scope, receive, send)
             return
         cap = self.config.body_limits.get(path) or _default_limit()
         limit = cap.limit
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            log.warning(cap.event, path=path, reason="too_large", declared=int(declared), limit=limit,
-                        client=(scope.get("client") or ("?",))[0])
+            log.warning(
+                cap.event,
+                path=path,
+                reason="too_large",
+                declared=int(declared),
+                limit=limit,
+                client=(scope.get("client") or ("?",))[0],
+            )
             await _too_large(cap)(scope, receive, send)
             return
         started = False
@@ -160,8 +172,9 @@ class Guard:
         try:
             await self.app(scope, _capped(receive, limit), tracking_send)
         except BodyTooLarge:
-            log.warning(cap.event, path=path, reason="too_large", limit=limit,
-                        client=(scope.get("client") or ("?",))[0])
+            log.warning(
+                cap.event, path=path, reason="too_large", limit=limit, client=(scope.get("client") or ("?",))[0]
+            )
             if not started:
                 await _too_large(cap)(scope, receive, send)
 
@@ -181,8 +194,7 @@ class Guard:
             if not cookie or not secrets.compare_digest(cookie, headers.get(CSRF_HEADER, "")):
                 return refuse(403, "Refused: the page's security token is missing or old; reload the page.")
         stored = self.config.password_hash
-        if stored and path not in PUBLIC_PATHS and not login.valid_session(_cookies(headers).get(login.COOKIE),
-                                                                             stored):
+        if stored and path not in PUBLIC_PATHS and not login.valid_session(_cookies(headers).get(login.COOKIE), stored):
             if path.startswith("/api/") or method not in SAFE_METHODS:
                 return refuse(401, "Log in first: this web app needs a password.")
             return RedirectResponse("/login", status_code=303)

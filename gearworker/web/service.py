@@ -112,8 +112,7 @@ class Gateway:
         for address in self.servers:
             rows = status.get(address)
             error = None if rows is not None else explain(failure or NoServerAvailable(address), [address])
-            servers.append({"address": address, "ok": rows is not None, "error": error,
-                            "functions": _rows(rows or [])})
+            servers.append({"address": address, "ok": rows is not None, "error": error, "functions": _rows(rows or [])})
         functions = sorted({f["function"] for s in servers for f in s["functions"]})
         return {"servers": servers, "functions": functions, "time": time.time()}
 
@@ -141,8 +140,9 @@ def explain(exc: BaseException, servers: Sequence[str]) -> str:
     return f"Something went wrong: {type(exc).__name__}: {exc}"
 
 
-async def watch_for_workers(gateway: Gateway, function: str, pending: Callable[[], bool],
-                            waiting: Callable[[bool], None]) -> None:
+async def watch_for_workers(
+    gateway: Gateway, function: str, pending: Callable[[], bool], waiting: Callable[[bool], None]
+) -> None:
     """While ``pending()``, tell ``waiting(True/False)`` whether no server has a worker for ``function``."""
     while pending():
         with contextlib.suppress(Exception):  # no answer is not "no worker": the job's own error says more
@@ -181,12 +181,14 @@ async def run_photo(ctx: PhotoContext, photo: Photo, image: bytes | None) -> Non
             publish()
 
     started = time.monotonic()
-    watcher = asyncio.ensure_future(watch_for_workers(
-        ctx.gateway, RESIZE, lambda: photo.state in ("queued", "waiting"), waiting))
+    watcher = asyncio.ensure_future(
+        watch_for_workers(ctx.gateway, RESIZE, lambda: photo.state in ("queued", "waiting"), waiting)
+    )
     try:
         client = await ctx.gateway.client()
-        photo.copies = await resize_photo(client, ctx.store, photo, image, mode=ctx.mode, timeout=ctx.timeout,
-                                          on_progress=on_progress)
+        photo.copies = await resize_photo(
+            client, ctx.store, photo, image, mode=ctx.mode, timeout=ctx.timeout, on_progress=on_progress
+        )
         photo.state = "done"
     except asyncio.CancelledError:
         raise
@@ -197,8 +199,15 @@ async def run_photo(ctx: PhotoContext, photo: Photo, image: bytes | None) -> Non
     with contextlib.suppress(OSError, ValueError):  # deleted meanwhile: nothing to save
         if ctx.store.get(photo.id) is photo:
             await asyncio.to_thread(ctx.store.save, photo)
-    log.info("web.photo.done", photo=photo.id, outcome=photo.state, copies=len(photo.copies), format=photo.format,
-             duration=round(time.monotonic() - started, 3), error=photo.error)
+    log.info(
+        "web.photo.done",
+        photo=photo.id,
+        outcome=photo.state,
+        copies=len(photo.copies),
+        format=photo.format,
+        duration=round(time.monotonic() - started, 3),
+        error=photo.error,
+    )
     publish()
     for dropped in ctx.store.trim():
         ctx.hub.broadcast("photo-deleted", {"id": dropped})

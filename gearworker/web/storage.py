@@ -128,7 +128,7 @@ class PhotoStore:
     def page(self, offset: int, limit: int) -> list[Photo]:
         """Photos newest first, ``limit`` of them after skipping ``offset``."""
         newest = sorted(self._photos.values(), key=lambda p: p.created, reverse=True)
-        return newest[offset:offset + limit]
+        return newest[offset : offset + limit]
 
     def delete(self, photo_id: str) -> bool:
         """Remove a photo and its files; False when there is no such photo."""

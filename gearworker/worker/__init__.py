@@ -20,9 +20,15 @@ if TYPE_CHECKING:
     from .worker import Connection, Function, Group, Worker
 
 _LAZY = {
-    "ChildDied": "pool", "Pool": "pool", "PoolTimeout": "pool",
-    "ActiveJob": "runner", "Runner": "runner",
-    "Connection": "worker", "Function": "worker", "Group": "worker", "Worker": "worker",
+    "ChildDied": "pool",
+    "Pool": "pool",
+    "PoolTimeout": "pool",
+    "ActiveJob": "runner",
+    "Runner": "runner",
+    "Connection": "worker",
+    "Function": "worker",
+    "Group": "worker",
+    "Worker": "worker",
 }
 
 

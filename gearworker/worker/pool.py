@@ -322,8 +322,9 @@ class Pool:
         else:
             call.on_report(kind, args)
 
-    async def run(self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None,
-                  on_report: Reporter) -> CpuResult:
+    async def run(
+        self, func: Callable[..., object], spec: CpuJobSpec, timeout: float | None, on_report: Reporter
+    ) -> CpuResult:
         """Run ``func`` on ``spec`` in a free slot; ``on_report`` gets its progress reports, in order.
 
         Returns ``(ok, result_or_message)`` (with ``.retryable``); raises :class:`PoolTimeout` or

@@ -66,8 +66,15 @@ class ActiveJob:
     def info(self) -> JobInfo:
         """The job as middlewares see it; made on first use (a job no middleware looks at costs nothing)."""
         if self._info is None:
-            self._info = JobInfo(self.function.name, self.handle, self.unique, len(self.data), self.conn.name,
-                                 self.function.handler.retry.attempts, self.data)
+            self._info = JobInfo(
+                self.function.name,
+                self.handle,
+                self.unique,
+                len(self.data),
+                self.conn.name,
+                self.function.handler.retry.attempts,
+                self.data,
+            )
         return self._info
 
     def __call__(self, kind: str, args: tuple[bytes, ...]) -> None:
@@ -80,8 +87,9 @@ class ActiveJob:
 class Runner:
     """Runs jobs and ends each exactly once; ``on_end`` frees the job's places in the worker's limits."""
 
-    def __init__(self, pool: Pool | None, middleware: Chain, *, exception_style: bool,
-                 on_end: Callable[[ActiveJob], None]) -> None:
+    def __init__(
+        self, pool: Pool | None, middleware: Chain, *, exception_style: bool, on_end: Callable[[ActiveJob], None]
+    ) -> None:
         self.pool = pool
         self.middleware = middleware
         self._exception_style = exception_style
@@ -101,8 +109,9 @@ class Runner:
         """Start ``assigned`` (its places in the limits are already taken)."""
         assert conn.stream is not None
         self._tokens += 1
-        job = ActiveJob(function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens,
-                        time.monotonic(), assigned.data)
+        job = ActiveJob(
+            function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens, time.monotonic(), assigned.data
+        )
         # conn.session.attach(), inlined (a call fewer per job): the session has just
         # assigned this handle, so the check attach() makes cannot fail here.
         conn.session.jobs[assigned.handle] = job
@@ -170,9 +179,11 @@ class Runner:
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
         """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.retry`)."""
         result, job.attempts = await run_with_retries(
-            attempt, job.function.handler.retry,
+            attempt,
+            job.function.handler.retry,
             warn=lambda text: job("warning", (text.encode(),)),
-            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final))
+            on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final),
+        )
         if isinstance(result, Failure) and self.middleware.has_final_hooks:
             await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
         return result
@@ -226,8 +237,13 @@ class Runner:
                     timeout = h.timeout - (time.monotonic() - started)
                     if timeout <= 0:
                         return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout; {e}")
-                log.warning("job.retry", function=job.function.name, handle=job.handle.decode(errors="replace"),
-                            unique=job.unique.decode(errors="replace"), reason=str(e))
+                log.warning(
+                    "job.retry",
+                    function=job.function.name,
+                    handle=job.handle.decode(errors="replace"),
+                    unique=job.unique.decode(errors="replace"),
+                    reason=str(e),
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the pool itself failed (e.g. the job cannot be pickled): still end the job
@@ -283,11 +299,17 @@ class Runner:
             # them and no other job's does.
             entry: tuple[contextvars.Context, Callable[..., None], tuple[Any, ...]]
             if mw.log_only is not None:
-                entry = (contextvars.copy_context(), mw.log_only.completed,
-                         (job.function.name, job.handle, job.unique, duration, at))
+                entry = (
+                    contextvars.copy_context(),
+                    mw.log_only.completed,
+                    (job.function.name, job.handle, job.unique, duration, at),
+                )
             else:
-                entry = (contextvars.copy_context(), mw.after,
-                         (job.info, JobResult("complete", duration, None, job.attempts, at)))
+                entry = (
+                    contextvars.copy_context(),
+                    mw.after,
+                    (job.info, JobResult("complete", duration, None, job.attempts, at)),
+                )
             in_context = self._in_context
             in_context.append(entry)
             n = len(in_context)

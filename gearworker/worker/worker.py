@@ -97,8 +97,12 @@ class Connection:
             # grabs, 216 us with 32).
             self.worker.pump(self)
         elif type(event) is ServerError:
-            log.warning("server.error", server=self.name, code=event.code.decode(errors="replace"),
-                        text=event.text.decode(errors="replace"))
+            log.warning(
+                "server.error",
+                server=self.name,
+                code=event.code.decode(errors="replace"),
+                text=event.text.decode(errors="replace"),
+            )
 
     def woken(self) -> bytes:
         """A NOOP that came alone: the grabs to write at once (the stream's short way, see PacketStream)."""
@@ -147,8 +151,15 @@ def _reserve(group: Group, count: int) -> None:
 class Worker:
     """Takes jobs from all configured servers and runs them."""
 
-    def __init__(self, settings: Settings, registry: Registry, pool: Pool | None, *,
-                 metrics: MetricsSink = NO_METRICS, middleware: Chain | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        pool: Pool | None,
+        *,
+        metrics: MetricsSink = NO_METRICS,
+        middleware: Chain | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.pool = pool
@@ -220,7 +231,8 @@ class Worker:
         for address in s.servers:
             for group in self.groups:
                 session: WorkerSession[ActiveJob] = WorkerSession(
-                    self.client_id.encode(), registration(group.timeouts), depth=s.grab_pipeline)
+                    self.client_id.encode(), registration(group.timeouts), depth=s.grab_pipeline
+                )
                 conn = Connection(self, group, Endpoint(address, options), session)
                 self.connections.append(conn)
                 conn.link.start()
@@ -259,8 +271,12 @@ class Worker:
             self.release(conn.group, 1, pump=False)
             # gearmand never does this; a confused server might.  End the job
             # clearly rather than leave it running forever.
-            log.error("job.unknown_function", server=conn.name, function=assigned.function.decode(errors="replace"),
-                      handle=assigned.handle.decode(errors="replace"))
+            log.error(
+                "job.unknown_function",
+                server=conn.name,
+                function=assigned.function.decode(errors="replace"),
+                handle=assigned.handle.decode(errors="replace"),
+            )
             message = f"no handler for function {assigned.function!r} on this worker".encode()
             stream.send(conn.session.fail(assigned.handle, message, exception=self._exception_style))
         elif self.draining:
@@ -285,9 +301,14 @@ class Worker:
         """
         cancel = self.settings.on_connection_lost == "cancel"
         for job in jobs:
-            log.warning("job.abandoned", function=job.function.name, handle=job.handle.decode(errors="replace"),
-                        unique=job.unique.decode(errors="replace"), server=job.conn.name,
-                        action="cancel" if cancel else "finish")
+            log.warning(
+                "job.abandoned",
+                function=job.function.name,
+                handle=job.handle.decode(errors="replace"),
+                unique=job.unique.decode(errors="replace"),
+                server=job.conn.name,
+                action="cancel" if cancel else "finish",
+            )
             job.abandoned = True
             self._orphans.add(job)
             self.running -= 1

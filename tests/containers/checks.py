@@ -25,8 +25,9 @@ SERVICES = ("gearmand", "worker", "web")
 
 def registered_workers(s: Stack) -> set[str]:
     """Client ids of the worker connections that can do ``reverse`` (`gearadmin --workers`)."""
-    result = run(["gearadmin", "--host", "127.0.0.1", "--port", str(s.gearmand_port), "--workers"],
-                 timeout=30, check=False)
+    result = run(
+        ["gearadmin", "--host", "127.0.0.1", "--port", str(s.gearmand_port), "--workers"], timeout=30, check=False
+    )
     ids = set()
     for line in result.stdout.splitlines():
         head, _, functions = line.partition(" : ")
@@ -101,8 +102,12 @@ def upload_photo(s: Stack) -> tuple[str, list[bytes]]:
         r = client.post(f"/api/photos?session={SESSION}", files={"photo": ("compose.jpg", original, "image/jpeg")})
     assert r.status_code == 202, r.text
     photo_id = r.json()["id"]
-    wait_until("the resized copies of the uploaded photo", lambda: bool(fetch_copies(s, photo_id)),
-               timeout=90, detail=lambda: s.logs("web") + s.logs("worker"))
+    wait_until(
+        "the resized copies of the uploaded photo",
+        lambda: bool(fetch_copies(s, photo_id)),
+        timeout=90,
+        detail=lambda: s.logs("web") + s.logs("worker"),
+    )
     s.timings["photo resized"] = time.monotonic() - start
     copies = fetch_copies(s, photo_id)
     sizes = []
@@ -125,9 +130,22 @@ def down_and_collect_exits(s: Stack) -> dict[str, tuple[str, int, float]]:
     assert len(services) == len(SERVICES) - 1 + WORKERS, services
     since = time.time()
     s.timed("down", "down", timeout=180)
-    events = run(["podman", "events", "--stream=false", "--since", f"{since:.3f}", "--filter", "event=died",
-                  "--filter", f"label={s.tool.label}.project={s.project}",
-                  "--format", "{{.Name}} {{.ContainerExitCode}} {{.Time.UnixNano}}"], timeout=60).stdout
+    events = run(
+        [
+            "podman",
+            "events",
+            "--stream=false",
+            "--since",
+            f"{since:.3f}",
+            "--filter",
+            "event=died",
+            "--filter",
+            f"label={s.tool.label}.project={s.project}",
+            "--format",
+            "{{.Name}} {{.ContainerExitCode}} {{.Time.UnixNano}}",
+        ],
+        timeout=60,
+    ).stdout
     died = {}
     for line in events.splitlines():
         name, code, when = line.split()

@@ -38,8 +38,9 @@ def podman_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp(f"podman-api-{secrets.token_hex(3)}")
     socket, log = folder / "podman.sock", folder / "service.log"
     with log.open("wb") as out:
-        service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
-                                   stdout=out, stderr=subprocess.STDOUT)
+        service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{socket}"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_until("podman's API socket", socket.exists, timeout=30, detail=log.read_text)
         yield socket

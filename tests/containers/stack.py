@@ -72,8 +72,12 @@ def podman_compose() -> Tool:
 def docker_compose(socket: Path) -> Tool:
     """Docker Compose v2 talking to podman's Docker-compatible API on ``socket``."""
     # DOCKER_BUILDKIT=0: the classic builder, which podman's API serves (BuildKit would need an image from a registry).
-    return Tool("docker compose", (docker_compose_path(),), "com.docker.compose",
-                (("DOCKER_HOST", f"unix://{socket}"), ("DOCKER_BUILDKIT", "0")))
+    return Tool(
+        "docker compose",
+        (docker_compose_path(),),
+        "com.docker.compose",
+        (("DOCKER_HOST", f"unix://{socket}"), ("DOCKER_BUILDKIT", "0")),
+    )
 
 
 def require_podman() -> None:
@@ -85,8 +89,9 @@ def require_podman() -> None:
         pytest.fail(f"podman uses the {runtime!r} runtime, which fails on this kernel: {SETUP_HINT}")
 
 
-def run(argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure, fail the test with its output."""
     result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if check and result.returncode != 0:
@@ -134,8 +139,13 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         """The compose variables of docker-compose.yml (GW_*), chosen for this run."""
-        return {**os.environ, **dict(self.tool.env), "GW_IMAGE": self.image,
-                "GW_GEARMAND_PORT": str(self.gearmand_port), "GW_WEB_PORT": str(self.web_port)}
+        return {
+            **os.environ,
+            **dict(self.tool.env),
+            "GW_IMAGE": self.image,
+            "GW_GEARMAND_PORT": str(self.gearmand_port),
+            "GW_WEB_PORT": str(self.web_port),
+        }
 
     def argv(self, *args: str) -> list[str]:
         """``podman-compose -p PROJECT -f docker-compose.yml ARGS`` (or the same with Docker Compose)."""
@@ -152,8 +162,15 @@ class Stack:
 
     def containers(self, service: str | None = None) -> list[str]:
         """Names of this project's containers (of one service), running or not."""
-        argv = ["podman", "ps", "-a", "--format", "{{.Names}}",
-                "--filter", f"label={self.tool.label}.project={self.project}"]
+        argv = [
+            "podman",
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label={self.tool.label}.project={self.project}",
+        ]
         if service:
             argv += ["--filter", f"label={self.tool.label}.service={service}"]
         return sorted(run(argv, timeout=60).stdout.split())
@@ -172,8 +189,10 @@ class Stack:
         out = []
         for name in self.containers(service):
             result = run(["podman", "logs", "--tail", str(lines), name], timeout=60, check=False)
-            out.append(f"--- {name} ({self.inspect(name, '{{.State.Status}} exit {{.State.ExitCode}}')})\n"
-                       f"{result.stdout}{result.stderr}")
+            out.append(
+                f"--- {name} ({self.inspect(name, '{{.State.Status}} exit {{.State.ExitCode}}')})\n"
+                f"{result.stdout}{result.stderr}"
+            )
         return "\n".join(out)
 
     def remove(self) -> None:
@@ -182,8 +201,11 @@ class Stack:
         leftovers = self.containers()
         if leftovers:
             run(["podman", "rm", "-f", "-t", "0", *leftovers], timeout=120, check=False)
-        volumes = run(["podman", "volume", "ls", "-q", "--filter", f"label={self.tool.label}.project={self.project}"],
-                      timeout=60, check=False).stdout.split()
+        volumes = run(
+            ["podman", "volume", "ls", "-q", "--filter", f"label={self.tool.label}.project={self.project}"],
+            timeout=60,
+            check=False,
+        ).stdout.split()
         if volumes:
             run(["podman", "volume", "rm", "-f", *volumes], timeout=60, check=False)
         run(["podman", "network", "rm", "-f", f"{self.project}_default"], timeout=60, check=False)

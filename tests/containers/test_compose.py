@@ -44,8 +44,10 @@ def stack(image: str) -> Iterator[Stack]:
         wait_for_web(s)
         yield s
     finally:
-        print(f"\npodman-compose stack {s.project} timings (s): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()))
+        print(
+            f"\npodman-compose stack {s.project} timings (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items())
+        )
         s.remove()
 
 
@@ -88,7 +90,8 @@ def test_the_photo_is_still_there_after_the_web_container_restarts(stack: Stack)
     assert digests(after) == digests(copies), (
         f"the web app lost photo {photo_id} when its container restarted ({len(after)} of {len(copies)} copies "
         "served): it must keep photos under its storage root on the photos volume (docker-compose.yml, "
-        f"web environment)\n{stack.logs('web')}")
+        f"web environment)\n{stack.logs('web')}"
+    )
 
 
 def digests(copies: list[bytes]) -> list[str]:

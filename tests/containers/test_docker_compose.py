@@ -38,11 +38,18 @@ def stack(image: str, podman_api: Path) -> Iterator[Stack]:
     s = Stack(docker_compose(podman_api), image)
     try:
         start = time.monotonic()
-        up = subprocess.Popen(s.argv("up", "-d", "--no-build"), env=s.env, cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            s.argv("up", "-d", "--no-build"),
+            env=s.env,
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            wait_until("gearmand running", lambda: running(s, "gearmand"), timeout=120,
-                       detail=lambda: s.logs("gearmand"))
+            wait_until(
+                "gearmand running", lambda: running(s, "gearmand"), timeout=120, detail=lambda: s.logs("gearmand")
+            )
             time.sleep(3)  # time enough for `up` to start the others, were it not waiting for "healthy"
             s.states_before_healthy = {name: s.inspect(name, "{{.State.Status}}") for name in s.containers()}
             with healthchecks_run(s):
@@ -57,8 +64,10 @@ def stack(image: str, podman_api: Path) -> Iterator[Stack]:
         wait_for_web(s)
         yield s
     finally:
-        print(f"\ndocker compose stack {s.project} timings (s): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()))
+        print(
+            f"\ndocker compose stack {s.project} timings (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items())
+        )
         s.remove()
 
 

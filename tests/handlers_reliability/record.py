@@ -46,8 +46,9 @@ def _record(job: Job | CpuJob, table: str = "runs") -> None:
     if _db is None or _db_pid != os.getpid():
         _db = connect(os.environ["GW_RESULTS_DB"])
         _db_pid = os.getpid()
-    _db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
-                (job.unique.decode(), job.function, os.getpid(), time.time()))
+    _db.execute(
+        f"INSERT INTO {table} VALUES (?, ?, ?, ?)", (job.unique.decode(), job.function, os.getpid(), time.time())
+    )
 
 
 def _millis(job: Job | CpuJob) -> float:

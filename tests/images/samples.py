@@ -78,6 +78,7 @@ def truncated(data: bytes) -> bytes:
 
 def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     """A valid 1-bit PNG of ``width`` x ``height`` black pixels: tens of KB that decode to hundreds of MB."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 

@@ -63,8 +63,7 @@ async def main(listen_port: int, target: str, delay_ms: float) -> None:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(_pump(client_r, server_w, delay), _pump(server_r, client_w, delay),
-                             return_exceptions=True)
+        await asyncio.gather(_pump(client_r, server_w, delay), _pump(server_r, client_w, delay), return_exceptions=True)
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
     async with server:

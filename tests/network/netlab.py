@@ -133,10 +133,32 @@ class Netns:
         Only INPUT: on loopback each packet passes it once, and a DROP in OUTPUT
         would report EPERM to the sender at once, which a real lost packet never does.
         """
-        self.exec("iptables", "-A", "INPUT", "-p", "tcp", "--sport", str(server_port), "--dport", str(local_port),
-                  "-j", "DROP")
-        self.exec("iptables", "-A", "INPUT", "-p", "tcp", "--sport", str(local_port), "--dport", str(server_port),
-                  "-j", "DROP")
+        self.exec(
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--sport",
+            str(server_port),
+            "--dport",
+            str(local_port),
+            "-j",
+            "DROP",
+        )
+        self.exec(
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--sport",
+            str(local_port),
+            "--dport",
+            str(server_port),
+            "-j",
+            "DROP",
+        )
 
     def drop_connections_of(self, pid: int, server_port: int, *, timeout: float = 10.0) -> list[int]:
         """Drop all of process ``pid``'s connections to ``server_port``; return their local ports."""
@@ -197,10 +219,18 @@ class NsGearmand(Gearmand):
         can cut the workers off while clients still submit (--listen may be given once).
         """
         assert self.netns is not None
-        cmd = [GEARMAND, "--listen=0.0.0.0", f"--port={self.port}", f"--threads={self.threads}",
-               f"--log-file={self.log}", "--verbose=WARNING", *self.extra]
-        self.proc = self.netns.call(subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+        cmd = [
+            GEARMAND,
+            "--listen=0.0.0.0",
+            f"--port={self.port}",
+            f"--threads={self.threads}",
+            f"--log-file={self.log}",
+            "--verbose=WARNING",
+            *self.extra,
+        ]
+        self.proc = self.netns.call(
+            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             self.netns.call(wait_for_port, self.port)
         except TimeoutError:
@@ -225,8 +255,7 @@ class NsWorker(WorkerProcess):
 
     netns: Netns | None = None
 
-    def start(self, *, wait_for: str | None = None, gearmand: object | None = None,
-              timeout: float = 20.0) -> NsWorker:
+    def start(self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0) -> NsWorker:
         assert self.netns is not None
         self.netns.call(WorkerProcess.start, self)
         if wait_for is not None and gearmand is not None:
@@ -254,8 +283,13 @@ class Lab:
         return g.start()
 
     def worker(self, servers: list[str], *args: str, env: dict[str, str] | None = None) -> NsWorker:
-        w = NsWorker(servers, handlers=HERE / "handlers", args=list(args), netns=self.netns,
-                     env={"NET_RECORD": str(self.record), **(env or {})})
+        w = NsWorker(
+            servers,
+            handlers=HERE / "handlers",
+            args=list(args),
+            netns=self.netns,
+            env={"NET_RECORD": str(self.record), **(env or {})},
+        )
         self.workers.append(w)
         return w
 
@@ -287,6 +321,7 @@ def _admin(port: int, command: str, timeout: float) -> str:
 
 # -- the delay proxy -------------------------------------------------------------
 
+
 @dataclass
 class DelayProxy:
     """``tests/network/delayproxy.py`` as a process: 127.0.0.1:port -> target, each way delayed ``delay_ms``."""
@@ -303,7 +338,10 @@ class DelayProxy:
     def start(self) -> DelayProxy:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "delayproxy.py"), str(self.port), self.target, str(self.delay_ms)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         wait_for_port(self.port)
         return self
 
@@ -315,6 +353,7 @@ class DelayProxy:
 
 
 # -- TLS: a self-made CA and stunnel in front of gearmand -------------------------
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -340,11 +379,29 @@ def make_pki(folder: Path) -> Pki:
         key, cert = folder / f"{name}.key", folder / f"{name}.pem"
         # The extensions a real CA has: Python 3.13 verifies with VERIFY_X509_STRICT, which refuses a
         # CA certificate without keyUsage ("CA cert does not include key usage extension").
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN=gearworker test {name}",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                 "-addext", "subjectKeyIdentifier=hash")
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=gearworker test {name}",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+        )
         return cert, key
 
     def leaf(name: str, cn: str, ca_cert: Path, ca_key: Path, ext: str) -> tuple[Path, Path]:
@@ -352,16 +409,44 @@ def make_pki(folder: Path) -> Pki:
         extfile = folder / f"{name}.ext"
         # Strict verification (3.13) also wants the leaf to name its issuer's key.
         extfile.write_text(ext + "\nauthorityKeyIdentifier=keyid,issuer\nkeyUsage=critical,digitalSignature\n")
-        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-                 "-out", str(csr), "-subj", f"/CN={cn}")
-        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
-                 "-out", str(cert), "-days", "2", "-extfile", str(extfile))
+        _openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={cn}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_cert),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-extfile",
+            str(extfile),
+        )
         return cert, key
 
     ca_cert, ca_key = ca("ca")
     other_ca, _ = ca("other-ca")
-    server_cert, server_key = leaf("server", "localhost", ca_cert, ca_key,
-                                   "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    server_cert, server_key = leaf(
+        "server", "localhost", ca_cert, ca_key, "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+    )
     client_cert, client_key = leaf("client", "gearworker-client", ca_cert, ca_key, "extendedKeyUsage=clientAuth")
     return Pki(ca_cert, server_cert, server_key, client_cert, client_key, other_ca)
 
@@ -386,21 +471,28 @@ class Stunnel:
         return self.folder / f"stunnel-{self.port}.log"
 
     def start(self) -> Stunnel:
-        lines = ["foreground = yes", f"output = {self.log}", "debug = 5", "[gearman]",
-                 f"accept = 127.0.0.1:{self.port}", f"connect = 127.0.0.1:{self.target_port}",
-                 f"cert = {self.pki.server_cert}", f"key = {self.pki.server_key}"]
+        lines = [
+            "foreground = yes",
+            f"output = {self.log}",
+            "debug = 5",
+            "[gearman]",
+            f"accept = 127.0.0.1:{self.port}",
+            f"connect = 127.0.0.1:{self.target_port}",
+            f"cert = {self.pki.server_cert}",
+            f"key = {self.pki.server_key}",
+        ]
         if self.require_client_cert:
             lines += [f"CAfile = {self.pki.ca}", "verifyChain = yes", "requireCert = yes"]
         conf = self.folder / f"stunnel-{self.port}.conf"
         conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(["stunnel4", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["stunnel4", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"stunnel4 did not start: {self.log.read_text() if self.log.exists() else ''}"
-                               ) from None
+            raise RuntimeError(f"stunnel4 did not start: {self.log.read_text() if self.log.exists() else ''}") from None
         return self
 
     def stop(self) -> None:

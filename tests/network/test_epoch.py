@@ -27,13 +27,19 @@ async def test_epoch_job_runs_on_an_idle_system(gearmand: Gearmand, tmp_path: Pa
         time.sleep(0.5)  # it has found no work and sleeps
         epoch = int(time.time()) + 3
         async with Client([gearmand.address]) as client:
-            await client.submit_background("net_echo", b"scheduled", unique="epoch-job",
-                                           when=datetime.fromtimestamp(epoch))
-        wait_until(lambda: record.exists() and "epoch-job" in record.read_text(), timeout=60, interval=0.05,
-                   what="the epoch job to run")
+            await client.submit_background(
+                "net_echo", b"scheduled", unique="epoch-job", when=datetime.fromtimestamp(epoch)
+            )
+        wait_until(
+            lambda: record.exists() and "epoch-job" in record.read_text(),
+            timeout=60,
+            interval=0.05,
+            what="the epoch job to run",
+        )
     finally:
         worker.stop(timeout=5)
-    (ran_at,) = [float(line.split("\t")[1]) for line in record.read_text().splitlines()
-                 if line.startswith("epoch-job\t")]
+    (ran_at,) = [
+        float(line.split("\t")[1]) for line in record.read_text().splitlines() if line.startswith("epoch-job\t")
+    ]
     assert ran_at >= epoch  # never before the second it was scheduled for
     figure("epoch job on an idle system: ran after its second by", f"{ran_at - epoch:.1f} s")

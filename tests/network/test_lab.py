@@ -82,22 +82,27 @@ def test_delay_proxy_forwards_both_ways(gearmand: Gearmand) -> None:
 
 
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-cert-only", "client-cert-required"])
-def test_stunnel_terminates_tls_for_gearmand(gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel],
-                                              client_cert: bool) -> None:
+def test_stunnel_terminates_tls_for_gearmand(
+    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel], client_cert: bool
+) -> None:
     """TLS with the test CA reaches gearmand through stunnel; with client certs required, one is needed."""
     tunnel = stunnel_factory(pki=pki, target_port=gearmand.port, require_client_cert=client_cert)
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     if client_cert:
         ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
-    with socket.create_connection(("127.0.0.1", tunnel.port), timeout=3) as raw, \
-            ctx.wrap_socket(raw, server_hostname="localhost") as s:
+    with (
+        socket.create_connection(("127.0.0.1", tunnel.port), timeout=3) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as s,
+    ):
         s.sendall(b"version\n")
         assert s.recv(100).startswith(b"OK")
     if client_cert:
         bare = ssl.create_default_context(cafile=str(pki.ca))
-        with pytest.raises((ssl.SSLError, ConnectionError)), \
-                socket.create_connection(("127.0.0.1", tunnel.port), timeout=3) as raw, \
-                bare.wrap_socket(raw, server_hostname="localhost") as s:
+        with (
+            pytest.raises((ssl.SSLError, ConnectionError)),
+            socket.create_connection(("127.0.0.1", tunnel.port), timeout=3) as raw,
+            bare.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
             s.sendall(b"version\n")
             if not s.recv(100):
                 raise ConnectionResetError("closed without a client certificate")

@@ -17,21 +17,31 @@ from gearworker.errors import ConnectionLost
 
 
 def _worker(gearmand: Gearmand, tmp_path: Path, mode: str, metrics_port: int) -> WorkerProcess:
-    env = {"NET_RECORD": str(tmp_path / "runs.txt"), "NET_PIDS": str(tmp_path / "pids.txt"),
-           "GEARWORKER_ON_CONNECTION_LOST": mode, "GEARWORKER_PROCESSES": "1", "GEARWORKER_GRACE_PERIOD": "30"}
-    return WorkerProcess([gearmand.address], handlers=HERE / "handlers", env=env,
-                         args=["--metrics", f"127.0.0.1:{metrics_port}"])
+    env = {
+        "NET_RECORD": str(tmp_path / "runs.txt"),
+        "NET_PIDS": str(tmp_path / "pids.txt"),
+        "GEARWORKER_ON_CONNECTION_LOST": mode,
+        "GEARWORKER_PROCESSES": "1",
+        "GEARWORKER_GRACE_PERIOD": "30",
+    }
+    return WorkerProcess(
+        [gearmand.address], handlers=HERE / "handlers", env=env, args=["--metrics", f"127.0.0.1:{metrics_port}"]
+    )
 
 
 def _abandoned(metrics_port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("gearworker_jobs_total{") and 'outcome="abandoned"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gearworker_jobs_total{") and 'outcome="abandoned"' in line
+    )
 
 
 async def test_jobs_of_a_killed_server_are_cancelled_and_shutdown_does_not_wait(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
     """on_connection_lost = "cancel" (the default): when gearmand dies under a running async job and a running
     CPU job, the async handler is cancelled and the CPU job's pool process killed, each logged as job.abandoned and
     counted with outcome "abandoned"; neither ever records a result, and SIGTERM then exits without waiting the
@@ -47,10 +57,14 @@ async def test_jobs_of_a_killed_server_are_cancelled_and_shutdown_does_not_wait(
         child = psutil.Process(int(pids.read_text().split()[0]))
         wait_until(lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 1, timeout=10, what="async job runs")
         gearmand.kill()
-        wait_until(lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2, timeout=10,
-                   what=f"two job.abandoned events:\n{worker.log_text()[-3000:]}")
-        assert not [p for p in psutil.wait_procs([child], timeout=10)[1] if p.status() != psutil.STATUS_ZOMBIE], \
+        wait_until(
+            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            timeout=10,
+            what=f"two job.abandoned events:\n{worker.log_text()[-3000:]}",
+        )
+        assert not [p for p in psutil.wait_procs([child], timeout=10)[1] if p.status() != psutil.STATUS_ZOMBIE], (
             "the CPU job's pool process was killed"
+        )
         wait_until(lambda: _abandoned(port) == 2, timeout=10, what="2 jobs counted as abandoned")
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0  # far less than the 30 s grace period: nothing left to wait for
@@ -59,8 +73,7 @@ async def test_jobs_of_a_killed_server_are_cancelled_and_shutdown_does_not_wait(
         worker.stop(timeout=5)
 
 
-async def test_finish_lets_orphans_run_but_shutdown_does_not_wait_for_them(
-        gearmand: Gearmand, tmp_path: Path) -> None:
+async def test_finish_lets_orphans_run_but_shutdown_does_not_wait_for_them(gearmand: Gearmand, tmp_path: Path) -> None:
     """on_connection_lost = "finish": a job whose server died runs to its end (its result goes nowhere); it is
     logged as job.abandoned, and SIGTERM does not wait the grace period for it."""
     port = free_port()
@@ -71,11 +84,15 @@ async def test_finish_lets_orphans_run_but_shutdown_does_not_wait_for_them(
             await client.submit_background("net_slow", b"3600", unique="long-orphan")
         wait_until(lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 2, timeout=10, what="both run")
         gearmand.kill()
-        wait_until(lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2, timeout=10,
-                   what="two job.abandoned events")
+        wait_until(
+            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            timeout=10,
+            what="two job.abandoned events",
+        )
         record = tmp_path / "runs.txt"
-        wait_until(lambda: record.exists() and "short-orphan" in record.read_text(), timeout=10,
-                   what="the orphan finished")
+        wait_until(
+            lambda: record.exists() and "short-orphan" in record.read_text(), timeout=10, what="the orphan finished"
+        )
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0  # the 3600 s orphan is not waited for (grace period: 30 s)
         assert "long-orphan" not in record.read_text()
@@ -88,7 +105,8 @@ def _unique_on(client: Client, address: str) -> str:
 
 
 async def test_background_submit_with_unique_goes_to_the_next_server_when_its_server_is_declared_dead(
-        gearmand_factory: type[Gearmand]) -> None:
+    gearmand_factory: type[Gearmand],
+) -> None:
     """A background job with a unique id whose server accepted the connection but never answered (frozen with
     SIGSTOP, declared dead by the heartbeat before JOB_CREATED) is submitted again to the next server; without
     a unique id the submit fails with ConnectionLost saying why it was not retried."""

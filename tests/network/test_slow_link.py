@@ -21,8 +21,7 @@ async def test_jobs_complete_with_correct_results_over_a_slow_link(gearmand: Gea
         worker.start(wait_for="net_echo", gearmand=gearmand)
         async with Client([to_client.address]) as client:
             payloads = [f"payload {i} ".encode() * (1 + i % 50) for i in range(200)]
-            results = await asyncio.wait_for(
-                asyncio.gather(*(client.submit("net_echo", p) for p in payloads)), 60)
+            results = await asyncio.wait_for(asyncio.gather(*(client.submit("net_echo", p) for p in payloads)), 60)
         assert list(results) == payloads
     finally:
         worker.stop(timeout=5)

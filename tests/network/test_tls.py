@@ -30,13 +30,15 @@ def _context(pki: Pki, *, ca: str, client_cert: bool) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-cert-only", "client-cert-required"])
-async def test_worker_and_client_over_tls(gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel],
-                                          client_cert: bool) -> None:
+async def test_worker_and_client_over_tls(
+    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel], client_cert: bool
+) -> None:
     """Worker (settings tls, tls_ca_file, optional tls_cert_file/tls_key_file, tls_server_hostname) and client
     (tls=SSLContext) reach gearmand only through TLS and a job runs end to end."""
     tunnel = stunnel_factory(pki=pki, target_port=gearmand.port, require_client_cert=client_cert)
-    worker = WorkerProcess([tunnel.address], handlers=HERE / "handlers",
-                           env=_worker_env(pki, ca=str(pki.ca), client_cert=client_cert))
+    worker = WorkerProcess(
+        [tunnel.address], handlers=HERE / "handlers", env=_worker_env(pki, ca=str(pki.ca), client_cert=client_cert)
+    )
     try:
         worker.start(wait_for="net_echo", gearmand=gearmand)
         async with Client([tunnel.address], tls=_context(pki, ca=str(pki.ca), client_cert=client_cert)) as c:
@@ -56,13 +58,15 @@ def _connections(gearmand: Gearmand) -> int:
 
 
 async def test_wrong_ca_fails_clearly_and_never_falls_back_to_plaintext(
-        gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel]) -> None:
+    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel]
+) -> None:
     """A server certificate not signed by the configured CA: the worker logs an error naming the server and the
     TLS cause and never reaches gearmand (no plaintext fallback); the client's submit raises a GearworkerError
     naming both."""
     tunnel = stunnel_factory(pki=pki, target_port=gearmand.port)
-    worker = WorkerProcess([tunnel.address], handlers=HERE / "handlers",
-                           env=_worker_env(pki, ca=str(pki.other_ca), client_cert=False))
+    worker = WorkerProcess(
+        [tunnel.address], handlers=HERE / "handlers", env=_worker_env(pki, ca=str(pki.other_ca), client_cert=False)
+    )
     try:
         worker.start()
         deadline = time.monotonic() + 20

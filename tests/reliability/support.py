@@ -53,12 +53,14 @@ def record_figures(name: str, **figures: Any) -> None:
 
 # -- the results store ----------------------------------------------------------
 
+
 def create_results_db(path: Path) -> Path:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     for table in ("runs", "starts"):
-        db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
-                   "(uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (uniq TEXT NOT NULL, function TEXT NOT NULL, pid INTEGER, t REAL)"
+        )
     db.close()
     return path
 
@@ -83,6 +85,7 @@ def wait_for_runs(path: Path, expected: set[str], *, timeout: float, give_up: se
 
 
 # -- processes ------------------------------------------------------------------
+
 
 class ProcessWatch:
     """Remembers every descendant any watched process ever had, to prove none outlives the test.
@@ -191,8 +194,14 @@ class Sampler:
         for c in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rss_children += c.memory_info().rss
-        s = {"t": time.monotonic(), "done": self.progress[0], "rss": self._proc.memory_info().rss,
-             "fds": self._proc.num_fds(), "children": len(children), "rss_children": rss_children}
+        s = {
+            "t": time.monotonic(),
+            "done": self.progress[0],
+            "rss": self._proc.memory_info().rss,
+            "fds": self._proc.num_fds(),
+            "children": len(children),
+            "rss_children": rss_children,
+        }
         self.samples.append(s)
         return s
 
@@ -209,6 +218,7 @@ class Sampler:
 
 
 # -- submitting -----------------------------------------------------------------
+
 
 async def submit_background(client: Any, jobs: Sequence[tuple[str, bytes, str]], *, attempts: int = 200) -> int:
     """Queue every (function, workload, unique) job, retrying while no server answers; return the retries.

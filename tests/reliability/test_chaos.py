@@ -42,9 +42,12 @@ KINDS = ("kill_worker", "term_worker", "restart_gearmand", "kill_pool_child")
 
 
 def _worker(servers: list[str], db: Path, watch: ProcessWatch) -> WorkerProcess:
-    w = WorkerProcess(servers, handlers=HANDLERS,
-                      args=["--processes", "2", "--concurrency", "20", "--grace-period", str(GRACE)],
-                      env=env_for(db, GEARWORKER_RECONNECT_MAX="1"))
+    w = WorkerProcess(
+        servers,
+        handlers=HANDLERS,
+        args=["--processes", "2", "--concurrency", "20", "--grace-period", str(GRACE)],
+        env=env_for(db, GEARWORKER_RECONNECT_MAX="1"),
+    )
     w.start()
     watch.watch(w.pid)
     return w
@@ -61,8 +64,9 @@ def _jobs(n: int, rng: random.Random) -> list[tuple[str, bytes, str]]:
 
 
 class Chaos:
-    def __init__(self, gearmands: list[Gearmand], workers: list[WorkerProcess], db: Path, watch: ProcessWatch,
-                 rng: random.Random) -> None:
+    def __init__(
+        self, gearmands: list[Gearmand], workers: list[WorkerProcess], db: Path, watch: ProcessWatch, rng: random.Random
+    ) -> None:
         self.gearmands = gearmands
         self.workers = workers
         self.retired: list[WorkerProcess] = []
@@ -145,7 +149,7 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
                 retries = 0
                 step = len(jobs) // batches + 1
                 for i in range(0, len(jobs), step):
-                    retries += await submit_background(client, jobs[i:i + step])
+                    retries += await submit_background(client, jobs[i : i + step])
                     await asyncio.sleep(submit_seconds / batches)
                 return retries
 
@@ -170,13 +174,24 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
     counts = list(seen[u] for u in expected if u in seen)
     starts = runs(results_db, "starts")
     figures = dict(
-        size=size.label, seed=seed, jobs=len(jobs), completed=len(expected & set(seen)), missing=len(missing),
-        lost_to_pool_kill=len(missing & crashed), duplicates=sum(c - 1 for c in counts),
-        ran_twice_or_more=sum(1 for c in counts if c > 1), max_runs=max(counts, default=0),
+        size=size.label,
+        seed=seed,
+        jobs=len(jobs),
+        completed=len(expected & set(seen)),
+        missing=len(missing),
+        lost_to_pool_kill=len(missing & crashed),
+        duplicates=sum(c - 1 for c in counts),
+        ran_twice_or_more=sum(1 for c in counts if c > 1),
+        max_runs=max(counts, default=0),
         started_more_than_once=sum(1 for u in expected if starts[u] > 1),
-        duration_s=round(duration, 1), submit_phase_s=round(submitted, 1), submit_retries=retries,
-        events=chaos.events, sigterm_exits=[(c, round(d, 2)) for c, d in chaos.term_exits],
-        final_exit_codes=codes, processes_seen=len(watch.seen), leftover_processes=len(leftovers),
+        duration_s=round(duration, 1),
+        submit_phase_s=round(submitted, 1),
+        submit_retries=retries,
+        events=chaos.events,
+        sigterm_exits=[(c, round(d, 2)) for c, d in chaos.term_exits],
+        final_exit_codes=codes,
+        processes_seen=len(watch.seen),
+        leftover_processes=len(leftovers),
     )
     record_figures("chaos", **figures)
     assert not leftovers, leftovers

@@ -48,8 +48,9 @@ async def test_stopping_any_one_server_keeps_jobs_flowing_and_workers_come_back(
     servers = [g.address for g in gearmands]
     watch = ProcessWatch()
     env = env_for(results_db, GEARWORKER_RECONNECT_MIN="0.05", GEARWORKER_RECONNECT_MAX=str(RECONNECT_MAX))
-    workers = [WorkerProcess(servers, handlers=HANDLERS, args=["--processes", "1"], env=env).start()
-               for _ in range(WORKERS)]
+    workers = [
+        WorkerProcess(servers, handlers=HANDLERS, args=["--processes", "1"], env=env).start() for _ in range(WORKERS)
+    ]
     for w in workers:
         watch.watch(w.pid)
     for g in gearmands:
@@ -82,9 +83,16 @@ async def test_stopping_any_one_server_keeps_jobs_flowing_and_workers_come_back(
     finally:
         codes = [w.stop(30) for w in workers]
     leftovers = watch.leftovers()
-    record_figures("cluster", servers=3, workers=WORKERS, reconnect_max_s=RECONNECT_MAX,
-                   reregistration_s=rejoin, background_jobs=len(background),
-                   background_completed=len(background & set(seen)), leftover_processes=len(leftovers))
+    record_figures(
+        "cluster",
+        servers=3,
+        workers=WORKERS,
+        reconnect_max_s=RECONNECT_MAX,
+        reregistration_s=rejoin,
+        background_jobs=len(background),
+        background_completed=len(background & set(seen)),
+        leftover_processes=len(leftovers),
+    )
     assert codes == [0] * WORKERS
     assert background <= set(runs(results_db))
     assert all(t <= RECONNECT_MAX + SLACK for t in rejoin.values()), rejoin

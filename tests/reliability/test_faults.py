@@ -70,8 +70,9 @@ async def test_idle_pool_process_killed_from_outside_is_replaced_and_jobs_still_
         for child in pool_children(w.pid):
             child.kill()
         async with Client([gearmand.address]) as client:
-            results = await asyncio.gather(*(client.submit("rec_cpu", b"5", unique=f"idle-{i}", timeout=30)
-                                             for i in range(6)))
+            results = await asyncio.gather(
+                *(client.submit("rec_cpu", b"5", unique=f"idle-{i}", timeout=30) for i in range(6))
+            )
         assert results == [b"ok"] * 6
         assert set(runs(results_db)) == {f"idle-{i}" for i in range(6)}
     finally:

@@ -25,8 +25,7 @@ from .support import log_events, mib, record_figures
 T = PacketType
 LIMIT = 1 << 20
 HEADER = struct.Struct(">4sII")
-ENV = {"GEARWORKER_MAX_PACKET_SIZE": str(LIMIT), "GEARWORKER_RECONNECT_MIN": "0.05",
-       "GEARWORKER_RECONNECT_MAX": "0.5"}
+ENV = {"GEARWORKER_MAX_PACKET_SIZE": str(LIMIT), "GEARWORKER_RECONNECT_MIN": "0.05", "GEARWORKER_RECONNECT_MAX": "0.5"}
 
 
 def _stream(conn: PacketSocket, size: int, send: int, sent: threading.Event) -> None:
@@ -64,7 +63,8 @@ def test_worker_memory_is_bounded_by_the_configured_max_packet_size(
     limit that never ends costs at most the limit; the worker keeps serving the real server either way."""
     # One async handler: one connection per server, so connection 2 is the reconnect.
     (tmp_path / "only_echo.py").write_text(
-        "from gearworker import handler\n\n@handler('echo')\nasync def echo(job):\n    return job.workload\n")
+        "from gearworker import handler\n\n@handler('echo')\nasync def echo(job):\n    return job.workload\n"
+    )
     sent_all = threading.Event()
     with fake_server(lambda conn: _stream(conn, announced, sent, sent_all)) as fake:
         w = WorkerProcess([fake.address, gearmand.address], handlers=tmp_path, env=ENV)
@@ -83,8 +83,9 @@ def test_worker_memory_is_bounded_by_the_configured_max_packet_size(
             growth = _rss(w.pid) - baseline
             code, out, _ = run_gearman_cli(gearmand.port, "echo", b"real server")
             assert (code, out) == (0, b"real server")
-            record_figures(f"packet_limit_{announced}", announced=announced, sent=sent, limit=LIMIT,
-                           rss_growth_mib=mib(growth))
+            record_figures(
+                f"packet_limit_{announced}", announced=announced, sent=sent, limit=LIMIT, rss_growth_mib=mib(growth)
+            )
             assert growth < LIMIT + 8 * (1 << 20)
         finally:
             assert w.stop(20) == 0

@@ -54,8 +54,12 @@ def feed_all(parser: Parser, chunks: list[bytes], limit: int) -> list[Packet]:
 
 
 @SETTINGS
-@given(data=st.binary(max_size=4096), cuts=st.lists(st.integers(0, 4096), max_size=20),
-       limit=st.integers(0, 2048), magic=st.sampled_from(list(Magic)))
+@given(
+    data=st.binary(max_size=4096),
+    cuts=st.lists(st.integers(0, 4096), max_size=20),
+    limit=st.integers(0, 2048),
+    magic=st.sampled_from(list(Magic)),
+)
 def test_random_bytes_give_packets_or_a_remote_protocol_error_and_bounded_buffer(
     data: bytes, cuts: list[int], limit: int, magic: Magic
 ) -> None:
@@ -79,7 +83,7 @@ def mutated_streams(draw: st.DrawFn) -> bytes:
         elif kind == "insert":
             stream[pos:pos] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "delete":
-            del stream[pos:pos + draw(st.integers(1, 16))]
+            del stream[pos : pos + draw(st.integers(1, 16))]
         elif kind == "truncate":
             del stream[pos:]
         elif kind == "length" and len(stream) >= HEADER_SIZE:

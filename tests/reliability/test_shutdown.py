@@ -67,15 +67,20 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
             expected |= {u for _, _, u in jobs}
             await submit_background(client, jobs)
             watch = ProcessWatch()
-            w = WorkerProcess([gearmand.address], handlers=HANDLERS, env=env_for(results_db),
-                              args=["--processes", "2", "--concurrency", "20", "--grace-period", str(GRACE)])
+            w = WorkerProcess(
+                [gearmand.address],
+                handlers=HANDLERS,
+                env=env_for(results_db),
+                args=["--processes", "2", "--concurrency", "20", "--grace-period", str(GRACE)],
+            )
             w.start()
             watch.watch(w.pid)
             await asyncio.to_thread(w.wait_registered, gearmand, "rec_cpu")
             await asyncio.sleep(rng.uniform(0.1, 2.0))
             watch.poll()
-            running_at_term.append(gearmand.status().get("rec", (0, 0, 0))[1]
-                                   + gearmand.status().get("rec_cpu", (0, 0, 0))[1])
+            running_at_term.append(
+                gearmand.status().get("rec", (0, 0, 0))[1] + gearmand.status().get("rec_cpu", (0, 0, 0))[1]
+            )
             t0 = time.monotonic()
             w.signal(signal.SIGTERM)
             code = await asyncio.to_thread(w.wait, GRACE + 30)
@@ -84,8 +89,12 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
             leftovers += watch.leftovers()
             handed_back += sum(e.get("count", 0) for e in log_events(w.log, "server.jobs_handed_back"))
         # What the cycles did not finish is still queued: one last worker drains it.
-        last = WorkerProcess([gearmand.address], handlers=HANDLERS, env=env_for(results_db),
-                             args=["--processes", "2", "--concurrency", "20"]).start()
+        last = WorkerProcess(
+            [gearmand.address],
+            handlers=HANDLERS,
+            env=env_for(results_db),
+            args=["--processes", "2", "--concurrency", "20"],
+        ).start()
         try:
             seen = await asyncio.to_thread(wait_for_runs, results_db, expected, timeout=120.0)
         finally:
@@ -94,11 +103,22 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
     duplicates = sum(c - 1 for u, c in seen.items() if u in expected)
     restarted = sum(1 for u, c in runs(results_db, "starts").items() if u in expected and c > 1)
     record_figures(
-        "shutdown", size=size.label, seed=seed, cycles=size.shutdown_cycles, jobs=len(expected),
-        completed=len(expected) - len(missing), missing=len(missing), duplicates=duplicates, started_twice=restarted,
-        handed_back_after_grace=handed_back, grace_s=GRACE, max_exit_s=round(max(exits), 2),
-        mean_exit_s=round(sum(exits) / len(exits), 2), jobs_running_at_sigterm=sum(running_at_term),
-        leftover_processes=len(leftovers), duration_s=round(time.monotonic() - started, 1),
+        "shutdown",
+        size=size.label,
+        seed=seed,
+        cycles=size.shutdown_cycles,
+        jobs=len(expected),
+        completed=len(expected) - len(missing),
+        missing=len(missing),
+        duplicates=duplicates,
+        started_twice=restarted,
+        handed_back_after_grace=handed_back,
+        grace_s=GRACE,
+        max_exit_s=round(max(exits), 2),
+        mean_exit_s=round(sum(exits) / len(exits), 2),
+        jobs_running_at_sigterm=sum(running_at_term),
+        leftover_processes=len(leftovers),
+        duration_s=round(time.monotonic() - started, 1),
     )
     assert max(exits) <= GRACE + SLACK, exits
     assert not leftovers, leftovers

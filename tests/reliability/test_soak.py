@@ -25,8 +25,15 @@ MIB = 1024 * 1024
 MAX_GROWTH = 5 * MIB
 
 
-async def _drive(client: Client, function: str, total: int, in_flight: int, progress: list[int],
-                 warm: asyncio.Event, unique: str | None = None) -> None:
+async def _drive(
+    client: Client,
+    function: str,
+    total: int,
+    in_flight: int,
+    progress: list[int],
+    warm: asyncio.Event,
+    unique: str | None = None,
+) -> None:
     """Run ``total`` foreground jobs, ``in_flight`` at a time; set ``warm`` after the first quarter."""
     issued = 0
 
@@ -88,11 +95,20 @@ async def test_soak_async_jobs_memory_and_fds_stay_flat(size: Size, gearmand: Ge
     growth = end["rss"] - warm_at["rss"]
     peak_growth = max(s["rss"] for s in post) - warm_at["rss"]
     record_figures(
-        "soak_async", size=size.label, jobs=size.soak_jobs, duration_s=round(duration, 1),
-        jobs_per_s=round(size.soak_jobs / duration), samples=len(sampler.samples),
-        rss_start_mib=mib(sampler.samples[0]["rss"]), rss_after_warmup_mib=mib(warm_at["rss"]),
-        rss_end_mib=mib(end["rss"]), rss_growth_mib=mib(growth), rss_peak_growth_mib=mib(peak_growth),
-        fds_after_warmup=warm_at["fds"], fds_end=end["fds"], fds_seen=sorted({s["fds"] for s in post}),
+        "soak_async",
+        size=size.label,
+        jobs=size.soak_jobs,
+        duration_s=round(duration, 1),
+        jobs_per_s=round(size.soak_jobs / duration),
+        samples=len(sampler.samples),
+        rss_start_mib=mib(sampler.samples[0]["rss"]),
+        rss_after_warmup_mib=mib(warm_at["rss"]),
+        rss_end_mib=mib(end["rss"]),
+        rss_growth_mib=mib(growth),
+        rss_peak_growth_mib=mib(peak_growth),
+        fds_after_warmup=warm_at["fds"],
+        fds_end=end["fds"],
+        fds_seen=sorted({s["fds"] for s in post}),
     )
     assert growth < MAX_GROWTH and peak_growth < MAX_GROWTH
     assert end["fds"] == warm_at["fds"]
@@ -106,8 +122,12 @@ async def test_soak_cpu_jobs_with_recycled_pool_processes_memory_and_fds_stay_fl
     """CPU jobs with max_tasks_per_child recycling the pool: the worker's RSS growth < 5 MiB, its fds and
     process count at rest unchanged, and every job ran once."""
     per_child = 10
-    w = WorkerProcess([gearmand.address], handlers=HANDLERS, env=env_for(results_db),
-                      args=["--processes", "2", "--max-tasks-per-child", str(per_child)])
+    w = WorkerProcess(
+        [gearmand.address],
+        handlers=HANDLERS,
+        env=env_for(results_db),
+        args=["--processes", "2", "--max-tasks-per-child", str(per_child)],
+    )
     w.start(wait_for="rec_cpu", gearmand=gearmand)
     try:
         sampler = Sampler(w.pid).start()
@@ -118,8 +138,9 @@ async def test_soak_cpu_jobs_with_recycled_pool_processes_memory_and_fds_stay_fl
             # pool process being replaced (every few ms here) may or may not be counted.
             await _drive(client, "rec_cpu", warm_up, 4, sampler.progress, asyncio.Event(), unique="soak-a")
             warm_at = await _at_rest(sampler)
-            await _drive(client, "rec_cpu", size.soak_cpu_jobs - warm_up, 4, sampler.progress, asyncio.Event(),
-                         unique="soak-b")
+            await _drive(
+                client, "rec_cpu", size.soak_cpu_jobs - warm_up, 4, sampler.progress, asyncio.Event(), unique="soak-b"
+            )
         duration = time.monotonic() - started
         end = await _at_rest(sampler)
         sampler.stop()
@@ -129,12 +150,22 @@ async def test_soak_cpu_jobs_with_recycled_pool_processes_memory_and_fds_stay_fl
     pool_pids = _pids(results_db)
     growth = end["rss"] - warm_at["rss"]
     record_figures(
-        "soak_cpu", size=size.label, jobs=size.soak_cpu_jobs, max_tasks_per_child=per_child,
-        pool_processes_used=len(pool_pids), duration_s=round(duration, 1),
-        rss_after_warmup_mib=mib(warm_at["rss"]), rss_end_mib=mib(end["rss"]), rss_growth_mib=mib(growth),
-        children_rss_end_mib=mib(end["rss_children"]), fds_after_warmup=warm_at["fds"], fds_end=end["fds"],
-        children_after_warmup=warm_at["children"], children_end=end["children"],
-        ran_once=sum(1 for c in seen.values() if c == 1), duplicates=sum(c - 1 for c in seen.values()),
+        "soak_cpu",
+        size=size.label,
+        jobs=size.soak_cpu_jobs,
+        max_tasks_per_child=per_child,
+        pool_processes_used=len(pool_pids),
+        duration_s=round(duration, 1),
+        rss_after_warmup_mib=mib(warm_at["rss"]),
+        rss_end_mib=mib(end["rss"]),
+        rss_growth_mib=mib(growth),
+        children_rss_end_mib=mib(end["rss_children"]),
+        fds_after_warmup=warm_at["fds"],
+        fds_end=end["fds"],
+        children_after_warmup=warm_at["children"],
+        children_end=end["children"],
+        ran_once=sum(1 for c in seen.values() if c == 1),
+        duplicates=sum(c - 1 for c in seen.values()),
     )
     assert len(seen) == size.soak_cpu_jobs and all(c == 1 for c in seen.values())
     assert len(pool_pids) >= size.soak_cpu_jobs // per_child  # the pool really recycled its processes
