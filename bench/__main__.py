@@ -28,7 +28,6 @@ WORKER_LABELS = {
     ("gearworker-defaults", 1): "gearworker, 1 process, defaults (info log: a JSON line per job into a pipe)",
     ("gearworker", 1): "gearworker, 1 process, tuned (--log-level warning --concurrency 1000)",
     ("gearworker-defaults-gp8", 1): "gearworker, 1 process, defaults but grab_pipeline=8 (the default before)",
-    ("gearworker-gp32-nometrics", 1): "gearworker, grab_pipeline=32, no unserved metrics (bench/unmetered.py)",
     ("php", 1): "PHP GearmanWorker, 1 process",
     ("php", 2): "PHP GearmanWorker, 2 processes",
     ("aiogear", 1): "aiogear 0.2.6, 8 connections, uvloop",

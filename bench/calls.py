@@ -24,8 +24,8 @@ import uvloop
 from gearworker import config, logs
 from gearworker.metrics import NO_METRICS
 from gearworker.protocol import Magic, Packet, PacketType, encode
+from gearworker.worker.dispatch import Worker
 from gearworker.worker.registry import discover
-from gearworker.worker.worker import Worker
 
 from .hotpath import HANDLERS, one_connection
 

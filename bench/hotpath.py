@@ -26,9 +26,9 @@ from gearworker import config, logs
 from gearworker.metrics import NO_METRICS, MetricsSink
 from gearworker.protocol import Magic, Packet, PacketType, WorkerSession, encode, registration
 from gearworker.transport import Endpoint, PacketStream, StreamOptions
+from gearworker.worker.dispatch import Worker
 from gearworker.worker.registry import discover
 from gearworker.worker.runner import ActiveJob
-from gearworker.worker.worker import Connection, Worker
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 
@@ -64,9 +64,17 @@ def one_connection(worker: Worker) -> tuple[Worker, WorkerSession[ActiveJob], Pa
     session: WorkerSession[ActiveJob] = WorkerSession(
         b"bench", registration(group.timeouts), depth=worker.settings.grab_pipeline
     )
-    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+    try:
+        from gearworker.worker.connection import GroupConnection
+
+        conn = GroupConnection(worker, group, Endpoint("127.0.0.1:1", options), session)
+        stream = PacketStream(conn, options, woken=conn.woken)
+    except ImportError:  # a checkout from before the worker/ split (bench.coldpath --tree)
+        from gearworker.worker.worker import Connection  # type: ignore[import-not-found]
+
+        conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+        stream = PacketStream(conn, options)
     worker.connections.append(conn)
-    stream = PacketStream(conn, options)
     transport = CountingTransport()
     stream.connection_made(transport)  # type: ignore[arg-type]
     conn.up(stream)
@@ -125,9 +133,9 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.after_delay is not None:
-        from gearworker.worker import runner
+        from gearworker.worker import chain
 
-        runner.AFTER_DELAY = args.after_delay  # read at each batch's start
+        chain.AFTER_DELAY = args.after_delay  # read at each batch's start
     coro = run(args.jobs, args.batch, args.grab_pipeline, not args.no_metrics, args.log_level)
     if args.profile:
         import cProfile

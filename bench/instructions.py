@@ -16,6 +16,7 @@ in cachegrind's simulated 32 KiB instruction and data caches, per job.  Needs
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -49,6 +50,8 @@ def counts(jobs: int, level: str, batch: int, after_delay: float) -> dict[str, i
         capture_output=True,
         text=True,
         check=True,
+        # A fixed hash seed: dict and set layouts, and so the instructions per job, the same run to run.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     ).stderr
     found = {}
     for key, name in _COUNTS.items():

@@ -34,8 +34,9 @@ import structlog
 import uvloop
 
 from gearworker import logs
-from gearworker.middleware import CompletedLine, LogMiddleware
-from gearworker.worker.runner import AFTER_BATCH, AFTER_DELAY
+from gearworker.logs.jobline import LogMiddleware
+from gearworker.middleware import CompletedLine
+from gearworker.worker.chain import AFTER_BATCH, AFTER_DELAY
 
 NAMES = {
     "worker": "the worker's own: rendered a Runner batch at a time (completed_many)",
@@ -64,7 +65,7 @@ def configure_previous(level: str, stream: Any) -> None:
 
 
 class _RunnerBatch:
-    """The Runner's side of a completed job's line (gearworker.worker.runner.Runner.finish and run_completed_hooks)."""
+    """The Runner's side of a completed job's line (gearworker.worker.chain.CompletedHooks.add and run)."""
 
     def __init__(self, middleware: LogMiddleware, one_by_one: bool) -> None:
         self.middleware, self.one_by_one = middleware, one_by_one

@@ -42,8 +42,6 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     ),
     # Tuned for the tiny-job flood: no per-job log line, room for all 500 jobs in flight.
     "gearworker": ([sys.executable, "-m", "gearworker", *_GEARWORKER_FLAGS], {}),
-    # The two changes proposed in README's Performance section, measured before they are made:
-    # a deeper grab pipeline, and no Prometheus bookkeeping when nothing serves /metrics.
     # The defaults with logging at warning: what the job.done line costs, as an A/B (bench.ab).
     "gearworker-defaults-warning": (
         [sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers"), "--log-level", "warning"],
@@ -53,10 +51,6 @@ WORKERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gearworker-defaults-gp8": (
         [sys.executable, "-m", "gearworker", "run", "--handlers", str(BENCH / "handlers")],
         {"GEARWORKER_GRAB_PIPELINE": "8"},
-    ),
-    "gearworker-gp32-nometrics": (
-        [sys.executable, str(BENCH / "unmetered.py"), *_GEARWORKER_FLAGS],
-        {"GEARWORKER_GRAB_PIPELINE": "32"},
     ),
     # The defaults on Python 3.13 (the CI's second venv, scripts/bootstrap with VENV=.venv-3.13).
     "gearworker-defaults-py313": (

@@ -1,7 +1,6 @@
 """Profile the real worker under the tiny-job load with py-spy: where its time goes.
 
     .venv/bin/python -m bench.profile                 # defaults
-    .venv/bin/python -m bench.profile --kind gearworker-gp32-nometrics
     .venv/bin/python -m bench.profile --kind gearworker-defaults --load lone   # one job at a time
 
 Starts gearmand and the worker, runs the PHP load client (500 in flight) and

@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import gearworker.worker.runner as r
-from gearworker.cli import main
+from gearworker.app.launch import main
 
 
 def _as_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .worker.registry import handler
 
 # Imported on first use: the client pulls in asyncio machinery a handler module never needs,
-# and `gearworker` (gearworker.launch) must start catching stop signals before anything heavy
+# and `gearworker` (gearworker.app.launch) must start catching stop signals before anything heavy
 # is imported (the handler API alone costs ~70 ms of imports).
 _LAZY = {
     "Client": "client",

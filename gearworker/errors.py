@@ -19,9 +19,11 @@ __all__ = [
     "JobFailed",
     "JobTimeout",
     "LocalProtocolError",
+    "NoRetry",
     "NoServerAvailable",
     "ProtocolError",
     "RemoteProtocolError",
+    "ServerRefused",
 ]
 
 
@@ -71,6 +73,10 @@ class ConnectionLost(GearworkerError):
 
 class NoServerAvailable(GearworkerError):
     """No configured job server could be reached."""
+
+
+class ServerRefused(NoServerAvailable):
+    """The job server answered a request with ERROR (e.g. its queue for the function is full)."""
 
 
 class JobError(GearworkerError):

@@ -43,7 +43,7 @@ from .protocol import DEFAULT_MAX_PACKET_SIZE, Magic, Packet, PacketType, Parser
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Endpoint", "Link", "PacketStream", "Receiver", "StreamOptions", "WokenReceiver", "tls_context"]
+__all__ = ["Endpoint", "Link", "PacketStream", "Receiver", "StreamOptions", "WakeHook", "tls_context"]
 
 log = structlog.get_logger("gearworker.transport")
 
@@ -68,11 +68,9 @@ class Receiver(Protocol):
         """The connection is gone (``None``: closed cleanly by either side)."""
 
 
-class WokenReceiver(Receiver, Protocol):
-    """A worker's receiver, which may take a NOOP that came alone without it being parsed."""
-
-    def woken(self) -> bytes:
-        """The same as :meth:`packet_received` of a NOOP, but return what to send instead of sending it."""
+#: A worker's short way for the NOOP that wakes it: the same as ``packet_received`` of a NOOP,
+#: but it returns what to send instead of sending it (see :meth:`PacketStream.data_received`).
+WakeHook = Callable[[], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +130,7 @@ def tls_context(s: Settings) -> ssl.SSLContext:
     return context
 
 
-def _lone(packets: list[Packet]) -> bool:
+def _at_most_one_job(packets: list[Packet]) -> bool:
     """At most one of ``packets`` carries arguments: one job at most (NOOP and NO_JOB carry none)."""
     seen = False
     for packet in packets:
@@ -152,12 +150,14 @@ class PacketStream(asyncio.Protocol):
     benchmark).
     """
 
-    def __init__(self, receiver: Receiver, options: StreamOptions, *, name: str = "") -> None:
+    def __init__(
+        self, receiver: Receiver, options: StreamOptions, *, name: str = "", woken: WakeHook | None = None
+    ) -> None:
         self.name = name
         self._receiver = receiver
-        #: The short way for the lone NOOP that wakes a sleeping worker (see data_received), when the
-        #: receiver is a WokenReceiver (the worker's Connection; the client's router is not).
-        self._woken: Callable[[], bytes] | None = getattr(receiver, "woken", None)
+        #: The short way for the lone NOOP that wakes a sleeping worker (see data_received); a
+        #: worker's connection passes it, a client's does not.
+        self._woken = woken
         self._options = options
         self._parser = Parser(expect=Magic.RES, max_packet_size=options.max_packet_size)
         self._transport: asyncio.Transport | None = None
@@ -207,7 +207,7 @@ class PacketStream(asyncio.Protocol):
             return
         receive = self._receiver.packet_received
         self._reading = True
-        self._lone = len(packets) == 1 or _lone(packets)  # (no call for the lone NOOP that wakes us)
+        self._lone = len(packets) == 1 or _at_most_one_job(packets)  # (no call for the lone NOOP that wakes us)
         try:
             for packet in packets:
                 if self._transport is None:
@@ -282,12 +282,7 @@ class PacketStream(asyncio.Protocol):
         still answers them all in one write.
         """
         if self._lone and self._transport is not None:
-            out = self._out  # _send_now(), inlined: once per job
-            if out:  # what this read queued before it (a grab) goes first
-                out.append(data)
-                data = b"".join(out)
-                out.clear()
-            self._transport.write(data)
+            self._send_now(data)
         else:
             self.send(data)
 
@@ -386,13 +381,13 @@ class Endpoint:
         self.options = options
         self.backoff = Backoff(options.reconnect_min, max(options.reconnect_min, options.reconnect_max))
 
-    async def dial(self, receiver: Receiver) -> PacketStream:
+    async def dial(self, receiver: Receiver, *, woken: WakeHook | None = None) -> PacketStream:
         """Open a stream to the server; raise :class:`NoServerAvailable` naming the cause."""
         o = self.options
         loop = asyncio.get_running_loop()
 
         def factory() -> PacketStream:
-            return PacketStream(receiver, o, name=self.address)
+            return PacketStream(receiver, o, name=self.address, woken=woken)
 
         try:
             async with asyncio.timeout(o.connect_timeout):
@@ -417,7 +412,7 @@ class Endpoint:
             why = e.strerror or str(e) or type(e).__name__
             if o.ssl is not None and not isinstance(e, ConnectionRefusedError):
                 # The server took the connection, then dropped it in the handshake:
-                # it does not speak TLS there (gearmand 1.1.20 never does; see NOTES).
+                # it does not speak TLS there (Debian's gearmand 1.1.20 is built without TLS: docs/gearmand.md).
                 raise NoServerAvailable(
                     f"TLS with job server {self.address} failed: {type(e).__name__}: {why} "
                     "(the server closed the connection during the TLS handshake)"
@@ -430,9 +425,10 @@ class Link:
     """Keeps one stream to one server connected until :meth:`stop`.
 
     ``on_up`` runs with each new stream (register, start grabbing), ``on_down``
-    when it is gone.  Each state change is logged once: a server that stays
-    down for an hour logs ``server.down`` once and ``server.up`` when it
-    returns, not one line per attempt.
+    when it is gone; ``woken`` is passed to each stream (a worker's wake hook).
+    Each state change is logged once: a server that stays down for an hour
+    logs ``server.down`` once and ``server.up`` when it returns, not one line
+    per attempt.
     """
 
     def __init__(
@@ -442,12 +438,14 @@ class Link:
         *,
         on_up: Callable[[PacketStream], None],
         on_down: Callable[[Exception | None], None],
+        woken: WakeHook | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.name = endpoint.address
         self.stream: PacketStream | None = None
         self.reconnects = 0
         self._receiver = receiver
+        self._woken = woken
         self._on_up = on_up
         self._on_down = on_down
         self._stopping = False
@@ -485,7 +483,7 @@ class Link:
         was_down = False
         while not self._stopping:
             try:
-                stream = await self.endpoint.dial(self._receiver)
+                stream = await self.endpoint.dial(self._receiver, woken=self._woken)
             except NoServerAvailable as e:
                 if not was_down:
                     log.warning("server.down", server=self.name, reason=str(e))

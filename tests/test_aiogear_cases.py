@@ -1,4 +1,4 @@
-"""The cases that break aiogear 0.2.6 (see NOTES.md), each passing here.
+"""The cases that break aiogear 0.2.6 (PyPI's aiogear, which gearworker replaces), each passing here.
 
 - binary workloads: aiogear decodes workloads as UTF-8 and dies;
 - concurrent results: aiogear hands WORK_COMPLETE to the oldest waiting

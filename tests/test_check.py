@@ -1,4 +1,4 @@
-"""gearworker.check: the text of ``gearworker check`` and its start-up check of per-handler limits.
+"""gearworker.app.check: the text of ``gearworker check`` and its start-up check of per-handler limits.
 
 tests/test_settings.py covers the command end to end; these pin the lines one by one.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gearworker import config
-from gearworker.check import check_handlers, describe
+from gearworker.app.check import check_handlers, describe
 from gearworker.config import Settings
 from gearworker.errors import ConfigError
 from gearworker.worker.registry import Registry, discover

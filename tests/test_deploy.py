@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gearworker import cli, config
+from gearworker import config
 from gearworker.address import parse_address
+from gearworker.app import cli, launch
 from gearworker.web import cli as web_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +72,8 @@ def parse_worker_command(argv: list[str]) -> argparse.Namespace:
     else:
         assert Path(argv[0]).name == "gearworker", f"not a gearworker command: {argv}"
         args = argv[1:]
-    if not args or args[0] not in cli.COMMANDS:
-        args = ["run", *args]  # what cli.main does
+    if launch.runs_worker(args) and (not args or args[0] != "run"):
+        args = ["run", *args]  # what gearworker.app.launch.main does
     try:
         return cli.build_parser().parse_args(args)
     except SystemExit as e:
@@ -190,7 +191,7 @@ def test_unit_exec_start_is_the_real_command_line() -> None:
     args = parse_worker_command(argv)
     assert args.command == "run"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["gearworker"] == "gearworker.launch:main"
+    assert scripts["gearworker"] == "gearworker.app.launch:main"
     assert argv[0].endswith("/.venv/bin/gearworker")
 
 

@@ -1,4 +1,4 @@
-"""gearworker.localserver.LocalGearmand: reuse a listening server, else start one, stop it, and die with us."""
+"""gearworker.app.localserver.LocalGearmand: reuse a listening server, else start one, stop it, and die with us."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import psutil
 import pytest
 from gearmand import Gearmand, free_port
 
+from gearworker.app.localserver import LocalGearmand, _listening
 from gearworker.errors import ConfigError
-from gearworker.localserver import LocalGearmand, _listening
 from gearworker.procs import is_running
 
 
@@ -77,7 +77,7 @@ async def test_without_gearmand_installed_the_error_names_the_setting(monkeypatc
 
     (A lookup that finds nothing stands in for an uninstalled package: this machine has one.)
     """
-    monkeypatch.setattr("gearworker.localserver.shutil.which", lambda *args, **kwargs: None)
+    monkeypatch.setattr("gearworker.app.localserver.shutil.which", lambda *args, **kwargs: None)
     with pytest.raises(ConfigError) as info:
         await LocalGearmand(free_port()).start()
     assert info.value.setting == "servers"
@@ -91,7 +91,7 @@ async def test_without_gearmand_installed_the_error_names_the_setting(monkeypatc
 OWNER = r"""
 import asyncio, sys
 import psutil
-from gearworker.localserver import LocalGearmand
+from gearworker.app.localserver import LocalGearmand
 
 async def main() -> None:
     await LocalGearmand(int(sys.argv[1])).start()

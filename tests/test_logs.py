@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gearworker import logbatch, logs
+from gearworker import logs
+from gearworker.logs import output as logbatch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""gearworker.pidfile: acquire/release, a live second instance refused, stale and recycled pids replaced."""
+"""gearworker.app.pidfile: acquire/release, a live second instance refused, stale and recycled pids replaced."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gearworker.app.pidfile import PidFile, read_pid
 from gearworker.errors import ConfigError
-from gearworker.pidfile import PidFile, read_pid
 
 #: The pid file's path and the other instance holding it.
 Holder = tuple[Path, "subprocess.Popen[bytes]"]
@@ -20,7 +20,7 @@ Holder = tuple[Path, "subprocess.Popen[bytes]"]
 # A second gearworker holding the pid file: its command line contains "gearworker", as a real one's does.
 HOLDER = r"""
 import sys, time
-from gearworker.pidfile import PidFile
+from gearworker.app.pidfile import PidFile
 PidFile(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)

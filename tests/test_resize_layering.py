@@ -79,7 +79,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_importing_the_whole_core_loads_neither_resize_nor_pyvips() -> None:
     """gearworker, its CLI, the server and every other core module imported in a fresh process: neither is loaded."""
-    modules = ["gearworker", "gearworker.cli", "gearworker.server"] + [
+    modules = ["gearworker", "gearworker.app.cli", "gearworker.app.server"] + [
         _module_name(p) for p in _core_files() if p.name != "__main__.py"
     ]  # __main__ would run the CLI
     code = (

@@ -22,10 +22,13 @@ import pytest
 import gearworker
 from gearworker import handler
 from gearworker.errors import ConfigError, HandlerError, NoRetry
-from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware, build, load, middleware
-from gearworker.retry import MAX_DELAY, Failure, RetryPolicy, failure_of, run_with_retries, validate
-from gearworker.schedule import Cron, Interval
+from gearworker.logs.jobline import LogMiddleware
+from gearworker.middleware import Failure, JobInfo, JobResult, Middleware, middleware
+from gearworker.schedule.rules import Cron, Interval
+from gearworker.worker.chain import Chain, build
 from gearworker.worker.registry import discover
+from gearworker.worker.registry import load_middleware as load
+from gearworker.worker.retry import MAX_DELAY, RetryPolicy, failure_of, run_with_retries, validate
 
 # -- the policy ------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gearworker.schedule import Cron, Interval, ScheduleError, WorkerEntry, elect, parse, tick_unique
-from gearworker.scheduler import ScheduledFunction, Scheduler, tick_workload
+from gearworker.schedule.rules import Cron, Interval, ScheduleError, WorkerEntry, elect, parse, tick_unique
+from gearworker.schedule.runner import ScheduledFunction, Scheduler, tick_workload
 
 
 def ts(text: str) -> int:

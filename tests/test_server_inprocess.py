@@ -8,7 +8,7 @@ from gearmand import Gearmand
 from workerproc import TEST_HANDLERS
 
 from gearworker import Client, config
-from gearworker.server import Server
+from gearworker.app.server import Server
 from gearworker.worker.registry import discover
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from gearworker import cli, config
+from gearworker import config
 from gearworker.address import parse_address
-from gearworker.check import describe
+from gearworker.app import cli
+from gearworker.app.check import describe
 from gearworker.config import Settings
 from gearworker.errors import ConfigError
 from gearworker.worker.registry import discover

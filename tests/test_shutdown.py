@@ -460,12 +460,12 @@ import os, signal, sys
 class SigtermOnCliImport:
     # Sends SIGTERM just as the command line starts importing: the window right after start-up.
     def find_spec(self, name, path=None, target=None):
-        if name == "gearworker.cli":
+        if name == "gearworker.app.cli":
             os.kill(os.getpid(), signal.SIGTERM)
         return None
 
 sys.meta_path.insert(0, SigtermOnCliImport())
-from gearworker.launch import main
+from gearworker.app.launch import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -492,7 +492,7 @@ def test_sigterm_while_the_command_line_still_imports_is_a_clean_stop(gearmand: 
 
 def test_other_commands_keep_the_default_ctrl_c() -> None:
     """Only the worker catches signals early: `gearworker submit` and friends stay interruptible."""
-    from gearworker.launch import runs_worker
+    from gearworker.app.launch import runs_worker
 
     assert runs_worker([]) and runs_worker(["run"]) and runs_worker(["--handlers", "h"])
     assert not any(runs_worker([c]) for c in ("submit", "status", "stop", "check", "web", "failed", "--help"))
@@ -512,3 +512,14 @@ def test_a_pool_process_killed_while_the_pool_starts_is_replaced(gearmand: Gearm
         assert (tmp_path / "died").exists()
     finally:
         assert w.stop() == 0, w.log_text()
+
+
+def test_the_launchers_list_of_commands_is_the_command_lines() -> None:
+    """gearworker.app.launch decides, before importing the command line, which commands run the worker."""
+    import argparse
+
+    from gearworker.app import cli, launch
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(launch.COMMANDS) == set(sub.choices)

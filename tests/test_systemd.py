@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gearmand import Gearmand
 
-from gearworker.systemd import Notifier, run_watchdog
+from gearworker.app.systemd import Notifier, run_watchdog
 
 
 @pytest.fixture

@@ -392,7 +392,7 @@ def test_download_names_survive_any_characters() -> None:
 
 
 def test_gearworker_web_refuses_a_bad_server_address_in_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
-    from gearworker.cli import main
+    from gearworker.app.cli import main
 
     assert main(["web", "--server", "127.0.0.1:99999"]) == 2
     assert "port out of range" in capsys.readouterr().err

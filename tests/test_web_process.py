@@ -21,7 +21,7 @@ import psutil
 import pytest
 from gearmand import free_port, wait_for_port
 
-from gearworker.cli import main
+from gearworker.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = 300 * 1024 * 1024

@@ -12,10 +12,10 @@ import pytest
 from gearmand import Gearmand
 
 from gearworker import Client, Job, JobFailed, config
+from gearworker.worker.dispatch import Worker
 from gearworker.worker.job import CpuJobSpec
 from gearworker.worker.pool import Pool, PoolTimeout
 from gearworker.worker.registry import Handler, Registry, discover
-from gearworker.worker.worker import Worker
 
 SPAM = """
 from gearworker import handler

@@ -15,21 +15,25 @@ import pytest
 import structlog
 import uvloop
 
-from gearworker import config, logbatch, logs
-from gearworker.middleware import Chain, JobInfo, JobResult, LogMiddleware, Middleware
+from gearworker import config, logs
+from gearworker.logs import output as logbatch
+from gearworker.logs.jobline import LogMiddleware
+from gearworker.middleware import JobInfo, JobResult, Middleware
 from gearworker.protocol import Magic, Packet, PacketType, Parser, WorkerSession, encode, registration
 from gearworker.transport import Endpoint, PacketStream, StreamOptions
-from gearworker.worker import runner
+from gearworker.worker import chain
+from gearworker.worker.chain import Chain
+from gearworker.worker.connection import GroupConnection
+from gearworker.worker.dispatch import Worker
 from gearworker.worker.registry import discover
 from gearworker.worker.runner import ActiveJob
-from gearworker.worker.worker import Connection, Worker
 
 
 @pytest.fixture(autouse=True)
 def _batches_wait_longer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of after-hooks wait 200 ms here, not 20: "still waiting for its batch" is then
     checked well inside the delay, even when a busy machine stalls the test for a moment."""
-    monkeypatch.setattr(runner, "AFTER_DELAY", 0.2)
+    monkeypatch.setattr(chain, "AFTER_DELAY", 0.2)
 
 
 HANDLERS = """
@@ -94,7 +98,7 @@ def _connected(
     group = worker.groups[0]
     options = StreamOptions(max_packet_size=1 << 20)
     session: WorkerSession[ActiveJob] = WorkerSession(b"t", registration(group.timeouts), depth=8)
-    conn = Connection(worker, group, Endpoint("127.0.0.1:1", options), session)
+    conn = GroupConnection(worker, group, Endpoint("127.0.0.1:1", options), session)
     worker.connections.append(conn)
     stream = PacketStream(conn, options)
     stream.connection_made(transport)  # type: ignore[arg-type]
@@ -118,7 +122,7 @@ async def _one_job(handlers: Path, function: bytes, *, then: str = "wait") -> tu
     else:
         await asyncio.sleep(0)
         assert len(watcher.seen) == during_read  # the loop's next turn: still waiting for its batch
-        await asyncio.sleep(runner.AFTER_DELAY * 3)  # the batch's timer was due first
+        await asyncio.sleep(chain.AFTER_DELAY * 3)  # the batch's timer was due first
     return watcher, transport, during_read
 
 
@@ -166,11 +170,31 @@ def test_a_failed_jobs_after_hooks_run_before_its_failure_is_sent(tmp_path: Path
     assert PacketType.WORK_FAIL not in watcher.seen[0][1] and PacketType.WORK_FAIL in transport.sent()
 
 
-def test_the_log_middleware_alone_is_called_directly_and_any_other_after_hook_takes_the_chain() -> None:
-    """The default chain (the job.done line only) skips JobInfo/JobResult; anything more goes through the chain."""
+def test_a_middleware_that_declares_it_renders_batches_is_called_directly_when_it_alone_hears_completed_jobs() -> None:
+    """The default chain (the job.done line only) skips JobInfo/JobResult; anything more goes through the chain.
+
+    The fast path is chosen by the declaration (``renders_batches = True``), not by the class: a
+    middleware of the user's may take it, and a subclass of the log middleware that withdraws it does not.
+    """
     log_mw = LogMiddleware()
-    assert Chain([log_mw]).log_only is log_mw
-    assert Chain([log_mw, Watcher(RecordingTransport())]).log_only is None
+    assert Chain([log_mw]).batch_renderer is log_mw
+    assert Chain([log_mw, Watcher(RecordingTransport())]).batch_renderer is None
+
+    class Lines(Middleware):
+        renders_batches = True
+
+        def after(self, job: JobInfo, result: JobResult) -> None: ...
+
+        def completed(self, function: str, handle: bytes, unique: bytes, duration: float, at: float | None) -> None: ...
+
+        def completed_many(self, lines: list[Any]) -> None: ...
+
+    class OneByOne(LogMiddleware):
+        renders_batches = False
+
+    lines = Lines()
+    assert Chain([lines]).batch_renderer is lines
+    assert Chain([OneByOne()]).batch_renderer is None
 
 
 def test_the_direct_job_done_line_is_the_same_line_the_chain_writes(tmp_path: Path) -> None:
@@ -222,7 +246,7 @@ def _job_done_lines(tmp_path: Path, jobs: list[tuple[bytes, bytes]]) -> list[dic
                 for n, (function, data) in enumerate(jobs)
             )
         )
-        await asyncio.sleep(runner.AFTER_DELAY * 3)
+        await asyncio.sleep(chain.AFTER_DELAY * 3)
         await worker.close()
 
     with open(target, "w") as out:
@@ -492,7 +516,7 @@ def test_the_batch_of_job_done_lines_is_written_as_it_runs_not_gathered_for_a_se
                 stream.data_received(_assign(b"H:1") + _assign(b"H:2"))
                 await asyncio.sleep(0)  # both jobs completed; their lines wait for the batch
                 writes = sum(o.writes for o in logbatch.outputs())
-                worker.runner.run_completed_hooks()  # what the batch's timer calls
+                worker.runner.completed_hooks.run()  # what the batch's timer calls
                 return (
                     target.read_bytes().splitlines(),
                     sum(o.writes for o in logbatch.outputs()) - writes,

@@ -94,7 +94,7 @@ def test_every_reconnect_sends_the_hello_again_and_forgets_the_old_connection() 
     assert (grabs, jobs) == (1, ["job"])
     assert s.wanted() == 0  # closed: nothing to grab on
     assert s.connected() == first
-    assert (s.grabs, s.jobs, s.wanted(), s.probing) == (0, {}, 1, True)
+    assert (s.grabs, s.holding, s.wanted(), s.probing) == (0, 0, 1, True)
 
 
 def test_the_first_grab_is_a_probe_one_grab_then_pre_sleep() -> None:
@@ -183,7 +183,7 @@ def test_a_job_is_assigned_whole_byte_by_byte_or_in_chunks(chunk: int) -> None:
     s.connected()
     s.grab(1)
     assert feed(s, ASSIGN, chunk=chunk) == [JobAssigned(b"H:1", b"echo", b"u-1", b"data\x00with nul")]
-    assert s.grabs == 0 and b"H:1" in s.jobs
+    assert s.grabs == 0 and s.holding == 1 and s.attached() == []  # held, not yet attached
 
 
 def test_packets_after_a_job_in_the_same_read_are_applied_in_order() -> None:
@@ -335,7 +335,7 @@ def test_forget_hands_a_job_back_without_a_packet() -> None:
     s.grab(1)
     feed(s, ASSIGN)
     s.forget(b"H:1")
-    assert s.jobs == {}
+    assert s.holding == 0
 
 
 def test_attach_refuses_a_handle_this_connection_never_assigned() -> None:
@@ -354,3 +354,23 @@ def test_the_protocol_package_imports_no_asyncio() -> None:
     code = "import sys, gearworker.protocol; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_session_builds_jobassigned_from_job_assign_uniqs_arguments_in_the_parsers_order() -> None:
+    """The per-job fast path makes JobAssigned straight from the packet's arguments: both layouts must agree."""
+    from gearworker.protocol import ARGUMENTS, PacketType
+
+    assert ARGUMENTS[PacketType.JOB_ASSIGN_UNIQ] == JobAssigned._fields
+
+
+def test_only_the_session_reads_its_job_index_and_answers_what_it_holds() -> None:
+    """holds / holding / attached report the index; attach checks the handle was assigned here."""
+    s = session()
+    s.connected()
+    s.grab(2)
+    feed(s, ASSIGN)
+    s.attach(b"H:1", "job")
+    assert s.holds(b"H:1", "job") and not s.holds(b"H:1", "other") and not s.holds(b"H:9", "job")
+    assert (s.holding, s.attached()) == (1, ["job"])
+    with pytest.raises(LocalProtocolError):
+        s.attach(b"H:9", "job")

@@ -1,11 +1,13 @@
 """The asyncio Gearman client.
 
-:mod:`.api` is what callers use (:class:`Client`, :func:`submit`);
+:mod:`.api` is what callers use (:class:`Client`, :func:`submit`), and
+:mod:`.results` what they get back;
 :mod:`.routing` matches one connection's replies to the callers waiting for
 them, on top of :mod:`gearworker.transport`; :mod:`.admin` speaks the text
 admin protocol; :mod:`.cli` is ``gearworker submit`` and ``gearworker status``.
 """
 
+from ..errors import ServerRefused
 from .api import (
     Client,
     Handle,
@@ -17,7 +19,7 @@ from .api import (
     submit,
     submit_background,
 )
-from .routing import JobStatus, Progress, Result, ServerRefused
+from .results import JobStatus, Progress, Result
 
 __all__ = [
     "Client",

@@ -30,14 +30,15 @@ from typing import Any, Literal
 
 import structlog
 
-from .. import config
 from ..address import parse_address
-from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable
+from ..config import Settings, load
+from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable, ServerRefused
 from ..payload import to_bytes, to_int
 from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
 from ..transport import Endpoint, StreamOptions
 from .admin import admin_query
-from .routing import JobStatus, Progress, Result, Router, ServerConnection, ServerRefused, Waiter
+from .results import JobStatus, Progress, Result
+from .routing import Router, ServerConnection, Waiter
 
 __all__ = [
     "Client",
@@ -125,7 +126,7 @@ class Client:
         tls: ssl.SSLContext | None = None,
         tls_server_hostname: str | None = None,
     ) -> None:
-        settings = config.load() if servers is None else config.Settings()
+        settings = load() if servers is None else Settings()
         self.max_unique_size = max_unique_size
         addresses = list(servers) if servers is not None else list(settings.servers)
         if not addresses:  # where `gearworker run` starts its local gearmand when no server is set

@@ -80,11 +80,12 @@ def _when(text: str) -> datetime.datetime:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from .. import config, logs
+    from ..config import load
+    from ..logs import configure as configure_logs
     from .api import Client
 
-    logs.configure(args.log_level, "auto")
-    settings = config.load(args.settings)
+    configure_logs(args.log_level, "auto")
+    settings = load(args.settings)
     servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     return Client(
         servers,

@@ -19,73 +19,21 @@ import inspect
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-from ..errors import ConnectionLost, JobException, JobFailed, NoServerAvailable, RemoteProtocolError
+from ..errors import ConnectionLost, JobException, JobFailed, NoServerAvailable, RemoteProtocolError, ServerRefused
 from ..payload import to_int
 from ..protocol import Packet, PacketType, encode_request
 from ..transport import Endpoint, PacketStream
+from .results import Progress, Result
 
-__all__ = ["JobStatus", "Progress", "Result", "Router", "ServerConnection", "ServerRefused", "Waiter"]
+__all__ = ["Router", "ServerConnection", "Waiter"]
 
 log = structlog.get_logger("gearworker.client")
 
 _T = PacketType
-_ProgressKind = Literal["status", "data", "warning"]
-
-
-class ServerRefused(NoServerAvailable):
-    """The job server answered a request with ERROR (e.g. its queue for the function is full)."""
-
-
-class Result(bytes):
-    """A job's result: the bytes the worker sent, with helpers to decode them."""
-
-    def json(self) -> Any:
-        """Decode the result as JSON."""
-        import json
-
-        return json.loads(self)
-
-    def text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        """Decode the result as text (UTF-8 unless told otherwise)."""
-        return self.decode(encoding, errors)
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A WORK_STATUS, WORK_DATA or WORK_WARNING received while a foreground job runs.
-
-    ``numerator``/``denominator`` are set for ``"status"`` (0 otherwise);
-    ``data`` is set for ``"data"`` and ``"warning"`` (empty otherwise).
-    """
-
-    kind: _ProgressKind
-    numerator: int = 0
-    denominator: int = 0
-    data: bytes = b""
-    handle: bytes = b""
-
-    @property
-    def fraction(self) -> float | None:
-        """``numerator / denominator`` for a status report, else None."""
-        if self.kind != "status" or self.denominator <= 0:
-            return None
-        return self.numerator / self.denominator
-
-
-@dataclass(frozen=True, slots=True)
-class JobStatus:
-    """The answer to GET_STATUS (or GET_STATUS_UNIQUE, which also fills ``waiting``)."""
-
-    known: bool
-    running: bool
-    numerator: int
-    denominator: int
-    waiting: int | None = None  # clients waiting on the job (status by unique id only)
 
 
 class Waiter:

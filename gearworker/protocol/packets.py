@@ -113,6 +113,8 @@ ARGUMENTS: dict[PacketType, tuple[str, ...]] = {
     _T.WORK_DATA: ("handle", "data"),
     _T.WORK_WARNING: ("handle", "data"),
     _T.GRAB_JOB_UNIQ: (),
+    # WorkerSession builds its JobAssigned event from these four arguments as they are, in this
+    # order (the per-job fast path): change them together.
     _T.JOB_ASSIGN_UNIQ: ("handle", "function", "unique", "data"),
     _T.SUBMIT_JOB_HIGH_BG: ("function", "unique", "data"),
     _T.SUBMIT_JOB_LOW: ("function", "unique", "data"),

@@ -125,13 +125,15 @@ class WorkerSession(Generic[J]):
     """Gearman state of one worker connection: outstanding grabs, sleep, and the jobs it holds.
 
     It is also the one index of the running jobs that came on this connection:
-    ``jobs`` maps each handle to what the caller :meth:`attach` es to it.
+    each handle it assigned maps to what the caller :meth:`attach` es to it.
+    Only the session reads or changes that index; the caller asks
+    (:meth:`holds`, :attr:`holding`, :meth:`attached`).
     ``hello`` is what identifies and registers us (SET_CLIENT_ID plus the
     CAN_DO packets); it is sent again by :meth:`connected` after every
     reconnect, because a new connection knows nothing of us.
     """
 
-    __slots__ = ("_full", "_hello", "depth", "drained", "grabs", "jobs", "open", "sleeping", "window")
+    __slots__ = ("_full", "_hello", "_jobs", "depth", "drained", "grabs", "open", "sleeping", "window")
 
     def __init__(self, client_id: bytes, registration: bytes, *, depth: int) -> None:
         self._hello = encode_request(_T.SET_CLIENT_ID, client_id) + registration
@@ -144,8 +146,8 @@ class WorkerSession(Generic[J]):
         self.sleeping = False  # sent PRE_SLEEP, no NOOP since
         self.drained = False  # saw NO_JOB: grab no more until NOOP or a job
         self._full = False  # every grab of the last probe brought a job (so far)
-        #: The jobs this connection gave us that have not ended, by handle.
-        self.jobs: dict[bytes, J | None] = {}
+        #: The jobs this connection gave us that have not ended, by handle (None until attached).
+        self._jobs: dict[bytes, J | None] = {}
 
     # -- the connection comes and goes ----------------------------------------
     def connected(self) -> bytes:
@@ -154,7 +156,7 @@ class WorkerSession(Generic[J]):
         self.grabs = 0
         self.sleeping = self.drained = self._full = False
         self.window = 1
-        self.jobs = {}
+        self._jobs = {}
         return self._hello
 
     def disconnected(self) -> tuple[int, list[J]]:
@@ -165,9 +167,9 @@ class WorkerSession(Generic[J]):
         (at-least-once delivery), and their results can no longer be sent.
         """
         grabs, self.grabs = self.grabs, 0
-        jobs = [job for job in self.jobs.values() if job is not None]
+        jobs = [job for job in self._jobs.values() if job is not None]
         self.open = False
-        self.jobs = {}
+        self._jobs = {}
         return grabs, jobs
 
     # -- grabbing ---------------------------------------------------------------
@@ -214,9 +216,11 @@ class WorkerSession(Generic[J]):
             self.grabs -= 1
             args = packet.args
             self.drained = False  # (see _assigned)
-            self.jobs[args[0]] = None
-            # JobAssigned(*args) without its Python __new__: the packet's arguments are its
-            # fields, in order (the parser checked there are four).  A call fewer per job.
+            self._jobs[args[0]] = None
+            # JobAssigned(*args) without its Python __new__, a call fewer per job: the
+            # packet's arguments are its fields, in order.  That relies on the parser,
+            # which gives JOB_ASSIGN_UNIQ exactly four arguments (packets.ARGUMENTS;
+            # test_worker_session pins it).
             return _new_tuple(JobAssigned, args)
         if t is _T.NO_JOB:
             self._answered()
@@ -260,29 +264,38 @@ class WorkerSession(Generic[J]):
         # with no grab outstanding and no PRE_SLEEP sent, so gearmand never wakes
         # us (measured: the echo bench stalled with 336 jobs queued, 0 running).
         self.drained = False
-        self.jobs[handle] = None
+        self._jobs[handle] = None
         return JobAssigned(handle, function, unique, data)
 
     # -- reporting on a job -------------------------------------------------------
     def attach(self, handle: bytes, job: J) -> None:
         """Keep ``job`` as the running copy of ``handle`` (after :class:`JobAssigned`)."""
-        if handle not in self.jobs:
+        if handle not in self._jobs:
             raise LocalProtocolError(f"job {handle!r} was not assigned on this connection")
-        self.jobs[handle] = job
+        self._jobs[handle] = job
 
     def holds(self, handle: bytes, job: J) -> bool:
         """``job`` is the running copy of ``handle`` on this connection (not an older, re-queued one)."""
-        return self.jobs.get(handle) is job
+        return self._jobs.get(handle) is job
+
+    @property
+    def holding(self) -> int:
+        """How many jobs this connection holds: assigned and not ended (attached or not)."""
+        return len(self._jobs)
+
+    def attached(self) -> list[J]:
+        """The jobs attached to this connection's handles, oldest first."""
+        return [job for job in self._jobs.values() if job is not None]
 
     def report(self, handle: bytes, kind: str, *args: bytes) -> bytes:
         """WORK_STATUS / WORK_DATA / WORK_WARNING (``kind`` "status", "data", "warning")."""
-        if handle not in self.jobs:
+        if handle not in self._jobs:
             raise LocalProtocolError(f"report on job {handle!r}, which this connection does not hold")
         return encode_request(_REPORTS[kind], handle, *args)
 
     def complete(self, handle: bytes, result: bytes) -> bytes:
         """WORK_COMPLETE: the job ends."""
-        if self.jobs.pop(handle, _MISSING) is _MISSING:  # _end() inlined: once per job
+        if self._jobs.pop(handle, _MISSING) is _MISSING:  # _end() inlined: once per job
             raise LocalProtocolError(f"job {handle!r} is not held by this connection (ended twice?)")
         return encode_handle_data(_WORK_COMPLETE, handle, result)  # the handle is one the server sent
 
@@ -311,6 +324,6 @@ class WorkerSession(Generic[J]):
     def _end(self, handle: bytes) -> None:
         # Exactly one of WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION ends a job.
         try:
-            del self.jobs[handle]
+            del self._jobs[handle]
         except KeyError:
             raise LocalProtocolError(f"job {handle!r} is not held by this connection (ended twice?)") from None

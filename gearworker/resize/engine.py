@@ -111,7 +111,8 @@ def resize(data: bytes, options: Options, limits: Limits, progress: OnProgress |
     for i, (size, width, height) in enumerate(steps, 1):
         try:
             if image is None:
-                # Shrink-on-load, EXIF orientation applied; fail_on only works in option_string (see NOTES).
+                # Shrink-on-load, EXIF orientation applied; fail_on only works in option_string
+                # (the fail_on= keyword of thumbnail_buffer was silently ignored, pyvips 3.2).
                 image = pyvips.Image.thumbnail_buffer(
                     data,
                     width,

@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     """Load the settings, then serve until SIGINT/SIGTERM; returns the exit status."""
     import uvicorn
 
-    from .. import logs
     from ..config import load
     from ..errors import ConfigError
+    from ..logs import configure as configure_logs
     from .app import WebOptions, create_app
     from .security import is_loopback
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logs.configure(settings.log_level, settings.log_format, settings.log_file)
+    configure_logs(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
     app = create_app(servers, WebOptions.from_settings(settings, listen_host=args.host))
     config = uvicorn.Config(

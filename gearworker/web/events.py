@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.responses import StreamingResponse
+
 #: Session ids come from the browser: accept only short tokens.
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 #: How many events a page can miss and still catch up (per session, and broadcast).
@@ -174,3 +176,35 @@ class Hub:
         now = time.monotonic()
         for key in [k for k, s in self._sessions.items() if not s.listeners and now - s.touched > SESSION_TTL]:
             del self._sessions[key]
+
+
+async def merge(*streams: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Chunks from several streams as they come; ends when all have ended."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
+
+    async def pump(stream: AsyncIterator[str]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put(chunk)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.ensure_future(pump(s)) for s in streams]
+    try:
+        running = len(tasks)
+        while running:
+            chunk = await queue.get()
+            if chunk is None:
+                running -= 1
+            else:
+                yield chunk
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def sse(stream: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )

@@ -19,12 +19,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .app import MAX_COPIES, MAX_PAYLOAD, PRIORITIES, WebApp, error
 from .events import SESSION_RE
 from .jobs import JobRow, resume_rows, run_job
 from .photos import ACCEPTED, OUTPUT_FORMATS, Photo, human_size, new_id, output_format, sniff
-from .security import BodyTooLarge
+from .security import BodyTooLarge, client_host, refuse
 from .service import run_photo
+from .state import MAX_COPIES, MAX_PAYLOAD, PRIORITIES, WebApp
 
 if TYPE_CHECKING:
     from ..client import Priority
@@ -39,10 +39,6 @@ PAGE_SIZE = 20
 BAD_SESSION = "This page's session id is missing or malformed; reload the page."
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "?"
-
-
 class PhotoRoutes:
     """Upload, list, delete and serve the photos kept under the storage root."""
 
@@ -50,8 +46,8 @@ class PhotoRoutes:
         self.web = web
 
     def _rejected(self, request: Request, status: int, message: str, reason: str, **kw: Any) -> Response:
-        log.warning("web.photo.rejected", reason=reason, status=status, client=_client(request), **kw)
-        return error(status, message)
+        log.warning("web.photo.rejected", reason=reason, status=status, client=client_host(request), **kw)
+        return refuse(status, message)
 
     async def upload(self, request: Request) -> Response:
         web = self.web
@@ -60,7 +56,7 @@ class PhotoRoutes:
         choice = request.query_params.get("format", "auto")
         if choice not in OUTPUT_FORMATS:
             return self._rejected(request, 400, f"Format must be one of: {', '.join(OUTPUT_FORMATS)}.", "format")
-        if (wait := web.rate.take(_client(request))) > 0:
+        if (wait := web.rate.take(client_host(request))) > 0:
             return self._rejected(request, 429, f"Too many uploads at once: try again in {int(wait)} s.", "rate_limit")
         too_big = f"That file is too big: photos may be up to {human_size(web.max_upload_bytes)}."
         try:
@@ -120,9 +116,9 @@ class PhotoRoutes:
     async def delete(self, request: Request) -> Response:
         photo_id = request.path_params["photo_id"]
         if not _PHOTO_ID_RE.match(photo_id) or not await asyncio.to_thread(self.web.photos.delete, photo_id):
-            return error(404, "That photo is not here (any more).")
+            return refuse(404, "That photo is not here (any more).")
         self.web.hub.broadcast("photo-deleted", {"id": photo_id})
-        log.info("web.photo.deleted", photo=photo_id, client=_client(request))
+        log.info("web.photo.deleted", photo=photo_id, client=client_host(request))
         return JSONResponse({"deleted": photo_id})
 
     async def copy(self, request: Request) -> Response:
@@ -133,7 +129,7 @@ class PhotoRoutes:
             else None
         )
         if found is None:
-            return error(404, "That photo is not here (any more).")
+            return refuse(404, "That photo is not here (any more).")
         photo, path = found
         stored = photo.copies[int(index)]
         # A copy never changes under its URL: its id, index and size name it.
@@ -144,7 +140,7 @@ class PhotoRoutes:
         if request.query_params.get("download"):
             headers["content-disposition"] = _attachment(photo.view()["copies"][int(index)]["filename"])
         if not path.is_file():
-            return error(404, "That photo's file is missing from the storage folder.")
+            return refuse(404, "That photo's file is missing from the storage folder.")
         return FileResponse(path, media_type=stored.media_type, headers=headers)
 
 
@@ -158,13 +154,13 @@ class JobRoutes:
         web = self.web
         session = request.query_params.get("session", "")
         if not SESSION_RE.match(session):
-            return error(400, BAD_SESSION)
+            return refuse(400, BAD_SESSION)
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            return error(415, "Send the form as application/json.")
+            return refuse(415, "Send the form as application/json.")
         try:
             body = await request.body()
         except BodyTooLarge:
-            return error(413, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form.")
+            return refuse(413, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form.")
         try:
             form = json.loads(body)
             function = str(form.get("function", "")).strip()
@@ -173,15 +169,15 @@ class JobRoutes:
             background = bool(form.get("background", False))
             copies = int(form.get("copies", 1))
         except (ValueError, TypeError, AttributeError):
-            return error(400, "The form could not be read; reload the page and try again.")
+            return refuse(400, "The form could not be read; reload the page and try again.")
         if len(payload) > MAX_PAYLOAD:
-            return error(413, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form.")
+            return refuse(413, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form.")
         problem = _check_form(function, priority, copies)
         if problem:
-            return error(400, problem)
-        if (wait := web.rate.take(_client(request), copies)) > 0:
-            log.warning("web.jobs.rate_limited", client=_client(request), copies=copies, retry_after=wait)
-            return error(
+            return refuse(400, problem)
+        if (wait := web.rate.take(client_host(request), copies)) > 0:
+            log.warning("web.jobs.rate_limited", client=client_host(request), copies=copies, retry_after=wait)
+            return refuse(
                 429,
                 f"Too many jobs from here: try again in {int(wait)} s (at most {web.options.rate_limit} a minute).",
                 **{"retry-after": str(int(wait))},
@@ -208,9 +204,9 @@ class JobRoutes:
         session = request.query_params.get("session", "")
         row = self.web.jobs.get(session, request.path_params["row_id"]) if SESSION_RE.match(session) else None
         if row is None:
-            return error(404, "This page has no such job (any more).")
+            return refuse(404, "This page has no such job (any more).")
         if row.final or row.task is None or row.background:
-            return error(409, "Only a foreground job that has not ended can be cancelled.")
+            return refuse(409, "Only a foreground job that has not ended can be cancelled.")
         row.cancel_requested = True
         row.task.cancel()
         log.info("web.job.cancel", job=row.id, function=row.function, handle=row.handle)
@@ -219,13 +215,13 @@ class JobRoutes:
     async def resume(self, request: Request) -> Response:
         session = request.query_params.get("session", "")
         if not SESSION_RE.match(session):
-            return error(400, BAD_SESSION)
+            return refuse(400, BAD_SESSION)
         try:
             known = json.loads(await request.body()).get("jobs", [])
         except (ValueError, AttributeError, BodyTooLarge):
-            return error(400, "The list of jobs could not be read.")
+            return refuse(400, "The list of jobs could not be read.")
         if not isinstance(known, list):
-            return error(400, "The list of jobs could not be read.")
+            return refuse(400, "The list of jobs could not be read.")
         rows = resume_rows(self.web.job_ctx, self.web.jobs, session, known, self.web.spawn)
         return JSONResponse({"jobs": [r.view() for r in rows], "boot": self.web.hub.boot})
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 
 import structlog
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -94,6 +95,11 @@ def _cookies(headers: dict[str, str]) -> dict[str, str]:
     except Exception:  # a malformed Cookie header means no cookies, not a 500
         return {}
     return {k: m.value for k, m in jar.items()}
+
+
+def client_host(request: Request) -> str:
+    """The client's address, for logs and per-client limits ("?" when unknown)."""
+    return request.client.host if request.client else "?"
 
 
 def refuse(status: int, message: str, **headers: str) -> Response:

@@ -15,9 +15,11 @@ from .job import CpuJob, CpuJobSpec, Job
 from .registry import Handler, Registry, discover, handler
 
 if TYPE_CHECKING:
+    from .capacity import Function, Group
+    from .connection import GroupConnection
+    from .dispatch import Worker
     from .pool import ChildDied, Pool, PoolTimeout
     from .runner import ActiveJob, Runner
-    from .worker import Connection, Function, Group, Worker
 
 _LAZY = {
     "ChildDied": "pool",
@@ -25,10 +27,10 @@ _LAZY = {
     "PoolTimeout": "pool",
     "ActiveJob": "runner",
     "Runner": "runner",
-    "Connection": "worker",
-    "Function": "worker",
-    "Group": "worker",
-    "Worker": "worker",
+    "GroupConnection": "connection",
+    "Function": "capacity",
+    "Group": "capacity",
+    "Worker": "dispatch",
 }
 
 
@@ -44,11 +46,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ActiveJob",
     "ChildDied",
-    "Connection",
     "CpuJob",
     "CpuJobSpec",
     "Function",
     "Group",
+    "GroupConnection",
     "Handler",
     "Job",
     "Pool",

@@ -11,9 +11,13 @@ on the server, where another worker machine may be idle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["Bucket"]
+if TYPE_CHECKING:
+    from .registry import Handler
+
+__all__ = ["Bucket", "Function", "Group"]
 
 
 @dataclass(slots=True, eq=False)
@@ -28,3 +32,37 @@ class Bucket:
     @property
     def free(self) -> int:
         return self.limit - self.used - self.reserved
+
+
+@dataclass(slots=True, eq=False)
+class Function:
+    """A function name we serve, with its handler and the limits it counts against."""
+
+    name: str
+    wire: bytes
+    handler: Handler
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass(slots=True, eq=False)
+class Group:
+    """Functions that count against the same limits, served on their own connections."""
+
+    name: str
+    buckets: tuple[Bucket, ...]
+    timeouts: dict[bytes, int | None] = field(default_factory=dict)  # CAN_DO_TIMEOUT values, milliseconds
+
+    def reserve(self, grabs: int) -> None:
+        """Each outstanding grab may come back with a job: hold a place for it in every limit."""
+        for bucket in self.buckets:
+            bucket.reserved += grabs
+
+    def release(self, grabs: int) -> None:
+        """``grabs`` answered (or lost) grabs give back the places they reserved."""
+        for bucket in self.buckets:
+            bucket.reserved -= grabs
+
+    @property
+    def has_room(self) -> bool:
+        """Every limit of the group has a free place."""
+        return all(b.free > 0 for b in self.buckets)

@@ -14,9 +14,9 @@ while the slot is idle.  ``ProcessPoolExecutor``'s own ``max_tasks_per_child``
 is not used: it can deadlock under load (CPython gh-115634).
 
 Children are started by a ``forkserver`` (forking the parent would copy its
-event loop, threads and possibly libvips state: see NOTES on pyvips hanging
-after fork), die with their parent (``PR_SET_PDEATHSIG``, so a SIGKILLed
-worker leaves no orphan), and ignore SIGINT (a terminal's Ctrl-C reaches the
+event loop, threads and possibly libvips state: pyvips hangs in a forked
+child once the parent has run libvips), die with their parent
+(``PR_SET_PDEATHSIG``, so a SIGKILLed worker leaves no orphan), and ignore SIGINT (a terminal's Ctrl-C reaches the
 whole process group; the parent decides what happens to running jobs).
 """
 
@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import select
 import signal
 import threading
 import time
@@ -37,28 +35,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.connection import Connection as PipeEnd
 
 import structlog
 
-from .. import config, logs
 from ..config import Settings
-from ..errors import NoRetry
 from ..metrics import NO_METRICS, MetricsSink
-from ..payload import to_bytes
-from ..procs import die_with_parent, keep_big_buffers
-from . import mailbox
-from .job import CpuJob, CpuJobSpec, Reporter
+from . import mailbox, pool_child
+from .job import CpuJobSpec, Reporter
 from .mailbox import Mailbox
+from .pool_child import FuncRef
 
 __all__ = ["ChildDied", "Pool", "PoolTimeout"]
 
 log = structlog.get_logger("gearworker.pool")
-
-# Set in each child by _child_init.
-_reports: Any = None
-_mailbox: Mailbox | None = None
 
 
 class ChildDied(Exception):
@@ -94,8 +84,8 @@ class _Channel:
     too is new with each new process.
     """
 
-    reader: Connection
-    writer: Connection
+    reader: PipeEnd
+    writer: PipeEnd
     mailbox: Mailbox
     thread: threading.Thread | None = None
 
@@ -123,116 +113,12 @@ class _Slot:
     jobs: int = 0  # jobs run by the current process
 
 
-def _exit_with_worker(worker: int) -> None:
-    """Exit as soon as the worker process ``worker`` does.
-
-    PR_SET_PDEATHSIG alone cannot do this: our parent is the forkserver, not
-    the worker, and the forkserver only exits once every holder of its
-    "alive" pipe is gone, which includes each of its children (multiprocessing
-    hands them that fd).  So a SIGKILLed worker would leave the forkserver and
-    every pool process running forever.  A thread waiting on a pidfd of the
-    worker ends us; the forkserver and resource tracker then exit on their own.
-    """
-    try:
-        fd = os.pidfd_open(worker)
-    except ProcessLookupError:
-        os._exit(1)  # the worker died before we started watching it
-    except (OSError, AttributeError):  # kernel < 5.3: fall back on PDEATHSIG alone
-        return
-
-    def watch() -> None:
-        select.select([fd], [], [])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit with worker", daemon=True).start()
-
-
-def _child_init(reports: Any, box: Mailbox, settings: Settings, parent: int) -> None:
-    global _reports, _mailbox
-    die_with_parent()  # the forkserver (our real parent) died
-    _exit_with_worker(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # CPU handlers make and free big buffers too (a 12 MP resize: 4-9% less
-    # CPU per photo, for ~30 MiB more resident memory per process).
-    keep_big_buffers()
-    _reports = reports
-    _mailbox = box
-    # The worker's settings, not whatever config.load() would find from here
-    # (a --settings file or flags given to the worker): handlers read them with
-    # config.active(), and logs go where the worker's go.
-    config.activate(settings)
-    logs.configure(settings.log_level, settings.log_format, settings.log_file)
-    # Import the handler modules so that pickled function references resolve.
-    from .registry import discover
-
-    discover(settings.handlers_dir, settings.aliases)
-
-
-_FuncRef = Callable[[CpuJob], object] | tuple[str, str]
-
-
-def _reference(func: Callable[..., object]) -> _FuncRef:
-    """``func`` as (module, qualname), resolved in the child, where possible.
-
-    Pickle refuses a function that is no longer the one its module holds:
-    after a reload (SIGHUP) a job of the old handlers that runs again (a
-    retry) must still reach its old code in the old pool's processes.
-    """
-    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
-    if module and qualname and "<" not in qualname:
-        return module, qualname
-    return func
-
-
-def _resolve(ref: _FuncRef) -> Callable[[CpuJob], object]:
-    if not isinstance(ref, tuple):
-        return ref
-    obj: Any = importlib.import_module(ref[0])
-    for part in ref[1].split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
-
-
-def _child_run(ref: _FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes | int, bool]:
-    """Run one job in the child: ``(ok, result or "Type: message", retryable)``.
-
-    A big result is left in the mailbox and only its length (an int) is
-    returned.  Never raises: exceptions may not pickle.  ``retryable`` is
-    False for :class:`gearworker.errors.NoRetry`.
-    """
-    token = spec.token
-    box = _mailbox
-    assert box is not None
-
-    def send(kind: str, args: tuple[bytes, ...]) -> None:
-        _reports.send((token, kind, args))
-
-    try:
-        if spec.mailbox >= 0:
-            spec = replace(spec, workload=box.take(spec.mailbox), mailbox=-1)
-        result = to_bytes(_resolve(ref)(CpuJob(spec, send)))
-        if mailbox.fits(len(result)):
-            with contextlib.suppress(OSError):  # no memory to grow it: the pipe still works
-                return True, box.put(result), True
-        return True, result, True
-    except Exception as e:
-        return False, f"{type(e).__name__}: {e}".encode(), not isinstance(e, NoRetry)
-    finally:
-        # Reports and the result travel on different pipes; this marker tells
-        # the parent that every report of this job is already in its pipe.
-        _reports.send((token, "end", ()))
-
-
-def _noop() -> int:
-    return os.getpid()
-
-
-def _submit(slot: _Slot, ref: _FuncRef, spec: CpuJobSpec) -> Future[tuple[bool, bytes | int, bool]]:
+def _submit(slot: _Slot, ref: FuncRef, spec: CpuJobSpec) -> Future[tuple[bool, bytes | int, bool]]:
     """Hand ``spec`` to the slot's process, a big workload through its mailbox."""
     if mailbox.fits(len(spec.workload)):
         with contextlib.suppress(OSError):  # no memory to grow it: the pipe still works
             spec = replace(spec, workload=b"", mailbox=slot.channel.mailbox.put(spec.workload))
-    return slot.executor.submit(_child_run, ref, spec)
+    return slot.executor.submit(pool_child.run, ref, spec)
 
 
 class Pool:
@@ -266,7 +152,7 @@ class Pool:
         executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=self._ctx,
-            initializer=_child_init,
+            initializer=pool_child.init,
             initargs=(writer, channel.mailbox, self._settings, os.getpid()),
         )
         channel.thread = threading.Thread(target=self._read_reports, args=(reader,), name="pool reports", daemon=True)
@@ -290,14 +176,14 @@ class Pool:
         assert self._loop is not None
         for attempt in range(1, attempts + 1):
             try:
-                return await self._loop.run_in_executor(slot.executor, _noop)
+                return await self._loop.run_in_executor(slot.executor, pool_child.noop)
             except BrokenProcessPool:
                 if attempt == attempts:
                     raise
                 self._replace(slot, kill=False)
         raise AssertionError("unreachable")
 
-    def _read_reports(self, reader: Connection) -> None:
+    def _read_reports(self, reader: PipeEnd) -> None:
         # Blocking reads belong in a thread; hand each report to the loop.
         try:
             while True:
@@ -337,7 +223,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         end = loop.create_future()
         self._calls[spec.token] = _Call(end, on_report)
-        ref = _reference(func)
+        ref = pool_child.reference(func)
         try:
             try:
                 fut = _submit(slot, ref, spec)
@@ -399,7 +285,7 @@ class Pool:
         self.recycled += 1
         # Start the new process now, not when the next job arrives.
         assert self._loop is not None
-        self._loop.run_in_executor(slot.executor, _noop)
+        self._loop.run_in_executor(slot.executor, pool_child.noop)
         log.info("pool.recycled", slot=slot.index, reason=reason, pids=pids)
 
     def _replace(self, slot: _Slot, *, kill: bool) -> int | None:

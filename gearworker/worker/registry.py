@@ -37,12 +37,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ..errors import HandlerError
-from ..middleware import MiddlewareProtocol, middlewares_in
-from ..retry import RetryPolicy
-from ..retry import validate as validate_retries
-from ..schedule import Cron, Interval, ScheduleError
-from ..schedule import parse as parse_schedule
+from ..errors import ConfigError, HandlerError
+from ..middleware import MARK, MiddlewareProtocol
+from ..schedule.rules import Cron, Interval, ScheduleError
+from ..schedule.rules import parse as parse_schedule
+from .retry import RetryPolicy
+from .retry import validate as validate_retries
 
 __all__ = [
     "MODULE_PREFIX",
@@ -276,3 +276,43 @@ def discover(
     for name, target in (aliases or {}).items():
         registry.alias(name, target, file=settings_file)
     return registry
+
+
+def _instance(obj: Any, where: str) -> MiddlewareProtocol:
+    value = obj() if isinstance(obj, type) else obj
+    missing = [m for m in ("before", "after", "on_failure") if not callable(getattr(value, m, None))]
+    if missing:
+        raise ConfigError(
+            f"middleware {where} has no {', '.join(missing)} method (subclass "
+            "gearworker.middleware.Middleware for no-op defaults)",
+            setting="middleware",
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def middlewares_in(module: ModuleType) -> list[MiddlewareProtocol]:
+    """The objects marked with :func:`gearworker.middleware.middleware` and defined in ``module``."""
+    found = []
+    for name, value in vars(module).items():
+        # Own mark only (a subclass of a marked class is not marked), defined here (not imported).
+        own = getattr(value, "__dict__", None)
+        if isinstance(own, Mapping) and own.get(MARK) is True and getattr(value, "__module__", "") == module.__name__:
+            found.append(_instance(value, f"{module.__name__}.{name}"))
+    return found
+
+
+def load_middleware(spec: str, *, file: str | None = None) -> MiddlewareProtocol:
+    """Import ``"module:attr"`` (from the ``middleware`` setting); errors name the settings file."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{spec!r} is not 'module:attribute'", file=file, setting="middleware")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as e:
+        raise ConfigError(f"cannot import {spec!r}: {type(e).__name__}: {e}", file=file, setting="middleware") from e
+    try:
+        return _instance(obj, repr(spec))
+    except ConfigError as e:
+        raise ConfigError(e.detail, file=file, setting="middleware") from e

@@ -6,7 +6,7 @@ into exactly one ending (WORK_COMPLETE, or a failure), and tells the worker
 that the job's places in its limits are free again.
 
 A handler with ``retries`` runs again after a failed attempt
-(:mod:`gearworker.retry`), and the middlewares (:mod:`gearworker.middleware`:
+(:mod:`gearworker.worker.retry`), and the middlewares (:mod:`gearworker.middleware`:
 the ``job.done`` log line, metrics, failed-job records, the user's) hear of
 the start, each failed attempt and the end.
 """
@@ -14,35 +14,42 @@ the start, each failed attempt and the end.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from ..logs import contextvars_bound
-from ..middleware import Chain, CompletedLine, JobInfo, JobResult
+from ..middleware import Failure, JobInfo, JobResult
 from ..payload import to_bytes
-from ..protocol import JobAssigned
-from ..retry import Failure, failure_of, run_with_retries
+from ..protocol import JobAssigned, WorkerSession
+from .capacity import Function
+from .chain import Chain, CompletedHooks
 from .eager import start_eagerly
 from .job import CpuJobSpec, Job
 from .pool import ChildDied, Pool, PoolTimeout
+from .retry import failure_of, run_with_retries
 
 if TYPE_CHECKING:
     from ..transport import PacketStream
-    from .worker import Connection, Function
 
 __all__ = ["ActiveJob", "Runner"]
 
 log = structlog.get_logger("gearworker.worker")
 
-#: Seconds a completed job's after-hooks (its job.done line, metrics) may wait, to run in a batch
-#: once the loop has nothing more urgent; and the batch size that runs them at once.
-AFTER_DELAY = 0.02
-AFTER_BATCH = 128
+
+class JobSource(Protocol):
+    """The connection a job came on, as the Runner sees it (the worker's GroupConnection)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stream(self) -> PacketStream | None: ...
+
+    @property
+    def session(self) -> WorkerSession[ActiveJob]: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -52,7 +59,7 @@ class ActiveJob:
     function: Function
     handle: bytes
     unique: bytes
-    conn: Connection
+    conn: JobSource
     stream: PacketStream  # the connection it came on: its results go back there only
     token: int
     started: float
@@ -96,25 +103,17 @@ class Runner:
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
-        #: Completed jobs whose after-hooks wait for their batch: (job, duration, wall-clock end); with
-        #: the job.done line alone, only what the line needs, so a big workload is not kept alive for it.
-        self._completed: list[tuple[ActiveJob, float, float]] = []
-        self._lines: list[CompletedLine] = []
-        #: Hooks of jobs whose context holds bound contextvars: (that context, hook, its arguments).
-        self._in_context: list[tuple[contextvars.Context, Callable[..., None], tuple[Any, ...]]] = []
-        #: The batches run in the worker's own context, never in that of the job that happened to start one.
-        self._context = contextvars.copy_context()
+        #: Completed jobs' after-hooks, waiting for their batch (the worker runs what is left at shutdown).
+        self.completed_hooks = CompletedHooks(middleware)
 
-    def start(self, conn: Connection, function: Function, assigned: JobAssigned) -> ActiveJob:
+    def start(self, conn: JobSource, function: Function, assigned: JobAssigned) -> ActiveJob:
         """Start ``assigned`` (its places in the limits are already taken)."""
         assert conn.stream is not None
         self._tokens += 1
         job = ActiveJob(
             function, assigned.handle, assigned.unique, conn, conn.stream, self._tokens, time.monotonic(), assigned.data
         )
-        # conn.session.attach(), inlined (a call fewer per job): the session has just
-        # assigned this handle, so the check attach() makes cannot fail here.
-        conn.session.jobs[assigned.handle] = job
+        conn.session.attach(assigned.handle, job)
         if self.middleware.has_before:
             self.middleware.before(job.info)
         # loop.create_task, not asyncio.create_task: the latter looks the loop up
@@ -177,7 +176,7 @@ class Runner:
             return failure_of(e)
 
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
-        """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.retry`)."""
+        """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.worker.retry`)."""
         result, job.attempts = await run_with_retries(
             attempt,
             job.function.handler.retry,
@@ -261,7 +260,7 @@ class Runner:
         """End ``job``: send its result (``data`` for "complete", else the failure message; None: nothing)."""
         conn = job.conn
         session = conn.session
-        held = session.jobs.get(job.handle) is job  # session.holds(), inlined: once per job
+        held = session.holds(job.handle, job)
         if data is not None and held and conn.stream is job.stream and job.stream.is_open:
             if error is None:
                 job.stream.send_result(session.complete(job.handle, data))
@@ -280,67 +279,11 @@ class Runner:
         if outcome != "complete":
             mw.after(job.info, JobResult(outcome, time.monotonic() - job.started, error, job.attempts, time.time()))
         elif mw.has_after_complete:  # (with logging at warning and no metrics, nothing is done)
-            self._after_complete(job)
+            # In a batch, after the result was written (see CompletedHooks).
+            self.completed_hooks.add(
+                job, (job.function.name, job.handle, job.unique, time.monotonic() - job.started, time.time())
+            )
         self._on_end(job)
-
-    def _after_complete(self, job: ActiveJob) -> None:
-        """Have a completed job's after-hooks run in a batch, up to AFTER_DELAY later."""
-        # A completed job's hooks run after its result is written, in a batch
-        # (their lines carry the job's own end time).  Lone-job p50 at defaults
-        # against PHP's (bench latency A/B, 6 alternated runs): hooks before the
-        # write 1.27x; right after it (call_soon) 1.13x, the CPU then still
-        # competing with gearmand and the client for 2 cores; batched 0.96x, as
-        # with logging off (1.00x).
-        mw = self.middleware
-        duration, at = time.monotonic() - job.started, time.time()
-        if contextvars_bound():
-            # Its handler bound structlog contextvars: its hooks wait for the batch
-            # too, but run in a copy of its own context, so that its line carries
-            # them and no other job's does.
-            entry: tuple[contextvars.Context, Callable[..., None], tuple[Any, ...]]
-            if mw.log_only is not None:
-                entry = (
-                    contextvars.copy_context(),
-                    mw.log_only.completed,
-                    (job.function.name, job.handle, job.unique, duration, at),
-                )
-            else:
-                entry = (
-                    contextvars.copy_context(),
-                    mw.after,
-                    (job.info, JobResult("complete", duration, None, job.attempts, at)),
-                )
-            in_context = self._in_context
-            in_context.append(entry)
-            n = len(in_context)
-        elif mw.log_only is not None:  # (log_only is fixed with the chain: one of these two lists is used)
-            lines = self._lines
-            lines.append((job.function.name, job.handle, job.unique, duration, at))
-            n = len(lines)
-        else:
-            completed = self._completed
-            completed.append((job, duration, at))
-            n = len(completed)
-        # The first entry of a list starts the batch's timer (a second list's first entry may start
-        # another: the batch that finds nothing to do is a no-op).
-        if n == 1:
-            self._loop.call_later(AFTER_DELAY, self.run_completed_hooks, context=self._context)
-        elif n == AFTER_BATCH:
-            self._loop.call_soon(self.run_completed_hooks, context=self._context)
-
-    def run_completed_hooks(self) -> None:
-        """Run the after-hooks of completed jobs still waiting for their batch (also called at shutdown)."""
-        lines, self._lines = self._lines, []
-        if lines:  # the default: only the job.done line hears of completed jobs
-            assert self.middleware.log_only is not None
-            self.middleware.log_only.completed_many(lines)
-        completed, self._completed = self._completed, []
-        after = self.middleware.after
-        for job, duration, at in completed:
-            after(job.info, JobResult("complete", duration, None, job.attempts, at))
-        in_context, self._in_context = self._in_context, []
-        for context, hook, args in in_context:
-            context.run(hook, *args)
 
 
 def _cancelled_by_us() -> bool:

@@ -6,8 +6,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from .errors import ConfigError
-from .procs import is_running
+from ..errors import ConfigError
+from ..procs import is_running
 
 __all__ = ["PidFile", "read_pid"]
 

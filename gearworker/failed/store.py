@@ -1,29 +1,7 @@
-"""Durable records of jobs that failed for good, and ``gearworker failed list|show|retry|purge``.
-
-A background job has no client waiting for it: without a record its failure
-is one log line.  With the ``failed_jobs`` setting the worker writes a record
-of every job that failed after its last attempt: function, handle, unique id,
-workload (up to ``failed_workload_limit`` bytes), error, attempts, time and
-server.  ``gearworker failed retry ID`` submits it again as a background job.
-
-``failed_jobs`` is either an sqlite database (a path ending in ``.db``,
-``.sqlite`` or ``.sqlite3``; stdlib :mod:`sqlite3`, WAL mode, safe for several
-worker processes on one host) or a folder (any other path; one JSON file per
-record, written atomically, easy to ship or inspect with ``jq``).
-
-Which jobs are recorded: gearmand does not tell a worker whether a job is a
-background job (JOB_ASSIGN_UNIQ is the same for both).  Before reporting a
-final failure the worker asks the job's server (GET_STATUS_UNIQUE, which
-counts the clients waiting for a job): a job with a waiting client is not
-recorded, since that client gets the failure.  Background jobs, and
-foreground jobs whose client has gone, are recorded.  A job without a unique
-id cannot be asked about (gearmand 1.1.20 keeps no unique for it), so it is
-recorded whatever its kind.
-"""
+"""Where failed-job records live: an sqlite database or a folder of JSON files (see :mod:`gearworker.failed`)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -31,23 +9,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
+from ..errors import GearworkerError
 
-from .errors import GearworkerError
-from .middleware import JobInfo, JobResult, Middleware
-
-__all__ = ["FailedJob", "FailedStore", "FailedStoreError", "FolderStore", "RecordFailures", "SqliteStore", "open_store"]
+__all__ = ["FailedJob", "FailedStore", "FailedStoreError", "FolderStore", "SqliteStore", "open_store"]
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-#: Outcomes that are failures of the job (not "complete", not "handed_back" to gearmand for another worker).
-FAILED_OUTCOMES = frozenset({"fail", "timeout", "crash"})
-
-log = structlog.get_logger("gearworker.failed")
 
 
 class FailedStoreError(GearworkerError):
@@ -293,83 +264,3 @@ class FolderStore:
             if (cutoff is None or job.failed_at < cutoff) and self.delete(job.id):
                 removed += 1
         return removed
-
-
-class RecordFailures(Middleware):
-    """The middleware that writes a record of each job that failed for good (the ``failed_jobs`` setting).
-
-    The write (an sqlite insert or a file, a few milliseconds with fsync)
-    runs in a thread so the event loop never waits on the disk; a store that
-    cannot be written is logged (``failed.record_error``) and the job's
-    failure is still reported to gearmand as usual.
-    """
-
-    def __init__(self, store: FailedStore, servers: Sequence[str] = ()) -> None:
-        self.store = store
-        self.servers = list(servers)
-        self.pending: set[asyncio.Future[Any]] = set()
-        self._client: Any = None
-
-    async def before_final_failure(self, job: JobInfo) -> None:
-        """Ask gearmand (GET_STATUS_UNIQUE) how many clients wait for the job, while it still holds it."""
-        if not job.unique or not self.servers:
-            return
-        if self._client is None:
-            from .client import Client
-
-            self._client = Client(self.servers)
-        server = job.server if job.server in self.servers else None
-        status = await self._client.status_unique(job.unique, server=server)
-        if status.known:
-            job.state["waiting_clients"] = status.waiting
-
-    def after(self, job: JobInfo, result: JobResult) -> None:
-        if result.outcome not in FAILED_OUTCOMES:
-            return
-        if job._state is not None and job._state.get("waiting_clients", 0) > 0:
-            log.info(
-                "failed.not_recorded",
-                function=job.function,
-                handle=job.handle_text,
-                unique=job.unique_text,
-                reason="a client waits for the job and got the failure",
-            )
-            return
-        record = FailedJob(
-            job.function,
-            job.handle_text,
-            job.unique_text,
-            result.error or result.outcome,
-            result.attempts,
-            job.workload,
-            len(job.workload),
-            job.server,
-            time.time(),
-        )
-        future = asyncio.get_running_loop().run_in_executor(None, self._write, record)
-        self.pending.add(future)
-        future.add_done_callback(self.pending.discard)
-
-    def _write(self, record: FailedJob) -> None:
-        try:
-            job_id = self.store.add(record)
-        except Exception as e:
-            log.error(
-                "failed.record_error", function=record.function, handle=record.handle, error=f"{type(e).__name__}: {e}"
-            )
-            return
-        log.info(
-            "failed.recorded",
-            id=job_id,
-            function=record.function,
-            handle=record.handle,
-            unique=record.unique,
-            attempts=record.attempts,
-        )
-
-    async def flush(self) -> None:
-        """Wait for the records being written (at shutdown); close the status client."""
-        if self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
-        if self._client is not None:
-            await self._client.close()

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "EarlySignals", "main", "runs_worker", "take_early_signals"]
+__all__ = ["COMMANDS", "EarlySignals", "main", "runs_worker"]
 
 #: The sub-commands; anything else (or nothing) means ``run``.
 COMMANDS = ("run", "check", "stop", "submit", "status", "web", "failed")
@@ -39,16 +39,6 @@ class EarlySignals:
         self.received.append(signum)
 
 
-_pending: EarlySignals | None = None
-
-
-def take_early_signals() -> EarlySignals:
-    """The signals caught since :func:`main` started (or a fresh catcher, when it did not run)."""
-    global _pending
-    early, _pending = _pending, None
-    return early if early is not None else EarlySignals()
-
-
 def runs_worker(argv: Sequence[str]) -> bool:
     """True when the command line runs the worker (``run``, or no sub-command)."""
     if not argv:
@@ -58,10 +48,12 @@ def runs_worker(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gearworker`` and ``python -m gearworker``."""
-    global _pending
     args = list(sys.argv[1:] if argv is None else argv)
+    early: list[int] = []
     if runs_worker(args):
-        _pending = EarlySignals()
+        early = EarlySignals().received  # appended to until the event loop takes the signals over
+        if not args or args[0] != "run":
+            args.insert(0, "run")
     from .cli import main as cli_main
 
-    return cli_main(args)
+    return cli_main(args, early_signals=early)

@@ -1,6 +1,9 @@
-"""The ``gearworker`` command line.
+"""The ``gearworker`` command line: ``run``, ``check``, ``stop``, ``submit``, ``status``, ``web``, ``failed``.
 
-``python -m gearworker [flags]`` is the same as ``gearworker run [flags]``.
+``python -m gearworker [flags]`` is the same as ``gearworker run [flags]``:
+:mod:`gearworker.app.launch` runs first, starts catching stop signals when
+the command runs the worker, and calls :func:`main` with a command always
+first.
 """
 
 from __future__ import annotations
@@ -14,12 +17,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .errors import ConfigError
-from .launch import COMMANDS, runs_worker
-from .procs import is_running
+from .. import __version__
+from ..errors import ConfigError
+from ..procs import is_running
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -62,16 +64,16 @@ _OVERRIDES = (
 
 def load_settings(args: argparse.Namespace) -> Any:
     """Settings from the file, the environment and the flags in ``args``."""
-    from . import config
+    from ..config import load
 
     overrides = {name: getattr(args, name, None) for name in _OVERRIDES}
-    return config.load(args.settings, overrides=overrides)
+    return load(args.settings, overrides=overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gearworker", description="An asyncio worker server for Gearman.")
     parser.add_argument("--version", action="version", version=f"gearworker {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run the worker (the default command)")
     _add_settings_flags(run)
     run.set_defaults(func=cmd_run)
@@ -83,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--pid-file", metavar="PATH")
     stop.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: grace period + 10)")
     stop.set_defaults(func=cmd_stop)
-    from . import failed_cli
-    from .client import cli as client_cli
-    from .web import cli as web_cli
+    from ..client import cli as client_cli
+    from ..failed import cli as failed_cli
+    from ..web import cli as web_cli
 
     client_cli.register(sub)
     failed_cli.register(sub)
@@ -94,39 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import logs
-    from .launch import take_early_signals
-    from .procs import keep_big_buffers
+    from ..logs import configure as configure_logs
+    from ..logs import flush as flush_logs
+    from ..procs import keep_big_buffers
+    from .check import load_handlers
 
     keep_big_buffers()  # photo-sized payloads: see its docstring for what it saves
-    # A stop requested while we start up is a clean stop: caught since gearworker.launch ran.
-    early = take_early_signals()
     settings = load_settings(args)
-    logs.configure(settings.log_level, settings.log_format, settings.log_file)
+    configure_logs(settings.log_level, settings.log_format, settings.log_file)
     registry = load_handlers(settings)
     try:
-        return _run_loop(_serve(settings, registry, early))
+        # A stop requested while we start up is a clean stop: gearworker.app.launch has been
+        # catching the stop signals since the process started, and the server replays them.
+        return _run_loop(_serve(settings, registry, args.early_signals))
     finally:
-        logs.flush()  # the last loop turn's lines (the atexit hook would too; this keeps them before any traceback)
+        flush_logs()  # the last loop turn's lines (the atexit hook would too; this keeps them before any traceback)
 
 
-def load_handlers(settings: Any) -> Any:
-    """Import the handlers and check the settings that name them; errors say where the value came from."""
-    from .check import check_handlers
-    from .worker.registry import discover
-
-    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.origin("handlers_dir"))
-    if not registry.functions:
-        raise ConfigError(
-            f"no handler found in {settings.handlers_dir!r}",
-            file=settings.origin("handlers_dir"),
-            setting="handlers_dir",
-        )
-    check_handlers(settings, registry)
-    return registry
-
-
-async def _serve(settings: Any, registry: Any, early: Any) -> int:
+async def _serve(settings: Any, registry: Any, early: Sequence[int]) -> int:
     from .server import Server
 
     server = Server(settings, registry)
@@ -143,7 +130,7 @@ def _run_loop(coro: Any) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import describe
+    from .check import describe, load_handlers
 
     settings = load_settings(args)
     print(describe(settings, load_handlers(settings)))
@@ -151,10 +138,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from . import config
+    from ..config import load
     from .pidfile import read_pid
 
-    settings = config.load(args.settings, overrides={"pid_file": args.pid_file})
+    settings = load(args.settings, overrides={"pid_file": args.pid_file})
     if not settings.pid_file:
         raise ConfigError(
             "no pid file is configured: pass --pid-file or set pid_file", file=settings.source, setting="pid_file"
@@ -178,13 +165,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``gearworker`` and ``python -m gearworker``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if runs_worker(argv) and (not argv or argv[0] != "run"):
-        argv.insert(0, "run")
+def main(argv: Sequence[str], *, early_signals: Sequence[int] = ()) -> int:
+    """Run one command: ``argv`` starts with it (``run``, ``check``, ...), or is ``--help`` or ``--version``.
+
+    ``early_signals``: the stop and reload signals caught since the process
+    started (a live list: :class:`gearworker.app.launch.EarlySignals`), which
+    ``run`` replays once its event loop handles signals.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(argv))
+    args.early_signals = early_signals
     try:
         return int(args.func(args))
     except ConfigError as e:

@@ -7,12 +7,27 @@ effective values (a per-handler limit from settings beats the decorator's).
 
 from __future__ import annotations
 
-from .address import parse_address
-from .config import Settings
-from .errors import ConfigError
-from .worker.registry import Handler, Registry
+from ..address import parse_address
+from ..config import Settings
+from ..errors import ConfigError
+from ..worker.registry import Handler, Registry
 
-__all__ = ["check_handlers", "describe"]
+__all__ = ["check_handlers", "describe", "load_handlers"]
+
+
+def load_handlers(settings: Settings) -> Registry:
+    """Import the handlers and check the settings that name them; errors say where the value came from."""
+    from ..worker.registry import discover
+
+    registry = discover(settings.handlers_dir, settings.aliases, settings_file=settings.origin("handlers_dir"))
+    if not registry.functions:
+        raise ConfigError(
+            f"no handler found in {settings.handlers_dir!r}",
+            file=settings.origin("handlers_dir"),
+            setting="handlers_dir",
+        )
+    check_handlers(settings, registry)
+    return registry
 
 
 def check_handlers(settings: Settings, registry: Registry) -> None:

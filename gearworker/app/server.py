@@ -2,15 +2,8 @@
 
 Modelled on uvicorn: signal handlers only set events, ``serve()`` is a plain
 coroutine that tests drive without signals, and a second signal skips the
-grace period.
-
-SIGHUP reloads the handlers without downtime (:meth:`Server.reload`): the
-handler modules are imported afresh; if that fails the old handlers stay and
-the error is logged.  Otherwise a new pool and a new :class:`Worker` start
-and register first, then the old worker stops taking jobs, lets the jobs it
-runs finish on the old code, and closes with its pool.  The pid never
-changes.  While old jobs finish, the old and new workers' limits apply
-separately (up to twice ``concurrency`` and ``processes`` for that time).
+grace period.  SIGHUP reloads the handlers without downtime
+(:class:`~gearworker.app.reload.Reloader`).
 """
 
 from __future__ import annotations
@@ -20,26 +13,25 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import config
-from .address import parse_address
-from .config import Settings
-from .errors import ConfigError
-from .launch import EarlySignals
+from ..address import parse_address
+from ..config import Settings, activate
+from ..metrics import NO_METRICS, MetricsSink, NullMetrics
+from ..worker.dispatch import Worker
+from ..worker.pool import Pool
+from ..worker.registry import Registry
 from .localserver import LocalGearmand
-from .metrics import NO_METRICS, MetricsSink, NullMetrics
 from .pidfile import PidFile
-from .worker.pool import Pool
-from .worker.registry import Registry
-from .worker.worker import Worker
+from .reload import Reloader
 
 if TYPE_CHECKING:
-    from .metrics.prometheus import Metrics
+    from ..metrics.prometheus import Metrics
 
-__all__ = ["EarlySignals", "Server"]
+__all__ = ["Server"]
 
 log = structlog.get_logger("gearworker.server")
 
@@ -60,19 +52,16 @@ class Server:
         self._notifier: Any = None
         self._background: list[asyncio.Task[Any]] = []
         self._metrics_server: Any = None
-        self.reload_requested = asyncio.Event()
-        self.reloads = 0  # successful reloads
-        self._retiring: list[tuple[Worker, Pool | None, asyncio.Task[None]]] = []
         self._scheduler: asyncio.Task[None] | None = None
         self._failed: Any = None  # the RecordFailures middleware, when failed_jobs is set
-        self._reload_lock = asyncio.Lock()
+        self.reloader = Reloader(self)
 
     # -- the whole life -----------------------------------------------------
     async def serve(self) -> int:
         """Start, run until :attr:`should_exit` is set, shut down; return the exit code."""
         try:
             await self.startup()
-            self._background.append(asyncio.create_task(self._reload_on_request()))
+            self._background.append(asyncio.create_task(self.reloader.run(self.should_exit)))
             await self.should_exit.wait()
         finally:
             await self.shutdown()
@@ -87,36 +76,26 @@ class Server:
             log.info("server.stopping", signal=signal.Signals(signum).name, grace=self.settings.grace_period)
             self.should_exit.set()
 
-    def install_signal_handlers(self, early: EarlySignals | None = None) -> None:
-        """Route SIGTERM and SIGINT to :meth:`handle_signal`; replay those ``early`` caught before the loop ran."""
+    def install_signal_handlers(self, early: Sequence[int] = ()) -> None:
+        """Route SIGTERM and SIGINT to :meth:`handle_signal`, SIGHUP to a reload.
+
+        ``early`` are the signals caught before the loop ran
+        (:class:`gearworker.app.launch.EarlySignals`): replayed now.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        if early is not None:
-            for signum in early.received:
-                if signum == signal.SIGHUP:
-                    self.request_reload()  # done once started
-                else:
-                    self.handle_signal(signum)
-
-    def request_reload(self) -> None:
-        """SIGHUP: reload the handlers (in :meth:`serve`'s task, not in the signal handler)."""
-        log.info("server.reload_requested")
-        self.reload_requested.set()
-
-    async def _reload_on_request(self) -> None:
-        while True:
-            await self.reload_requested.wait()
-            self.reload_requested.clear()
-            if self.should_exit.is_set():
-                return
-            await self.reload()
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
+        for signum in early:
+            if signum == signal.SIGHUP:
+                self.reloader.request()  # done once started
+            else:
+                self.handle_signal(signum)
 
     # -- startup --------------------------------------------------------------
     async def startup(self) -> None:
         s = self.settings
-        config.activate(s)  # what handlers see through config.active()
+        activate(s)  # what handlers see through config.active()
         self._notifier = _notifier()
         if s.pid_file:
             self._pidfile = PidFile(s.pid_file)
@@ -131,11 +110,11 @@ class Server:
         if prometheus is not None:
             self.metrics = prometheus
         if s.failed_jobs:
-            from .failed import RecordFailures, open_store
+            from ..failed import RecordFailures, open_store
 
             self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit), s.servers)
-        self.pool = await self._start_pool(self.registry)
-        self.worker = self._start_worker(self.registry, self.pool)
+        self.pool = await self.start_pool(self.registry)
+        self.worker = self.start_worker(self.registry, self.pool)
         self._start_scheduler()
         if prometheus is not None:
             await self._start_metrics(prometheus)
@@ -149,7 +128,8 @@ class Server:
             concurrency=s.concurrency,
         )
 
-    async def _start_pool(self, registry: Registry) -> Pool | None:
+    async def start_pool(self, registry: Registry) -> Pool | None:
+        """A pool for ``registry``'s cpu handlers (None when it has none), started."""
         if not any(h.cpu for h in registry.handlers.values()):
             return None
         pool = Pool(self.settings, metrics=self.metrics)
@@ -157,8 +137,9 @@ class Server:
         self.metrics.set_pool(pool.size)
         return pool
 
-    def _start_worker(self, registry: Registry, pool: Pool | None) -> Worker:
-        from .middleware import build
+    def start_worker(self, registry: Registry, pool: Pool | None) -> Worker:
+        """A worker for ``registry`` with the middleware chain, connecting."""
+        from ..worker.chain import build
 
         s = self.settings
         metrics = None if isinstance(self.metrics, NullMetrics) else self.metrics  # a no-op sink: no per-job calls
@@ -170,7 +151,7 @@ class Server:
         return worker
 
     def _start_scheduler(self) -> None:
-        from .scheduler import run_schedules, scheduled_functions
+        from ..schedule.runner import run_schedules, scheduled_functions
 
         assert self.worker is not None
         worker = self.worker
@@ -194,7 +175,7 @@ class Server:
     def _own_connections(self, server: str, function: str) -> int:
         """This process's live connections to ``server`` registered for ``function`` (old ones after a reload too)."""
         wire = function.encode()
-        workers = [w for w in (self.worker, *(r[0] for r in self._retiring)) if w is not None]
+        workers = [w for w in (self.worker, *(r.worker for r in self.reloader.retiring)) if w is not None]
         return sum(
             1
             for w in workers
@@ -209,78 +190,25 @@ class Server:
                 await self._scheduler
             self._scheduler = None
 
-    # -- reload (SIGHUP) ------------------------------------------------------
-    async def reload(self) -> bool:
-        """Load the handlers again and serve new jobs with them; jobs running now finish on the old code.
-
-        Returns False (and logs ``server.reload_failed``) when the new
-        handlers cannot be loaded: the old ones keep serving.
-        """
-        async with self._reload_lock:
-            started = time.monotonic()
-            if self._notifier is not None:  # systemctl shows "reloading" until READY=1
-                self._notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            try:
-                return await self._reload(started)
-            finally:
-                if self._notifier is not None:
-                    self._notifier.ready(f"serving {len(self.registry.functions)} functions")
-
-    async def _reload(self, started: float) -> bool:
-        from .cli import load_handlers
-        from .reload import changes, reimport
-
-        try:
-            registry = reimport(lambda: load_handlers(self.settings))
-        except ConfigError as e:
-            log.error("server.reload_failed", error=str(e), kept=sorted(self.registry.functions))
-            return False
-        try:
-            pool = await self._start_pool(registry)
-        except Exception as e:
-            log.error(
-                "server.reload_failed", error=f"pool: {type(e).__name__}: {e}", kept=sorted(self.registry.functions)
-            )
-            return False
-        old_worker, old_pool, old_registry = self.worker, self.pool, self.registry
-        assert old_worker is not None
-        # The new worker registers before the old one lets go: no moment
-        # without a worker for any function.
-        self.registry, self.pool = registry, pool
-        self.worker = self._start_worker(registry, pool)
-        old_worker.stop_taking_jobs()
-        retire = asyncio.create_task(self._retire(old_worker, old_pool))
-        self._retiring.append((old_worker, old_pool, retire))
+    async def restart_scheduler(self) -> None:
+        """Run the schedules of the current handlers (after a reload)."""
         await self._stop_scheduler()
         self._start_scheduler()
-        self.reloads += 1
-        log.info(
-            "server.reloaded",
-            pid=os.getpid(),
-            duration=round(time.monotonic() - started, 3),
-            still_running=old_worker.running,
-            **changes(old_registry, registry),
-        )
-        return True
 
-    async def _retire(self, worker: Worker, pool: Pool | None) -> None:
-        """Let an old worker's jobs finish, then close its connections and pool."""
-        await worker.idle.wait()
-        try:
-            await worker.close()
-            if pool is not None:
-                # The new pool's processes come from the same forkserver: keep it.
-                await pool.close(stop_helpers=False)
-        except Exception as e:  # nothing waits for this task: say what went wrong
-            log.error("server.retire_failed", error=f"{type(e).__name__}: {e}", exc_info=True)
-        self._retiring = [r for r in self._retiring if r[0] is not worker]
-        log.info("server.old_handlers_retired")
+    # -- systemd ----------------------------------------------------------------
+    def notify_reloading(self) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def notify_ready(self) -> None:
+        if self._notifier is not None:
+            self._notifier.ready(f"serving {len(self.registry.functions)} functions")
 
     async def _announce_ready(self) -> None:
         assert self.worker is not None
         await self.worker.first_connection.wait()
+        self.notify_ready()
         if self._notifier is not None:
-            self._notifier.ready(f"serving {len(self.registry.functions)} functions")
             interval = self._notifier.watchdog_interval()
             if interval:
                 from .systemd import run_watchdog
@@ -292,7 +220,7 @@ class Server:
         return self.worker is not None and self.worker.connected > 0 and (self.pool is None or self.pool.healthy)
 
     async def _start_metrics(self, prometheus: Metrics) -> None:
-        from .metrics.prometheus import serve
+        from ..metrics.prometheus import serve
 
         assert self.settings.metrics is not None
         host, port = parse_address(self.settings.metrics, default_host="127.0.0.1")
@@ -310,19 +238,10 @@ class Server:
         await self._stop_scheduler()
         if self.worker is not None:
             self.worker.stop_taking_jobs()  # now, not after the old workers below have drained
-        for old_worker, old_pool, task in list(self._retiring):
-            # A reload's old worker, still finishing jobs: it drains like the current one
-            # (logged, the same grace period, a second signal cuts it short), and its own
-            # task closes it once its jobs have ended.
-            await self._wait_for_jobs(old_worker, started)
-            if old_worker.idle.is_set():
-                await task
-            else:  # past the grace period, or forced: stop it like the current worker
-                task.cancel()
-                await self._stop_worker(old_worker, old_pool, started)
-                if old_pool is not None:
-                    await old_pool.close(stop_helpers=False)
-        self._retiring = []
+        # A reload's old workers, still finishing jobs, drain like the current one.
+        await self.reloader.drain(
+            lambda w: self._wait_for_jobs(w, started), lambda w, p: self._stop_worker(w, p, started)
+        )
         worker = self.worker
         if worker is not None:
             await self._stop_worker(worker, self.pool, started)
@@ -385,7 +304,7 @@ def _notifier() -> Any:
 
 def _prometheus() -> Metrics | None:
     try:
-        from .metrics.prometheus import Metrics
+        from ..metrics.prometheus import Metrics
     except ImportError:  # prometheus-client not installed: metrics are optional
         return None
     return Metrics()

@@ -24,7 +24,8 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .errors import NoRetry
+from ..errors import NoRetry
+from ..middleware import Failure
 
 __all__ = ["MAX_DELAY", "Failure", "RetryPolicy", "failure_of", "run_with_retries", "validate", "warning_text"]
 
@@ -70,15 +71,6 @@ def validate(retries: object, backoff: object) -> RetryPolicy:
     if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not math.isfinite(backoff) or backoff < 0:
         raise ValueError(f"retry_backoff must be a finite number of seconds >= 0, got {backoff!r}")
     return RetryPolicy(retries, float(backoff))
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """One failed attempt: ``outcome`` is "fail", "timeout" or "crash"; ``message`` is "Type: text"."""
-
-    outcome: str
-    message: str
-    retryable: bool = True
 
 
 def failure_of(e: BaseException, outcome: str = "fail") -> Failure:

@@ -1,9 +1,10 @@
-"""The worker: takes jobs from every job server and hands them to the :class:`Runner`.
+"""The worker: takes jobs from every job server and hands them to the :class:`~gearworker.worker.runner.Runner`.
 
-Functions are split into :class:`Group` s by the limits they count against
-(async handlers share the process-wide limit; ``cpu=True`` handlers also need
-a free pool process; a handler with its own limit gets its own group).  Each
-group has its own :class:`Connection` to each server, and a connection only
+Functions are split into :class:`~gearworker.worker.capacity.Group` s by the
+limits they count against (async handlers share the process-wide limit;
+``cpu=True`` handlers also need a free pool process; a handler with its own
+limit gets its own group).  Each group has its own
+:class:`~gearworker.worker.connection.GroupConnection` to each server, and a connection only
 grabs while every limit of its group has room: a CPU job that could not start
 now stays on the server, where another worker machine may be idle.
 
@@ -23,129 +24,25 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 
 from ..config import Settings
 from ..metrics import NO_METRICS, MetricsSink, NullMetrics
-from ..middleware import Chain
-from ..middleware import build as build_middleware
-from ..protocol import JobAssigned, NoJob, Packet, ServerError, Woken, WorkerSession, registration
-from ..transport import Endpoint, Link, PacketStream, StreamOptions
-from .capacity import Bucket
+from ..protocol import JobAssigned, WorkerSession, registration
+from ..transport import Endpoint, StreamOptions
+from .capacity import Bucket, Function, Group
+from .chain import Chain
+from .chain import build as build_middleware
+from .connection import GroupConnection
 from .pool import Pool
 from .registry import Handler, Registry
 from .runner import ActiveJob, Runner
 
-__all__ = ["Connection", "Function", "Group", "Worker"]
+__all__ = ["Worker"]
 
 log = structlog.get_logger("gearworker.worker")
-
-
-@dataclass(slots=True, eq=False)
-class Function:
-    """A function name we serve, with its handler and the limits it counts against."""
-
-    name: str
-    wire: bytes
-    handler: Handler
-    buckets: tuple[Bucket, ...]
-
-
-@dataclass(slots=True, eq=False)
-class Group:
-    """Functions that count against the same limits, served on their own connections."""
-
-    name: str
-    buckets: tuple[Bucket, ...]
-    timeouts: dict[bytes, int | None] = field(default_factory=dict)  # CAN_DO_TIMEOUT values, milliseconds
-
-
-class Connection:
-    """One group's connection to one server: a :class:`Link` and the session it carries.
-
-    It is the link's packet receiver; what the session makes of each packet
-    goes to the :class:`Worker`.
-    """
-
-    def __init__(self, worker: Worker, group: Group, endpoint: Endpoint, session: WorkerSession[ActiveJob]) -> None:
-        self.worker = worker
-        self.group = group
-        self.session = session
-        self.stream: PacketStream | None = None
-        self.link = Link(endpoint, self, on_up=self.up, on_down=self.down)
-        self.name = endpoint.address
-
-    # -- transport.Receiver ---------------------------------------------------
-    def packet_received(self, packet: Packet) -> None:
-        event = self.session.receive(packet)  # raises RemoteProtocolError: the stream drops the connection
-        if event is None:
-            return
-        if type(event) is JobAssigned:
-            self.worker.assigned(self, event)
-        elif type(event) is NoJob:
-            if event.sleep and self.stream is not None and not self.worker.draining:
-                self.stream.send(event.sleep)
-            # The answered grab held a place that another server's connection,
-            # blocked by a full limit, may now use.
-            self.worker.release(self.group, 1)
-        elif type(event) is Woken:
-            # The session's window says how many: one after a quiet spell.  A full
-            # pipeline here costs gearmand a NO_JOB per extra grab before the
-            # worker sees the job (measured p50 of a lone job: 165 us with 8
-            # grabs, 216 us with 32).
-            self.worker.pump(self)
-        elif type(event) is ServerError:
-            log.warning(
-                "server.error",
-                server=self.name,
-                code=event.code.decode(errors="replace"),
-                text=event.text.decode(errors="replace"),
-            )
-
-    def woken(self) -> bytes:
-        """A NOOP that came alone: the grabs to write at once (the stream's short way, see PacketStream)."""
-        self.session.wake()
-        return self.worker.grabs(self)
-
-    def connection_lost(self, reason: Exception | None) -> None:
-        pass  # the Link reports it through down(), once it has stopped using the stream
-
-    # -- the link comes and goes --------------------------------------------------
-    def up(self, stream: PacketStream) -> None:
-        if self.worker.draining:
-            self.link.close()  # a connection made just as we began to drain: leave for good
-            return
-        self.stream = stream
-        # A new connection knows nothing of us: identify and register again.
-        stream.send(self.session.connected())
-        self.worker.connection_up(self)
-
-    def down(self, reason: Exception | None) -> None:
-        self.stream = None
-        grabs, jobs = self.session.disconnected()
-        # Jobs still running from this connection were re-queued by gearmand and
-        # may come back on the next connection while these copies run on; their
-        # results can no longer be delivered.
-        self.worker.orphaned(jobs)
-        # Outstanding grabs will never be answered: free what they reserved.
-        self.worker.release(self.group, grabs)
-        self.worker.connection_down(self)
-
-    def poll(self) -> None:
-        """Grab once if asleep (see :meth:`WorkerSession.poll`)."""
-        if self.stream is not None and not self.worker.draining and self.worker.has_room(self.group):
-            data = self.session.poll()
-            if data:
-                _reserve(self.group, 1)
-                self.stream.send(data)
-
-
-def _reserve(group: Group, count: int) -> None:
-    """Each outstanding grab may come back with a job: hold a place for it in every limit."""
-    for bucket in group.buckets:
-        bucket.reserved += count
 
 
 class Worker:
@@ -164,7 +61,7 @@ class Worker:
         self.registry = registry
         self.pool = pool
         self.metrics = metrics
-        self.connections: list[Connection] = []
+        self.connections: list[GroupConnection] = []
         self.draining = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -178,7 +75,7 @@ class Worker:
         #: Jobs still running whose connection dropped (on_connection_lost = "finish").
         self._orphans: set[ActiveJob] = set()
         #: SET_CLIENT_ID of every connection: gearadmin --workers shows it, and
-        #: the scheduler's election compares it (gearworker.schedule).
+        #: the scheduler's election compares it (gearworker.schedule.rules).
         self.client_id = (settings.client_id or socket.gethostname()) + f"-{os.getpid()}"
         self._global = Bucket("concurrency", settings.concurrency)
         self._functions, self.groups = self._build_functions()
@@ -233,7 +130,7 @@ class Worker:
                 session: WorkerSession[ActiveJob] = WorkerSession(
                     self.client_id.encode(), registration(group.timeouts), depth=s.grab_pipeline
                 )
-                conn = Connection(self, group, Endpoint(address, options), session)
+                conn = GroupConnection(self, group, Endpoint(address, options), session)
                 self.connections.append(conn)
                 conn.link.start()
         if s.idle_poll > 0:
@@ -245,14 +142,14 @@ class Worker:
         return len({c.name for c in self.connections if c.stream is not None})
 
     # -- connections come and go --------------------------------------------
-    def connection_up(self, conn: Connection) -> None:
+    def connection_up(self, conn: GroupConnection) -> None:
         self._report_server(conn.name)
         if conn.link.reconnects:
             self.metrics.reconnect(conn.name)
         self.first_connection.set()
         self.pump(conn)
 
-    def connection_down(self, conn: Connection) -> None:
+    def connection_down(self, conn: GroupConnection) -> None:
         self._report_server(conn.name)
         self.pump_all()
 
@@ -262,7 +159,7 @@ class Worker:
         self.metrics.set_connection(server, "connected" if up else "down")
 
     # -- jobs -----------------------------------------------------------------
-    def assigned(self, conn: Connection, assigned: JobAssigned) -> None:
+    def assigned(self, conn: GroupConnection, assigned: JobAssigned) -> None:
         """A grab of ``conn`` brought a job: its reserved place becomes a used one."""
         function = self._functions.get(assigned.function)
         stream = conn.stream
@@ -325,32 +222,29 @@ class Worker:
         else:
             self.running -= 1
         if self.draining:
-            if not job.conn.session.jobs:
-                job.conn.link.close()  # hands back anything assigned but not started
+            if not job.conn.session.holding:
+                # The Runner types a job's connection as a JobSource; this worker's are GroupConnections.
+                cast(GroupConnection, job.conn).link.close()  # hands back anything assigned but not started
         else:
             self.pump_all()
         if not self.running:
             self.idle.set()
 
     # -- keeping grabs in flight --------------------------------------------
-    def has_room(self, group: Group) -> bool:
-        return all(b.free > 0 for b in group.buckets)
-
     def release(self, group: Group, grabs: int, *, pump: bool = True) -> None:
         """``grabs`` answered (or lost) grabs of ``group`` give back the places they reserved."""
         if grabs:
-            for bucket in group.buckets:
-                bucket.reserved -= grabs
+            group.release(grabs)
             if pump:
                 self.pump_all()
 
-    def pump(self, conn: Connection) -> None:
+    def pump(self, conn: GroupConnection) -> None:
         """Send ``conn`` the grabs its session wants (a probe, or a pipeline refill) while its group has room."""
         data = self.grabs(conn)
         if data and conn.stream is not None:
             conn.stream.send(data)
 
-    def grabs(self, conn: Connection) -> bytes:
+    def grabs(self, conn: GroupConnection) -> bytes:
         """The grabs ``conn``'s session wants and its group has room for, with their places reserved."""
         stream = conn.stream
         # is_open, not "is not None": between a connection's loss and the Link's
@@ -404,12 +298,12 @@ class Worker:
             # No RESET_ABILITIES: gearmand would re-queue the jobs still running
             # here.  Connections with running jobs stay open to report results
             # and simply grab no more; the rest close now, for good.
-            if not conn.session.jobs:
+            if not conn.session.holding:
                 conn.link.close()
 
     def abandon(self) -> int:
         """Cancel every running job (past the grace period); they are handed back."""
-        jobs = [job for conn in self.connections for job in conn.session.jobs.values() if job is not None]
+        jobs = [job for conn in self.connections for job in conn.session.attached()]
         tasks = [job.task for job in (*jobs, *self._orphans) if job.task is not None]
         for task in tasks:
             task.cancel()
@@ -418,7 +312,7 @@ class Worker:
     async def close(self) -> None:
         """Close every connection and stop reconnecting."""
         # The job.done lines and metrics of jobs that completed in the last few ms.
-        self.runner.run_completed_hooks()
+        self.runner.completed_hooks.run()
         if self._poller is not None:
             self._poller.cancel()
         await asyncio.gather(*(conn.link.stop() for conn in self.connections))

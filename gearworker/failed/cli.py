@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["cmd_failed", "register"]
 
@@ -58,10 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _store(args: argparse.Namespace) -> tuple[Any, Any]:
-    from . import config
-    from .failed import open_store
+    from ..config import load
+    from .store import open_store
 
-    settings = config.load(args.settings)
+    settings = load(args.settings)
     path = args.store or settings.failed_jobs
     if not path:
         raise ConfigError(
@@ -74,7 +74,7 @@ def _store(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     """``gearworker failed ACTION``."""
-    from .failed import FailedStoreError
+    from .store import FailedStoreError
 
     try:
         settings, store = _store(args)
@@ -93,7 +93,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
 
 
 def _list(store: Any, args: argparse.Namespace) -> int:
-    from .client.cli import format_table
+    from ..client.cli import format_table
 
     jobs = store.list(function=args.function, limit=args.limit)
     if args.json:
@@ -135,8 +135,8 @@ def _show(store: Any, args: argparse.Namespace) -> int:
 
 
 async def _retry(store: Any, settings: Any, args: argparse.Namespace) -> int:
-    from .client import Client
-    from .errors import ConnectionLost, NoServerAvailable
+    from ..client import Client
+    from ..errors import ConnectionLost, NoServerAvailable
 
     job = store.get(args.id)
     if job.truncated and not args.force:

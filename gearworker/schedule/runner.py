@@ -1,6 +1,6 @@
 """The worker's scheduler: at each tick, if elected, submit the scheduled handler's background job.
 
-See :mod:`gearworker.schedule` for when ticks fall and why the job server's
+See :mod:`gearworker.schedule.rules` for when ticks fall and why the job server's
 ``workers`` list decides which process submits.  This module is the loop
 that does it; the job server access is passed in (two callables) so that the
 loop can be tested with a fake clock and run by the worker with a real
@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from .schedule import Cron, Interval, WorkerEntry, elect, tick_unique
+from .rules import Cron, Interval, WorkerEntry, elect, tick_unique
 
 __all__ = ["CATCH_UP", "ScheduledFunction", "Scheduler", "run_schedules", "scheduled_functions", "tick_workload"]
 
@@ -151,7 +151,7 @@ async def run_schedules(
     Uses its own :class:`gearworker.Client`: the admin ``workers`` query for
     the election (a short connection per server per tick) and SUBMIT_JOB_BG.
     """
-    from .client import Client
+    from ..client import Client
 
     async with Client(servers, connect_timeout=connect_timeout) as client:
 

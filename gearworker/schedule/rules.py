@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from .errors import GearworkerError
+from ..errors import GearworkerError
 
 __all__ = ["Cron", "Interval", "Schedule", "ScheduleError", "WorkerEntry", "elect", "parse", "tick_unique"]
 

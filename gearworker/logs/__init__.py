@@ -15,7 +15,7 @@ structlog's own recipe for speed:
 - the worker's own ``job.done`` lines, which wait for a batch anyway, rendered
   a batch at a time with no per-line call at all (see :func:`json_writer`).
 
-Lines go to a :class:`gearworker.logbatch.BatchedOutput`, written in batches (see there).
+Lines go to a :class:`gearworker.logs.output.BatchedOutput`, written in batches (see there).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from .logbatch import LINGER, MAX_BATCH, MAX_DELAY, BatchedOutput, after_fork, flush, outputs
+from .output import LINGER, MAX_BATCH, MAX_DELAY, BatchedOutput, after_fork, flush, outputs
 
 __all__ = [
     "LINGER",

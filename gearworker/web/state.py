@@ -1,0 +1,145 @@
+"""The web app's state, shared by its pages and routes: :class:`WebApp`, its :class:`WebOptions`, its limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+
+from .events import Hub
+from .jobs import JobBook, JobContext
+from .security import RateLimit
+from .service import Gateway, PhotoContext, run_photo
+from .storage import PhotoStore
+
+__all__ = [
+    "MAX_COPIES",
+    "MAX_PAYLOAD",
+    "MULTIPART_OVERHEAD",
+    "PRIORITIES",
+    "SERVERS_INTERVAL",
+    "STATIC",
+    "WebApp",
+    "WebOptions",
+]
+
+log = structlog.get_logger("gearworker.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Room for the multipart boundaries and headers around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+#: Most parallel copies one form submission may ask for.
+MAX_COPIES = 100
+MAX_PAYLOAD = 1024 * 1024
+PRIORITIES = ("normal", "high", "low")
+#: How often the servers table refreshes, seconds.
+SERVERS_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """Everything the app is configured with besides the servers (see ``docs/settings.md``)."""
+
+    max_upload_bytes: int = 50 * 1024 * 1024
+    storage_root: str = "var/photos"
+    max_photos: int = 500
+    max_stored_bytes: int = 2 * 1024**3
+    photo_mode: str = "bytes"
+    password_hash: str | None = None
+    listen_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    rate_limit: int = 600
+    job_timeout: float = 300.0
+    connect_timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, listen_host: str) -> WebOptions:
+        return cls(
+            max_upload_bytes=settings.max_upload_bytes,
+            storage_root=settings.web_storage_root,
+            max_photos=settings.web_max_photos,
+            max_stored_bytes=settings.web_max_stored_bytes,
+            photo_mode=settings.web_photo_mode,
+            password_hash=settings.web_password_hash,
+            listen_host=listen_host,
+            allowed_hosts=tuple(settings.web_allowed_hosts),
+            rate_limit=settings.web_rate_limit,
+            job_timeout=settings.web_job_timeout,
+            connect_timeout=settings.connect_timeout,
+        )
+
+
+class WebApp:
+    """The app's state: its client, event hub, photos, jobs, rate limits and background tasks."""
+
+    def __init__(self, servers: Sequence[str], options: WebOptions) -> None:
+        self.options = options
+        self.max_upload_bytes = options.max_upload_bytes
+        self.gateway = Gateway(servers, connect_timeout=options.connect_timeout)
+        self.hub = Hub()
+        self.photos = PhotoStore(
+            options.storage_root, max_photos=options.max_photos, max_bytes=options.max_stored_bytes
+        )
+        self.photo_ctx = PhotoContext(self.gateway, self.hub, self.photos, options.photo_mode, options.job_timeout)
+        self.job_ctx = JobContext(self.gateway, self.hub, options.job_timeout)
+        self.jobs = JobBook()
+        self.rate = RateLimit(options.rate_limit)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._batches = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        # Keep a reference: the loop holds tasks weakly, and shutdown cancels what is left.
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def next_batch(self) -> str:
+        """A batch id unique across restarts: the boot id, then a counter."""
+        self._batches += 1
+        return f"{self.hub.boot}-b{self._batches}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        interrupted = await asyncio.to_thread(self.photos.load)
+        for photo in interrupted:  # the original is on disk: resize it again rather than leave it stuck
+            photo.state, photo.numerator, photo.denominator = "queued", 0, 0
+            self.spawn(run_photo(self.photo_ctx, photo, None))
+        log.info(
+            "web.started",
+            servers=self.gateway.servers,
+            boot=self.hub.boot,
+            photos=len(self.photos),
+            resumed=len(interrupted),
+            storage_root=str(self.photos.root),
+            photo_mode=self.options.photo_mode,
+            login=bool(self.options.password_hash),
+        )
+        try:
+            yield
+        finally:
+            await self.close()
+            log.info("web.stopped", photos_kept=len(self.photos))
+
+    async def close(self) -> None:
+        """End the streams, cancel the background tasks (photos resume at the next start), drop the client."""
+        self.hub.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.gateway.close()
+
+    def end_streams(self) -> None:
+        """End the live streams (from a signal handler): uvicorn waits for open responses before it stops."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.hub.close)
+
+    # -- pages and settings -------------------------------------------------
