@@ -197,12 +197,6 @@ class Settings:
                 self._fail("handler_concurrency", f"limit for {name!r} must be an int >= 1, got {limit!r}")
         if not self.web_storage_root:
             self._fail("web_storage_root", "must name a folder")
-        if self.web_password_hash is not None:
-            from .web.login import check_hash_format  # the one place that knows the hash formats
-
-            problem = check_hash_format(self.web_password_hash)
-            if problem:
-                self._fail("web_password_hash", problem)
         if not 1 <= self.local_gearmand_port <= 65535:
             self._fail("local_gearmand_port", "must be a TCP port (1-65535)")
         return self

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 "web_allow_insecure_remote": args.allow_insecure_remote,
             },
         )
+        options = WebOptions.from_settings(settings, listen_host=args.host)
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logs(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
-    app = create_app(servers, WebOptions.from_settings(settings, listen_host=args.host))
+    app = create_app(servers, options)
     config = uvicorn.Config(
         app,
         host=args.host,

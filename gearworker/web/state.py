@@ -12,8 +12,10 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 
+from ..errors import ConfigError
 from .events import Hub
 from .jobs import JobBook, JobContext
+from .login import check_hash_format
 from .security import RateLimit
 from .service import Gateway, PhotoContext, run_photo
 from .storage import PhotoStore
@@ -60,6 +62,11 @@ class WebOptions:
 
     @classmethod
     def from_settings(cls, settings: Any, *, listen_host: str) -> WebOptions:
+        """The web app's options from the settings; a bad ``web_password_hash`` is a :class:`ConfigError`."""
+        if settings.web_password_hash is not None:
+            problem = check_hash_format(settings.web_password_hash)  # the one place that knows the hash formats
+            if problem:
+                raise ConfigError(problem, file=settings.origin("web_password_hash"), setting="web_password_hash")
         return cls(
             max_upload_bytes=settings.max_upload_bytes,
             storage_root=settings.web_storage_root,
