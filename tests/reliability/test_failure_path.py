@@ -1,0 +1,104 @@
+"""The path a job takes when something fails, tried as an operator would: real gearmand and worker processes.
+
+1. Failure records survive a worker killed with SIGKILL: 3 workers share an
+   sqlite ``failed_jobs`` store, background jobs with unique ids always fail,
+   one worker is killed about a second in; every job ends up recorded.
+2. Schedules keep their time while one of two gearmand servers hangs
+   (SIGSTOP): no tick missed, none late by more than 5 s, none run twice,
+   also after the server resumes.
+3. A reload whose handler module takes 3 s to import does not hold up the
+   jobs running meanwhile.
+4. SIGTERM while a job waits for its retry: the worker hands the job back and
+   exits at once, not after the backoff or the grace period.
+
+``--full`` runs the sizes of the scenario as first reported (6,000 jobs, a
+90 s hang); the reduced sizes keep each test within about 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+from gearmand import Gearmand
+from workerproc import WorkerProcess
+
+from gearworker import Client
+
+from .conftest import Size
+from .support import log_events, record_figures
+
+HANDLERS = Path(__file__).resolve().parents[1] / "handlers_failpath"
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(interval)
+
+
+# -- 1. failure records and kill -9 --------------------------------------------------
+
+
+def _recorded(db: Path) -> Counter[str]:
+    if not db.exists():
+        return Counter()
+    with sqlite3.connect(db, timeout=60) as conn:
+        try:
+            return Counter(u for (u,) in conn.execute("SELECT unique_id FROM failed_jobs"))
+        except sqlite3.OperationalError:  # the table is not there yet
+            return Counter()
+
+
+async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
+    size: Size, gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """3 workers share an sqlite failed_jobs store; background jobs with unique ids always fail; one worker is
+    SIGKILLed about a second in.  Every job ends up with a record: a worker writes (and commits) the record
+    before its WORK_FAIL leaves, so a job whose record is not committed is still gearmand's, and runs again."""
+    jobs = 6000 if size.full else 2000
+    db = tmp_path / "failed.db"
+    env = {"GEARWORKER_FAILED_JOBS": str(db)}
+    workers = [WorkerProcess([gearmand.address], handlers=HANDLERS, env=env) for _ in range(3)]
+    try:
+        for w in workers:
+            w.start()
+        workers[0].wait_registered(gearmand, "always_fails", workers=3)
+        uniques = [f"fail-{i}" for i in range(jobs)]
+        async with Client([gearmand.address]) as client:
+            started = time.monotonic()
+            submit = asyncio.gather(*(client.submit_background("always_fails", b"x", unique=u) for u in uniques))
+            await asyncio.sleep(1.0)
+            workers[0].proc.kill()  # type: ignore[union-attr]
+            killed_at = time.monotonic() - started
+            await submit
+
+        def settled() -> bool:
+            queued, running, _ = gearmand.status().get("always_fails", (0, 0, 0))
+            return queued == 0 and running == 0
+
+        await asyncio.to_thread(_wait, settled, 120 if size.full else 60, "every job failed")
+        took = time.monotonic() - started
+    finally:
+        for w in workers[1:]:
+            assert w.stop() == 0, w.log_text()[-3000:]
+        workers[0].stop()
+    recorded = _recorded(db)
+    killed_records = len(log_events(workers[0].log, "failed.recorded"))
+    repeats = sum(n - 1 for n in recorded.values())
+    record_figures(
+        "failure records with a worker killed",
+        size=size.label,
+        jobs=jobs,
+        recorded=len(set(recorded) & set(uniques)),
+        repeats=repeats,
+        killed_at_s=round(killed_at, 2),
+        killed_worker_records_logged=killed_records,
+        seconds=round(took, 1),
+    )
+    missing = set(uniques) - set(recorded)
+    assert not missing, f"{len(missing)} of {jobs} failed jobs have no record, e.g. {sorted(missing)[:5]}"
