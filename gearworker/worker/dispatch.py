@@ -301,6 +301,10 @@ class Worker:
             if not conn.session.holding:
                 conn.link.close()
 
+    def hand_back_retries(self) -> int:
+        """Shutdown: jobs waiting for a retry go back to gearmand now (not at a reload: they finish there)."""
+        return self.runner.hand_back_retries()
+
     def abandon(self) -> int:
         """Cancel every running job (past the grace period); they are handed back."""
         jobs = [job for conn in self.connections for job in conn.session.attached()]

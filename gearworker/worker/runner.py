@@ -103,6 +103,9 @@ class Runner:
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
+        #: Jobs waiting out a retry's backoff (nothing of theirs runs): shutdown hands them back at once.
+        self._backing_off: set[ActiveJob] = set()
+        self._handing_back = False
         #: Completed jobs' after-hooks, waiting for their batch (the worker runs what is left at shutdown).
         self.completed_hooks = CompletedHooks(middleware)
 
@@ -182,10 +185,33 @@ class Runner:
             job.function.handler.retry,
             warn=lambda text: job("warning", (text.encode(),)),
             on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final),
+            sleep=lambda delay: self._backoff(job, delay),
         )
         if isinstance(result, Failure) and self.middleware.has_final_hooks:
             await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
         return result
+
+    async def _backoff(self, job: ActiveJob, delay: float) -> None:
+        """Wait before a retry, unless the worker is shutting down: then hand the job back now.
+
+        A job that only waits holds nothing worth the grace period: gearmand
+        gives it to another worker, which starts it from its first attempt.
+        """
+        if self._handing_back:
+            raise asyncio.CancelledError  # the job's task ends as handed back, like a cancel at shutdown
+        self._backing_off.add(job)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._backing_off.discard(job)
+
+    def hand_back_retries(self) -> int:
+        """Shutdown: end every job waiting for a retry as handed back, and every one that would wait later."""
+        self._handing_back = True
+        waiting = [job.task for job in self._backing_off if job.task is not None]
+        for task in waiting:
+            task.cancel()
+        return len(waiting)
 
     async def _failed(self, job: ActiveJob, failure: Failure, attempt: int) -> None:
         """The only attempt of a job without retries failed: tell the middlewares."""

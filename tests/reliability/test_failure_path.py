@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -102,3 +103,33 @@ async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
     )
     missing = set(uniques) - set(recorded)
     assert not missing, f"{len(missing)} of {jobs} failed jobs have no record, e.g. {sorted(missing)[:5]}"
+
+
+# -- 4. shutdown during a retry backoff ---------------------------------------------
+
+
+async def test_sigterm_hands_back_a_job_waiting_for_its_retry_and_exits_at_once(
+    size: Size, gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """A background job failed its first attempt and waits 30-60 s for its retry (grace period 30 s); SIGTERM:
+    the worker hands the job back to gearmand (queued again, for any worker) and exits 0 within 5 s."""
+    env = {"GW_RETRY_BACKOFF": "60", "GW_RETRY_MARKER": str(tmp_path / "tried")}
+    w = WorkerProcess([gearmand.address], handlers=HANDLERS, env=env, args=["--grace-period", "30"])
+    w.start(wait_for="retry_later", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            await client.submit_background("retry_later", b"", unique="waits-for-retry")
+        await asyncio.to_thread(_wait, lambda: log_events(w.log, "job.retry"), 30, "the first attempt failed")
+        assert gearmand.status()["retry_later"][:2] == (1, 1)  # gearmand: running, held by the worker
+        sent = time.monotonic()
+        w.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(w.wait, 60)
+        exited = time.monotonic() - sent
+    finally:
+        w.stop()
+    status = gearmand.status()["retry_later"]
+    record_figures("shutdown during a retry backoff", size=size.label, exit_s=round(exited, 2), status=list(status))
+    assert code == 0, w.log_text()[-3000:]
+    assert exited < 5.0, f"exit {exited:.1f}s after SIGTERM"
+    assert status[:2] == (1, 0), f"the job is queued again: {status}"
+    assert log_events(w.log, "server.stopped")
