@@ -119,6 +119,10 @@ class Server:
         if prometheus is not None:
             await self._start_metrics(prometheus)
         self._background.append(asyncio.create_task(self._announce_ready()))
+        if not s.tls:  # behind TLS the socket seen would be the proxy's (app/keepalive.py)
+            from .keepalive import warn_if_blind
+
+            self._background.append(asyncio.create_task(warn_if_blind(list(s.servers), s.connect_timeout)))
         log.info(
             "server.started",
             pid=os.getpid(),
