@@ -172,6 +172,7 @@ class Server:
                 worker.client_id,
                 connect_timeout=self.settings.connect_timeout,
                 own=self._own_connections,
+                max_age=self.settings.schedule_max_age,
             )
 
         self._scheduler = asyncio.create_task(run())

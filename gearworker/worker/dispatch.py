@@ -102,7 +102,8 @@ class Worker:
                     raise RuntimeError("a cpu=True handler needs the process pool")
                 buckets.append(pool_bucket)
             wire = name.encode()
-            function = functions[wire] = Function(name, wire, h, tuple(buckets))
+            max_age = s.schedule_max_age if h.schedule is not None else None
+            function = functions[wire] = Function(name, wire, h, tuple(buckets), max_age)
             key = tuple(id(b) for b in buckets)
             group = groups.get(key)
             if group is None:

@@ -215,3 +215,88 @@ async def test_jobs_run_at_full_speed_while_a_reload_imports_a_slow_module(
     )
     assert during <= quiet + 1.5, f"2,000 jobs took {during:.2f}s during the import, {quiet:.2f}s without"
     assert imported_during, "the jobs ran while the import was still going on"
+
+
+# -- 2. schedules while one of two servers hangs --------------------------------------
+
+TICK = """
+import os
+import time
+
+from gearworker import handler
+
+
+@handler("tick", schedule=int(os.environ["GW_TICK_EVERY"]))
+async def tick(job):
+    with open(os.environ["GW_TICK_FILE"], "a") as f:
+        f.write(f"{job.unique.decode()} {time.time():.3f} {os.getpid()}\\n")
+"""
+
+
+def _tick_runs(path: Path) -> list[tuple[int, float]]:
+    """(tick, seconds late when its handler started) for every run, in order."""
+    runs = []
+    for line in path.read_text().splitlines():
+        unique, at, _ = line.split()
+        tick = int(unique.rsplit(":", 1)[1])
+        runs.append((tick, float(at) - tick))
+    return runs
+
+
+def test_one_hung_server_of_two_stalls_no_schedule(
+    size: Size, gearmand_factory: type[Gearmand], tmp_path: Path
+) -> None:
+    """2 gearmand, 3 workers with a schedule; one gearmand is SIGSTOPped (15 s; --full: 90 s with schedule=2)
+    then resumed.  Every tick from before the hang to after it runs exactly once, none more than 5 s late."""
+    every = 2 if size.full else 1
+    hang = 90.0 if size.full else 15.0
+    servers = [gearmand_factory(), gearmand_factory()]
+    ticks = tmp_path / "ticks"
+    ticks.touch()
+    handlers = handlers_dir(tmp_path, ticks=TICK)
+    env = {"GW_TICK_FILE": str(ticks), "GW_TICK_EVERY": str(every)}
+    workers = [WorkerProcess([g.address for g in servers], handlers=handlers, env=env) for _ in range(3)]
+    hung = servers[0]
+    assert hung.proc is not None
+    try:
+        for w in workers:
+            w.start()
+        for g in servers:
+            workers[0].wait_registered(g, "tick", workers=3)
+        _wait(lambda: all(log_events(w.log, "schedule.started") for w in workers), 30, "every scheduler")
+        time.sleep(2 * every + 1)
+        stopped = time.time()
+        hung.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(hang)
+        finally:
+            hung.proc.send_signal(signal.SIGCONT)
+        resumed = time.time()
+        time.sleep(8 + 2 * every)  # the resumed server hands out whatever it held
+        last = time.time() - 3
+    finally:
+        for w in workers:
+            assert w.stop() == 0, w.log_text()[-3000:]
+    runs = _tick_runs(ticks)
+    window = range((int(stopped) // every - 1) * every, int(last) // every * every + 1, every)
+    count = Counter(t for t, _ in runs)
+    late = {t: round(lateness, 2) for t, lateness in runs if t in window}
+    missed = [t for t in window if count[t] == 0]
+    twice = sorted(t for t, n in count.items() if n > 1)
+    record_figures(
+        "schedules while one of two gearmand hangs",
+        size=size.label,
+        schedule=every,
+        hang_s=hang,
+        ticks_in_window=len(window),
+        missed=len(missed),
+        ran_twice=len(twice),
+        max_late_s=max(late.values(), default=0),
+        late_over_1s=sum(1 for v in late.values() if v > 1),
+        dropped_by_age=sum(len(log_events(w.log, "schedule.tick_dropped")) for w in workers),
+        servers_marked_down=sum(len(log_events(w.log, "client.server_down")) for w in workers),
+        resumed_after_s=round(resumed - stopped, 1),
+    )
+    assert not missed, f"ticks never run: {missed}"
+    assert not twice, f"ticks run twice: {twice}"
+    assert max(late.values()) <= 5.0, f"ticks late by more than 5 s: {[t for t, v in late.items() if v > 5]}"
