@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import time
@@ -58,10 +59,11 @@ def _recorded(db: Path) -> Counter[str]:
 async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
     size: Size, gearmand: Gearmand, tmp_path: Path
 ) -> None:
-    """3 workers share an sqlite failed_jobs store; background jobs with unique ids always fail; one worker is
-    SIGKILLed about a second in.  Every job ends up with a record: a worker writes (and commits) the record
-    before its WORK_FAIL leaves, so a job whose record is not committed is still gearmand's, and runs again."""
-    jobs = 6000 if size.full else 2000
+    """3 workers share an sqlite failed_jobs store; background jobs with unique ids always fail (2,000;
+    --full 6,000; $GW_FAILED_JOBS_COUNT to choose); one worker is SIGKILLed about a second in.  Every job ends up
+    with a record: a worker commits the record before its WORK_FAIL leaves, so a job whose record is not
+    committed is still gearmand's, and runs again."""
+    jobs = int(os.environ.get("GW_FAILED_JOBS_COUNT") or (6000 if size.full else 2000))
     db = tmp_path / "failed.db"
     env = {"GEARWORKER_FAILED_JOBS": str(db)}
     workers = [WorkerProcess([gearmand.address], handlers=HANDLERS, env=env) for _ in range(3)]
@@ -73,9 +75,12 @@ async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
         async with Client([gearmand.address]) as client:
             started = time.monotonic()
             submit = asyncio.gather(*(client.submit_background("always_fails", b"x", unique=u) for u in uniques))
-            await asyncio.sleep(1.0)
+            while not _recorded(db):  # the workers are failing jobs...
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)  # ...for about a second
             workers[0].proc.kill()  # type: ignore[union-attr]
             killed_at = time.monotonic() - started
+            recorded_at_kill = sum(_recorded(db).values())
             await submit
 
         def settled() -> bool:
@@ -98,6 +103,7 @@ async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
         recorded=len(set(recorded) & set(uniques)),
         repeats=repeats,
         killed_at_s=round(killed_at, 2),
+        recorded_at_kill=recorded_at_kill,
         killed_worker_records_logged=killed_records,
         seconds=round(took, 1),
     )
@@ -193,6 +199,7 @@ async def test_jobs_run_at_full_speed_while_a_reload_imports_a_slow_module(
     w = WorkerProcess([gearmand.address], handlers=handlers, env={"GW_SLOW_IMPORT": str(marker)})
     w.start(wait_for="echo", gearmand=gearmand)
     try:
+        await _echo_jobs(gearmand.address, 500, 50)  # warm-up: the first jobs of a process cost more
         quiet = await _echo_jobs(gearmand.address, 2000, 50)
         marker.touch()
         w.signal(signal.SIGHUP)
