@@ -8,50 +8,81 @@ tests/network/test_silent_loss.py.
 from __future__ import annotations
 
 import json
+import socket
 import time
+from collections.abc import Iterator
 
+import pytest
 from gearmand import Gearmand, free_port
 from workerproc import WorkerProcess
 
-from gearworker.app.keepalive import KEEPALIVE_ADVICE, gearmand_keepalive, timer_of
+from gearworker.app.keepalive import KEEPALIVE_ADVICE, Socket, gearmand_keepalive, parse_table, proc_forms, server_ends
 from gearworker.app.localserver import KEEPALIVE_FLAGS, LocalGearmand
 
 SHORT = ["--keepalive", "--keepalive-idle=5", "--keepalive-interval=2", "--keepalive-count=3"]
 
 
-async def test_the_local_gearmand_drops_a_silent_worker_after_5_s_idle_and_3_probes_2_s_apart() -> None:
-    """`gearworker run` without a server starts gearmand with --keepalive 5/2/3: its end of a connection shows
+@pytest.fixture
+def connect() -> Iterator[type[socket.socket]]:
+    opened: list[socket.socket] = []
+
+    def make(address: str) -> socket.socket:
+        host, port = address.rsplit(":", 1)
+        s = socket.create_connection((host, int(port)))
+        opened.append(s)
+        return s
+
+    yield make  # type: ignore[misc]
+    for s in opened:
+        s.close()
+
+
+async def test_the_local_gearmand_drops_a_silent_worker_after_5_s_idle_and_3_probes_2_s_apart(
+    connect: type[socket.socket],
+) -> None:
+    """`gearworker run` without a server starts gearmand with --keepalive 5/2/3: its end of our connection shows
     a keepalive timer of at most 5 s."""
     local = LocalGearmand(free_port())
     await local.start()
     try:
-        seen = await gearmand_keepalive(local.address, 5)
+        connect(local.address)  # type: ignore[call-arg]
+        idle = gearmand_keepalive(local.address)
     finally:
         await local.stop()
     assert tuple(SHORT) == KEEPALIVE_FLAGS
-    assert seen is not None and seen.idle is not None and seen.idle <= 5.0
+    assert idle is not None and idle <= 5.0
 
 
-async def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_the_connection(
-    gearmand_factory: type[Gearmand],
+def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_our_connection(
+    gearmand_factory: type[Gearmand], connect: type[socket.socket]
 ) -> None:
     """Debian's gearmand 1.1.20 keeps every connection alive with the kernel's timing unless told otherwise:
-    7,200 s idle before the first probe; with --keepalive-idle=5, 5 s."""
-    plain = await gearmand_keepalive(gearmand_factory().address, 5)
-    short = await gearmand_keepalive(gearmand_factory(extra=SHORT).address, 5)
-    assert plain is not None and plain.idle is not None and plain.idle > 3600
-    assert short is not None and short.idle is not None and short.idle <= 5.0
+    7,200 s idle before the first probe; with --keepalive-idle=5, 5 s.  Without a connection of ours, or to a
+    server whose end is not on this host, nothing is known."""
+    plain, short = gearmand_factory(), gearmand_factory(extra=SHORT)
+    with pytest.raises(LookupError):
+        gearmand_keepalive(plain.address)
+    connect(plain.address)  # type: ignore[call-arg]
+    connect(short.address)  # type: ignore[call-arg]
+    slow_idle, short_idle = gearmand_keepalive(plain.address), gearmand_keepalive(short.address)
+    assert slow_idle is not None and slow_idle > 3600
+    assert short_idle is not None and short_idle <= 5.0
 
 
-def test_a_socket_that_is_not_on_this_host_is_not_judged() -> None:
+def test_the_server_end_of_a_connection_is_found_by_its_addresses_and_our_inode() -> None:
     table = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-        "   0: 0100007F:1092 0100007F:D431 01 00000000:00000000 02:000001F4 00000000     0        0 1 1\n"
-        "   1: 0100007F:1093 0100007F:D432 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+        "   0: 0100007F:1092 0100007F:D431 01 00000000:00000000 02:000001F4 00000000     0        0 11 1\n"
+        "   1: 0100007F:D431 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 22 1\n"
+        "   2: 0100007F:1092 0100007F:D432 01 00000000:00000000 00:00000000 00000000     0        0 33 1\n"
+        "   3: 0100007F:D432 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 44 1\n"
     )
-    assert timer_of(table, "0100007F:1092", "0100007F:D431") == (2, 5.0)
-    assert timer_of(table, "0100007F:1093", "0100007F:D432") == (0, 0.0)
-    assert timer_of(table, "0100007F:1094", "0100007F:D432") is None
+    rows = parse_table(table)
+    assert proc_forms("127.0.0.1", 0x1092)[0] == "0100007F:1092"
+    assert server_ends(rows, {22}, proc_forms("127.0.0.1", 0x1092)) == [
+        Socket("0100007F:1092", "0100007F:D431", 2, 5.0, 11)
+    ]
+    assert server_ends(rows, {99}, proc_forms("127.0.0.1", 0x1092)) == []  # not our connection
 
 
 def _warnings(w: WorkerProcess) -> list[dict[str, object]]:
@@ -77,5 +108,6 @@ def test_the_worker_warns_once_at_start_up_about_a_gearmand_with_the_kernels_kee
     finally:
         assert w.stop() == 0
     (warning,) = _warnings(w)
-    assert warning["server"] == slow.address and "7200 s" in str(warning["detail"])
+    detail = str(warning["detail"])  # "TCP keepalive after 7199 s idle": the timer's time left
+    assert warning["server"] == slow.address and 3600 < float(detail.split()[3]) <= 7200
     assert warning["fix"] == KEEPALIVE_ADVICE

@@ -6,16 +6,17 @@ a NAT that forgot it) sends no FIN, and then only TCP keepalive on gearmand's
 side of the connection ends it.  Until then the job that worker held stays
 "running" there: no other worker gets it and its client waits.  Debian's
 gearmand 1.1.20 enables keepalive on every connection, but with the kernel's
-default timing unless started with ``--keepalive-idle`` and friends: 7,200 s
-idle, then 9 probes 75 s apart, so about 2 h 11 min.
+timing unless started with ``--keepalive-idle`` and friends: 7,200 s idle,
+then 9 probes 75 s apart, so about 2 h 11 min.
 
-The probe: open a connection, ask ``version`` (the admin protocol), and
-while it is open find gearmand's end of it in ``/proc/net/tcp`` (or
-``tcp6``): its timer column says whether a keepalive timer runs and when it
-fires, which on a fresh connection is the keepalive idle time.  That is only
-possible when gearmand runs on this host in this network namespace; for any
-other server nothing is said, as nothing is known.  Behind TLS (stunnel) the
-socket found would be the proxy's, so those servers are not probed.
+The probe opens nothing and asks nothing: it finds this process's own
+connections to a server in ``/proc/net/tcp`` (or ``tcp6``; ours are the
+sockets among ``/proc/self/fd``), then gearmand's end of each, whose timer
+column says whether a keepalive timer runs and when it fires (at most the
+keepalive idle time).  That end is visible only when gearmand runs on this
+host in this network namespace; any other server is not judged, as nothing
+is known of it.  Behind TLS (stunnel) the end found would be the proxy's, so
+the worker does not probe then.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import asyncio
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
 
 from ..address import parse_address
 
-__all__ = ["KEEPALIVE_ADVICE", "SLOW_IDLE", "KeepaliveSeen", "gearmand_keepalive", "timer_of", "warn_if_blind"]
+__all__ = ["KEEPALIVE_ADVICE", "SLOW_IDLE", "Socket", "gearmand_keepalive", "server_ends", "warn_if_blind"]
 
 log = structlog.get_logger("gearworker.server")
 
@@ -41,96 +43,106 @@ KEEPALIVE_ADVICE = "start gearmand with --keepalive --keepalive-idle=5 --keepali
 
 
 @dataclass(frozen=True, slots=True)
-class KeepaliveSeen:
-    """What gearmand's end of a fresh connection showed: its version and its keepalive idle time."""
+class Socket:
+    """One row of /proc/net/tcp{,6}: addresses as the kernel writes them, the timer, the inode."""
 
-    server: str
-    version: str
-    idle: float | None  # seconds until its first keepalive probe; None: no keepalive at all
+    local: str
+    remote: str
+    timer: int  # 0 none, 1 retransmit, 2 keepalive, 4 zero-window probe
+    seconds: float  # until the timer fires
+    inode: int
 
 
-def _proc_address(host: str, port: int) -> list[tuple[str, str]]:
-    """``(file, "ADDR:PORT")`` as /proc/net/tcp{,6} write ``host:port`` (both forms for IPv4)."""
+def parse_table(text: str, ticks_per_s: int = 100) -> list[Socket]:
+    """The rows of a /proc/net/tcp (or tcp6) text."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        kind, _, when = f[5].partition(":")
+        rows.append(Socket(f[1], f[2], int(kind, 16), int(when, 16) / ticks_per_s, int(f[9])))
+    return rows
+
+
+def proc_forms(ip: str, port: int) -> list[str]:
+    """``ip:port`` as /proc/net/tcp{,6} write it (an IPv4 address also as IPv6-mapped: a dual-stack socket)."""
+
+    def words(packed: bytes) -> str:
+        return "".join(f"{int.from_bytes(packed[i : i + 4], sys.byteorder):08X}" for i in range(0, len(packed), 4))
+
     try:
-        packed = socket.inet_pton(socket.AF_INET, host)
+        v4 = socket.inet_pton(socket.AF_INET, ip)
     except OSError:
-        packed6 = socket.inet_pton(socket.AF_INET6, host)
-        words = "".join(f"{int.from_bytes(packed6[i : i + 4], sys.byteorder):08X}" for i in range(0, 16, 4))
-        return [("tcp6", f"{words}:{port:04X}")]
-    mapped = b"\x00" * 10 + b"\xff\xff" + packed  # an IPv6 socket that accepted an IPv4 connection
-    words = "".join(f"{int.from_bytes(mapped[i : i + 4], sys.byteorder):08X}" for i in range(0, 16, 4))
-    return [("tcp", f"{int.from_bytes(packed, sys.byteorder):08X}:{port:04X}"), ("tcp6", f"{words}:{port:04X}")]
+        return [f"{words(socket.inet_pton(socket.AF_INET6, ip))}:{port:04X}"]
+    mapped = bytes(10) + b"\xff\xff" + v4
+    return [f"{words(v4)}:{port:04X}", f"{words(mapped)}:{port:04X}"]
 
 
-def timer_of(table: str, local: str, remote: str, ticks_per_s: int = 100) -> tuple[int, float] | None:
-    """The timer of the socket ``local`` -> ``remote`` in a /proc/net/tcp text: (kind, seconds left).
-
-    Kind 0: none, 1: retransmit, 2: keepalive, 4: zero-window probe.  None
-    when there is no such socket (another host, another namespace).
-    """
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 5 and fields[1] == local and fields[2] == remote:
-            kind, _, when = fields[5].partition(":")
-            return int(kind, 16), int(when, 16) / ticks_per_s
-    return None
+def server_ends(rows: Iterable[Socket], ours: set[int], server: list[str]) -> list[Socket]:
+    """gearmand's ends of our connections to ``server`` (its /proc forms)."""
+    rows = list(rows)
+    mine = [r for r in rows if r.inode in ours and r.remote in server]
+    return [r for r in rows for m in mine if r.local == m.remote and r.remote == m.local]
 
 
-def _server_end(ours: tuple[str, int], theirs: tuple[str, int]) -> tuple[int, float] | None:
-    ticks = os.sysconf("SC_CLK_TCK")
-    for (file, local), (_, remote) in zip(_proc_address(*theirs), _proc_address(*ours), strict=True):
+def _our_inodes() -> set[int]:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
         try:
-            with open(f"/proc/net/{file}") as f:
-                table = f.read()
+            target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
-            return None
-        found = timer_of(table, local, remote, ticks)
-        if found is not None:
-            return found
-    return None
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
 
 
-async def gearmand_keepalive(server: str, timeout: float) -> KeepaliveSeen | None:
-    """Probe ``server`` (see the module's docstring); None when its end of the connection cannot be seen."""
+def gearmand_keepalive(server: str) -> float | None:
+    """Seconds until gearmand's first keepalive probe on our connections to ``server``; None: no keepalive at all.
+
+    Raises LookupError when gearmand's end is not to be seen (another host or
+    namespace, or no connection yet).  Blocking: /proc and a name lookup.
+    """
     host, port = parse_address(server)
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+    ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    forms = proc_forms(str(ip), port)
+    ticks = os.sysconf("SC_CLK_TCK")
+    rows: list[Socket] = []
+    for name in ("tcp", "tcp6"):
         try:
-            writer.write(b"version\n")
-            version = (await reader.readline()).decode(errors="replace").strip().removeprefix("OK ").strip()
-            ours, theirs = writer.get_extra_info("sockname")[:2], writer.get_extra_info("peername")[:2]
-            for _ in range(5):  # a retransmit timer (unacknowledged data) hides the keepalive one for a moment
-                timer = _server_end(ours, theirs)
-                if timer is None:
-                    return None
-                kind, left = timer
-                if kind in (0, 2):
-                    return KeepaliveSeen(server, version, left if kind == 2 else None)
-                await asyncio.sleep(0.02)
-            return None
-        finally:
-            writer.close()
+            with open(f"/proc/net/{name}") as f:
+                rows += parse_table(f.read(), ticks)
+        except OSError as e:
+            raise LookupError(f"/proc/net/{name}: {e}") from e
+    ends = server_ends(rows, _our_inodes(), forms)
+    timers = [end for end in ends if end.timer in (0, 2)]  # a retransmit timer hides the keepalive one
+    if not timers:
+        raise LookupError(f"gearmand's end of our connections to {server} is not on this host")
+    keepalive = [end.seconds for end in timers if end.timer == 2]
+    return max(keepalive) if keepalive else None
 
 
-async def warn_if_blind(servers: list[str], timeout: float) -> None:
-    """Log once per server whose gearmand cannot notice a vanished worker soon (no keepalive, or a slow one)."""
+async def warn_if_blind(servers: list[str], connected: asyncio.Event) -> None:
+    """Once our connections are up: log each server whose gearmand cannot notice a vanished worker soon."""
+    await connected.wait()
+    await asyncio.sleep(1.0)  # the other servers' connections too, most likely
     for server in servers:
         try:
-            seen = await gearmand_keepalive(server, timeout)
-        except (OSError, TimeoutError, ValueError):
-            continue  # not up yet, or not ours to judge: the worker's own connections report it
-        if seen is None or (seen.idle is not None and seen.idle <= SLOW_IDLE):
+            idle = await asyncio.to_thread(gearmand_keepalive, server)
+        except (LookupError, OSError, ValueError):
+            continue  # not ours to judge
+        if idle is not None and idle <= SLOW_IDLE:
             continue
-        if seen.idle is None:
+        if idle is None:
             detail = "no TCP keepalive on its connections"
-            holds = "for as long as the connection is thought alive (for good)"
+            holds = "for as long as its connection is thought alive"
         else:
-            detail = f"TCP keepalive after {seen.idle:.0f} s idle"
-            holds = "until keepalive gives up (with the kernel's defaults about 2 h 11 min)"
+            detail = f"TCP keepalive after {idle:.0f} s idle"
+            holds = "until keepalive gives up (with the kernel's defaults, about 2 h 11 min)"
         log.warning(
             "gearmand.blind_to_dead_workers",
             server=server,
-            version=seen.version,
             detail=detail,
             why=f"a worker that vanishes without closing its connection keeps its running jobs there {holds}",
             fix=KEEPALIVE_ADVICE,

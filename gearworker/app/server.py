@@ -122,7 +122,8 @@ class Server:
         if not s.tls:  # behind TLS the socket seen would be the proxy's (app/keepalive.py)
             from .keepalive import warn_if_blind
 
-            self._background.append(asyncio.create_task(warn_if_blind(list(s.servers), s.connect_timeout)))
+            connected = self.worker.first_connection
+            self._background.append(asyncio.create_task(warn_if_blind(list(s.servers), connected)))
         log.info(
             "server.started",
             pid=os.getpid(),
