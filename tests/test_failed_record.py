@@ -9,6 +9,9 @@ tests/reliability/test_failure_path.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +19,6 @@ from pathlib import Path
 import pytest
 import uvloop
 from gearmand import Gearmand
-from test_failed_store import cli
 from test_worker_runner import HANDLERS, RecordingTransport, _connected
 
 from gearworker.failed import FailedJob, FailedStoreError, RecordFailures, open_store
@@ -54,8 +56,20 @@ class GatedStore:
 
         return Gated()
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
+    def add(self, job: FailedJob) -> str:
+        return self.inner.add(job)
+
+    def list(self, *, function: str | None = None, limit: int | None = None) -> list[FailedJob]:
+        return self.inner.list(function=function, limit=limit)
+
+    def get(self, job_id: str) -> FailedJob:
+        return self.inner.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        return self.inner.delete(job_id)
+
+    def purge(self, *, function: str | None = None, older_than: float | None = None) -> int:
+        return self.inner.purge(function=function, older_than=older_than)
 
 
 @pytest.mark.parametrize("name", ["failed.db", "failed"])
@@ -69,7 +83,7 @@ def test_a_failed_jobs_record_is_durable_before_its_work_fail_is_written(tmp_pat
 
     async def scenario() -> tuple[list[PacketType], list[PacketType], int]:
         transport = RecordingTransport()
-        recorder = RecordFailures(store)  # type: ignore[arg-type]
+        recorder = RecordFailures(store)
         _worker, session, stream = _connected(tmp_path / "h", transport, Chain([LogMiddleware(), recorder]))
         session.grabs = 1
         stream.data_received(encode(Packet(PacketType.JOB_ASSIGN_UNIQ, (b"H:1", b"fail", b"u-9", b"x"), Magic.RES)))
@@ -97,7 +111,7 @@ def test_records_that_fail_together_are_written_in_one_batch(tmp_path: Path, nam
     store = GatedStore(open_store(tmp_path / name))
 
     async def scenario() -> list[str]:
-        writer = RecordWriter(store)  # type: ignore[arg-type]
+        writer = RecordWriter(store)
         first = writer.write(record("u-0"))
         await asyncio.sleep(0.1)  # the thread holds the first record at the gate
         rest = [writer.write(record(f"u-{i}")) for i in range(1, 200)]
@@ -122,7 +136,9 @@ def test_a_store_that_cannot_be_written_fails_its_batch_and_the_next_batch_still
         writer = RecordWriter(store)
         folder.rmdir()
         folder.write_text("not a folder")
-        failed = await asyncio.gather(writer.write(record("u-1")), writer.write(record("u-2")), return_exceptions=True)
+        failed = list(
+            await asyncio.gather(writer.write(record("u-1")), writer.write(record("u-2")), return_exceptions=True)
+        )
         folder.unlink()
         folder.mkdir()
         ok = await writer.write(record("u-3"))
@@ -155,6 +171,19 @@ def test_repeats_are_found_in_time_order_whatever_order_the_records_come_in() ->
     late = FailedJob("f", "h", "u", "e", 1, b"", 0, "", 2.0, "late")
     early = FailedJob("f", "h", "u", "e", 1, b"", 0, "", 1.0, "early")
     assert [(j.id, j.repeat_of) for j in mark_repeats([late, early])] == [("early", ""), ("late", "early")]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", "failed", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_retry_submits_the_job_once_and_drops_its_repeats_with_it(gearmand: Gearmand, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from gearmand import Gearmand, free_port
@@ -22,8 +22,11 @@ from gearworker.app.localserver import KEEPALIVE_FLAGS, LocalGearmand
 SHORT = ["--keepalive", "--keepalive-idle=5", "--keepalive-interval=2", "--keepalive-count=3"]
 
 
+Connect = Callable[[str], socket.socket]
+
+
 @pytest.fixture
-def connect() -> Iterator[type[socket.socket]]:
+def connect() -> Iterator[Connect]:
     opened: list[socket.socket] = []
 
     def make(address: str) -> socket.socket:
@@ -32,20 +35,20 @@ def connect() -> Iterator[type[socket.socket]]:
         opened.append(s)
         return s
 
-    yield make  # type: ignore[misc]
+    yield make
     for s in opened:
         s.close()
 
 
 async def test_the_local_gearmand_drops_a_silent_worker_after_5_s_idle_and_3_probes_2_s_apart(
-    connect: type[socket.socket],
+    connect: Connect,
 ) -> None:
     """`gearworker run` without a server starts gearmand with --keepalive 5/2/3: its end of our connection shows
     a keepalive timer of at most 5 s."""
     local = LocalGearmand(free_port())
     await local.start()
     try:
-        connect(local.address)  # type: ignore[call-arg]
+        connect(local.address)
         idle = gearmand_keepalive(local.address)
     finally:
         await local.stop()
@@ -54,7 +57,7 @@ async def test_the_local_gearmand_drops_a_silent_worker_after_5_s_idle_and_3_pro
 
 
 def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_our_connection(
-    gearmand_factory: type[Gearmand], connect: type[socket.socket]
+    gearmand_factory: type[Gearmand], connect: Connect
 ) -> None:
     """Debian's gearmand 1.1.20 keeps every connection alive with the kernel's timing unless told otherwise:
     7,200 s idle before the first probe; with --keepalive-idle=5, 5 s.  Without a connection of ours, or to a
@@ -62,8 +65,8 @@ def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_our_connection
     plain, short = gearmand_factory(), gearmand_factory(extra=SHORT)
     with pytest.raises(LookupError):
         gearmand_keepalive(plain.address)
-    connect(plain.address)  # type: ignore[call-arg]
-    connect(short.address)  # type: ignore[call-arg]
+    connect(plain.address)
+    connect(short.address)
     slow_idle, short_idle = gearmand_keepalive(plain.address), gearmand_keepalive(short.address)
     assert slow_idle is not None and slow_idle > 3600
     assert short_idle is not None and short_idle <= 5.0

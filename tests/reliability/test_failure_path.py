@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from gearmand import Gearmand
@@ -36,7 +37,7 @@ from .support import log_events, record_figures
 HANDLERS = Path(__file__).resolve().parents[1] / "handlers_failpath"
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
@@ -78,7 +79,8 @@ async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
             while not _recorded(db):  # the workers are failing jobs...
                 await asyncio.sleep(0.01)
             await asyncio.sleep(1.0)  # ...for about a second
-            workers[0].proc.kill()  # type: ignore[union-attr]
+            assert workers[0].proc is not None
+            workers[0].proc.kill()
             killed_at = time.monotonic() - started
             recorded_at_kill = sum(_recorded(db).values())
             await submit
