@@ -72,20 +72,19 @@ def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_our_connection
     assert short_idle is not None and short_idle <= 5.0
 
 
-def test_the_server_end_of_a_connection_is_found_by_its_addresses_and_our_inode() -> None:
+def test_gearmands_ends_are_the_connections_accepted_on_its_address() -> None:
     table = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
-        "   0: 0100007F:1092 0100007F:D431 01 00000000:00000000 02:000001F4 00000000     0        0 11 1\n"
-        "   1: 0100007F:D431 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 22 1\n"
-        "   2: 0100007F:1092 0100007F:D432 01 00000000:00000000 00:00000000 00000000     0        0 33 1\n"
-        "   3: 0100007F:D432 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 44 1\n"
+        "   0: 0100007F:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 10 1\n"
+        "   1: 0100007F:1092 0100007F:D431 01 00000000:00000000 02:000001F4 00000000     0        0 11 1\n"
+        "   2: 0100007F:D431 0100007F:1092 01 00000000:00000000 00:00000000 00000000     0        0 22 1\n"
     )
     rows = parse_table(table)
     assert proc_forms("127.0.0.1", 0x1092)[0] == "0100007F:1092"
-    assert server_ends(rows, {22}, proc_forms("127.0.0.1", 0x1092)) == [
-        Socket("0100007F:1092", "0100007F:D431", 2, 5.0, 11)
+    assert server_ends(rows, proc_forms("127.0.0.1", 0x1092)) == [
+        Socket("0100007F:1092", "0100007F:D431", 2, 5.0, True)  # not the listening socket, not our end
     ]
-    assert server_ends(rows, {99}, proc_forms("127.0.0.1", 0x1092)) == []  # not our connection
+    assert server_ends(rows, proc_forms("127.0.0.2", 0x1092)) == []
 
 
 def _warnings(w: WorkerProcess) -> list[dict[str, object]]:

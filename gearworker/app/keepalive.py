@@ -9,14 +9,15 @@ gearmand 1.1.20 enables keepalive on every connection, but with the kernel's
 timing unless started with ``--keepalive-idle`` and friends: 7,200 s idle,
 then 9 probes 75 s apart, so about 2 h 11 min.
 
-The probe opens nothing and asks nothing: it finds this process's own
-connections to a server in ``/proc/net/tcp`` (or ``tcp6``; ours are the
-sockets among ``/proc/self/fd``), then gearmand's end of each, whose timer
-column says whether a keepalive timer runs and when it fires (at most the
-keepalive idle time).  That end is visible only when gearmand runs on this
-host in this network namespace; any other server is not judged, as nothing
-is known of it.  Behind TLS (stunnel) the end found would be the proxy's, so
-the worker does not probe then.
+The probe opens no connection and asks nothing: it reads ``/proc/net/tcp``
+(and ``tcp6``) for the connections gearmand accepted on the server's address
+(ours among them), whose timer column says whether a keepalive timer runs
+and when it fires (at most the keepalive idle time).  Those ends are visible
+only when gearmand runs on this host in this network namespace; any other
+server is not judged, as nothing is known of it.  Behind TLS (stunnel) the
+end found would be the proxy's, so the worker does not probe then.  It runs
+once, right after the first connection is up: a worker under load never
+sees it (tests/reliability/test_soak.py counts file descriptors).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Socket:
     remote: str
     timer: int  # 0 none, 1 retransmit, 2 keepalive, 4 zero-window probe
     seconds: float  # until the timer fires
-    inode: int
+    established: bool
 
 
 def parse_table(text: str, ticks_per_s: int = 100) -> list[Socket]:
@@ -61,7 +62,7 @@ def parse_table(text: str, ticks_per_s: int = 100) -> list[Socket]:
         if len(f) < 10:
             continue
         kind, _, when = f[5].partition(":")
-        rows.append(Socket(f[1], f[2], int(kind, 16), int(when, 16) / ticks_per_s, int(f[9])))
+        rows.append(Socket(f[1], f[2], int(kind, 16), int(when, 16) / ticks_per_s, f[3] == "01"))
     return rows
 
 
@@ -79,30 +80,16 @@ def proc_forms(ip: str, port: int) -> list[str]:
     return [f"{words(v4)}:{port:04X}", f"{words(mapped)}:{port:04X}"]
 
 
-def server_ends(rows: Iterable[Socket], ours: set[int], server: list[str]) -> list[Socket]:
-    """gearmand's ends of our connections to ``server`` (its /proc forms)."""
-    rows = list(rows)
-    mine = [r for r in rows if r.inode in ours and r.remote in server]
-    return [r for r in rows for m in mine if r.local == m.remote and r.remote == m.local]
-
-
-def _our_inodes() -> set[int]:
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
+def server_ends(rows: Iterable[Socket], server: list[str]) -> list[Socket]:
+    """The connections accepted on ``server``'s address (its /proc forms): gearmand's ends, connected."""
+    return [r for r in rows if r.local in server and r.established]
 
 
 def gearmand_keepalive(server: str) -> float | None:
-    """Seconds until gearmand's first keepalive probe on our connections to ``server``; None: no keepalive at all.
+    """Seconds until gearmand's first keepalive probe on its connections on ``server``; None: no keepalive.
 
-    Raises LookupError when gearmand's end is not to be seen (another host or
-    namespace, or no connection yet).  Blocking: /proc and a name lookup.
+    Raises LookupError when gearmand's ends are not to be seen (another host
+    or namespace, or no connection yet).  Blocking: /proc and a name lookup.
     """
     host, port = parse_address(server)
     ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
@@ -115,7 +102,7 @@ def gearmand_keepalive(server: str) -> float | None:
                 rows += parse_table(f.read(), ticks)
         except OSError as e:
             raise LookupError(f"/proc/net/{name}: {e}") from e
-    ends = server_ends(rows, _our_inodes(), forms)
+    ends = server_ends(rows, forms)
     timers = [end for end in ends if end.timer in (0, 2)]  # a retransmit timer hides the keepalive one
     if not timers:
         raise LookupError(f"gearmand's end of our connections to {server} is not on this host")
@@ -126,7 +113,7 @@ def gearmand_keepalive(server: str) -> float | None:
 async def warn_if_blind(servers: list[str], connected: asyncio.Event) -> None:
     """Once our connections are up: log each server whose gearmand cannot notice a vanished worker soon."""
     await connected.wait()
-    await asyncio.sleep(1.0)  # the other servers' connections too, most likely
+    await asyncio.sleep(0.2)  # the other servers' connections too, most likely
     for server in servers:
         try:
             idle = await asyncio.to_thread(gearmand_keepalive, server)
