@@ -255,10 +255,10 @@ def _tick_runs(path: Path) -> list[tuple[int, float]]:
 def test_one_hung_server_of_two_stalls_no_schedule(
     size: Size, gearmand_factory: type[Gearmand], tmp_path: Path
 ) -> None:
-    """2 gearmand, 3 workers with a schedule; one gearmand is SIGSTOPped (15 s; --full: 90 s with schedule=2)
+    """2 gearmand, 3 workers with a schedule; one gearmand is SIGSTOPped (12 s; --full: 90 s with schedule=2)
     then resumed.  Every tick from before the hang to after it runs exactly once, none more than 5 s late."""
     every = 2 if size.full else 1
-    hang = 90.0 if size.full else 15.0
+    hang = 90.0 if size.full else 12.0
     servers = [gearmand_factory(), gearmand_factory()]
     ticks = tmp_path / "ticks"
     ticks.touch()
@@ -281,7 +281,7 @@ def test_one_hung_server_of_two_stalls_no_schedule(
         finally:
             hung.proc.send_signal(signal.SIGCONT)
         resumed = time.time()
-        time.sleep(8 + 2 * every)  # the resumed server hands out whatever it held
+        time.sleep(5 + 2 * every)  # the resumed server hands out whatever it held
         last = time.time() - 3
     finally:
         for w in workers:
