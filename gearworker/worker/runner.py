@@ -215,7 +215,7 @@ class Runner:
             on_failure=lambda failure, n, final: self.middleware.on_failure(job.info, failure, n, final),
             sleep=lambda delay: self._backoff(job, delay),
         )
-        if isinstance(result, Failure) and self.middleware.has_final_hooks:
+        if isinstance(result, Failure) and self.middleware.has_final_hooks and not job.abandoned:
             await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
         return result
 
@@ -244,7 +244,8 @@ class Runner:
     async def _failed(self, job: ActiveJob, failure: Failure, attempt: int) -> None:
         """The only attempt of a job without retries failed: tell the middlewares."""
         self.middleware.on_failure(job.info, failure, attempt, True)
-        if self.middleware.has_final_hooks:
+        # (An abandoned job's connection is gone: gearmand re-queued it, it is no failure to record.)
+        if self.middleware.has_final_hooks and not job.abandoned:
             await self.middleware.before_final_failure(job.info)  # gearmand still holds the job here
 
     def _end(self, job: ActiveJob, result: bytes | Failure) -> None:
