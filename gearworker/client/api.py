@@ -25,7 +25,7 @@ import hashlib
 import itertools
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from .admin import admin_query
 from .health import ServerHealth, server_health
 from .results import JobStatus, Progress, Result
 from .routing import Router, ServerConnection, Waiter
+from .running import RunningJob
 
 __all__ = [
     "Client",
@@ -223,7 +224,11 @@ class Client:
                 print(event.kind, event.fraction)
             result = await job.result()      # or raises like submit()
         """
-        return RunningJob(self, function, payload, priority, unique, timeout)
+        return RunningJob(
+            lambda waiter: self._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter),
+            function,
+            timeout,
+        )
 
     async def submit_background(
         self,
@@ -487,83 +492,6 @@ def _priority(priority: str) -> str:
     if priority not in _FOREGROUND:
         raise ValueError(f"priority must be 'high', 'normal' or 'low', not {priority!r}")
     return priority
-
-
-_END = object()
-
-
-class RunningJob:
-    """A foreground job read as an async iterator of :class:`Progress`; see :meth:`Client.start`."""
-
-    def __init__(
-        self,
-        client: Client,
-        function: str,
-        payload: Payload,
-        priority: Priority,
-        unique: str | bytes | None,
-        timeout: float | None,
-    ) -> None:
-        self._client = client
-        self._args = (function, payload, priority, unique)
-        self._timeout = timeout
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiter: Waiter | None = None
-        self._router: Router | None = None
-        self._deadline: float | None = None
-
-    @property
-    def handle(self) -> bytes:
-        """The job handle once the server created the job (empty before)."""
-        return self._waiter.handle if self._waiter else b""
-
-    async def __aenter__(self) -> RunningJob:
-        function, payload, priority, unique = self._args
-        loop = asyncio.get_running_loop()
-        if self._timeout is not None:
-            self._deadline = loop.time() + self._timeout
-        self._waiter = waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=self._events.put_nowait)
-        waiter.future.add_done_callback(lambda _: self._events.put_nowait(_END))
-        async with asyncio.timeout_at(self._deadline):
-            self._router = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._waiter is not None and self._router is not None and not self._waiter.future.done():
-            self._router.forget(self._waiter)  # left early: stop routing to us
-            self._waiter.future.cancel()
-
-    def __aiter__(self) -> AsyncIterator[Progress]:
-        return self
-
-    async def __anext__(self) -> Progress:
-        event = await self._within_deadline(self._events.get())
-        if event is _END:
-            self._events.put_nowait(_END)  # iterating again ends again
-            raise StopAsyncIteration
-        assert isinstance(event, Progress)
-        return event
-
-    async def result(self) -> Result:
-        """Wait for the job's result (raises like :meth:`Client.submit`)."""
-        if self._waiter is None:
-            raise RuntimeError("use 'async with client.start(...) as job' before awaiting the result")
-        result: Result = await self._within_deadline(asyncio.shield(self._waiter.future))
-        return result
-
-    async def _within_deadline(self, awaitable: Any) -> Any:
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                return await awaitable
-        except TimeoutError as e:
-            if self._deadline is None or asyncio.get_running_loop().time() < self._deadline:
-                raise
-            if self._waiter is not None and self._router is not None:
-                self._router.forget(self._waiter)
-                self._waiter.future.cancel()
-            raise JobTimeout(f"job {self._args[0]!r} did not finish within {self._timeout}s") from e
 
 
 # -- module-level helpers -----------------------------------------------------
