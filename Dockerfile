@@ -1,7 +1,9 @@
 # gearworker image: the worker, the web app and gearmand itself, so that one
 # image serves every service of docker-compose.yml.  The steps mirror the
 # install steps of scripts/bootstrap and the README (Debian packages, then pip).
-FROM python:3.11-slim
+# Debian 13 (trixie) with Python 3.13: the official image's trixie variant, named so
+# that a later default Debian does not change the packages under it.
+FROM python:3.13-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

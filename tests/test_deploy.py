@@ -33,6 +33,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 BOOTSTRAP = ROOT / "scripts" / "bootstrap"
 RUNTIME_EXTRAS = {"images", "web", "metrics"}
+BASE_IMAGE = "python:3.13-slim-trixie"  # Debian 13 and Python 3.13, as scripts/container-base makes it
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -103,6 +104,19 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         instruction, _, rest = line.partition(" ")
         out.append((instruction.upper(), rest.strip()))
     return out
+
+
+def dockerfile_stages() -> list[tuple[str | None, str, list[tuple[str, str]]]]:
+    """The stages of the Dockerfile: (name or None, base image, its instructions after FROM)."""
+    stages: list[tuple[str | None, str, list[tuple[str, str]]]] = []
+    for instruction, arg in dockerfile_instructions():
+        if instruction == "FROM":
+            words = [w for w in arg.split() if not w.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append((name, words[0], []))
+        elif stages:
+            stages[-1][2].append((instruction, arg))
+    return stages
 
 
 def apt_packages(script: str) -> set[str]:
@@ -349,9 +363,13 @@ def test_compose_web_keeps_its_photos_on_the_photos_volume(compose: dict[str, An
 
 
 def test_dockerfile_base_user_and_command() -> None:
-    """python:3.11-slim, a non-root user, and CMD python -m gearworker."""
-    steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    """Every stage on python:3.13-slim-trixie (Debian 13, Python 3.13), a non-root user, CMD python -m gearworker."""
+    stages = dockerfile_stages()
+    names = {name for name, _, _ in stages}
+    assert {base for _, base, _ in stages if base not in names} == {BASE_IMAGE}
+    base = (ROOT / "scripts" / "container-base").read_text()
+    assert f'PYTHON_IMAGE="{BASE_IMAGE}"' in base and 'SUITE="trixie"' in base
+    steps = stages[-1][2]
     users = [arg for instruction, arg in steps if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert any(instruction == "RUN" and "useradd" in arg and users[-1] in arg for instruction, arg in steps)
