@@ -145,6 +145,15 @@ def dockerignored(path: str) -> bool:
     return ignored
 
 
+def gearmand_command(compose: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """The compose gearmand's options: ({--flag: value}, {--switch without a value})."""
+    command = compose["services"]["gearmand"]["command"]
+    assert command[0] == "gearmand"
+    flags = dict(arg.split("=", 1) for arg in command[1:] if "=" in arg)
+    switches = {arg for arg in command[1:] if "=" not in arg}
+    return flags, switches
+
+
 def apt_packages(script: str) -> set[str]:
     """Package names given to ``apt-get install`` in a shell script or RUN line (variables expanded)."""
     script = script.replace("\\\n", " ")
@@ -313,18 +322,27 @@ def test_compose_publishes_gearmand_and_web_on_loopback_only(compose: dict[str, 
 def test_compose_gearmand_keeps_its_queue_on_a_volume(compose: dict[str, Any]) -> None:
     """gearmand uses the sqlite queue in a named volume, with flags the installed gearmand knows."""
     gearmand = compose["services"]["gearmand"]
-    command = gearmand["command"]
-    assert command[0] == "gearmand"
-    flags = dict(arg.split("=", 1) for arg in command[1:])
+    flags, switches = gearmand_command(compose)
     assert flags["--queue-type"] == "libsqlite3"
     mounts = {target: source for source, target in (v.split(":")[:2] for v in gearmand["volumes"])}
     db_dir = str(Path(flags["--libsqlite3-db"]).parent)
     assert mounts[db_dir] in compose["volumes"]
     # The image's own gearmand is checked by tests/containers; this one is Debian's (1.1.20 and later have them all).
     help_text = subprocess.run(["gearmand", "--help"], capture_output=True, text=True, timeout=30).stdout
-    for flag in flags:
+    for flag in [*flags, *switches]:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), f"gearmand has no {flag}"
     assert gearmand["healthcheck"]["test"][1] == "gearadmin"
+
+
+def test_compose_gearmand_has_tcp_keepalive_so_a_vanished_workers_job_goes_to_another_worker(
+        compose: dict[str, Any]) -> None:
+    """A worker whose host vanishes without a FIN keeps its running job "running" in gearmand forever unless gearmand
+    probes idle connections: --keepalive, first probe after 5 s idle, 3 probes 2 s apart (measured with these, a worker
+    cut off 1 s into an 8 s job: the client had its result 19 s after the cut).  tests/containers/test_compose.py cuts
+    a worker off for real."""
+    flags, switches = gearmand_command(compose)
+    assert "--keepalive" in switches
+    assert (flags["--keepalive-idle"], flags["--keepalive-interval"], flags["--keepalive-count"]) == ("5", "2", "3")
 
 
 def test_compose_worker_command_and_environment_are_real(compose: dict[str, Any]) -> None:

@@ -30,12 +30,13 @@ def test_the_image_is_debian_13_with_python_3_13(image: str) -> None:
 
 def test_the_image_runs_gearmand_2_0_0_with_ssl_and_the_sqlite_queue(image: str) -> None:
     """gearmand --version names 2.0.0; its --help has SSL, the sqlite queue and every option docker-compose.yml gives
-    it; gearman and gearadmin (the healthchecks) run."""
+    it (--keepalive and its timings among them); gearman and gearadmin (the healthchecks) run."""
     version = in_image(image, "gearmand --version")
     assert re.match(r"gearmand 2\.0\.0 ", version.strip()), version
     help_text = in_image(image, "gearmand --help")
     command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["gearmand"]["command"]
     flags = [arg.split("=", 1)[0] for arg in command[1:]]
+    assert "--keepalive" in flags
     for flag in [*flags, "--ssl", "--ssl-certificate", "--ssl-key", "--libsqlite3-db"]:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), f"the image's gearmand has no {flag}"
     tools = in_image(image, "gearadmin --help >/dev/null 2>&1 && gearman -H >/dev/null 2>&1 && echo ok")
