@@ -29,7 +29,8 @@ WORKDIR /tmp/gearmand
 RUN tarball="/tmp/vendor/gearmand-$GEARMAND_VERSION.tar.gz" \
     && if [ ! -f "$tarball" ]; then \
          echo "downloading $GEARMAND_URL" && tarball=/tmp/gearmand.tar.gz \
-         && curl -fsSL --retry 3 -o "$tarball" "$GEARMAND_URL"; \
+         && { curl -fsSL --retry 3 -o "$tarball" "$GEARMAND_URL" \
+              || { echo "no download: without access to GitHub, put the tarball into vendor/ (scripts/gearmand-source TARBALL)" >&2; exit 1; }; }; \
        fi \
     && tar -xzf "$tarball" --strip-components=1 --no-same-owner \
     && rm -rf /tmp/vendor /tmp/gearmand.tar.gz \
