@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import subprocess
 import threading
 import time
@@ -184,3 +185,39 @@ def healthchecks_run(s: Stack, every: float = 1.0) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+_METRICS = ("import urllib.request; "
+            "print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())")
+
+
+def metric(container: str, name: str, **labels: str) -> float:
+    """A worker container's metric (0 when absent), read from its /metrics inside the container."""
+    text = run(["podman", "exec", container, "python", "-c", _METRICS], timeout=30).stdout
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
+
+
+@contextlib.contextmanager
+def cut_off_from_gearmand(container: str) -> Iterator[None]:
+    """Drop every packet between a container and gearmand's port (iptables in the container's network namespace,
+    entered from the host): to gearmand, the container's host has vanished, and no FIN or RST ever arrives.
+    Healed when the block ends."""
+    for tool in ("nsenter", "iptables"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: scripts/bootstrap test installs it")
+    pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", container], timeout=30).stdout.strip()
+    rules = [("INPUT", "--sport"), ("OUTPUT", "--dport")]
+    for chain, port in rules:
+        run(["nsenter", "--target", pid, "--net", "iptables", "-I", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
+            timeout=30)
+    try:
+        yield
+    finally:
+        for chain, port in rules:
+            run(["nsenter", "--target", pid, "--net", "iptables", "-D", chain, "-p", "tcp", port, "4730", "-j",
+                 "DROP"], timeout=30, check=False)

@@ -25,9 +25,9 @@ from .checks import (
     wait_for_web,
     wait_for_workers,
 )
-from .stack import ROOT, Stack, docker_compose, wait_until
+from .stack import MODULE_TIMEOUT, ROOT, Stack, docker_compose, wait_until
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(MODULE_TIMEOUT)]
 
 
 @pytest.fixture(scope="module")
