@@ -40,6 +40,7 @@ async def _samples(count: int, evict_mib: int) -> dict[str, list[float]]:
     from gearworker import config, logs
     from gearworker.metrics import NO_METRICS
     from gearworker.protocol import Magic, Packet, PacketType, encode
+
     try:
         from gearworker.worker.dispatch import Worker
     except ImportError:  # a checkout from before the worker/ split

@@ -60,6 +60,7 @@ def _version() -> str:
     globals()["__version__"] = value
     return value
 
+
 __all__ = [
     "Client",
     "ConfigError",

@@ -39,8 +39,10 @@ RUNTIME_EXTRAS = {"images", "web", "metrics"}
 BASE_IMAGE = "python:3.13-slim-trixie"  # Debian 13 and Python 3.13, as scripts/container-base makes it
 GEARMAND_VERSION = "2.0.0"
 # The programs of scripts/bootstrap's runtime Debian packages, which the image builds from gearmand's source instead.
-PROGRAMS_OF_RUNTIME_PACKAGES = {"gearman-job-server": {"sbin/gearmand"},
-                                "gearman-tools": {"bin/gearman", "bin/gearadmin"}}
+PROGRAMS_OF_RUNTIME_PACKAGES = {
+    "gearman-job-server": {"sbin/gearmand"},
+    "gearman-tools": {"bin/gearman", "bin/gearadmin"},
+}
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -133,8 +135,11 @@ def dockerfile_args(steps: list[tuple[str, str]]) -> dict[str, str]:
 
 def dockerignored(path: str) -> bool:
     """Whether .dockerignore keeps ``path`` (or a folder above it) out of the build context; last match wins."""
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     parts = path.split("/")
     prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     ignored = False
@@ -336,7 +341,8 @@ def test_compose_gearmand_keeps_its_queue_on_a_volume(compose: dict[str, Any]) -
 
 
 def test_compose_gearmand_has_tcp_keepalive_so_a_vanished_workers_job_goes_to_another_worker(
-        compose: dict[str, Any]) -> None:
+    compose: dict[str, Any],
+) -> None:
     """A worker whose host vanishes without a FIN keeps its running job "running" in gearmand forever unless gearmand
     probes idle connections: --keepalive, first probe after 5 s idle, 3 probes 2 s apart (measured with these, a worker
     cut off 1 s into an 8 s job: the client had its result 19 s after the cut).  tests/containers/test_compose.py cuts
@@ -461,13 +467,21 @@ def test_dockerfile_builds_gearmand_2_0_0_in_a_build_stage() -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", args["GEARMAND_TREE_SHA256"])
     runs = "\n".join(arg for instruction, arg in build if instruction == "RUN")
     assert ("COPY", "vendor/ /tmp/vendor/") in build
-    assert '/tmp/vendor/gearmand-$GEARMAND_VERSION.tar.gz' in runs and '"$GEARMAND_URL"' in runs
+    assert "/tmp/vendor/gearmand-$GEARMAND_VERSION.tar.gz" in runs and '"$GEARMAND_URL"' in runs
     assert '"$GEARMAND_TREE_SHA256"' in runs
     configure = re.search(r"\./configure ([^&]*)", runs)
     assert configure is not None and {"--enable-ssl", "--with-sqlite3"} <= set(configure.group(1).split())
     assert re.search(r"make [^&]*install", runs)
-    assert apt_packages(runs) >= {"libboost-program-options-dev", "libevent-dev", "uuid-dev", "libssl-dev",
-                                  "libsqlite3-dev", "gperf", "g++", "make"}
+    assert apt_packages(runs) >= {
+        "libboost-program-options-dev",
+        "libevent-dev",
+        "uuid-dev",
+        "libssl-dev",
+        "libsqlite3-dev",
+        "gperf",
+        "g++",
+        "make",
+    }
     copies = [arg for instruction, arg in final if instruction == "COPY" and arg.startswith("--from=")]
     assert copies == [f"--from={build_name} /stage/usr/local/ /usr/local/"], copies
     final_runs = "\n".join(arg for instruction, arg in final if instruction == "RUN")

@@ -187,8 +187,9 @@ def healthchecks_run(s: Stack, every: float = 1.0) -> Iterator[None]:
         thread.join(timeout=60)
 
 
-_METRICS = ("import urllib.request; "
-            "print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())")
+_METRICS = (
+    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())"
+)
 
 
 def metric(container: str, name: str, **labels: str) -> float:
@@ -213,11 +214,16 @@ def cut_off_from_gearmand(container: str) -> Iterator[None]:
     pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", container], timeout=30).stdout.strip()
     rules = [("INPUT", "--sport"), ("OUTPUT", "--dport")]
     for chain, port in rules:
-        run(["nsenter", "--target", pid, "--net", "iptables", "-I", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
-            timeout=30)
+        run(
+            ["nsenter", "--target", pid, "--net", "iptables", "-I", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
+            timeout=30,
+        )
     try:
         yield
     finally:
         for chain, port in rules:
-            run(["nsenter", "--target", pid, "--net", "iptables", "-D", chain, "-p", "tcp", port, "4730", "-j",
-                 "DROP"], timeout=30, check=False)
+            run(
+                ["nsenter", "--target", pid, "--net", "iptables", "-D", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
+                timeout=30,
+                check=False,
+            )

@@ -27,8 +27,16 @@ from gearmand import free_port
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 # What the Dockerfile copies: the tag changes when any of it does.
-BUILD_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "settings.py", "gearworker", "handlers",
-                "vendor")
+BUILD_INPUTS = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "README.md",
+    "settings.py",
+    "gearworker",
+    "handlers",
+    "vendor",
+)
 # Building the image cold compiles gearmand (the whole build: 5 min 20 s on a busy 2-core box); warm, podman's
 # layer cache makes it seconds.  The first test of a module pays for the build in its set-up: its timeout must
 # cover it.

@@ -105,8 +105,9 @@ def digests(copies: list[bytes]) -> list[str]:
 
 def test_the_stacks_gearmand_is_the_images_gearmand_2_0_0(stack: Stack) -> None:
     """gearmand's admin `version` answer: the gearmand 2.0.0 built in the image, with docker-compose.yml's options."""
-    result = run(["gearadmin", "--host", "127.0.0.1", "--port", str(stack.gearmand_port), "--server-version"],
-                 timeout=30)
+    result = run(
+        ["gearadmin", "--host", "127.0.0.1", "--port", str(stack.gearmand_port), "--server-version"], timeout=30
+    )
     assert result.stdout.strip() == "2.0.0", result.stdout
 
 

@@ -23,8 +23,11 @@ def in_image(image: str, script: str) -> str:
 
 
 def test_the_image_is_debian_13_with_python_3_13(image: str) -> None:
-    out = in_image(image, '. /etc/os-release && echo "$VERSION_ID $VERSION_CODENAME" '
-                          '&& python -c \'import sys; print("%d.%d" % sys.version_info[:2])\'')
+    out = in_image(
+        image,
+        '. /etc/os-release && echo "$VERSION_ID $VERSION_CODENAME" '
+        "&& python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'",
+    )
     assert out.split() == ["13", "trixie", "3.13"], out
 
 
@@ -48,9 +51,11 @@ def test_the_images_gearmand_serves_with_the_compose_options(image: str) -> None
     gearadmin, as the unprivileged user, writing its queue database."""
     command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["gearmand"]["command"]
     argv = " ".join(f"'{arg}'" for arg in command)
-    script = (f"{argv} & pid=$!; "
-              "for i in $(seq 50); do gearadmin --server-version 2>/dev/null && break; sleep 0.2; done; "
-              "id -un; ls /data/gearmand; kill $pid; wait $pid; echo exit $?")
+    script = (
+        f"{argv} & pid=$!; "
+        "for i in $(seq 50); do gearadmin --server-version 2>/dev/null && break; sleep 0.2; done; "
+        "id -un; ls /data/gearmand; kill $pid; wait $pid; echo exit $?"
+    )
     out = in_image(image, script)
     lines = out.split()
     assert lines[0] == "2.0.0" and "gearworker" in lines and "queue.sqlite" in lines, out
