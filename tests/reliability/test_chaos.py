@@ -25,7 +25,7 @@ from workerproc import WorkerProcess
 from gearworker import Client
 
 from .conftest import Size
-from .support import (
+from .harness import (
     HANDLERS,
     ProcessWatch,
     env_for,
@@ -212,6 +212,6 @@ def _crashed(chaos: Chaos) -> set[str]:
 
 
 def _wait_all(db: Path, expected: set[str], crashed: set[str]) -> object:
-    from .support import wait_for_runs
+    from .harness import wait_for_runs
 
     return wait_for_runs(db, expected, timeout=180.0, give_up=crashed)

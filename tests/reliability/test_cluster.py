@@ -18,7 +18,7 @@ from workerproc import WorkerProcess
 
 from gearworker import Client
 
-from .support import HANDLERS, ProcessWatch, env_for, record_figures, runs, submit_background, wait_for_runs
+from .harness import HANDLERS, ProcessWatch, env_for, record_figures, runs, submit_background, wait_for_runs
 
 RECONNECT_MAX = 1.0
 SLACK = 4.0  # a noisy shared machine: the bound is checked generously

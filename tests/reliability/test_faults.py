@@ -16,7 +16,7 @@ from workerproc import WorkerProcess
 from gearworker import Client
 from gearworker.errors import JobFailed
 
-from .support import FAULTS, HANDLERS, env_for, log_events, pool_children, runs
+from .harness import FAULTS, HANDLERS, env_for, log_events, pool_children, runs
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from workerproc import WorkerProcess
 
 from gearworker.protocol import PacketType
 
-from .support import log_events, mib, record_figures
+from .harness import log_events, mib, record_figures
 
 T = PacketType
 LIMIT = 1 << 20

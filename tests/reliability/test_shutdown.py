@@ -22,7 +22,7 @@ from workerproc import WorkerProcess
 from gearworker import Client
 
 from .conftest import Size
-from .support import (
+from .harness import (
     HANDLERS,
     ProcessWatch,
     env_for,

@@ -1,4 +1,4 @@
-"""Helpers for the reliability suite: the results store, process watching, figures."""
+"""The reliability suite's own harness: the results store, process watching, figures (shared helpers: support.py)."""
 
 from __future__ import annotations
 
