@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from fakepeer import RawClient, gearman_cli, run_gearman_cli, wait_until
 from gearmand import Gearmand
-from workerproc import TEST_HANDLERS, WorkerProcess
+from support import TEST_HANDLERS, WorkerProcess
 
 from gearworker.protocol import PacketType
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli, wait_until
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker.protocol import PacketType, encode, response
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import ROOT, WorkerProcess, handlers_dir
+from support import ROOT, WorkerProcess, handlers_dir
 
 from gearworker import Client
 from gearworker.client import Progress

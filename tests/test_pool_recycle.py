@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 

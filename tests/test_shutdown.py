@@ -34,7 +34,7 @@ import psutil
 import pytest
 from fakepeer import gearman_cli, run_gearman_cli, wait_until
 from gearmand import Gearmand
-from workerproc import ROOT, TEST_HANDLERS, WorkerProcess
+from support import ROOT, TEST_HANDLERS, WorkerProcess
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -158,7 +158,7 @@ async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(
     import io
 
     from PIL import Image
-    from workerproc import WorkerProcess
+    from support import WorkerProcess
 
     from gearworker.web.photos import Photo, new_id
     from gearworker.web.storage import PhotoStore

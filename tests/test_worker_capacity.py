@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess, handlers_dir
+from support import WorkerProcess, handlers_dir
 
 
 def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from gearmand import GEARMAND, Gearmand, free_port, wait_for_port  # noqa: E402
-from workerproc import WorkerProcess  # noqa: E402
+from support import WorkerProcess  # noqa: E402
 
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gearmand import Gearmand
 from netlab import HERE, figure, wait_until
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from gearmand import Gearmand, free_port
 from netlab import HERE, log_events, wait_until
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 from gearworker.errors import ConnectionLost

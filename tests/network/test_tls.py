@@ -9,7 +9,7 @@ import time
 import pytest
 from gearmand import Gearmand
 from netlab import HERE, Pki, Stunnel
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 from gearworker.errors import GearworkerError

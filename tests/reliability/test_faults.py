@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 from gearworker.errors import JobFailed

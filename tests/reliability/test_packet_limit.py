@@ -16,7 +16,7 @@ import psutil
 import pytest
 from fakepeer import PacketSocket, fake_server, run_gearman_cli
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker.protocol import PacketType
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 
