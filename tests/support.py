@@ -1,4 +1,10 @@
-"""Start real ``python -m gearworker`` processes for tests and benchmarks."""
+"""Helpers shared by the tests, each written once: waiting for a condition, real worker processes.
+
+The test files import them as ``from support import ...`` (conftest.py puts tests/ on sys.path).
+Beside this module: ``gearmand.py`` starts real gearmand processes, ``fakepeer.py`` holds the
+protocol peers a real server or client cannot be made to be, ``images/samples.py`` makes test
+images, and ``reliability/harness.py`` is the reliability suite's own.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,61 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
+from gearmand import Gearmand
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "handlers"
 TEST_HANDLERS = Path(__file__).resolve().parent / "handlers_test"
+
+T = TypeVar("T")
+
+
+# -- waiting ----------------------------------------------------------------------------------------
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    *,
+    what: str = "the condition",
+    interval: float = 0.05,
+    detail: Callable[[], str] | None = None,
+    process: WorkerProcess | subprocess.Popen[Any] | None = None,
+) -> T:
+    """Poll ``predicate`` every ``interval`` seconds until it returns something truthy, and return that.
+
+    Fails the test (AssertionError) after ``timeout`` seconds, or as soon as ``process`` has exited,
+    with a message that names ``what`` and adds ``detail()`` and, for a :class:`WorkerProcess`, the
+    end of its log.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        exited = None if process is None else process.poll()
+        if exited is not None:
+            reason = f"the process exited with {exited}"
+        elif time.monotonic() > deadline:
+            reason = f"not within {timeout:g} s"
+        else:
+            time.sleep(interval)
+            continue
+        message = f"{what}: {reason}"
+        if detail is not None:
+            message += f"\n{detail()}"
+        if isinstance(process, WorkerProcess):
+            message += f"\nworker log:\n{process.log_text()[-3000:]}"
+        raise AssertionError(message)
+
+
+# -- worker processes -------------------------------------------------------------------------------
 
 
 def handlers_dir(tmp_path: Path, **modules: str) -> Path:
@@ -41,7 +93,7 @@ class WorkerProcess:
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="gearworker-", suffix=".log")[1]))
 
     def start(
-        self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0
+        self, *, wait_for: str | None = None, gearmand: Gearmand | None = None, timeout: float = 20.0
     ) -> WorkerProcess:
         """Start; if ``gearmand`` and ``wait_for`` are given, wait until it registered that function."""
         cmd = [sys.executable, "-m", "gearworker", "--handlers", str(self.handlers), "--log-format", "json"]
@@ -63,17 +115,19 @@ class WorkerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def wait_registered(self, gearmand: object, function: str, *, timeout: float = 20.0, workers: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            rows = gearmand.status()  # type: ignore[attr-defined]
-            if rows.get(function, (0, 0, 0))[2] >= workers:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"worker did not register {function!r}:\n{self.log.read_text()[-3000:]}")
+    def poll(self) -> int | None:
+        """The exit code, or None while the process runs."""
+        assert self.proc is not None
+        return self.proc.poll()
+
+    def wait_registered(self, gearmand: Gearmand, function: str, *, timeout: float = 20.0, workers: int = 1) -> None:
+        """Wait until ``gearmand`` lists ``workers`` workers for ``function``; fail at once if this one exits."""
+        wait_until(
+            lambda: gearmand.status().get(function, (0, 0, 0))[2] >= workers,
+            timeout,
+            what=f"the worker to register {function!r}",
+            process=self,
+        )
 
     def descendants(self) -> list[psutil.Process]:
         try:

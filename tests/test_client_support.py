@@ -8,12 +8,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from gearmand import Gearmand, free_port
+from support import wait_until
 
 PHP_DIR = Path(__file__).parent / "php"
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,13 +22,12 @@ GEARMAN = shutil.which("gearman") or "/usr/bin/gearman"
 
 def wait_for_workers(servers: Sequence[Gearmand], function: str, count: int, timeout: float = 15.0) -> None:
     """Block until every server lists ``count`` workers able to run ``function``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if all(g.status().get(function, (0, 0, 0))[2] >= count for g in servers):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} workers for {function} did not register: {[g.status() for g in servers]}")
-        time.sleep(0.05)
+    wait_until(
+        lambda: all(g.status().get(function, (0, 0, 0))[2] >= count for g in servers),
+        timeout,
+        what=f"{count} workers for {function} to register",
+        detail=lambda: str([g.status() for g in servers]),
+    )
 
 
 class Workers:

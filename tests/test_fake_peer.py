@@ -22,9 +22,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli, wait_until
+from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli
 from gearmand import Gearmand
-from support import WorkerProcess
+from support import WorkerProcess, wait_until
 
 from gearworker.protocol import PacketType, encode, response
 

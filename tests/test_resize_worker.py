@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from gearmand import Gearmand
 from images import samples
 from PIL import Image
+from support import wait_until
 
 from gearworker.client import Client, Progress
 from gearworker.resize import pack_request, unpack_result
@@ -77,20 +77,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_function(gearmand, "resize", worker)
+        wait_until(
+            lambda: gearmand.status().get("resize", (0, 0, 0))[2] >= 1,
+            30,
+            what="a worker to register 'resize'",
+            process=worker,
+        )
         yield Served(gearmand, storage, worker)
     finally:
         worker.terminate()
         worker.wait(30)
         gearmand.stop()
-
-
-def _wait_for_function(gearmand: Gearmand, function: str, worker: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while gearmand.status().get(function, (0, 0, 0))[2] < 1:
-        assert worker.poll() is None, "the worker exited"
-        assert time.monotonic() < deadline, f"no worker registered {function!r}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fakepeer import gearman_cli, run_gearman_cli, wait_until
+from fakepeer import gearman_cli, run_gearman_cli
 from gearmand import Gearmand
-from support import ROOT, TEST_HANDLERS, WorkerProcess
+from support import ROOT, TEST_HANDLERS, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from images import samples
 from PIL import Image
+from support import wait_until
 
 from gearworker import Client
 
-from .stack import Stack, run, wait_until
+from .stack import Stack, run
 
 SESSION = "composetest01"
 WORKERS = 2  # deploy.replicas in docker-compose.yml
@@ -37,7 +38,9 @@ def registered_workers(s: Stack) -> set[str]:
 
 
 def wait_for_workers(s: Stack, what: str = "two workers registered with gearmand") -> None:
-    wait_until(what, lambda: len(registered_workers(s)) == WORKERS, timeout=90, detail=lambda: s.logs("worker"))
+    wait_until(
+        lambda: len(registered_workers(s)) == WORKERS, 90, what=what, interval=0.25, detail=lambda: s.logs("worker")
+    )
 
 
 def web_url(s: Stack, path: str) -> str:
@@ -51,7 +54,9 @@ def wait_for_web(s: Stack) -> None:
         except httpx.TransportError:
             return False
 
-    wait_until("the web app answering on its published port", answers, timeout=60, detail=lambda: s.logs("web"))
+    wait_until(
+        answers, 60, what="the web app answering on its published port", interval=0.25, detail=lambda: s.logs("web")
+    )
 
 
 @contextlib.contextmanager
@@ -103,9 +108,10 @@ def upload_photo(s: Stack) -> tuple[str, list[bytes]]:
     assert r.status_code == 202, r.text
     photo_id = r.json()["id"]
     wait_until(
-        "the resized copies of the uploaded photo",
         lambda: bool(fetch_copies(s, photo_id)),
-        timeout=90,
+        90,
+        what="the resized copies of the uploaded photo",
+        interval=0.25,
         detail=lambda: s.logs("web") + s.logs("worker"),
     )
     s.timings["photo resized"] = time.monotonic() - start

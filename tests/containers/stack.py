@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,15 +110,6 @@ def content_tag() -> str:
                 continue
             digest.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def wait_until(what: str, check: Callable[[], bool], *, timeout: float, detail: Callable[[], str] = str) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` (and ``detail()``) after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s\n{detail()}")
-        time.sleep(0.25)
 
 
 @dataclass

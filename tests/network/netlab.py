@@ -255,7 +255,9 @@ class NsWorker(WorkerProcess):
 
     netns: Netns | None = None
 
-    def start(self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0) -> NsWorker:
+    def start(
+        self, *, wait_for: str | None = None, gearmand: Gearmand | None = None, timeout: float = 20.0
+    ) -> NsWorker:
         assert self.netns is not None
         self.netns.call(WorkerProcess.start, self)
         if wait_for is not None and gearmand is not None:
@@ -504,18 +506,6 @@ class Stunnel:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
 
 
 def log_events(text: str, event: str) -> list[str]:

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import ssl
-import time
 
 import pytest
 from gearmand import Gearmand
 from netlab import HERE, Pki, Stunnel
-from support import WorkerProcess
+from support import WorkerProcess, wait_until
 
 from gearworker import Client
 from gearworker.errors import GearworkerError
@@ -69,10 +68,13 @@ async def test_wrong_ca_fails_clearly_and_never_falls_back_to_plaintext(
     )
     try:
         worker.start()
-        deadline = time.monotonic() + 20
-        while not _tls_verify_failed(worker.log_text()):
-            assert time.monotonic() < deadline, f"no TLS error logged:\n{worker.log_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_until(
+            lambda: _tls_verify_failed(worker.log_text()),
+            20,
+            what="a TLS error logged",
+            interval=0.1,
+            detail=lambda: worker.log_text()[-2000:],
+        )
         lines = [line for line in worker.log_text().splitlines() if _tls_verify_failed(line)]
         assert any(tunnel.address in line for line in lines), lines
         assert _connections(gearmand) == 0, "nothing may reach gearmand without TLS"
