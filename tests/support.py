@@ -9,13 +9,14 @@ images, and ``reliability/harness.py`` is the reliability suite's own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,14 +101,18 @@ class WorkerProcess:
         for s in self.servers:
             cmd += ["--server", s]
         cmd += self.args
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        env.pop("GEARWORKER_SETTINGS", None)
+        env = clean_env({"PYTHONUNBUFFERED": "1", **self.env})
         self._out = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._out
         )
-        if wait_for is not None and gearmand is not None:
-            self.wait_registered(gearmand, wait_for, timeout=timeout)
+        if wait_for is not None:
+            assert gearmand is not None, "wait_for needs the gearmand to ask"
+            try:
+                self.wait_registered(gearmand, wait_for, timeout=timeout)
+            except BaseException:
+                self.kill()  # not left running by a test that never got hold of it
+                raise
         return self
 
     @property
@@ -157,21 +162,49 @@ class WorkerProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL, if it still runs, and reap it."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def log_records(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Its JSON log records, only those of ``event`` if given (a line still being written is left out)."""
+        records = []
+        for line in self.log_text().splitlines():
+            if not line.startswith("{") or (event is not None and f'"{event}"' not in line):
+                continue
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if event is None or record.get("event") == event:
+                    records.append(record)
+        return records
 
-def wait_gone(processes: Sequence[psutil.Process], timeout: float = 5.0) -> list[psutil.Process]:
-    """Wait until every process has exited; return those still alive after ``timeout``."""
-    _, alive = psutil.wait_procs(list(processes), timeout=timeout)
-    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+def start_worker(
+    servers: Sequence[str],
+    *args: str,
+    handlers: Path = HANDLERS,
+    env: dict[str, str] | None = None,
+    wait_for: str | None = None,
+    gearmand: Gearmand | None = None,
+    timeout: float = 20.0,
+) -> WorkerProcess:
+    """Start ``python -m gearworker`` for ``servers`` on ``handlers`` with the command-line options ``args``.
+
+    ``env`` is added to a clean environment (:func:`clean_env`).  With ``wait_for``, return once
+    ``gearmand`` lists the worker for that function.
+    """
+    worker = WorkerProcess(servers, handlers=handlers, args=list(args), env=dict(env or {}))
+    return worker.start(wait_for=wait_for, gearmand=gearmand, timeout=timeout)
 
 
-@contextlib.contextmanager
-def running_worker(servers: Sequence[str], **kwargs: object) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(servers, **kwargs)  # type: ignore[arg-type]
-    w.start()
-    try:
-        yield w
-    finally:
-        w.stop()
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, less what would configure gearworker or systemd from outside the test
+    (``GEARWORKER_*``, ``NOTIFY_SOCKET``, ``WATCHDOG_*``), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    return {**env, **(extra or {})}

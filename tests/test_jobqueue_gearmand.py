@@ -32,16 +32,6 @@ from gearworker.errors import JobFailed
 HANDLERS = Path(__file__).resolve().parent / "handlers_jobqueue"
 
 
-def log_events(w: WorkerProcess, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in w.log_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == event:
-                out.append(record)
-    return out
-
-
 @pytest.fixture
 def jobs_worker(gearmand: Gearmand, tmp_path: Path) -> Iterator[WorkerProcess]:
     """A worker serving tests/handlers_jobqueue, with failed-job records in tmp_path/failed.db."""
@@ -89,7 +79,7 @@ async def test_failing_twice_then_succeeding_with_two_retries_gives_the_client_i
         f"attempt 2/3 failed: {kind}: {prefix}flaky failure 2",
     ]
     # logs are written in batches
-    wait_until(lambda: log_events(jobs_worker, "job.retry"), timeout=30, what="job.retry log lines")
+    wait_until(lambda: jobs_worker.log_records("job.retry"), timeout=30, what="job.retry log lines")
 
 
 async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
@@ -105,7 +95,7 @@ async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
         "attempt 1/2 failed: RuntimeError: broken for good (attempt 1)",
         "RuntimeError: broken for good (attempt 2)",
     ]
-    wait_until(lambda: log_events(jobs_worker, "failed.recorded"), timeout=30, what="failed-job record")
+    wait_until(lambda: jobs_worker.log_records("failed.recorded"), timeout=30, what="failed-job record")
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT function, attempts, error FROM failed_jobs").fetchall()
     assert rows == [("never_works", 2, "RuntimeError: broken for good (attempt 2)")]
@@ -119,8 +109,8 @@ async def test_only_jobs_nobody_waits_for_are_recorded(
         with pytest.raises(JobFailed):
             await client.submit("never_works", b"fg", unique="fg-1", timeout=60)
         await client.submit_background("never_works", b"bg", unique="bg-1")
-    wait_until(lambda: log_events(jobs_worker, "failed.recorded"), timeout=30, what="failed-job record")
-    assert [e["unique"] for e in log_events(jobs_worker, "failed.not_recorded")] == ["fg-1"]
+    wait_until(lambda: jobs_worker.log_records("failed.recorded"), timeout=30, what="failed-job record")
+    assert [e["unique"] for e in jobs_worker.log_records("failed.not_recorded")] == ["fg-1"]
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT unique_id, workload, attempts FROM failed_jobs").fetchall()
     assert rows == [("bg-1", b"bg", 2)]
@@ -189,7 +179,7 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
             "submit", "-b", "-u", "order-42", "--server", gearmand.address, "charge", '{"order": 42}', env=env
         )
         assert submitted.returncode == 0, submitted.stderr
-        wait_until(lambda: log_events(w, "failed.recorded"), timeout=30, what="failed-job record")
+        wait_until(lambda: w.log_records("failed.recorded"), timeout=30, what="failed-job record")
         listed = cli("failed", "list", "--json", env=env)
         records = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [(r["function"], r["unique"], r["error"], r["workload_size"]) for r in records] == [
@@ -199,7 +189,7 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
 
         (handlers / "billing.py").write_text(CHARGE_FIXED)
         w.signal(signal.SIGHUP)
-        wait_until(lambda: log_events(w, "server.reloaded"), timeout=30, what="reload")
+        wait_until(lambda: w.log_records("server.reloaded"), timeout=30, what="reload")
 
         retried = cli("failed", "retry", records[0]["id"], "--server", gearmand.address, env=env)
         assert retried.returncode == 0, retried.stderr
@@ -258,7 +248,7 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
 
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.reloaded"), 60, what="reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
 
             assert await client.submit("version", timeout=30) == b"v2"
             new_cpu = (await client.submit("cpu_version", timeout=30)).split()
@@ -267,9 +257,9 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
             release.touch()
             assert await held == b"v1 held"  # ...and completes on the old code
         assert w.proc is not None and w.proc.poll() is None
-        assert [e["pid"] for e in log_events(w, "server.reloaded")] == [w.pid]
+        assert [e["pid"] for e in w.log_records("server.reloaded")] == [w.pid]
         await asyncio.to_thread(
-            wait_until, lambda: log_events(w, "server.old_handlers_retired"), 30, what="old retired"
+            wait_until, lambda: w.log_records("server.old_handlers_retired"), 30, what="old retired"
         )
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
@@ -291,7 +281,7 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
             w.signal(signal.SIGHUP)
             assert await job == b"v1 retried"
             # The retry may come before the reload has finished: new jobs get the new code after it.
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.reloaded"), 60, what="reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             assert await client.submit("cpu_retried", timeout=30) == b"v2 retried"  # the marker exists now
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
@@ -311,9 +301,9 @@ async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(
             await asyncio.to_thread(wait_until, lambda: gearmand.status()["hold"][1] == 1, 30, what="hold running")
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.reloaded"), 60, what="reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             w.signal(signal.SIGTERM)
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.draining"), 30, what="draining")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.draining"), 30, what="draining")
             assert not held.done()  # it outlives SIGTERM, and then completes on the old code
             release.touch()
             assert await held == b"v1 held"
@@ -335,12 +325,12 @@ async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(
             await client.submit_background("hold", str(tmp_path / "never"))
             await asyncio.to_thread(wait_until, lambda: gearmand.status()["hold"][1] == 1, 30, what="hold running")
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.reloaded"), 60, what="reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             w.signal(signal.SIGTERM)
-            await asyncio.to_thread(wait_until, lambda: log_events(w, "server.draining"), 30, what="draining")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.draining"), 30, what="draining")
             w.signal(signal.SIGTERM)
             assert await asyncio.to_thread(w.wait, 30) == 0, w.log_text()[-4000:]  # not the 60 s grace
-        assert log_events(w, "server.force_exit")
+        assert w.log_records("server.force_exit")
         await asyncio.to_thread(
             wait_until, lambda: gearmand.status()["hold"][:2] == (1, 0), 30, what="the job queued again"
         )
@@ -356,8 +346,8 @@ async def test_a_reload_whose_import_fails_keeps_the_old_handlers(gearmand: Gear
     try:
         (handlers / "versioned.py").write_text("def broken(:\n")
         w.signal(signal.SIGHUP)
-        await asyncio.to_thread(wait_until, lambda: log_events(w, "server.reload_failed"), 30, what="reload failure")
-        error = str(log_events(w, "server.reload_failed")[0]["error"])
+        await asyncio.to_thread(wait_until, lambda: w.log_records("server.reload_failed"), 30, what="reload failure")
+        error = str(w.log_records("server.reload_failed")[0]["error"])
         assert "versioned.py" in error and "SyntaxError" in error
         async with Client([gearmand.address]) as client:
             assert await client.submit("version", timeout=30) == b"v1"
@@ -393,7 +383,7 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
             w.start()
         workers[0].wait_registered(gearmand, "tick", workers=3)
         # Every scheduler running (registration comes before it starts), then a whole second of margin.
-        wait_until(lambda: all(log_events(w, "schedule.started") for w in workers), timeout=30)
+        wait_until(lambda: all(w.log_records("schedule.started") for w in workers), timeout=30)
         first = int(time.time()) + 2
         last = first + 19
 
@@ -410,5 +400,5 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
     assert [t for t, n in runs.items() if n > 1] == []  # no tick twice, start-up included
     window = [t for t in runs if first <= t <= last]
     assert sorted(window) == list(range(first, last + 1))  # 20 runs
-    submitters = {e["tick"] for w in workers for e in log_events(w, "schedule.submitted")}
+    submitters = {e["tick"] for w in workers for e in w.log_records("schedule.submitted")}
     assert set(range(first, last + 1)) <= submitters

@@ -8,7 +8,6 @@ can deadlock; we use one executor per slot: test it under load.)"
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -22,12 +21,7 @@ HANDLERS = Path(__file__).resolve().parent / "handlers_jobqueue"
 
 def recycled(w: WorkerProcess, reason: str) -> bool:
     """The worker logged pool.recycled for ``reason``."""
-    for line in w.log_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == "pool.recycled" and record.get("reason") == reason:
-                return True
-    return False
+    return any(r.get("reason") == reason for r in w.log_records("pool.recycled"))
 
 
 async def test_max_tasks_per_child_recycles_each_process_under_load(gearmand: Gearmand, tmp_path: Path) -> None:

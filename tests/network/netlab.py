@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import itertools
 import os
-import re
 import shutil
 import signal
 import socket
@@ -506,11 +505,6 @@ class Stunnel:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
-
-
-def log_events(text: str, event: str) -> list[str]:
-    """The JSON log lines of a worker whose ``event`` is ``event``."""
-    return [line for line in text.splitlines() if re.search(rf'"event": ?"{re.escape(event)}"', line)]
 
 
 #: Measured figures (detection times, duplicate counts), printed at the end of the run.

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 from gearmand import Gearmand, free_port
-from netlab import HERE, log_events
+from netlab import HERE
 from support import WorkerProcess, wait_until
 
 from gearworker import Client
@@ -65,7 +65,7 @@ async def test_jobs_of_a_killed_server_are_cancelled_and_shutdown_does_not_wait(
         )
         gearmand.kill()
         wait_until(
-            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            lambda: len(worker.log_records("job.abandoned")) == 2,
             timeout=10,
             interval=0.1,
             what="two job.abandoned events",
@@ -96,7 +96,7 @@ async def test_finish_lets_orphans_run_but_shutdown_does_not_wait_for_them(gearm
         )
         gearmand.kill()
         wait_until(
-            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            lambda: len(worker.log_records("job.abandoned")) == 2,
             timeout=10,
             interval=0.1,
             what="two job.abandoned events",

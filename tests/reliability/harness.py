@@ -245,19 +245,6 @@ async def submit_background(client: Any, jobs: Sequence[tuple[str, bytes, str]],
     return retries
 
 
-def log_events(path: Path, event: str) -> list[dict[str, Any]]:
-    """The JSON log lines of a worker with this ``event`` name."""
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        if f'"{event}"' not in line:
-            continue
-        with contextlib.suppress(ValueError):
-            item = json.loads(line)
-            if item.get("event") == event:
-                out.append(item)
-    return out
-
-
 def mib(n: float) -> float:
     return round(n / (1024 * 1024), 2)
 

@@ -29,7 +29,6 @@ from .harness import (
     HANDLERS,
     ProcessWatch,
     env_for,
-    log_events,
     pool_children,
     record_figures,
     runs,
@@ -205,7 +204,7 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
 def _crashed(chaos: Chaos) -> set[str]:
     out = set()
     for w in chaos.workers + chaos.retired:
-        for e in log_events(w.log, "job.done"):
+        for e in w.log_records("job.done"):
             if e.get("outcome") == "crash":
                 out.add(e["unique"])
     return out
