@@ -1,4 +1,4 @@
-"""Helpers shared by the tests, each written once: waiting for a condition, real worker processes.
+"""Helpers shared by the tests, each written once: waiting for a condition, real worker processes, photos.
 
 The test files import them as ``from support import ...`` (conftest.py puts tests/ on sys.path).
 Beside this module: ``gearmand.py`` starts real gearmand processes, ``fakepeer.py`` holds the
@@ -9,6 +9,7 @@ images, and ``reliability/harness.py`` is the reliability suite's own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -208,3 +209,34 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     (``GEARWORKER_*``, ``NOTIFY_SOCKET``, ``WATCHDOG_*``), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     return {**env, **(extra or {})}
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def photo_jpeg(
+    width: int = 1200,
+    height: int = 900,
+    *,
+    orientation: int | None = None,
+    icc: bytes | None = None,
+    fill: tuple[int, int, int] | None = None,
+    quality: int = 90,
+) -> bytes:
+    """A real JPEG, made by Pillow: :func:`images.samples.photo` (photo-like, a red mark top-left), or one
+    ``fill`` colour; ``orientation`` sets the EXIF orientation tag, ``icc`` embeds a colour profile.
+
+    Made once for each set of arguments (the bytes are the same every time).
+    """
+    return _photo_jpeg(width, height, orientation, icc, fill, quality)
+
+
+@functools.cache
+def _photo_jpeg(
+    width: int, height: int, orientation: int | None, icc: bytes | None, fill: tuple[int, int, int] | None, quality: int
+) -> bytes:
+    from images import samples  # numpy and Pillow: loaded by the tests that make images only
+    from PIL import Image
+
+    image = samples.photo(width, height) if fill is None else Image.new("RGB", (width, height), fill)
+    return samples.jpeg(image, orientation=orientation, icc=icc, quality=quality)

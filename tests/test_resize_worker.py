@@ -19,7 +19,7 @@ import pytest
 from gearmand import Gearmand
 from images import samples
 from PIL import Image
-from support import wait_until
+from support import photo_jpeg, wait_until
 
 from gearworker.client import Client, Progress
 from gearworker.resize import pack_request, unpack_result
@@ -93,7 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def portrait_jpeg() -> bytes:
     """Stored landscape 1600x1200, EXIF orientation 6: displayed as a 1200x1600 portrait."""
-    return samples.jpeg(samples.photo(1600, 1200), orientation=6, icc=samples.srgb_profile())
+    return photo_jpeg(1600, 1200, orientation=6, icc=samples.srgb_profile())
 
 
 def test_gearman_cli_resizes_a_real_jpeg(served: Served, portrait_jpeg: bytes) -> None:

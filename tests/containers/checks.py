@@ -11,9 +11,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from images import samples
 from PIL import Image
-from support import wait_until
+from support import photo_jpeg, wait_until
 
 from gearworker import Client
 
@@ -101,7 +100,7 @@ def check_two_workers_registered(s: Stack) -> None:
 
 def upload_photo(s: Stack) -> tuple[str, list[bytes]]:
     """Post a real JPEG to the web app's upload API; return its id and resized copies (JPEG, never enlarged)."""
-    original = samples.jpeg(samples.photo(1600, 1200))
+    original = photo_jpeg(1600, 1200)
     start = time.monotonic()
     with web_client(s) as client:
         r = client.post(f"/api/photos?session={SESSION}", files={"photo": ("compose.jpg", original, "image/jpeg")})
