@@ -12,18 +12,20 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-from gearmand import Gearmand
+import pytest
+from gearmand import Gearmand, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "handlers"
@@ -209,6 +211,87 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     (``GEARWORKER_*``, ``NOTIFY_SOCKET``, ``WATCHDOG_*``), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
     return {**env, **(extra or {})}
+
+
+# -- workers nobody here wrote, for the client tests: php-gearman and ``gearman -w`` ----------------
+
+PHP_DIR = Path(__file__).resolve().parent / "php"
+GEARMAN = shutil.which("gearman") or "/usr/bin/gearman"
+MakeGearmand = Callable[..., Gearmand]  # the gearmand_factory fixture
+
+
+def wait_for_workers(servers: Sequence[Gearmand], function: str, count: int, timeout: float = 15.0) -> None:
+    """Block until every server lists ``count`` workers able to run ``function``."""
+    wait_until(
+        lambda: all(g.status().get(function, (0, 0, 0))[2] >= count for g in servers),
+        timeout,
+        what=f"{count} workers for {function} to register",
+        detail=lambda: str([g.status() for g in servers]),
+    )
+
+
+class Workers:
+    """Worker processes started by a test, all terminated at teardown."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def php(
+        self, servers: Sequence[Gearmand], count: int = 1, *, record: Path | None = None, wait: bool = True
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start ``count`` php-gearman workers (tests/php/worker.php) connected to every server."""
+        addresses = ",".join(g.address for g in servers)
+        args = ["php", str(PHP_DIR / "worker.php"), addresses, "php", str(record or "/dev/null")]
+        started = [self._spawn(args) for _ in range(count)]
+        if wait:
+            wait_for_workers(servers, "php.echo", len([p for p in self.procs if p.args == args]))
+        return started
+
+    def gearman_cli(self, server: Gearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
+        """Start ``gearman -w -f FUNCTION -- COMMAND`` (runs COMMAND per job, workload on stdin)."""
+        host, port = server.address.split(":")
+        proc = self._spawn([GEARMAN, "-w", "-h", host, "-p", port, "-f", function, "--", *command])
+        wait_for_workers([server], function, 1)
+        return proc
+
+    def gearworker(self, server: Gearmand, *extra: str) -> WorkerProcess:
+        """Start gearworker's own worker with the example handlers."""
+        w = WorkerProcess([server.address], args=list(extra))
+        w.start()
+        assert w.proc is not None
+        self.procs.append(w.proc)
+        w.wait_registered(server, "echo", timeout=30)
+        return w
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        # SIGKILL: a test worker may be in the middle of a long sleep job; nothing to drain.
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+
+
+@pytest.fixture(name="workers")
+def workers_fixture() -> Iterator[Workers]:
+    """Start worker processes; they are stopped after the test."""
+    w = Workers()
+    yield w
+    w.stop()
+
+
+def every_byte(size: int) -> bytes:
+    """``size`` bytes cycling through all 256 values, NUL included."""
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def free_port_address() -> str:
+    """A loopback address nothing listens on."""
+    return f"127.0.0.1:{free_port()}"
 
 
 # -- images -----------------------------------------------------------------------------------------

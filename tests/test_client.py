@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from test_client_support import Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
+from support import Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
 
 from gearworker import Client, submit, submit_background
 from gearworker.client import Handle, JobStatus, Progress, Result

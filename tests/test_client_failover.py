@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
-from test_client_support import MakeGearmand, Workers, free_port_address, wait_for_workers, workers_fixture  # noqa: F401
+from support import MakeGearmand, Workers, free_port_address, workers_fixture  # noqa: F401
 
 from gearworker import Client
 from gearworker.errors import ConnectionLost, NoServerAvailable

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gearmand import Gearmand
-from support import WorkerProcess, handlers_dir, wait_until
+from support import MakeGearmand, WorkerProcess, handlers_dir, wait_until
 
 
 def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:
@@ -87,9 +87,9 @@ def test_per_handler_limit_from_settings_holds(gearmand: Gearmand) -> None:
         assert w.stop() == 0
 
 
-def test_a_concurrency_of_one_is_shared_among_servers(gearmand_factory: type[Gearmand]) -> None:
+def test_a_concurrency_of_one_is_shared_among_servers(gearmand_factory: MakeGearmand) -> None:
     """concurrency=1 with two servers: both servers' queues are worked off, not only the first one's."""
-    g1, g2 = gearmand_factory(), gearmand_factory()  # type: ignore[call-arg]
+    g1, g2 = gearmand_factory(), gearmand_factory()
     submit_background(g1, "slow", "0", 5)
     submit_background(g2, "slow", "0", 5)
     w = WorkerProcess([g1.address, g2.address], args=["--concurrency", "1"])

@@ -507,6 +507,9 @@ class Stunnel:
             self.proc = None
 
 
+MakeStunnel = Callable[..., Stunnel]  # the stunnel_factory fixture
+
+
 #: Measured figures (detection times, duplicate counts), printed at the end of the run.
 FIGURES: dict[str, str] = {}
 

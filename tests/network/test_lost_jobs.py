@@ -10,7 +10,7 @@ import psutil
 import pytest
 from gearmand import Gearmand, free_port
 from netlab import HERE
-from support import WorkerProcess, wait_until
+from support import MakeGearmand, WorkerProcess, wait_until
 
 from gearworker import Client
 from gearworker.errors import ConnectionLost
@@ -120,7 +120,7 @@ def _unique_on(client: Client, address: str) -> str:
 
 
 async def test_background_submit_with_unique_goes_to_the_next_server_when_its_server_is_declared_dead(
-    gearmand_factory: type[Gearmand],
+    gearmand_factory: MakeGearmand,
 ) -> None:
     """A background job with a unique id whose server accepted the connection but never answered (frozen with
     SIGSTOP, declared dead by the heartbeat before JOB_CREATED) is submitted again to the next server; without
