@@ -206,6 +206,21 @@ def start_worker(
     return worker.start(wait_for=wait_for, gearmand=gearmand, timeout=timeout)
 
 
+def run_gearworker(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m gearworker ARGS`` to its end, ``env`` added to a clean environment; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "gearworker", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=clean_env(env),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment, less what would configure gearworker or systemd from outside the test
     (``GEARWORKER_*``, ``NOTIFY_SOCKET``, ``WATCHDOG_*``), plus ``extra``."""

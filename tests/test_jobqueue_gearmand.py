@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from support import ROOT, WorkerProcess, handlers_dir, wait_until
+from support import WorkerProcess, handlers_dir, run_gearworker, wait_until
 
 from gearworker import Client
 from gearworker.client import Progress
@@ -158,14 +155,6 @@ async def charge(job):
 """
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env}
-    full.pop("GEARWORKER_SETTINGS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gearworker", *args], capture_output=True, text=True, cwd=ROOT, env=full, timeout=60
-    )
-
-
 def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixed(
     gearmand: Gearmand, tmp_path: Path
 ) -> None:
@@ -175,12 +164,12 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
     env = {"GEARWORKER_FAILED_JOBS": str(tmp_path / "failed"), "GW_DONE_FILE": str(done)}
     w = WorkerProcess([gearmand.address], handlers=handlers, env=env).start(wait_for="charge", gearmand=gearmand)
     try:
-        submitted = cli(
+        submitted = run_gearworker(
             "submit", "-b", "-u", "order-42", "--server", gearmand.address, "charge", '{"order": 42}', env=env
         )
         assert submitted.returncode == 0, submitted.stderr
         wait_until(lambda: w.log_records("failed.recorded"), timeout=30, what="failed-job record")
-        listed = cli("failed", "list", "--json", env=env)
+        listed = run_gearworker("failed", "list", "--json", env=env)
         records = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [(r["function"], r["unique"], r["error"], r["workload_size"]) for r in records] == [
             ("charge", "order-42", "RuntimeError: payment service URL is wrong", 13)
@@ -191,11 +180,11 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
         w.signal(signal.SIGHUP)
         wait_until(lambda: w.log_records("server.reloaded"), timeout=30, what="reload")
 
-        retried = cli("failed", "retry", records[0]["id"], "--server", gearmand.address, env=env)
+        retried = run_gearworker("failed", "retry", records[0]["id"], "--server", gearmand.address, env=env)
         assert retried.returncode == 0, retried.stderr
         wait_until(done.exists, timeout=30, what="the retried job")
         assert done.read_bytes() == b'{"order": 42}'
-        assert cli("failed", "list", "--json", env=env).stdout == ""  # the record is gone
+        assert run_gearworker("failed", "list", "--json", env=env).stdout == ""  # the record is gone
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
 

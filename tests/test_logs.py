@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import structlog
+from support import ROOT
 
 from gearworker import logs
 from gearworker.logs import output as logbatch
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)

@@ -8,17 +8,15 @@ a clear :class:`ImageError`, never a crash.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from images import samples
-from support import photo_jpeg
+from support import ROOT, photo_jpeg
 
 from gearworker.resize import ImageError, Limits, pack_request, run, unpack_result
 from gearworker.worker.job import CpuJob, CpuJobSpec
 from gearworker.worker.registry import load_module
 
-ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits()
 
 

@@ -19,12 +19,11 @@ import pytest
 from gearmand import Gearmand
 from images import samples
 from PIL import Image
-from support import photo_jpeg, wait_until
+from support import ROOT, photo_jpeg, wait_until
 
 from gearworker.client import Client, Progress
 from gearworker.resize import pack_request, unpack_result
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 1_000_000
 
 

@@ -27,11 +27,10 @@ import pytest
 from gearmand import Gearmand, free_port, wait_for_port
 from PIL import Image, ImageDraw
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support import wait_until
+from support import ROOT, wait_until
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 LOGS = ROOT / "artifacts" / "logs"
 CHROMIUM = "/usr/bin/chromium"

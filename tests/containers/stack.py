@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 from gearmand import free_port
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 # What the Dockerfile copies: the tag changes when any of it does.
 BUILD_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "settings.py", "gearworker", "handlers")

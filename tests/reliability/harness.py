@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = ROOT / "tests" / "handlers_reliability"
 FAULTS = ROOT / "tests" / "handlers_test"
 ARTIFACT = ROOT / "artifacts" / "reliability.json"
