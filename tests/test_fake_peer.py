@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from fakepeer import PacketSocket, fake_server, reset, run_gearman_cli
+from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli
 from gearmand import Gearmand
 from support import WorkerProcess, start_worker, wait_until
 
@@ -138,6 +138,12 @@ def echo_handlers(tmp_path: Path) -> Path:
     return folder
 
 
+def worker_on(fake: FakeServer, gearmand: Gearmand, handlers: Path) -> WorkerProcess:
+    """A worker on the fake and the real server, registered with the real one."""
+    servers = [fake.address, gearmand.address]
+    return start_worker(servers, handlers=handlers, env=FAST_RECONNECT, wait_for="echo", gearmand=gearmand)
+
+
 def events_for(w: WorkerProcess, server: str) -> list[dict[str, Any]]:
     return [r for r in w.log_records() if r.get("server") == server]
 
@@ -161,13 +167,7 @@ def test_misbehaving_server_is_reset_and_reconnected(name: str, gearmand: Gearma
         script(conn)
 
     with fake_server(gated) as fake:
-        w = start_worker(
-            [fake.address, gearmand.address],
-            handlers=echo_handlers,
-            env=FAST_RECONNECT,
-            wait_for="echo",
-            gearmand=gearmand,
-        )
+        w = worker_on(fake, gearmand, echo_handlers)
         try:
             baseline = rss(w)
             go.set()
@@ -192,13 +192,7 @@ def test_misbehaving_server_is_reset_and_reconnected(name: str, gearmand: Gearma
 def test_server_that_always_sends_garbage_is_not_hammered(gearmand: Gearmand, echo_handlers: Path) -> None:
     """A server that garbles every connection gets reconnects spaced by the backoff, not a hot loop or a log flood."""
     with fake_server(*[garbage] * 1000) as fake:
-        w = start_worker(
-            [fake.address, gearmand.address],
-            handlers=echo_handlers,
-            env=FAST_RECONNECT,
-            wait_for="echo",
-            gearmand=gearmand,
-        )
+        w = worker_on(fake, gearmand, echo_handlers)
         try:
             baseline = rss(w)
             time.sleep(3)

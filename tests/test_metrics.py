@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -188,14 +188,19 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand) 
     """After real jobs /metrics has the right counts; /healthz is 503 while gearmand is down and 200 once back."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+
+    def healthz(status: int) -> Callable[[], bool]:
+        """/healthz answers ``status``."""
+        return lambda: (r := get(base + "/healthz")) is not None and r.status_code == status
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        r = get(base + "/metrics")
+        assert r is not None, "/metrics did not answer"
+        return samples(r.text)
+
     w = start_worker([gearmand.address], "--metrics", f"127.0.0.1:{port}", "--processes", "1")
     try:
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-            30,
-            what="the worker to become healthy",
-            process=w,
-        )
+        wait_until(healthz(200), 30, what="the worker to become healthy", process=w)
         for i in range(3):
             assert submit(gearmand, "echo", f"hello {i}").stdout == f"hello {i}".encode()
         assert submit(gearmand, "reverse", "abc").stdout == b"cba"
@@ -213,29 +218,19 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand) 
             )
 
         wait_until(counted, 30, what="job counts echo=3 reverse=1 fail=1", process=w)
-        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        s = scrape()
         assert value(s, "gearworker_job_duration_seconds_count", function="echo") == 3
         assert value(s, "gearworker_jobs_in_flight", function="echo") == 0
         assert value(s, "gearworker_server_connection_state", server=gearmand.address, state="connected") == 1
         assert value(s, "gearworker_pool_processes") == 1
 
         gearmand.stop()
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 503,
-            30,
-            what="/healthz to answer 503 with gearmand stopped",
-            process=w,
-        )
+        wait_until(healthz(503), 30, what="/healthz to answer 503 with gearmand stopped", process=w)
         r = get(base + "/healthz")
         assert r is not None and r.text.startswith(f"not connected to any job server ({gearmand.address} ")
         gearmand.start()
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-            30,
-            what="/healthz to answer 200 again once gearmand is back",
-            process=w,
-        )
-        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        wait_until(healthz(200), 30, what="/healthz to answer 200 again once gearmand is back", process=w)
+        s = scrape()
         assert value(s, "gearworker_server_reconnects_total", server=gearmand.address) >= 1
         assert submit(gearmand, "echo", "again").stdout == b"again"
     finally:

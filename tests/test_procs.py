@@ -155,12 +155,7 @@ def test_die_with_parent_kills_the_child_when_its_parent_is_sigkilled(tmp_path: 
     middle, grandchild = start_family(tmp_path / "marker", "default")
     try:
         kill_middle(middle)
-        wait_until(
-            lambda: not is_running(grandchild),
-            30,
-            what="the orphan to die with its parent",
-            detail=lambda: f"the orphan kept running: {state(grandchild)}",
-        )
+        wait_until(lambda: not is_running(grandchild), 30, what="the orphan to die", detail=lambda: state(grandchild))
         assert not (tmp_path / "marker").exists()  # SIGKILL: no handler ran
     finally:
         kill_quietly(grandchild)
@@ -172,12 +167,7 @@ def test_die_with_parent_delivers_the_signal_asked_for(tmp_path: Path) -> None:
     middle, grandchild = start_family(marker, "SIGTERM")
     try:
         kill_middle(middle)
-        wait_until(
-            lambda: not is_running(grandchild),
-            30,
-            what="the orphan to die with its parent",
-            detail=lambda: f"the orphan kept running: {state(grandchild)}",
-        )
+        wait_until(lambda: not is_running(grandchild), 30, what="the orphan to die", detail=lambda: state(grandchild))
         assert marker.read_text() == "SIGTERM"
     finally:
         kill_quietly(grandchild)
