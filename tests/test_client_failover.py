@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TypedDict
 
 import pytest
 from support import MakeGearmand, Workers, free_port_address, workers_fixture  # noqa: F401
@@ -15,7 +16,13 @@ from support import MakeGearmand, Workers, free_port_address, workers_fixture  #
 from gearworker import Client
 from gearworker.errors import ConnectionLost, NoServerAvailable
 
-FAST_RETRY = {"reconnect_min": 0.05, "reconnect_max": 0.2}
+
+class Retry(TypedDict):
+    reconnect_min: float
+    reconnect_max: float
+
+
+FAST_RETRY: Retry = {"reconnect_min": 0.05, "reconnect_max": 0.2}
 
 
 async def test_same_unique_id_coalesces_across_a_three_server_setup(

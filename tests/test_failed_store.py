@@ -9,11 +9,13 @@ tests/test_jobqueue_gearmand.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ROOT, run_gearworker
@@ -21,8 +23,9 @@ from support import ROOT, run_gearworker
 from gearworker.failed import FailedJob, FailedStoreError, FolderStore, SqliteStore, open_store
 
 
-def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: object) -> FailedJob:
-    values: dict[str, object] = dict(
+def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: Any) -> FailedJob:
+    base = FailedJob(
+        function,
         handle="H:host:1",
         unique="u-7",
         error="ValueError: card declined",
@@ -31,8 +34,7 @@ def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: object) 
         workload_size=len(workload),
         server="s:4730",
     )
-    values.update(kw)
-    return FailedJob(function, **values)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **kw)
 
 
 @pytest.fixture(params=["failed.db", "failed-folder"])

@@ -83,7 +83,9 @@ def test_alpha_is_kept_in_png_and_flattened_onto_white_in_jpeg() -> None:
     """RGBA PNG to PNG keeps transparency; to JPEG the transparent half becomes white, not black."""
     data = samples.rgba_png(400, 300)
     png = opened(resize(pack_request(data, sizes=[200], format="png"))[0])
-    assert png.mode == "RGBA" and png.getpixel((10, 10))[3] == 0 and png.getpixel((190, 10))[3] == 255  # type: ignore[index]
+    left, right = png.getpixel((10, 10)), png.getpixel((190, 10))
+    assert png.mode == "RGBA" and isinstance(left, tuple) and isinstance(right, tuple)
+    assert left[3] == 0 and right[3] == 255
     jpg = opened(resize(pack_request(data, sizes=[200]))[0]).convert("RGB")
     assert _near(jpg.getpixel((10, 10)), (255, 255, 255)) and _near(jpg.getpixel((190, 10)), (0, 0, 255))
 

@@ -113,7 +113,9 @@ def test_gearman_cli_resizes_a_real_jpeg(served: Served, portrait_jpeg: bytes) -
             assert (image.format, image.size) == ("JPEG", (c.width, c.height))
             assert image.info.get("icc_profile") == samples.srgb_profile()
             rgb = image.convert("RGB")
-            red, green, blue = rgb.getpixel((rgb.width - 3, 3))  # type: ignore[misc]
+            pixel = rgb.getpixel((rgb.width - 3, 3))
+            assert isinstance(pixel, tuple)
+            red, green, blue = pixel
             assert red > 200 and green < 60 and blue < 60, "the stored top-left mark is now top-right"
 
 

@@ -29,7 +29,8 @@ DOCUMENTED = re.compile(r"^# ([A-Z_]+) = (.+)$", re.M)
 def default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    assert f.default_factory is not dataclasses.MISSING
+    return f.default_factory()
 
 
 def documented() -> dict[str, str]:
@@ -382,7 +383,9 @@ def test_handler_concurrency_for_an_unknown_handler_is_a_start_up_error(tmp_path
 def test_every_settings_flag_is_documented_next_to_its_setting() -> None:
     """Each `gearworker run` flag that sets a setting is named in settings.py, in that setting's block."""
     parser = cli.build_parser()
-    run = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))  # type: ignore[union-attr]
+    subparsers = parser._subparsers
+    assert subparsers is not None
+    run = next(a for a in subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
     known = {f.name for f in config.fields()}
     text = SETTINGS_PY.read_text()
     for action in run.choices["run"]._actions:

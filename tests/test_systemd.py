@@ -197,7 +197,7 @@ def test_real_worker_sends_ready_only_once_connected_then_watchdog_then_stopping
         assert re.fullmatch(r"READY=1\nSTATUS=serving \d+ functions", ready)
         assert next_message(sock, w) == "WATCHDOG=1"
         w.signal(signal.SIGTERM)
-        messages = []
+        messages: list[str] = []
         while not (messages and messages[-1].startswith("STOPPING=1")):
             messages.append(next_message(sock, w))
         assert set(messages[:-1]) <= {"WATCHDOG=1"}

@@ -11,7 +11,7 @@ import asyncio
 import io
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,12 @@ async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
         "server": ("localhost", 80),
         "client": ("127.0.0.1", 1),
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -344,6 +344,7 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
 
     hub = Hub()
     stream = hub.stream(SESSION)
+    assert isinstance(stream, AsyncGenerator)  # for aclose() below: stream() is typed as an AsyncIterator
     assert (await anext(stream)).startswith("retry:")
     assert (await anext(stream)).startswith("event: hello\n")
     nxt = asyncio.ensure_future(anext(stream))
@@ -378,7 +379,8 @@ def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_fin
     again = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
     assert [p.id for p in again.load()] == ["f" * 32]
     assert [p.name for p in again.page(0, 10)] == ["r.jpg", "2.jpg", "1.jpg"]
-    assert again.get(f"{2:032x}").copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
+    kept = again.get(f"{2:032x}")
+    assert kept is not None and kept.copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
 
 
 def test_download_names_survive_any_characters() -> None:

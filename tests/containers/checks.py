@@ -72,7 +72,7 @@ def web_client(s: Stack) -> Iterator[httpx.Client]:
 
 def fetch_copies(s: Stack, photo_id: str) -> list[bytes]:
     """Every resized copy of a photo (``/photos/ID/0``, ``/1``... until a 404)."""
-    copies = []
+    copies: list[bytes] = []
     with web_client(s) as client:
         while True:
             r = client.get(f"/photos/{photo_id}/{len(copies)}")

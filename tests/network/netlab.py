@@ -106,7 +106,7 @@ class Netns:
         thread.join()
         if "error" in box:
             raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return box["value"]
 
     def run_async(self, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """``asyncio.run(coro())`` inside the namespace (a fresh event loop in a fresh thread)."""
@@ -227,9 +227,8 @@ class NsGearmand(Gearmand):
             "--verbose=WARNING",
             *self.extra,
         ]
-        self.proc = self.netns.call(
-            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        quiet = subprocess.DEVNULL
+        self.proc = self.netns.call(lambda: subprocess.Popen(cmd, stdin=quiet, stdout=quiet, stderr=quiet))
         try:
             self.netns.call(wait_for_port, self.port)
         except TimeoutError:

@@ -43,7 +43,7 @@ def test_partition_and_heal_loses_nothing(lab: Lab) -> None:
     wait_until(lambda: set(ids) <= set(lab.runs()), timeout=DETECTION + 30, interval=0.1, what="every job ran")
     recovered = time.monotonic() - healed
     runs = Counter(lab.runs())
-    ended = {}
+    ended: dict[str, float] = {}
     for line in lab.record.read_text().splitlines():
         uid, at = line.split("\t")
         ended.setdefault(uid, float(at))  # the first run's end

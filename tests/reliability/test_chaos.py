@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from .harness import (
     runs,
     seed_from_env,
     submit_background,
+    wait_for_runs,
 )
 
 GRACE = 5.0
@@ -210,7 +212,5 @@ def _crashed(chaos: Chaos) -> set[str]:
     return out
 
 
-def _wait_all(db: Path, expected: set[str], crashed: set[str]) -> object:
-    from .harness import wait_for_runs
-
+def _wait_all(db: Path, expected: set[str], crashed: set[str]) -> Counter[str]:
     return wait_for_runs(db, expected, timeout=180.0, give_up=crashed)
