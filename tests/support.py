@@ -1,4 +1,10 @@
-"""Helpers shared by the tests, each written once: waiting for a condition, real worker processes, photos.
+"""Helpers shared by the tests, each written once.
+
+- waiting: :func:`wait_until`;
+- real ``python -m gearworker`` processes: :class:`WorkerProcess`, :func:`start_worker`, and
+  :func:`run_gearworker` for one command, all in a :func:`clean_env`;
+- workers nobody here wrote, for the client tests: :class:`Workers` (php-gearman, ``gearman -w``);
+- photos: :func:`photo_jpeg`.
 
 The test files import them as ``from support import ...`` (conftest.py puts tests/ on sys.path).
 Beside this module: ``gearmand.py`` starts real gearmand processes, ``fakepeer.py`` holds the
@@ -87,7 +93,11 @@ def handlers_dir(tmp_path: Path, **modules: str) -> Path:
 
 @dataclass
 class WorkerProcess:
-    """One gearworker process; ``log`` holds its JSON log lines."""
+    """One gearworker process; ``log`` holds its JSON log lines.
+
+    Its environment is :func:`clean_env` plus ``env``: nothing from the shell that runs pytest
+    configures it.
+    """
 
     servers: Sequence[str]
     handlers: Path = HANDLERS
