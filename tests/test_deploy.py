@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 import yaml
+from support import ROOT
 
 from gearworker import config
 from gearworker.address import parse_address
 from gearworker.app import cli, launch
 from gearworker.web import cli as web_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "gearworker.service"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

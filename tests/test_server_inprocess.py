@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gearmand import Gearmand
-from workerproc import TEST_HANDLERS
+from support import TEST_HANDLERS
 
 from gearworker import Client, config
 from gearworker.app.server import Server

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from images import samples
 from PIL import Image
+from support import photo_jpeg, wait_until
 
 from gearworker import Client
 
-from .stack import Stack, run, wait_until
+from .stack import Stack, run
 
 SESSION = "composetest01"
 WORKERS = 2  # deploy.replicas in docker-compose.yml
@@ -38,7 +38,9 @@ def registered_workers(s: Stack) -> set[str]:
 
 
 def wait_for_workers(s: Stack, what: str = "two workers registered with gearmand") -> None:
-    wait_until(what, lambda: len(registered_workers(s)) == WORKERS, timeout=90, detail=lambda: s.logs("worker"))
+    wait_until(
+        lambda: len(registered_workers(s)) == WORKERS, 90, what=what, interval=0.25, detail=lambda: s.logs("worker")
+    )
 
 
 def web_url(s: Stack, path: str) -> str:
@@ -52,7 +54,9 @@ def wait_for_web(s: Stack) -> None:
         except httpx.TransportError:
             return False
 
-    wait_until("the web app answering on its published port", answers, timeout=60, detail=lambda: s.logs("web"))
+    wait_until(
+        answers, 60, what="the web app answering on its published port", interval=0.25, detail=lambda: s.logs("web")
+    )
 
 
 @contextlib.contextmanager
@@ -69,7 +73,7 @@ def web_client(s: Stack) -> Iterator[httpx.Client]:
 
 def fetch_copies(s: Stack, photo_id: str) -> list[bytes]:
     """Every resized copy of a photo (``/photos/ID/0``, ``/1``... until a 404)."""
-    copies = []
+    copies: list[bytes] = []
     with web_client(s) as client:
         while True:
             r = client.get(f"/photos/{photo_id}/{len(copies)}")
@@ -97,16 +101,17 @@ def check_two_workers_registered(s: Stack) -> None:
 
 def upload_photo(s: Stack) -> tuple[str, list[bytes]]:
     """Post a real JPEG to the web app's upload API; return its id and resized copies (JPEG, never enlarged)."""
-    original = samples.jpeg(samples.photo(1600, 1200))
+    original = photo_jpeg(1600, 1200)
     start = time.monotonic()
     with web_client(s) as client:
         r = client.post(f"/api/photos?session={SESSION}", files={"photo": ("compose.jpg", original, "image/jpeg")})
     assert r.status_code == 202, r.text
     photo_id = r.json()["id"]
     wait_until(
-        "the resized copies of the uploaded photo",
         lambda: bool(fetch_copies(s, photo_id)),
-        timeout=90,
+        90,
+        what="the resized copies of the uploaded photo",
+        interval=0.25,
         detail=lambda: s.logs("web") + s.logs("worker"),
     )
     s.timings["photo resized"] = time.monotonic() - start

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
-from .stack import BUILD_TIMEOUT, ROOT, Stack, content_tag, podman_compose, require_podman, run, wait_until
+from .stack import BUILD_TIMEOUT, ROOT, Stack, content_tag, podman_compose, require_podman, run
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ def podman_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ["podman", "system", "service", "--time=0", f"unix://{socket}"], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        wait_until("podman's API socket", socket.exists, timeout=30, detail=log.read_text)
+        wait_until(socket.exists, 30, what="podman's API socket", interval=0.25, detail=log.read_text)
         yield socket
     finally:
         service.terminate()
