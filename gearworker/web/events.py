@@ -141,6 +141,11 @@ class Hub:
             yield f"retry: {RETRY_MS}\n\n"
             yield format_event("hello", {"boot": self.boot})
             while True:
+                # Take the wake-up event before reading the backlogs: a publish while this generator
+                # waits at a yield below sets this one, so the wait at the end returns at once.  Read
+                # after the yields, it would be the next, unset one, and the stream would sleep until
+                # the heartbeat with that event unsent.
+                changed = self._changed
                 fresh = sorted(
                     [e for e in s.backlog if e[0] > own_after] + [e for e in self._broadcast if e[0] > shared_after]
                 )
@@ -149,7 +154,7 @@ class Hub:
                     yield format_event(event, data, f"{self.boot}-{n}")
                 if self._closed.is_set():
                     return
-                if not await self._wait(self._changed, HEARTBEAT):
+                if not await self._wait(changed, HEARTBEAT):
                     yield ": keep-alive\n\n"
         finally:
             s.listeners -= 1
