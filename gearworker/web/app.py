@@ -115,6 +115,7 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
             "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
         },
         password_hash=options.password_hash,
+        logins=web.logins,
     )
     app = Starlette(routes=routes, lifespan=web.lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.web = web

@@ -18,7 +18,7 @@
 - **Login** (when ``web_password_hash`` is set): everything but the login
   page and its assets needs the signed ``gw_login`` cookie.
 
-:class:`RateLimit` is a per-client token bucket the submit routes use (429).
+:class:`RateLimit` is a per-client token bucket the submit routes and the login use (429).
 """
 
 from __future__ import annotations
@@ -123,6 +123,8 @@ class GuardConfig:
     hosts: frozenset[str]
     body_limits: dict[str, BodyLimit]
     password_hash: str | None = None
+    #: The live logins (logout ends one); without it a signed, unexpired cookie is enough.
+    logins: login.Logins | None = None
 
 
 class Guard:
@@ -200,11 +202,15 @@ class Guard:
             if not cookie or not secrets.compare_digest(cookie, headers.get(CSRF_HEADER, "")):
                 return refuse(403, "Refused: the page's security token is missing or old; reload the page.")
         stored = self.config.password_hash
-        if stored and path not in PUBLIC_PATHS and not login.valid_session(_cookies(headers).get(login.COOKIE), stored):
+        if stored and path not in PUBLIC_PATHS and not self._logged_in(_cookies(headers).get(login.COOKIE), stored):
             if path.startswith("/api/") or method not in SAFE_METHODS:
                 return refuse(401, "Log in first: this web app needs a password.")
             return RedirectResponse("/login", status_code=303)
         return None
+
+    def _logged_in(self, cookie: str | None, stored: str) -> bool:
+        logins = self.config.logins
+        return logins.valid(cookie, stored) if logins is not None else login.valid_session(cookie, stored)
 
 
 def _csrf_cookie(scope: Scope) -> tuple[bytes, bytes]:
@@ -265,6 +271,12 @@ class RateLimit:
             self._forget_full(now)
         self._buckets[client] = (tokens - cost, now)
         return 0.0
+
+    def refund(self, client: str, cost: int = 1) -> None:
+        """Give back ``cost`` tokens taken by :meth:`take` (an attempt that turned out not to count)."""
+        if client in self._buckets:
+            tokens, then = self._buckets[client]
+            self._buckets[client] = (min(self.capacity, tokens + cost), then)
 
     def _forget_full(self, now: float) -> None:
         # Buckets that refilled completely say nothing: forget them so the map stays bounded.

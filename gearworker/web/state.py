@@ -15,12 +15,13 @@ from starlette.applications import Starlette
 from ..errors import ConfigError
 from .events import Hub
 from .jobs import JobBook, JobContext
-from .login import check_hash_format
+from .login import Logins, check_hash_format
 from .security import RateLimit
 from .service import Gateway, PhotoContext, run_photo
 from .storage import PhotoStore
 
 __all__ = [
+    "LOGIN_ATTEMPTS",
     "MAX_COPIES",
     "MAX_PAYLOAD",
     "MULTIPART_OVERHEAD",
@@ -42,6 +43,8 @@ MAX_PAYLOAD = 1024 * 1024
 PRIORITIES = ("normal", "high", "low")
 #: How often the servers table refreshes, seconds.
 SERVERS_INTERVAL = 1.0
+#: Wrong passwords one client may try per minute; the next waits (429).
+LOGIN_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,17 @@ class WebApp:
         self.job_ctx = JobContext(self.gateway, self.hub, options.job_timeout)
         self.jobs = JobBook()
         self.rate = RateLimit(options.rate_limit)
+        self.login_rate = RateLimit(LOGIN_ATTEMPTS)
+        self.logins = Logins(options.storage_root)
+        self._logins_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
         self._batches = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def save_logins(self) -> None:
+        """Write the record of live logins after a login or logout (one write at a time, newest last)."""
+        async with self._logins_lock:
+            await asyncio.to_thread(self.logins.save, self.logins.snapshot())
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         # Keep a reference: the loop holds tasks weakly, and shutdown cancels what is left.
