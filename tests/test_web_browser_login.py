@@ -57,7 +57,8 @@ def test_a_login_cookie_is_refused_after_logout(browser: Browser, guarded: str) 
         assert page.request.get(f"{guarded}/api/photos").status == 200
         page.click("#logout")
         expect(page).to_have_url(f"{guarded}/login")
-        context.add_cookies([cookie])  # the cookie as it was before logout (a copy, another tab, a thief)
+        # The cookie as it was before logout (a copy, another tab, a thief).
+        context.add_cookies([{"name": "gw_login", "value": cookie["value"], "url": guarded}])
         assert page.request.get(f"{guarded}/api/photos").status == 401
         page.goto(f"{guarded}/#photos")
         expect(page).to_have_url(f"{guarded}/login#photos")

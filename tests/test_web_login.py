@@ -17,7 +17,7 @@ from gearworker.web.login import hash_password
 
 SESSION = "testsession01"
 TOKEN = "page-token-123"
-PAGE = {"cookies": {"gw_csrf": TOKEN}, "headers": {"x-csrf-token": TOKEN}}
+PAGE: dict[str, Any] = {"cookies": {"gw_csrf": TOKEN}, "headers": {"x-csrf-token": TOKEN}}
 DEAD = "127.0.0.1:1"  # nothing listens there: these tests need no job server
 PASSWORD = "correct horse"
 STORED = hash_password(PASSWORD, n=2**10)

@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,7 @@ class Hub:
         boot, _, n = last_event_id.rpartition("-")
         return int(n) if boot == self.boot and n.isdigit() else None
 
-    async def stream(self, session: str, last_event_id: str = "") -> AsyncIterator[str]:
+    async def stream(self, session: str, last_event_id: str = "") -> AsyncGenerator[str, None]:
         """SSE text for ``session``: ``hello``, what it missed, then new events as they come."""
         s = self._session(session)
         s.listeners += 1
