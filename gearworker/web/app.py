@@ -102,7 +102,7 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
     ]
     upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
     guard = GuardConfig(
-        hosts=allowed_hosts(options.listen_host, options.allowed_hosts),
+        hosts=allowed_hosts(options.listen_host, options.allowed_hosts, options.listen_port),
         body_limits={
             "/api/photos": BodyLimit(
                 upload_limit,

@@ -58,13 +58,15 @@ class WebOptions:
     photo_mode: str = "bytes"
     password_hash: str | None = None
     listen_host: str = "127.0.0.1"
+    #: The port ``gearworker web`` listens on; None (an app built in-process): the Host's port is not checked.
+    listen_port: int | None = None
     allowed_hosts: tuple[str, ...] = ()
     rate_limit: int = 600
     job_timeout: float = 300.0
     connect_timeout: float = 5.0
 
     @classmethod
-    def from_settings(cls, settings: Any, *, listen_host: str) -> WebOptions:
+    def from_settings(cls, settings: Any, *, listen_host: str, listen_port: int | None = None) -> WebOptions:
         """The web app's options from the settings; a bad ``web_password_hash`` is a :class:`ConfigError`."""
         if settings.web_password_hash is not None:
             problem = check_hash_format(settings.web_password_hash)  # the one place that knows the hash formats
@@ -78,6 +80,7 @@ class WebOptions:
             photo_mode=settings.web_photo_mode,
             password_hash=settings.web_password_hash,
             listen_host=listen_host,
+            listen_port=listen_port,
             allowed_hosts=tuple(settings.web_allowed_hosts),
             rate_limit=settings.web_rate_limit,
             job_timeout=settings.web_job_timeout,
