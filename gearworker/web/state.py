@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ PRIORITIES = ("normal", "high", "low")
 SERVERS_INTERVAL = 1.0
 #: Wrong passwords one client may try per minute; the next waits (429).
 LOGIN_ATTEMPTS = 10
+#: How often job rows and events past their age limit are forgotten, seconds.
+SWEEP_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,16 @@ class WebOptions:
         )
 
 
+def _give_back_free_memory() -> None:
+    """Return the heap freed by forgotten rows and events to the system (glibc's ``malloc_trim``).
+
+    Results of a few KB are allocated by malloc, not by Python's small-object allocator, and glibc
+    keeps what is freed for later unless asked; elsewhere this does nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 class WebApp:
     """The app's state: its client, event hub, photos, jobs, rate limits and background tasks."""
 
@@ -109,6 +122,7 @@ class WebApp:
         self.tasks: set[asyncio.Task[None]] = set()
         self._batches = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def save_logins(self) -> None:
         """Write the record of live logins after a login or logout (one write at a time, newest last)."""
@@ -134,6 +148,8 @@ class WebApp:
         for photo in interrupted:  # the original is on disk: resize it again rather than leave it stuck
             photo.state, photo.numerator, photo.denominator = "queued", 0, 0
             self.spawn(run_photo(self.photo_ctx, photo, None))
+        # Not one of self.tasks (the photos and jobs running, which a caller may wait for): it never ends.
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         log.info(
             "web.started",
             servers=self.gateway.servers,
@@ -153,10 +169,19 @@ class WebApp:
     async def close(self) -> None:
         """End the streams, cancel the background tasks (photos resume at the next start), drop the client."""
         self.hub.close()
-        for task in list(self.tasks):
+        for task in [*self.tasks, *([self._sweeper] if self._sweeper else [])]:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *([self._sweeper] if self._sweeper else []), return_exceptions=True)
         await self.gateway.close()
+
+    async def _sweep(self) -> None:
+        """Forget, now and then, the job rows and events past their age limit, even when nothing else happens."""
+        while not await self.hub.sleep(SWEEP_INTERVAL):
+            kept = self.hub.events + len(self.jobs)
+            self.hub.trim()
+            self.jobs.trim()
+            if self.hub.events + len(self.jobs) < kept:
+                _give_back_free_memory()
 
     def end_streams(self) -> None:
         """End the live streams (from a signal handler): uvicorn waits for open responses before it stops."""
