@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import AsyncIterator
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from . import login
 from .events import SESSION_RE, format_event, merge, sse
@@ -25,9 +26,17 @@ class Pages:
 
     def __init__(self, web: WebApp) -> None:
         self.web = web
+        # The limits the Photos page states are in the page as sent, not filled in after it loads,
+        # when the longer line would push everything below it down (a layout shift).
+        self._index = (
+            (STATIC / "index.html")
+            .read_text()
+            .replace("{{max_upload}}", html.escape(human_size(web.max_upload_bytes)))
+            .replace("{{accepted}}", html.escape(ACCEPTED))
+        )
 
     async def index(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+        return HTMLResponse(self._index, headers={"cache-control": "no-cache"})
 
     async def login_page(self, request: Request) -> Response:
         return FileResponse(STATIC / "login.html", headers={"cache-control": "no-cache"})
