@@ -208,8 +208,11 @@ def main() -> None:
     lines.append(f"bench took {time.monotonic() - started:.0f} s")
     print("\n".join(lines))
     if sweep is not None or lat is not None:
-        from .chart import draw
-
+        try:
+            from .chart import draw
+        except ImportError:  # matplotlib comes with the dev extra; the tables above are the result
+            _say("no chart: matplotlib is not installed (pip install -e '.[dev]')")
+            return
         path = draw(out_dir / "bench.png", sweep, lat[0] if lat is not None else None)
         _say(f"chart: {path}")
 

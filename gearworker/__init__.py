@@ -37,6 +37,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'gearworker' has no attribute {name!r}")
@@ -47,7 +49,17 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__version__ = "0.1.0"
+def _version() -> str:
+    """The installed package's version: written once, in pyproject.toml (read on first use, it costs ~10 ms)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version(__name__)
+    except PackageNotFoundError:  # a source tree that was never installed
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
+
 
 __all__ = [
     "Client",

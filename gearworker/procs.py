@@ -1,4 +1,4 @@
-"""Process helpers shared by the pool, the local gearmand, the pid file and ``gearworker stop``."""
+"""Process helpers shared by the pool, the local gearmand, the pid file, ``gearworker stop`` and the command lines."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
+from collections.abc import Callable
 
-__all__ = ["die_with_parent", "is_running", "keep_big_buffers"]
+__all__ = ["EXIT_CLOSED_PIPE", "die_with_parent", "is_running", "keep_big_buffers", "quiet_on_closed_pipe"]
+
+#: The exit status of a command whose output was closed (``gearworker failed list | head``): what a shell
+#: reports for a tool killed by SIGPIPE, 128 + 13.
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1
@@ -69,3 +75,21 @@ def is_running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def quiet_on_closed_pipe(command: Callable[[], int]) -> int:
+    """Run a command line's ``command``; when its reader closes stdout, end quietly with :data:`EXIT_CLOSED_PIPE`.
+
+    Python ignores SIGPIPE, so a closed pipe is a BrokenPipeError at the next
+    write, and a traceback.  The flush here makes what ``print`` left buffered
+    fail now rather than at exit; stdout then points at /dev/null, so the
+    interpreter's own flush at exit cannot fail again.
+    """
+    try:
+        code = command()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code

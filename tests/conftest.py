@@ -10,14 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gearmand import Gearmand
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import MakeGearmand
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
@@ -48,15 +48,15 @@ def gearmand() -> Iterator[Gearmand]:
 
 
 @pytest.fixture
-def gearmand_factory(tmp_path: Path) -> Iterator[type[Gearmand]]:
-    """Start as many gearmands as a test needs; all are stopped afterwards."""
+def gearmand_factory(tmp_path: Path) -> Iterator[MakeGearmand]:
+    """Start as many gearmands as a test needs (``gearmand_factory(**Gearmand fields)``); all are stopped afterwards."""
     started: list[Gearmand] = []
 
-    def make(**kwargs: object) -> Gearmand:
-        g = Gearmand(**kwargs).start()  # type: ignore[arg-type]
+    def make(**kwargs: Any) -> Gearmand:
+        g = Gearmand(**kwargs).start()
         started.append(g)
         return g
 
-    yield make  # type: ignore[misc]
+    yield make
     for g in started:
         g.stop()

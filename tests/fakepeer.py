@@ -264,12 +264,3 @@ def run_gearman_cli(port: int, function: str, payload: bytes, *, timeout: float 
     proc = gearman_cli(port, function, payload)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 GEARMAND = shutil.which("gearmand") or "/usr/sbin/gearmand"
 
@@ -122,8 +123,8 @@ class Gearmand:
 
 
 @contextlib.contextmanager
-def running_gearmand(**kwargs: object) -> Iterator[Gearmand]:
-    g = Gearmand(**kwargs).start()  # type: ignore[arg-type]
+def running_gearmand(**kwargs: Any) -> Iterator[Gearmand]:
+    g = Gearmand(**kwargs).start()
     try:
         yield g
     finally:

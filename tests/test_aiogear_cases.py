@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakepeer import RawClient, gearman_cli, run_gearman_cli, wait_until
+from fakepeer import RawClient, gearman_cli, run_gearman_cli
 from gearmand import Gearmand
-from workerproc import TEST_HANDLERS, WorkerProcess
+from support import TEST_HANDLERS, WorkerProcess, wait_until
 
 from gearworker.protocol import PacketType
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from gearmand import Gearmand
-from test_client_support import Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
+from support import Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
 
 from gearworker import Client, submit, submit_background
 from gearworker.client import Handle, JobStatus, Progress, Result
@@ -78,7 +79,8 @@ async def test_many_large_payloads_at_once_wait_for_the_send_buffer_and_all_roun
         results = await asyncio.gather(*(client.submit("echo", p) for p in payloads))
         assert results == payloads
         assert await big == payloads[0] * 5
-        assert client.servers[0].router is not None and not client.servers[0].router.stream.paused
+        router = client.servers[0].router
+        assert router is not None and router.stream is not None and not router.stream.paused
 
 
 async def test_str_and_json_payloads_and_result_decoding(gearmand: Gearmand, workers: Workers) -> None:
@@ -91,9 +93,9 @@ async def test_str_and_json_payloads_and_result_decoding(gearmand: Gearmand, wor
         assert (await client.submit("php.echo", {"a": [1, 2], "b": None})).json() == {"a": [1, 2], "b": None}
         assert (await client.submit("php.echo", [1, "x"])).json() == [1, "x"]
         with pytest.raises(TypeError):
-            await client.submit("php.echo", 12)  # type: ignore[arg-type]
+            await client.submit("php.echo", cast(Any, 12))  # not a payload type: the run-time check
         with pytest.raises(ValueError, match="priority"):
-            await client.submit("php.echo", "x", priority="urgent")  # type: ignore[arg-type]
+            await client.submit("php.echo", "x", priority=cast(Any, "urgent"))  # not a priority: the run-time check
 
 
 async def test_progress_reaches_sync_and_async_callbacks_and_the_iterator(gearmand: Gearmand, workers: Workers) -> None:

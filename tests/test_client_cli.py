@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from gearmand import Gearmand
-from test_client_support import MakeGearmand, Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
+from support import MakeGearmand, Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
 
 
 def gearworker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -8,14 +8,21 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TypedDict
 
 import pytest
-from test_client_support import MakeGearmand, Workers, free_port_address, wait_for_workers, workers_fixture  # noqa: F401
+from support import MakeGearmand, Workers, free_port_address, workers_fixture  # noqa: F401
 
 from gearworker import Client
 from gearworker.errors import ConnectionLost, NoServerAvailable
 
-FAST_RETRY = {"reconnect_min": 0.05, "reconnect_max": 0.2}
+
+class Retry(TypedDict):
+    reconnect_min: float
+    reconnect_max: float
+
+
+FAST_RETRY: Retry = {"reconnect_min": 0.05, "reconnect_max": 0.2}
 
 
 async def test_same_unique_id_coalesces_across_a_three_server_setup(

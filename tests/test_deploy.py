@@ -3,13 +3,15 @@
 No Docker engine or systemd PID 1 runs here, so these tests parse the files
 and check that what they run is real: the commands parse with the project's
 own argument parsers, the environment loads as valid settings, the flags given
-to gearmand exist in the installed gearmand, the Dockerfile installs what
-scripts/bootstrap installs, and ``systemd-analyze verify`` accepts the unit.
+to gearmand exist in the installed gearmand, the Dockerfile provides what
+scripts/bootstrap installs (gearmand built from source in a build stage), and
+``systemd-analyze verify`` accepts the unit.  tests/containers checks the built image.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import re
 import shlex
@@ -22,18 +24,25 @@ from typing import Any
 
 import pytest
 import yaml
+from support import ROOT
 
 from gearworker import config
 from gearworker.address import parse_address
 from gearworker.app import cli, launch
 from gearworker.web import cli as web_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "gearworker.service"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 BOOTSTRAP = ROOT / "scripts" / "bootstrap"
 RUNTIME_EXTRAS = {"images", "web", "metrics"}
+BASE_IMAGE = "python:3.13-slim-trixie"  # Debian 13 and Python 3.13, as scripts/container-base makes it
+GEARMAND_VERSION = "2.0.0"
+# The programs of scripts/bootstrap's runtime Debian packages, which the image builds from gearmand's source instead.
+PROGRAMS_OF_RUNTIME_PACKAGES = {
+    "gearman-job-server": {"sbin/gearmand"},
+    "gearman-tools": {"bin/gearman", "bin/gearadmin"},
+}
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -87,7 +96,7 @@ def settings_from_env(environment: dict[str, Any]) -> config.Settings:
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped, all stages."""
     lines: list[str] = []
     pending = ""
     for raw in DOCKERFILE.read_text().splitlines():
@@ -104,6 +113,51 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         instruction, _, rest = line.partition(" ")
         out.append((instruction.upper(), rest.strip()))
     return out
+
+
+def dockerfile_stages() -> list[tuple[str | None, str, list[tuple[str, str]]]]:
+    """The stages of the Dockerfile: (name or None, base image, its instructions after FROM)."""
+    stages: list[tuple[str | None, str, list[tuple[str, str]]]] = []
+    for instruction, arg in dockerfile_instructions():
+        if instruction == "FROM":
+            words = [w for w in arg.split() if not w.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append((name, words[0], []))
+        elif stages:
+            stages[-1][2].append((instruction, arg))
+    return stages
+
+
+def dockerfile_args(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """ARG NAME=default of a stage."""
+    return dict(arg.split("=", 1) for instruction, arg in steps if instruction == "ARG" and "=" in arg)
+
+
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore keeps ``path`` (or a folder above it) out of the build context; last match wins."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def gearmand_command(compose: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """The compose gearmand's options: ({--flag: value}, {--switch without a value})."""
+    command = compose["services"]["gearmand"]["command"]
+    assert command[0] == "gearmand"
+    flags = dict(arg.split("=", 1) for arg in command[1:] if "=" in arg)
+    switches = {arg for arg in command[1:] if "=" not in arg}
+    return flags, switches
 
 
 def apt_packages(script: str) -> set[str]:
@@ -274,17 +328,28 @@ def test_compose_publishes_gearmand_and_web_on_loopback_only(compose: dict[str, 
 def test_compose_gearmand_keeps_its_queue_on_a_volume(compose: dict[str, Any]) -> None:
     """gearmand uses the sqlite queue in a named volume, with flags the installed gearmand knows."""
     gearmand = compose["services"]["gearmand"]
-    command = gearmand["command"]
-    assert command[0] == "gearmand"
-    flags = dict(arg.split("=", 1) for arg in command[1:])
+    flags, switches = gearmand_command(compose)
     assert flags["--queue-type"] == "libsqlite3"
     mounts = {target: source for source, target in (v.split(":")[:2] for v in gearmand["volumes"])}
     db_dir = str(Path(flags["--libsqlite3-db"]).parent)
     assert mounts[db_dir] in compose["volumes"]
+    # The image's own gearmand is checked by tests/containers; this one is Debian's (1.1.20 and later have them all).
     help_text = subprocess.run(["gearmand", "--help"], capture_output=True, text=True, timeout=30).stdout
-    for flag in flags:
-        assert flag in help_text, f"gearmand has no {flag}"
+    for flag in [*flags, *switches]:
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), f"gearmand has no {flag}"
     assert gearmand["healthcheck"]["test"][1] == "gearadmin"
+
+
+def test_compose_gearmand_has_tcp_keepalive_so_a_vanished_workers_job_goes_to_another_worker(
+    compose: dict[str, Any],
+) -> None:
+    """A worker whose host vanishes without a FIN keeps its running job "running" in gearmand forever unless gearmand
+    probes idle connections: --keepalive, first probe after 5 s idle, 3 probes 2 s apart (measured with these, a worker
+    cut off 1 s into an 8 s job: the client had its result 19 s after the cut).  tests/containers/test_compose.py cuts
+    a worker off for real."""
+    flags, switches = gearmand_command(compose)
+    assert "--keepalive" in switches
+    assert (flags["--keepalive-idle"], flags["--keepalive-interval"], flags["--keepalive-count"]) == ("5", "2", "3")
 
 
 def test_compose_worker_command_and_environment_are_real(compose: dict[str, Any]) -> None:
@@ -350,9 +415,13 @@ def test_compose_web_keeps_its_photos_on_the_photos_volume(compose: dict[str, An
 
 
 def test_dockerfile_base_user_and_command() -> None:
-    """python:3.11-slim, a non-root user, and CMD python -m gearworker."""
-    steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    """Every stage on python:3.13-slim-trixie (Debian 13, Python 3.13), a non-root user, CMD python -m gearworker."""
+    stages = dockerfile_stages()
+    names = {name for name, _, _ in stages}
+    assert {base for _, base, _ in stages if base not in names} == {BASE_IMAGE}
+    base = (ROOT / "scripts" / "container-base").read_text()
+    assert f'PYTHON_IMAGE="{BASE_IMAGE}"' in base and 'SUITE="trixie"' in base
+    steps = stages[-1][2]
     users = [arg for instruction, arg in steps if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert any(instruction == "RUN" and "useradd" in arg and users[-1] in arg for instruction, arg in steps)
@@ -368,24 +437,72 @@ def test_dockerfile_copies_what_exists_and_is_not_dockerignored() -> None:
         if line.strip() and not line.startswith("#")
     }
     for instruction, arg in dockerfile_instructions():
-        if instruction != "COPY":
+        if instruction != "COPY" or arg.startswith("--from="):
             continue
         *sources, _ = arg.split()
         for source in sources:
             assert (ROOT / source).exists(), source
             assert source not in ignored and source.rstrip("/") not in ignored, source
+            assert not dockerignored(source.rstrip("/")), source
+
+
+def test_dockerignore_lets_in_the_gearmand_tarball_and_nothing_else_of_vendor() -> None:
+    """vendor/gearmand-VERSION.tar.gz (scripts/gearmand-source) reaches the build, which then needs no download;
+    the rest of vendor/ does not."""
+    assert not dockerignored(f"vendor/gearmand-{GEARMAND_VERSION}.tar.gz")
+    assert dockerignored("vendor/other-1.0.tar.gz")
+    # COPY vendor/ needs the folder in a fresh checkout: its README is committed, the tarballs are not.
+    assert (ROOT / "vendor" / "README.md").is_file()
+    assert "/vendor/*.tar.gz" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_dockerfile_builds_gearmand_2_0_0_in_a_build_stage() -> None:
+    """Stage 1 compiles gearmand 2.0.0 with SSL and the sqlite queue from the tag's source (a local copy in vendor/,
+    else GitHub's tarball), checked against a pinned sha256; the image copies the result in, with no Debian gearmand."""
+    (build_name, _, build), *_, (_, _, final) = dockerfile_stages()
+    assert build_name is not None
+    args = dockerfile_args(build)
+    assert args["GEARMAND_VERSION"] == GEARMAND_VERSION
+    assert args["GEARMAND_URL"] == "https://github.com/gearman/gearmand/archive/refs/tags/${GEARMAND_VERSION}.tar.gz"
+    assert re.fullmatch(r"[0-9a-f]{64}", args["GEARMAND_TREE_SHA256"])
+    runs = "\n".join(arg for instruction, arg in build if instruction == "RUN")
+    assert ("COPY", "vendor/ /tmp/vendor/") in build
+    assert "/tmp/vendor/gearmand-$GEARMAND_VERSION.tar.gz" in runs and '"$GEARMAND_URL"' in runs
+    assert '"$GEARMAND_TREE_SHA256"' in runs
+    configure = re.search(r"\./configure ([^&]*)", runs)
+    assert configure is not None and {"--enable-ssl", "--with-sqlite3"} <= set(configure.group(1).split())
+    assert re.search(r"make [^&]*install", runs)
+    assert apt_packages(runs) >= {
+        "libboost-program-options-dev",
+        "libevent-dev",
+        "uuid-dev",
+        "libssl-dev",
+        "libsqlite3-dev",
+        "gperf",
+        "g++",
+        "make",
+    }
+    copies = [arg for instruction, arg in final if instruction == "COPY" and arg.startswith("--from=")]
+    assert copies == [f"--from={build_name} /stage/usr/local/ /usr/local/"], copies
+    final_runs = "\n".join(arg for instruction, arg in final if instruction == "RUN")
+    # No gearmand from Debian beside it: only the libraries the built programs link.
+    assert all(package.startswith("lib") for package in apt_packages(final_runs)), apt_packages(final_runs)
 
 
 def test_dockerfile_installs_what_scripts_bootstrap_installs() -> None:
-    """Same Debian packages and the runtime extras of the same pip install as scripts/bootstrap."""
+    """The programs of scripts/bootstrap's runtime Debian packages (built from gearmand's source, and checked to run
+    with their libraries when the image is built), and the runtime extras of the same pip install."""
     assert BOOTSTRAP.exists(), "scripts/bootstrap is the reference install; the Dockerfile mirrors it"
     bootstrap = BOOTSTRAP.read_text()
-    runs = "\n".join(arg for instruction, arg in dockerfile_instructions() if instruction == "RUN")
-    docker_packages = apt_packages(runs)
-    assert docker_packages >= {"gearman-job-server", "gearman-tools"}
     runtime = re.search(r'^runtime_packages="([^"]*)"', bootstrap, re.M)
     assert runtime is not None, "scripts/bootstrap names its runtime_packages"
-    assert docker_packages == set(runtime.group(1).split())
+    assert set(runtime.group(1).split()) == set(PROGRAMS_OF_RUNTIME_PACKAGES)
+    final = dockerfile_stages()[-1][2]
+    runs = "\n".join(arg for instruction, arg in final if instruction == "RUN")
+    checked = re.search(r"! ldd ([^|]*)\| grep 'not found'", runs)
+    assert checked is not None, "the image build checks that the copied programs find their libraries"
+    programs = set().union(*PROGRAMS_OF_RUNTIME_PACKAGES.values())
+    assert set(checked.group(1).split()) == {f"/usr/local/{program}" for program in programs}
     docker_extras = pip_extras(runs)
     assert docker_extras == RUNTIME_EXTRAS
     assert expand_extras(pip_extras(bootstrap)) & RUNTIME_EXTRAS == RUNTIME_EXTRAS

@@ -9,22 +9,23 @@ tests/test_jobqueue_gearmand.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import ROOT, run_gearworker
 
 from gearworker.failed import FailedJob, FailedStoreError, FolderStore, SqliteStore, open_store
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: object) -> FailedJob:
-    values: dict[str, object] = dict(
+def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: Any) -> FailedJob:
+    base = FailedJob(
+        function,
         handle="H:host:1",
         unique="u-7",
         error="ValueError: card declined",
@@ -33,8 +34,7 @@ def job(function: str = "charge", workload: bytes = b'{"id": 7}', **kw: object) 
         workload_size=len(workload),
         server="s:4730",
     )
-    values.update(kw)
-    return FailedJob(function, **values)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **kw)
 
 
 @pytest.fixture(params=["failed.db", "failed-folder"])
@@ -118,19 +118,6 @@ def test_several_processes_can_write_one_sqlite_store(tmp_path: Path) -> None:
     assert len(open_store(path).list()) == 100
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("GEARWORKER_SETTINGS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gearworker", "failed", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=full_env,
-        timeout=60,
-    )
-
-
 def test_cli_lists_shows_and_purges_records_from_the_setting(tmp_path: Path) -> None:
     """`gearworker failed list|show|purge` read the store named by GEARWORKER_FAILED_JOBS."""
     path = tmp_path / "failed.db"
@@ -139,17 +126,20 @@ def test_cli_lists_shows_and_purges_records_from_the_setting(tmp_path: Path) -> 
     store.add(job("resize", workload=b"\xff\xd8binary", error="OSError: truncated"))
     env = {"GEARWORKER_FAILED_JOBS": str(path)}
 
-    listed = cli("list", env=env)
+    listed = run_gearworker("failed", "list", env=env)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["ID", "FAILED", "(UTC)"]
     assert "charge" in lines[1] and "ValueError: card declined" in lines[1]
     assert "resize" in lines[2]
 
-    as_json = [json.loads(line) for line in cli("list", "--json", "--function", "charge", env=env).stdout.splitlines()]
+    as_json = [
+        json.loads(line)
+        for line in run_gearworker("failed", "list", "--json", "--function", "charge", env=env).stdout.splitlines()
+    ]
     assert [(r["id"], r["attempts"], r["unique"]) for r in as_json] == [(first, 3, "u-7")]
 
-    shown = cli("show", first, env=env)
+    shown = run_gearworker("failed", "show", first, env=env)
     assert json.loads(shown.stdout)["workload"] == '{"id": 7}'
     raw = subprocess.run(
         [sys.executable, "-m", "gearworker", "failed", "show", "2", "--workload", "--store", str(path)],
@@ -159,17 +149,17 @@ def test_cli_lists_shows_and_purges_records_from_the_setting(tmp_path: Path) -> 
     )
     assert raw.stdout == b"\xff\xd8binary"
 
-    missing = cli("show", "999", env=env)
+    missing = run_gearworker("failed", "show", "999", env=env)
     assert missing.returncode == 1 and "no failed job '999'" in missing.stderr
 
-    purged = cli("purge", env=env)
+    purged = run_gearworker("failed", "purge", env=env)
     assert purged.stdout.strip() == "purged 2 records"
     assert store.list() == []
 
 
 def test_cli_without_a_store_names_the_setting(tmp_path: Path) -> None:
     """No failed_jobs setting and no --store: exit 2 with one line naming failed_jobs."""
-    result = cli("list")
+    result = run_gearworker("failed", "list")
     assert result.returncode == 2
     assert "failed_jobs" in result.stderr and "Traceback" not in result.stderr
 
@@ -178,6 +168,6 @@ def test_retry_refuses_a_truncated_workload_without_force(tmp_path: Path) -> Non
     """A record that kept only part of its workload would run a different job: refused unless --force."""
     path = tmp_path / "failed"
     job_id = open_store(path, workload_limit=2).add(job(workload=b"abcdef"))
-    result = cli("retry", job_id, "--store", str(path), "--server", "127.0.0.1:1")
+    result = run_gearworker("failed", "retry", job_id, "--store", str(path), "--server", "127.0.0.1:1")
     assert result.returncode == 1 and "--force" in result.stderr
     assert open_store(path).get(job_id).workload == b"ab"

@@ -13,18 +13,18 @@ flood.
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli, wait_until
+from fakepeer import FakeServer, PacketSocket, fake_server, reset, run_gearman_cli
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess, start_worker, wait_until
 
 from gearworker.protocol import PacketType, encode, response
 
@@ -138,14 +138,14 @@ def echo_handlers(tmp_path: Path) -> Path:
     return folder
 
 
-def start_worker(fake: FakeServer, gearmand: Gearmand, handlers: Path) -> WorkerProcess:
-    w = WorkerProcess([fake.address, gearmand.address], handlers=handlers, env=FAST_RECONNECT)
-    return w.start(wait_for="echo", gearmand=gearmand)
+def worker_on(fake: FakeServer, gearmand: Gearmand, handlers: Path) -> WorkerProcess:
+    """A worker on the fake and the real server, registered with the real one."""
+    servers = [fake.address, gearmand.address]
+    return start_worker(servers, handlers=handlers, env=FAST_RECONNECT, wait_for="echo", gearmand=gearmand)
 
 
-def events_for(w: WorkerProcess, server: str) -> list[dict[str, object]]:
-    records = [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
-    return [r for r in records if r.get("server") == server]
+def events_for(w: WorkerProcess, server: str) -> list[dict[str, Any]]:
+    return [r for r in w.log_records() if r.get("server") == server]
 
 
 def registered(conn: PacketSocket) -> bool:
@@ -167,7 +167,7 @@ def test_misbehaving_server_is_reset_and_reconnected(name: str, gearmand: Gearma
         script(conn)
 
     with fake_server(gated) as fake:
-        w = start_worker(fake, gearmand, echo_handlers)
+        w = worker_on(fake, gearmand, echo_handlers)
         try:
             baseline = rss(w)
             go.set()
@@ -192,7 +192,7 @@ def test_misbehaving_server_is_reset_and_reconnected(name: str, gearmand: Gearma
 def test_server_that_always_sends_garbage_is_not_hammered(gearmand: Gearmand, echo_handlers: Path) -> None:
     """A server that garbles every connection gets reconnects spaced by the backoff, not a hot loop or a log flood."""
     with fake_server(*[garbage] * 1000) as fake:
-        w = start_worker(fake, gearmand, echo_handlers)
+        w = worker_on(fake, gearmand, echo_handlers)
         try:
             baseline = rss(w)
             time.sleep(3)

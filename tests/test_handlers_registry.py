@@ -16,11 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 from gearworker.errors import ConfigError, HandlerError
 from gearworker.worker.registry import discover
-
-ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """
 from gearworker import handler

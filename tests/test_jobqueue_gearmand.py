@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,30 +20,13 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import ROOT, WorkerProcess, handlers_dir
+from support import WorkerProcess, handlers_dir, run_gearworker, wait_until
 
 from gearworker import Client
 from gearworker.client import Progress
 from gearworker.errors import JobFailed
 
 HANDLERS = Path(__file__).resolve().parent / "handlers_jobqueue"
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(0.05)
-
-
-def log_events(w: WorkerProcess, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in w.log_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == event:
-                out.append(record)
-    return out
 
 
 @pytest.fixture
@@ -95,7 +75,8 @@ async def test_failing_twice_then_succeeding_with_two_retries_gives_the_client_i
         f"attempt 1/3 failed: {kind}: {prefix}flaky failure 1",
         f"attempt 2/3 failed: {kind}: {prefix}flaky failure 2",
     ]
-    wait_for(lambda: log_events(jobs_worker, "job.retry"), what="job.retry log lines")  # logs are written in batches
+    # logs are written in batches
+    wait_until(lambda: jobs_worker.log_records("job.retry"), timeout=30, what="job.retry log lines")
 
 
 async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
@@ -111,7 +92,7 @@ async def test_a_job_failing_more_often_than_its_retries_fails_as_today(
         "attempt 1/2 failed: RuntimeError: broken for good (attempt 1)",
         "RuntimeError: broken for good (attempt 2)",
     ]
-    wait_for(lambda: log_events(jobs_worker, "failed.recorded"), what="failed-job record")
+    wait_until(lambda: jobs_worker.log_records("failed.recorded"), timeout=30, what="failed-job record")
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT function, attempts, error FROM failed_jobs").fetchall()
     assert rows == [("never_works", 2, "RuntimeError: broken for good (attempt 2)")]
@@ -125,8 +106,8 @@ async def test_only_jobs_nobody_waits_for_are_recorded(
         with pytest.raises(JobFailed):
             await client.submit("never_works", b"fg", unique="fg-1", timeout=60)
         await client.submit_background("never_works", b"bg", unique="bg-1")
-    wait_for(lambda: log_events(jobs_worker, "failed.recorded"), what="failed-job record")
-    assert [e["unique"] for e in log_events(jobs_worker, "failed.not_recorded")] == ["fg-1"]
+    wait_until(lambda: jobs_worker.log_records("failed.recorded"), timeout=30, what="failed-job record")
+    assert [e["unique"] for e in jobs_worker.log_records("failed.not_recorded")] == ["fg-1"]
     with sqlite3.connect(tmp_path / "failed.db") as db:
         rows = db.execute("SELECT unique_id, workload, attempts FROM failed_jobs").fetchall()
     assert rows == [("bg-1", b"bg", 2)]
@@ -146,7 +127,7 @@ async def test_no_retry_fails_at_the_first_attempt(
 async def test_a_timed_out_attempt_is_retried(gearmand: Gearmand, jobs_worker: WorkerProcess, function: str) -> None:
     """Timeouts count as failures: the second attempt answers in time (async and cpu=True)."""
     result, warnings = await run(gearmand, function)
-    assert result.endswith(b"second attempt in time")  # type: ignore[union-attr]
+    assert isinstance(result, bytes) and result.endswith(b"second attempt in time")
     assert len(warnings) == 1 and warnings[0].startswith("attempt 1/2 failed: JobTimeout: ")
 
 
@@ -174,14 +155,6 @@ async def charge(job):
 """
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env}
-    full.pop("GEARWORKER_SETTINGS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gearworker", *args], capture_output=True, text=True, cwd=ROOT, env=full, timeout=60
-    )
-
-
 def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixed(
     gearmand: Gearmand, tmp_path: Path
 ) -> None:
@@ -191,12 +164,12 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
     env = {"GEARWORKER_FAILED_JOBS": str(tmp_path / "failed"), "GW_DONE_FILE": str(done)}
     w = WorkerProcess([gearmand.address], handlers=handlers, env=env).start(wait_for="charge", gearmand=gearmand)
     try:
-        submitted = cli(
+        submitted = run_gearworker(
             "submit", "-b", "-u", "order-42", "--server", gearmand.address, "charge", '{"order": 42}', env=env
         )
         assert submitted.returncode == 0, submitted.stderr
-        wait_for(lambda: log_events(w, "failed.recorded"), what="failed-job record")
-        listed = cli("failed", "list", "--json", env=env)
+        wait_until(lambda: w.log_records("failed.recorded"), timeout=30, what="failed-job record")
+        listed = run_gearworker("failed", "list", "--json", env=env)
         records = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [(r["function"], r["unique"], r["error"], r["workload_size"]) for r in records] == [
             ("charge", "order-42", "RuntimeError: payment service URL is wrong", 13)
@@ -205,13 +178,13 @@ def test_failed_retry_gets_a_failed_background_job_done_once_its_handler_is_fixe
 
         (handlers / "billing.py").write_text(CHARGE_FIXED)
         w.signal(signal.SIGHUP)
-        wait_for(lambda: log_events(w, "server.reloaded"), what="reload")
+        wait_until(lambda: w.log_records("server.reloaded"), timeout=30, what="reload")
 
-        retried = cli("failed", "retry", records[0]["id"], "--server", gearmand.address, env=env)
+        retried = run_gearworker("failed", "retry", records[0]["id"], "--server", gearmand.address, env=env)
         assert retried.returncode == 0, retried.stderr
-        wait_for(done.exists, what="the retried job")
+        wait_until(done.exists, timeout=30, what="the retried job")
         assert done.read_bytes() == b'{"order": 42}'
-        assert cli("failed", "list", "--json", env=env).stdout == ""  # the record is gone
+        assert run_gearworker("failed", "list", "--json", env=env).stdout == ""  # the record is gone
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
 
@@ -260,11 +233,11 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
             old_pool = (await client.submit("cpu_version", timeout=30)).split()[1]
             release = tmp_path / "release"
             held = asyncio.create_task(client.submit("hold", str(release), timeout=60))
-            await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
+            await asyncio.to_thread(wait_until, lambda: gearmand.status()["hold"][1] == 1, 30, what="hold running")
 
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
 
             assert await client.submit("version", timeout=30) == b"v2"
             new_cpu = (await client.submit("cpu_version", timeout=30)).split()
@@ -273,8 +246,10 @@ async def test_sighup_serves_new_code_from_the_same_pid_while_a_running_job_comp
             release.touch()
             assert await held == b"v1 held"  # ...and completes on the old code
         assert w.proc is not None and w.proc.poll() is None
-        assert [e["pid"] for e in log_events(w, "server.reloaded")] == [w.pid]
-        await asyncio.to_thread(wait_for, lambda: log_events(w, "server.old_handlers_retired"), 30, "old retired")
+        assert [e["pid"] for e in w.log_records("server.reloaded")] == [w.pid]
+        await asyncio.to_thread(
+            wait_until, lambda: w.log_records("server.old_handlers_retired"), 30, what="old retired"
+        )
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
 
@@ -295,7 +270,7 @@ async def test_a_cpu_job_retrying_across_a_reload_finishes_on_the_old_code(gearm
             w.signal(signal.SIGHUP)
             assert await job == b"v1 retried"
             # The retry may come before the reload has finished: new jobs get the new code after it.
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             assert await client.submit("cpu_retried", timeout=30) == b"v2 retried"  # the marker exists now
     finally:
         assert w.stop() == 0, w.log_text()[-4000:]
@@ -312,12 +287,12 @@ async def test_sigterm_right_after_a_reload_lets_the_old_handlers_jobs_finish(
         async with Client([gearmand.address]) as client:
             release = tmp_path / "release"
             held = asyncio.create_task(client.submit("hold", str(release), timeout=60))
-            await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
+            await asyncio.to_thread(wait_until, lambda: gearmand.status()["hold"][1] == 1, 30, what="hold running")
             (handlers / "versioned.py").write_text(VERSIONED.format(v="v2"))
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             w.signal(signal.SIGTERM)
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.draining"), 30, "draining")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.draining"), 30, what="draining")
             assert not held.done()  # it outlives SIGTERM, and then completes on the old code
             release.touch()
             assert await held == b"v1 held"
@@ -337,15 +312,17 @@ async def test_a_second_signal_cuts_short_the_drain_of_a_reloads_old_handlers(
     try:
         async with Client([gearmand.address]) as client:
             await client.submit_background("hold", str(tmp_path / "never"))
-            await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][1] == 1, 30, "hold running")
+            await asyncio.to_thread(wait_until, lambda: gearmand.status()["hold"][1] == 1, 30, what="hold running")
             w.signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reloaded"), 60, "reload")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 60, what="reload")
             w.signal(signal.SIGTERM)
-            await asyncio.to_thread(wait_for, lambda: log_events(w, "server.draining"), 30, "draining")
+            await asyncio.to_thread(wait_until, lambda: w.log_records("server.draining"), 30, what="draining")
             w.signal(signal.SIGTERM)
             assert await asyncio.to_thread(w.wait, 30) == 0, w.log_text()[-4000:]  # not the 60 s grace
-        assert log_events(w, "server.force_exit")
-        await asyncio.to_thread(wait_for, lambda: gearmand.status()["hold"][:2] == (1, 0), 30, "the job queued again")
+        assert w.log_records("server.force_exit")
+        await asyncio.to_thread(
+            wait_until, lambda: gearmand.status()["hold"][:2] == (1, 0), 30, what="the job queued again"
+        )
     finally:
         w.stop()
 
@@ -358,8 +335,8 @@ async def test_a_reload_whose_import_fails_keeps_the_old_handlers(gearmand: Gear
     try:
         (handlers / "versioned.py").write_text("def broken(:\n")
         w.signal(signal.SIGHUP)
-        await asyncio.to_thread(wait_for, lambda: log_events(w, "server.reload_failed"), 30, "reload failure")
-        error = str(log_events(w, "server.reload_failed")[0]["error"])
+        await asyncio.to_thread(wait_until, lambda: w.log_records("server.reload_failed"), 30, what="reload failure")
+        error = str(w.log_records("server.reload_failed")[0]["error"])
         assert "versioned.py" in error and "SyntaxError" in error
         async with Client([gearmand.address]) as client:
             assert await client.submit("version", timeout=30) == b"v1"
@@ -395,14 +372,14 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
             w.start()
         workers[0].wait_registered(gearmand, "tick", workers=3)
         # Every scheduler running (registration comes before it starts), then a whole second of margin.
-        wait_for(lambda: all(log_events(w, "schedule.started") for w in workers), timeout=30)
+        wait_until(lambda: all(w.log_records("schedule.started") for w in workers), timeout=30)
         first = int(time.time()) + 2
         last = first + 19
 
         def ran(tick: int) -> bool:
             return any(unique.endswith(f":{tick}") for unique in ticks.read_text().split()[::2])
 
-        wait_for(lambda: ran(last), timeout=60)
+        wait_until(lambda: ran(last), timeout=60)
         time.sleep(1.0)  # room for a second run of the last tick to show, were there one
     finally:
         for w in workers:
@@ -412,5 +389,5 @@ def test_three_processes_with_a_one_second_schedule_run_each_of_twenty_ticks_onc
     assert [t for t, n in runs.items() if n > 1] == []  # no tick twice, start-up included
     window = [t for t in runs if first <= t <= last]
     assert sorted(window) == list(range(first, last + 1))  # 20 runs
-    submitters = {e["tick"] for w in workers for e in log_events(w, "schedule.submitted")}
+    submitters = {e["tick"] for w in workers for e in w.log_records("schedule.submitted")}
     assert set(range(first, last + 1)) <= submitters

@@ -6,25 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import psutil
 import pytest
 from gearmand import Gearmand, free_port
+from support import wait_until
 
 from gearworker.app.localserver import LocalGearmand, _listening
 from gearworker.errors import ConfigError
 from gearworker.procs import is_running
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def gearmand_children() -> list[psutil.Process]:
@@ -118,7 +108,7 @@ def test_the_started_gearmand_exits_when_its_owner_is_sigkilled() -> None:
         assert psutil.Process(child).name() == "gearmand" and _listening(port)
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        assert wait_until(lambda: not is_running(child)), "gearmand outlived its owner"
+        wait_until(lambda: not is_running(child), 30, what="gearmand to die with its owner (it outlived it)")
         assert not _listening(port)
     finally:
         owner.kill()

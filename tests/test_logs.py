@@ -11,14 +11,14 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from support import ROOT
 
 from gearworker import logs
 from gearworker.logs import output as logbatch
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def _restore_structlog() -> Iterator[None]:
     logs.reset()
 
 
-def _records(path: Path) -> list[dict[str, object]]:
+def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

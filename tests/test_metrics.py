@@ -7,18 +7,14 @@ bottom run the real worker against a real gearmand and scrape it.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import pytest
 from gearmand import Gearmand, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from support import start_worker, wait_until
 
 from gearworker.metrics.prometheus import Metrics, serve
 
@@ -171,51 +167,6 @@ def test_two_instances_do_not_share_a_registry() -> None:
 
 # -- end to end: the real worker against a real gearmand ---------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_worker(tmp_path: Path, server: str, metrics_port: int) -> subprocess.Popen[bytes]:
-    """``python -m gearworker run`` on the example handlers, logging to a file in tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-    cmd = [
-        sys.executable,
-        "-m",
-        "gearworker",
-        "run",
-        "--server",
-        server,
-        "--handlers",
-        str(ROOT / "handlers"),
-        "--metrics",
-        f"127.0.0.1:{metrics_port}",
-        "--processes",
-        "1",
-        "--log-format",
-        "json",
-    ]
-    log = (tmp_path / "worker.log").open("wb")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], tmp_path: Path) -> None:
-    """Poll ``check`` until True; fail with the worker's log after a generous deadline."""
-    deadline = time.monotonic() + 30
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
-            pytest.fail(f"{what} (worker exit code {proc.poll()}); worker log:\n{log}")
-        time.sleep(0.05)
-
 
 def get(url: str) -> httpx.Response | None:
     try:
@@ -233,18 +184,23 @@ def submit(g: Gearmand, function: str, payload: str) -> subprocess.CompletedProc
     )
 
 
-def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, tmp_path: Path) -> None:
+def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand) -> None:
     """After real jobs /metrics has the right counts; /healthz is 503 while gearmand is down and 200 once back."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_worker(tmp_path, gearmand.address, port)
+
+    def healthz(status: int) -> Callable[[], bool]:
+        """/healthz answers ``status``."""
+        return lambda: (r := get(base + "/healthz")) is not None and r.status_code == status
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        r = get(base + "/metrics")
+        assert r is not None, "/metrics did not answer"
+        return samples(r.text)
+
+    w = start_worker([gearmand.address], "--metrics", f"127.0.0.1:{port}", "--processes", "1")
     try:
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-            "worker never became healthy",
-            proc,
-            tmp_path,
-        )
+        wait_until(healthz(200), 30, what="the worker to become healthy", process=w)
         for i in range(3):
             assert submit(gearmand, "echo", f"hello {i}").stdout == f"hello {i}".encode()
         assert submit(gearmand, "reverse", "abc").stdout == b"cba"
@@ -261,31 +217,21 @@ def test_real_jobs_are_counted_and_healthz_follows_gearmand(gearmand: Gearmand, 
                 and value(s, "gearworker_jobs_total", function="fail", outcome="fail") == 1
             )
 
-        wait_until(counted, "job counts never reached echo=3 reverse=1 fail=1", proc, tmp_path)
-        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        wait_until(counted, 30, what="job counts echo=3 reverse=1 fail=1", process=w)
+        s = scrape()
         assert value(s, "gearworker_job_duration_seconds_count", function="echo") == 3
         assert value(s, "gearworker_jobs_in_flight", function="echo") == 0
         assert value(s, "gearworker_server_connection_state", server=gearmand.address, state="connected") == 1
         assert value(s, "gearworker_pool_processes") == 1
 
         gearmand.stop()
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 503,
-            "/healthz stayed 200 with gearmand stopped",
-            proc,
-            tmp_path,
-        )
+        wait_until(healthz(503), 30, what="/healthz to answer 503 with gearmand stopped", process=w)
         r = get(base + "/healthz")
         assert r is not None and r.text.startswith(f"not connected to any job server ({gearmand.address} ")
         gearmand.start()
-        wait_until(
-            lambda: (r := get(base + "/healthz")) is not None and r.status_code == 200,
-            "/healthz did not recover after gearmand came back",
-            proc,
-            tmp_path,
-        )
-        s = samples(get(base + "/metrics").text)  # type: ignore[union-attr]
+        wait_until(healthz(200), 30, what="/healthz to answer 200 again once gearmand is back", process=w)
+        s = scrape()
         assert value(s, "gearworker_server_reconnects_total", server=gearmand.address) >= 1
         assert submit(gearmand, "echo", "again").stdout == b"again"
     finally:
-        assert stop_worker(proc) == 0
+        assert w.stop() == 0

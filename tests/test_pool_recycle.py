@@ -8,13 +8,11 @@ can deadlock; we use one executor per slot: test it under load.)"
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections import Counter
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess, wait_until
 
 from gearworker import Client
 
@@ -23,12 +21,7 @@ HANDLERS = Path(__file__).resolve().parent / "handlers_jobqueue"
 
 def recycled(w: WorkerProcess, reason: str) -> bool:
     """The worker logged pool.recycled for ``reason``."""
-    for line in w.log_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == "pool.recycled" and record.get("reason") == reason:
-                return True
-    return False
+    return any(r.get("reason") == reason for r in w.log_records("pool.recycled"))
 
 
 async def test_max_tasks_per_child_recycles_each_process_under_load(gearmand: Gearmand, tmp_path: Path) -> None:
@@ -70,9 +63,8 @@ async def test_a_process_above_max_child_rss_is_replaced_after_its_job(gearmand:
             assert hoarder[0] == small[0][0] and int(hoarder[1]) > 150
             after = (await client.submit("cpu_pid_rss", timeout=60)).split()
         assert after[0] != hoarder[0] and int(after[1]) < 150
-        deadline = time.monotonic() + 10  # log lines are written in batches
-        while not recycled(w, "max_child_rss"):
-            assert time.monotonic() < deadline, w.log_text()[-3000:]
-            time.sleep(0.05)
+        wait_until(  # log lines are written in batches
+            lambda: recycled(w, "max_child_rss"), 10, what="the recycle logged", detail=lambda: w.log_text()[-3000:]
+        )
     finally:
         assert w.stop() == 0

@@ -9,19 +9,11 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
+from support import wait_until
+
 from gearworker.procs import is_running
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_this_process_is_running() -> None:
@@ -163,7 +155,7 @@ def test_die_with_parent_kills_the_child_when_its_parent_is_sigkilled(tmp_path: 
     middle, grandchild = start_family(tmp_path / "marker", "default")
     try:
         kill_middle(middle)
-        assert wait_until(lambda: not is_running(grandchild), 30), f"the orphan kept running: {state(grandchild)}"
+        wait_until(lambda: not is_running(grandchild), 30, what="the orphan to die", detail=lambda: state(grandchild))
         assert not (tmp_path / "marker").exists()  # SIGKILL: no handler ran
     finally:
         kill_quietly(grandchild)
@@ -175,7 +167,7 @@ def test_die_with_parent_delivers_the_signal_asked_for(tmp_path: Path) -> None:
     middle, grandchild = start_family(marker, "SIGTERM")
     try:
         kill_middle(middle)
-        assert wait_until(lambda: not is_running(grandchild), 30), f"the orphan kept running: {state(grandchild)}"
+        wait_until(lambda: not is_running(grandchild), 30, what="the orphan to die", detail=lambda: state(grandchild))
         assert marker.read_text() == "SIGTERM"
     finally:
         kill_quietly(grandchild)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from images import samples
+from support import photo_jpeg
 
 from gearworker.resize import Limits, pack_request, parse_request, run
 from gearworker.resize.cli import main
@@ -15,16 +15,11 @@ from gearworker.resize.cli import main
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module")
-def photo_jpeg() -> bytes:
-    return samples.jpeg(samples.photo(1200, 900))
-
-
-def test_command_line_pack_and_unpack(tmp_path: Path, photo_jpeg: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_pack_and_unpack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m gearworker.resize pack/unpack`: the shell side of the gearman CLI examples in docs/resize.md."""
-    (tmp_path / "photo.jpg").write_bytes(photo_jpeg)
+    (tmp_path / "photo.jpg").write_bytes(photo_jpeg())
     (tmp_path / "result.bin").write_bytes(
-        run(pack_request(photo_jpeg, sizes=[300, 100], format="webp"), LIMITS) + b"25% Complete\n"
+        run(pack_request(photo_jpeg(), sizes=[300, 100], format="webp"), LIMITS) + b"25% Complete\n"
     )
     assert main(["unpack", str(tmp_path / "result.bin"), str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["100.webp", "300.webp"]

@@ -17,15 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from images import samples
 from PIL import Image
+from support import photo_jpeg
 
 from gearworker.resize import Copy, ImageError, Limits, Source, pack_request, plan, probe, run, unpack_result
 
 LIMITS = Limits()
-
-
-@pytest.fixture(scope="module")
-def photo_jpeg() -> bytes:
-    return samples.jpeg(samples.photo(1200, 900))
 
 
 def opened(copy: Copy) -> Image.Image:
@@ -38,9 +34,9 @@ def resize(workload: bytes, limits: Limits = LIMITS) -> list[Copy]:
     return unpack_result(run(workload, limits))
 
 
-def test_raw_jpeg_gets_the_default_sizes_never_upscaled(photo_jpeg: bytes) -> None:
+def test_raw_jpeg_gets_the_default_sizes_never_upscaled() -> None:
     """Raw bytes use the defaults: 2048 would upscale a 1200 px photo, so it is the original size instead."""
-    copies = resize(photo_jpeg)
+    copies = resize(photo_jpeg())
     assert [(c.size, c.width, c.height) for c in copies] == [
         (2048, 1200, 900),
         (1024, 1024, 768),
@@ -55,7 +51,7 @@ def test_raw_jpeg_gets_the_default_sizes_never_upscaled(photo_jpeg: bytes) -> No
 
 def test_exif_orientation_is_applied() -> None:
     """Orientation 6 (rotate 90 clockwise): a landscape file shows as portrait, its top-left mark now top-right."""
-    copies = resize(pack_request(samples.jpeg(samples.photo(1200, 900), orientation=6), sizes=[600]))
+    copies = resize(pack_request(photo_jpeg(orientation=6), sizes=[600]))
     image = opened(copies[0]).convert("RGB")
     assert image.size == (450, 600)
     assert _near(image.getpixel((image.width - 10, 10)), samples.MARK)
@@ -71,7 +67,7 @@ def _near(pixel: object, colour: tuple[int, int, int], tolerance: int = 40) -> b
 def test_icc_profile_is_kept_and_other_metadata_dropped() -> None:
     """The colour profile survives (colours stay right); EXIF does not (no GPS leaks) unless keep_metadata."""
     icc = samples.srgb_profile()
-    data = samples.jpeg(samples.photo(800, 600), orientation=1, icc=icc)
+    data = photo_jpeg(800, 600, orientation=1, icc=icc)
     image = opened(resize(pack_request(data, sizes=[200]))[0])
     assert image.info.get("icc_profile") == icc
     assert "exif" not in image.info
@@ -87,7 +83,9 @@ def test_alpha_is_kept_in_png_and_flattened_onto_white_in_jpeg() -> None:
     """RGBA PNG to PNG keeps transparency; to JPEG the transparent half becomes white, not black."""
     data = samples.rgba_png(400, 300)
     png = opened(resize(pack_request(data, sizes=[200], format="png"))[0])
-    assert png.mode == "RGBA" and png.getpixel((10, 10))[3] == 0 and png.getpixel((190, 10))[3] == 255  # type: ignore[index]
+    left, right = png.getpixel((10, 10)), png.getpixel((190, 10))
+    assert png.mode == "RGBA" and isinstance(left, tuple) and isinstance(right, tuple)
+    assert left[3] == 0 and right[3] == 255
     jpg = opened(resize(pack_request(data, sizes=[200]))[0]).convert("RGB")
     assert _near(jpg.getpixel((10, 10)), (255, 255, 255)) and _near(jpg.getpixel((190, 10)), (0, 0, 255))
 
@@ -107,17 +105,17 @@ def test_gif_uses_the_first_frame_only() -> None:
 
 
 @pytest.mark.parametrize(("fmt", "pil_format"), [("webp", "WEBP"), ("avif", "AVIF"), ("png", "PNG")])
-def test_output_formats_and_options_travel_with_the_bytes(photo_jpeg: bytes, fmt: str, pil_format: str) -> None:
+def test_output_formats_and_options_travel_with_the_bytes(fmt: str, pil_format: str) -> None:
     """pack_request carries sizes, format and quality; the result names the format of each copy."""
-    copies = resize(pack_request(photo_jpeg, sizes=[100, 300], format=fmt, quality=70))
+    copies = resize(pack_request(photo_jpeg(), sizes=[100, 300], format=fmt, quality=70))
     assert [(c.size, c.width, c.format) for c in copies] == [(300, 300, fmt), (100, 100, fmt)]
     assert {opened(c).format for c in copies} == {pil_format}
 
 
-def test_quality_option_changes_the_jpeg(photo_jpeg: bytes) -> None:
+def test_quality_option_changes_the_jpeg() -> None:
     """A lower quality gives a smaller file."""
-    low = resize(pack_request(photo_jpeg, sizes=[512], quality=30))[0]
-    high = resize(pack_request(photo_jpeg, sizes=[512], quality=95))[0]
+    low = resize(pack_request(photo_jpeg(), sizes=[512], quality=30))[0]
+    high = resize(pack_request(photo_jpeg(), sizes=[512], quality=95))[0]
     assert len(low.data) < len(high.data)
 
 
@@ -128,11 +126,11 @@ def test_truncated_files_of_every_format_fail(fmt: str) -> None:
         run(samples.truncated(samples.encode(samples.photo(600, 400), fmt)), LIMITS)
 
 
-def test_pixel_limit_comes_from_the_limits(photo_jpeg: bytes) -> None:
+def test_pixel_limit_comes_from_the_limits() -> None:
     """max_image_pixels is the setting's value: 1200x900 passes at 1 MP + 80k and fails below."""
-    assert resize(pack_request(photo_jpeg, sizes=[64]), Limits(max_image_pixels=1_080_000))
+    assert resize(pack_request(photo_jpeg(), sizes=[64]), Limits(max_image_pixels=1_080_000))
     with pytest.raises(ImageError, match="1200x900"):
-        run(photo_jpeg, Limits(max_image_pixels=1_079_999))
+        run(photo_jpeg(), Limits(max_image_pixels=1_079_999))
 
 
 @given(st.integers(1, 20000), st.integers(1, 20000), st.lists(st.integers(1, 16384), min_size=1, max_size=8))
@@ -152,8 +150,8 @@ def test_plan_never_upscales_and_keeps_the_aspect_ratio(width: int, height: int,
 
 def test_probe_reads_the_header_and_swaps_the_sides_of_a_rotated_photo() -> None:
     """probe() gives format and displayed dimensions: EXIF orientation 6 turns 1200x900 into 900x1200."""
-    assert probe(samples.jpeg(samples.photo(1200, 900)), LIMITS) == Source("jpeg", 1200, 900)
-    assert probe(samples.jpeg(samples.photo(1200, 900), orientation=6), LIMITS) == Source("jpeg", 900, 1200)
+    assert probe(photo_jpeg(), LIMITS) == Source("jpeg", 1200, 900)
+    assert probe(photo_jpeg(orientation=6), LIMITS) == Source("jpeg", 900, 1200)
     assert probe(samples.encode(samples.photo(64, 48), "PNG"), LIMITS) == Source("png", 64, 48)
 
 

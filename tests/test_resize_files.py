@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-from images import samples
 from PIL import Image
+from support import photo_jpeg
 
 from gearworker.resize import Copy, ImageError, Limits, Resized, Source, run
 from gearworker.resize.files import default_name, inside_roots, read_source, write_copies
@@ -21,20 +21,15 @@ from gearworker.resize.files import default_name, inside_roots, read_source, wri
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module")
-def photo_jpeg() -> bytes:
-    return samples.jpeg(samples.photo(1200, 900))
-
-
 def _escaped(text: str) -> str:
     return re.escape(text)
 
 
 @pytest.fixture
-def storage(tmp_path: Path, photo_jpeg: bytes) -> Path:
+def storage(tmp_path: Path) -> Path:
     root = tmp_path / "shared"
     (root / "in").mkdir(parents=True)
-    (root / "in" / "photo.jpg").write_bytes(photo_jpeg)
+    (root / "in" / "photo.jpg").write_bytes(photo_jpeg())
     return root
 
 

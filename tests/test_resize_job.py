@@ -8,30 +8,24 @@ a clear :class:`ImageError`, never a crash.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from images import samples
+from support import ROOT, photo_jpeg
 
 from gearworker.resize import ImageError, Limits, pack_request, run, unpack_result
 from gearworker.worker.job import CpuJob, CpuJobSpec
 from gearworker.worker.registry import load_module
 
-ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module")
-def photo_jpeg() -> bytes:
-    return samples.jpeg(samples.photo(1200, 900))
-
-
-def test_handler_reports_progress_once_per_copy(photo_jpeg: bytes) -> None:
+def test_handler_reports_progress_once_per_copy() -> None:
     """The registered handler sends WORK_STATUS i/n after each copy, then returns the packed result."""
     module = load_module(ROOT / "handlers" / "resize.py")
     events: list[tuple[str, tuple[bytes, ...]]] = []
     job = CpuJob(
-        CpuJobSpec(token=0, function="resize", handle=b"H:1", unique=b"", workload=photo_jpeg),
+        CpuJobSpec(token=0, function="resize", handle=b"H:1", unique=b"", workload=photo_jpeg()),
         send=lambda kind, args: events.append((kind, args)),
     )
     result = module.resize(job)
@@ -73,26 +67,27 @@ def test_handler_reports_progress_once_per_copy(photo_jpeg: bytes) -> None:
         "bad-quality",
     ],
 )
-def test_bad_input_is_a_clear_image_error(photo_jpeg: bytes, make: object, message: str) -> None:
+def test_bad_input_is_a_clear_image_error(make: object, message: str) -> None:
     """Each bad input raises ImageError naming the problem (the worker turns it into a failed job)."""
     assert callable(make)
     with pytest.raises(ImageError, match=_escaped(message)):
-        run(make(photo_jpeg), LIMITS)
+        run(make(photo_jpeg()), LIMITS)
 
 
 def _escaped(text: str) -> str:
     return re.escape(text)
 
 
-def test_oversize_upload_is_refused_before_parsing(photo_jpeg: bytes) -> None:
+def test_oversize_upload_is_refused_before_parsing() -> None:
     """max_upload_bytes is checked on the image, with or without an options header."""
     with pytest.raises(ImageError, match="over the limit of 1000 bytes"):
-        run(photo_jpeg, Limits(max_upload_bytes=1000))
+        run(photo_jpeg(), Limits(max_upload_bytes=1000))
     with pytest.raises(ImageError, match="over the limit of 1000 bytes"):
-        run(pack_request(photo_jpeg), Limits(max_upload_bytes=1000))
+        run(pack_request(photo_jpeg()), Limits(max_upload_bytes=1000))
 
 
-def test_image_exactly_at_the_upload_limit_is_accepted_with_its_options_header(photo_jpeg: bytes) -> None:
+def test_image_exactly_at_the_upload_limit_is_accepted_with_its_options_header() -> None:
     """The web app accepts an image of max_upload_bytes; the options header must not push it over."""
-    copies = unpack_result(run(pack_request(photo_jpeg, sizes=[64]), Limits(max_upload_bytes=len(photo_jpeg))))
+    jpeg = photo_jpeg()
+    copies = unpack_result(run(pack_request(jpeg, sizes=[64]), Limits(max_upload_bytes=len(jpeg))))
     assert [c.size for c in copies] == [64]

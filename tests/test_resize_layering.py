@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
+
 PACKAGE = ROOT / "gearworker"
 #: Applications built on the core: they may import gearworker.resize, the core may not.
 APPLICATIONS = ("web", "resize")

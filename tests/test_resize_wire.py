@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from images import samples
+from support import photo_jpeg
 
 from gearworker.resize import (
     DEFAULT_SIZES,
@@ -33,14 +33,9 @@ from gearworker.resize import (
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module")
-def photo_jpeg() -> bytes:
-    return samples.jpeg(samples.photo(1200, 900))
-
-
-def test_unpack_result_refuses_garbage_and_truncation(photo_jpeg: bytes) -> None:
+def test_unpack_result_refuses_garbage_and_truncation() -> None:
     """A result cut short or not a result at all is an ImageError, not a silently short copy."""
-    result = run(pack_request(photo_jpeg, sizes=[64]), LIMITS)
+    result = run(pack_request(photo_jpeg(), sizes=[64]), LIMITS)
     with pytest.raises(ImageError, match="truncated"):
         unpack_result(result[:-1])
     with pytest.raises(ImageError, match="not a resize result"):

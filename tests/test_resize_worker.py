@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,11 @@ import pytest
 from gearmand import Gearmand
 from images import samples
 from PIL import Image
+from support import ROOT, photo_jpeg, wait_until
 
 from gearworker.client import Client, Progress
 from gearworker.resize import pack_request, unpack_result
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_UPLOAD = 1_000_000
 
 
@@ -77,7 +76,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_function(gearmand, "resize", worker)
+        wait_until(
+            lambda: gearmand.status().get("resize", (0, 0, 0))[2] >= 1,
+            30,
+            what="a worker to register 'resize'",
+            process=worker,
+        )
         yield Served(gearmand, storage, worker)
     finally:
         worker.terminate()
@@ -85,18 +89,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         gearmand.stop()
 
 
-def _wait_for_function(gearmand: Gearmand, function: str, worker: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while gearmand.status().get(function, (0, 0, 0))[2] < 1:
-        assert worker.poll() is None, "the worker exited"
-        assert time.monotonic() < deadline, f"no worker registered {function!r}"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def portrait_jpeg() -> bytes:
     """Stored landscape 1600x1200, EXIF orientation 6: displayed as a 1200x1600 portrait."""
-    return samples.jpeg(samples.photo(1600, 1200), orientation=6, icc=samples.srgb_profile())
+    return photo_jpeg(1600, 1200, orientation=6, icc=samples.srgb_profile())
 
 
 def test_gearman_cli_resizes_a_real_jpeg(served: Served, portrait_jpeg: bytes) -> None:
@@ -117,7 +113,9 @@ def test_gearman_cli_resizes_a_real_jpeg(served: Served, portrait_jpeg: bytes) -
             assert (image.format, image.size) == ("JPEG", (c.width, c.height))
             assert image.info.get("icc_profile") == samples.srgb_profile()
             rgb = image.convert("RGB")
-            red, green, blue = rgb.getpixel((rgb.width - 3, 3))  # type: ignore[misc]
+            pixel = rgb.getpixel((rgb.width - 3, 3))
+            assert isinstance(pixel, tuple)
+            red, green, blue = pixel
             assert red > 200 and green < 60 and blue < 60, "the stored top-left mark is now top-right"
 
 

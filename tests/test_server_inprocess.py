@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import TEST_HANDLERS
+from support import TEST_HANDLERS
 
 from gearworker import Client, config
 from gearworker.app.server import Server

@@ -7,14 +7,12 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ROOT, run_gearworker
 
 from gearworker import config
 from gearworker.address import parse_address
@@ -24,7 +22,6 @@ from gearworker.config import Settings
 from gearworker.errors import ConfigError
 from gearworker.worker.registry import discover
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_PY = ROOT / "settings.py"
 DOCUMENTED = re.compile(r"^# ([A-Z_]+) = (.+)$", re.M)
 
@@ -32,7 +29,8 @@ DOCUMENTED = re.compile(r"^# ([A-Z_]+) = (.+)$", re.M)
 def default_of(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    return f.default_factory()  # type: ignore[misc]
+    assert f.default_factory is not dataclasses.MISSING
+    return f.default_factory()
 
 
 def documented() -> dict[str, str]:
@@ -382,23 +380,12 @@ def test_handler_concurrency_for_an_unknown_handler_is_a_start_up_error(tmp_path
 # -- command-line flags and `gearworker check` -------------------------------------
 
 
-def run_check(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("GEARWORKER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gearworker", "check", *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        cwd=cwd,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_every_settings_flag_is_documented_next_to_its_setting() -> None:
     """Each `gearworker run` flag that sets a setting is named in settings.py, in that setting's block."""
     parser = cli.build_parser()
-    run = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))  # type: ignore[union-attr]
+    subparsers = parser._subparsers
+    assert subparsers is not None
+    run = next(a for a in subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
     known = {f.name for f in config.fields()}
     text = SETTINGS_PY.read_text()
     for action in run.choices["run"]._actions:
@@ -412,7 +399,8 @@ def test_every_settings_flag_is_documented_next_to_its_setting() -> None:
 def test_check_prints_what_would_run_with_flags_over_environment_over_file(tmp_path: Path) -> None:
     """`gearworker check --settings F --server ... --concurrency N` shows the merged settings: flags win."""
     path = write(tmp_path, "CONCURRENCY = 10\nGRACE_PERIOD = 12\nSERVERS = ['file:4730']\n")
-    result = run_check(
+    result = run_gearworker(
+        "check",
         "--settings",
         str(path),
         "--server",
@@ -460,7 +448,7 @@ def test_check_prints_what_would_run_with_flags_over_environment_over_file(tmp_p
 )
 def test_check_reports_a_bad_value_precisely_and_exits_2(args: list[str], env: dict[str, str], message: str) -> None:
     """A bad flag or variable makes `gearworker check` exit 2 with one line naming the setting and its source."""
-    result = run_check(*args, env=env)
+    result = run_gearworker("check", *args, env=env)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"gearworker: configuration error: {message}\n"
 
@@ -478,7 +466,7 @@ def test_origin_names_where_each_value_came_from(tmp_path: Path) -> None:
 def test_check_reports_a_missing_handlers_folder_from_the_settings_file(tmp_path: Path) -> None:
     """HANDLERS_DIR naming no folder fails `gearworker check` with the file and the setting."""
     path = write(tmp_path, "HANDLERS_DIR = '/nonexistent/handlers'\n")
-    result = run_check("--settings", str(path))
+    result = run_gearworker("check", "--settings", str(path))
     assert result.returncode == 2
     assert result.stderr == (
         f"gearworker: configuration error: {path}: setting 'handlers_dir': "
@@ -489,7 +477,7 @@ def test_check_reports_a_missing_handlers_folder_from_the_settings_file(tmp_path
 def test_check_reports_a_bad_settings_file(tmp_path: Path) -> None:
     """A bad value in the settings file is reported with the file's path."""
     path = write(tmp_path, "PROCESSES = 'four'\n")
-    result = run_check("--settings", str(path))
+    result = run_gearworker("check", "--settings", str(path))
     assert result.returncode == 2
     assert result.stderr == (
         f"gearworker: configuration error: {path}: setting 'processes': expected int, "

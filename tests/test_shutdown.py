@@ -29,34 +29,42 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from fakepeer import gearman_cli, run_gearman_cli, wait_until
+from fakepeer import gearman_cli, run_gearman_cli
 from gearmand import Gearmand
-from workerproc import ROOT, TEST_HANDLERS, WorkerProcess
+from support import ROOT, TEST_HANDLERS, WorkerProcess, start_worker, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
-StartWorker = Callable[..., WorkerProcess]
+NewWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
-def start_worker(gearmand: Gearmand) -> Iterator[StartWorker]:
+def new_worker(gearmand: Gearmand) -> Iterator[NewWorker]:
     """Start workers on the test handlers; any still running at the end are killed."""
     started: list[WorkerProcess] = []
 
     def start(*args: str, wait_for: str = "cpu_long", processes: int = 2) -> WorkerProcess:
-        w = WorkerProcess([gearmand.address], handlers=TEST_HANDLERS, args=["--processes", str(processes), *args])
+        w = start_worker(
+            [gearmand.address],
+            "--processes",
+            str(processes),
+            *args,
+            handlers=TEST_HANDLERS,
+            wait_for=wait_for,
+            gearmand=gearmand,
+        )
         started.append(w)
-        return w.start(wait_for=wait_for, gearmand=gearmand)
+        return w
 
     yield start
     for w in started:
-        if w.proc is not None and w.proc.poll() is None:
+        if w.poll() is None:
             tree = w.descendants()
-            w.proc.kill()
-            w.proc.wait()
+            w.kill()
             gone_within(tree, 5)
 
 
@@ -94,7 +102,7 @@ def pool_tree(w: WorkerProcess, minimum: int) -> list[psutil.Process]:
     return w.descendants()
 
 
-def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, object]]:
+def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, Any]]:
     """The worker's log records of event ``name``, waiting up to ``wait`` s for a first one.
 
     Log lines are written in batches (within gearworker.logs.LINGER, 20 ms, of being
@@ -102,12 +110,7 @@ def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, 
     """
     deadline = time.monotonic() + wait
     while True:
-        found = []
-        for line in w.log_text().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("event") == name:
-                    found.append(record)
+        found = w.log_records(name)
         if found or time.monotonic() >= deadline:
             return found
         time.sleep(0.02)
@@ -118,10 +121,10 @@ def events(w: WorkerProcess, name: str, *, wait: float = 2.0) -> list[dict[str, 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_when_idle_exits_0_and_leaves_no_process(
-    start_worker: StartWorker, gearmand: Gearmand, sig: signal.Signals
+    new_worker: NewWorker, gearmand: Gearmand, sig: signal.Signals
 ) -> None:
     """SIGTERM/SIGINT of an idle worker: exit 0, and every process it started (forkserver, tracker, pool) is gone."""
-    w = start_worker()
+    w = new_worker()
     assert run_gearman_cli(gearmand.port, "cpu_echo", b"warm")[1] == b"warm"
     tree = pool_tree(w, 4)
     kinds = sorted(_kind(p) for p in tree)
@@ -133,10 +136,10 @@ def test_signal_when_idle_exits_0_and_leaves_no_process(
 
 
 def test_sigterm_during_cpu_job_lets_it_finish_then_exits_0(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """A CPU job running at SIGTERM completes (the client gets its result) before the worker exits 0."""
-    w = start_worker("--grace-period", "30")
+    w = new_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 2)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the job to start")
@@ -148,9 +151,9 @@ def test_sigterm_during_cpu_job_lets_it_finish_then_exits_0(
     assert gone_within(tree, 5) == []
 
 
-def test_sigterm_stops_taking_new_jobs_at_once(start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path) -> None:
+def test_sigterm_stops_taking_new_jobs_at_once(new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path) -> None:
     """After SIGTERM, jobs submitted while another still runs stay queued on the server instead of starting."""
-    w = start_worker("--grace-period", "30")
+    w = new_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 3)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the job to start")
@@ -165,25 +168,25 @@ def test_sigterm_stops_taking_new_jobs_at_once(start_worker: StartWorker, gearma
     assert status["echo"][:2] == (1, 0) and status["cpu_echo"][:2] == (1, 0), status
 
 
-def test_draining_worker_leaves_servers_for_good(start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path) -> None:
+def test_draining_worker_leaves_servers_for_good(new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path) -> None:
     """During the grace period the connections closed at SIGTERM are not re-opened (no reconnect churn or log noise)."""
-    w = start_worker("--grace-period", "30")
+    w = new_worker("--grace-period", "30")
     workload, pidfile, _ = long_job(tmp_path, 2.5)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the job to start")
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
     client.communicate(timeout=10)
-    lines = [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
+    lines = w.log_records()
     after = [r["event"] for r in lines[[r["event"] for r in lines].index("server.stopping") :]]
     assert "server.up" not in after and "server.down" not in after, after
 
 
 def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """Grace over: the pool process is killed, the worker exits 0, gearmand re-queues the job for another worker."""
-    w = start_worker("--grace-period", "1")
+    w = new_worker("--grace-period", "1")
     workload, pidfile, _ = long_job(tmp_path, 60)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the job to start")
@@ -194,7 +197,7 @@ def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
     assert time.monotonic() - started < 20  # 1 s grace, generously: it did not wait for the 60 s job
     assert gone_within(tree, 5) == []
     wait_until(lambda: gearmand.status()["cpu_long"][:2] == (1, 0), what="the job to be queued again")
-    second = start_worker()
+    second = new_worker()
     out, err = client.communicate(timeout=30)
     assert out.startswith(b"rerun "), err
     assert int(out.split()[1]) in {p.pid for p in second.descendants()}
@@ -202,10 +205,10 @@ def test_job_past_the_grace_period_is_requeued_and_done_by_a_second_worker(
 
 
 def test_second_signal_stops_at_once_and_requeues_the_job(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """With a 60 s grace, SIGTERM then SIGTERM again exits 0 well under the grace; the job goes back to the queue."""
-    w = start_worker("--grace-period", "60")
+    w = new_worker("--grace-period", "60")
     workload, pidfile, _ = long_job(tmp_path, 60)
     client = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the job to start")
@@ -219,17 +222,17 @@ def test_second_signal_stops_at_once_and_requeues_the_job(
     assert events(w, "server.force_exit")
     assert gone_within(tree, 5) == []
     wait_until(lambda: gearmand.status()["cpu_long"][:2] == (1, 0), what="the job to be queued again")
-    start_worker()
+    new_worker()
     out, err = client.communicate(timeout=30)
     assert out.startswith(b"rerun "), err
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "cpu_job_running"])
 def test_sigkill_of_the_worker_takes_its_pool_with_it_within_2s(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path, busy: bool
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path, busy: bool
 ) -> None:
     """SIGKILL of the worker: forkserver, resource tracker and every pool process are gone within 2 s."""
-    w = start_worker()
+    w = new_worker()
     client = None
     if busy:
         workload, pidfile, _ = long_job(tmp_path, 60)
@@ -250,11 +253,11 @@ def test_sigkill_of_the_worker_takes_its_pool_with_it_within_2s(
 
 
 def test_pid_file_refuses_a_second_instance_and_is_removed_on_exit(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """A second worker with the same pid file exits 2 naming the file and the running pid; the first runs on."""
     pid_file = tmp_path / "gw.pid"
-    first = start_worker("--pid-file", str(pid_file), wait_for="echo")
+    first = new_worker("--pid-file", str(pid_file), wait_for="echo")
     assert pid_file.read_text().strip() == str(first.pid)
     second = WorkerProcess([gearmand.address], handlers=TEST_HANDLERS, args=["--pid-file", str(pid_file)]).start()
     assert second.wait(30) == 2
@@ -266,21 +269,21 @@ def test_pid_file_refuses_a_second_instance_and_is_removed_on_exit(
     assert not pid_file.exists()
 
 
-def test_stale_pid_file_is_replaced(start_worker: StartWorker, tmp_path: Path) -> None:
+def test_stale_pid_file_is_replaced(new_worker: NewWorker, tmp_path: Path) -> None:
     """A pid file left by a dead process does not block start-up; it is rewritten with the new pid."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid_file = tmp_path / "gw.pid"
     pid_file.write_text(dead.stdout)
-    w = start_worker("--pid-file", str(pid_file), wait_for="echo")
+    w = new_worker("--pid-file", str(pid_file), wait_for="echo")
     assert pid_file.read_text().strip() == str(w.pid)
     assert w.stop() == 0
     assert not pid_file.exists()
 
 
-def test_gearworker_stop_signals_the_running_instance(start_worker: StartWorker, tmp_path: Path) -> None:
+def test_gearworker_stop_signals_the_running_instance(new_worker: NewWorker, tmp_path: Path) -> None:
     """`gearworker stop --pid-file P` stops the worker (exit 0, pool gone, pid file removed) and exits 0 itself."""
     pid_file = tmp_path / "gw.pid"
-    w = start_worker("--pid-file", str(pid_file))
+    w = new_worker("--pid-file", str(pid_file))
     tree = pool_tree(w, 3)
     stop = subprocess.Popen(
         [sys.executable, "-m", "gearworker", "stop", "--pid-file", str(pid_file)],
@@ -310,10 +313,10 @@ def test_gearworker_stop_signals_the_running_instance(start_worker: StartWorker,
 
 
 def test_async_handler_past_its_timeout_fails_clearly_and_is_cancelled(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """An async handler over its 1 s timeout: the job fails with a JobTimeout message and the coroutine is cancelled."""
-    start_worker(wait_for="async_timeout_marker")
+    new_worker(wait_for="async_timeout_marker")
     marker = tmp_path / "marker"
     code, out, err = run_gearman_cli(
         gearmand.port, "async_timeout_marker", json.dumps({"seconds": 2, "marker": str(marker)}).encode()
@@ -325,10 +328,10 @@ def test_async_handler_past_its_timeout_fails_clearly_and_is_cancelled(
 
 
 def test_cpu_handler_past_its_timeout_has_its_process_killed_and_replaced(
-    start_worker: StartWorker, gearmand: Gearmand
+    new_worker: NewWorker, gearmand: Gearmand
 ) -> None:
     """A CPU handler over its 1 s timeout: the job fails clearly, that pool process is killed, a new one serves."""
-    w = start_worker(processes=1)
+    w = new_worker(processes=1)
     before = int(run_gearman_cli(gearmand.port, "cpu_pid", b"x")[1])
     code, out, err = run_gearman_cli(gearmand.port, "cpu_sleep", b"30")
     assert code != 0 and b"JobTimeout: ran past its 1s timeout; its pool process was killed" in err, (out, err)
@@ -365,7 +368,7 @@ def _crash_oom_kill(gearmand: Gearmand, tmp_path: Path) -> tuple[int, bytes, byt
     ids=["os_exit", "segfault"],
 )
 def test_dying_pool_process_fails_only_its_own_job(
-    start_worker: StartWorker,
+    new_worker: NewWorker,
     gearmand: Gearmand,
     tmp_path: Path,
     crash: Callable[[Gearmand, Path], tuple[int, bytes, bytes]],
@@ -373,7 +376,7 @@ def test_dying_pool_process_fails_only_its_own_job(
 ) -> None:
     """A handler that kills its pool process fails its own job (after one retry in a fresh process) with the
     reason; the other slot's job completes; the pool is whole."""
-    w = start_worker(processes=2)
+    w = new_worker(processes=2)
     workload, pidfile, _ = long_job(tmp_path, 2, "bystander")
     bystander = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the bystander job to start")
@@ -390,11 +393,11 @@ def test_dying_pool_process_fails_only_its_own_job(
 
 
 def test_job_of_a_pool_process_killed_from_outside_runs_again(
-    start_worker: StartWorker, gearmand: Gearmand, tmp_path: Path
+    new_worker: NewWorker, gearmand: Gearmand, tmp_path: Path
 ) -> None:
     """The OOM killer's SIGKILL of a busy pool process: the job runs again in a fresh process and completes;
     the other slot's job is untouched."""
-    w = start_worker(processes=2)
+    w = new_worker(processes=2)
     workload, pidfile, _ = long_job(tmp_path, 2, "bystander")
     bystander = gearman_cli(gearmand.port, "cpu_long", workload)
     wait_until(pidfile.exists, what="the bystander job to start")

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
+from support import WorkerProcess, start_worker
 
 from gearworker.app.systemd import Notifier, run_watchdog
 
@@ -168,69 +167,43 @@ async def test_watchdog_task_returns_when_no_watchdog_is_configured(notify_socke
 
 # -- end to end: the real worker process under a fake service manager -------------
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def start_worker(tmp_path: Path, server: str, notify_path: str, watchdog_usec: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEARWORKER_", "NOTIFY_SOCKET", "WATCHDOG_"))}
-    env.update(NOTIFY_SOCKET=notify_path, WATCHDOG_USEC=str(watchdog_usec))
-    cmd = [
-        sys.executable,
-        "-m",
-        "gearworker",
-        "run",
-        "--server",
-        server,
-        "--handlers",
-        str(ROOT / "handlers"),
-        "--processes",
-        "1",
-        "--log-format",
-        "json",
-    ]
-    log = (tmp_path / "worker.log").open("wb")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-
-def next_message(sock: socket.socket, proc: subprocess.Popen[bytes], tmp_path: Path) -> str:
+def next_message(sock: socket.socket, w: WorkerProcess) -> str:
     """The next datagram, failing with the worker's log if none comes within a generous deadline."""
     sock.settimeout(30)
     try:
         return sock.recv(4096).decode()
     except TimeoutError:
-        log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
-        pytest.fail(f"no notify message (worker exit code {proc.poll()}); worker log:\n{log}")
+        pytest.fail(f"no notify message (worker exit code {w.poll()}); worker log:\n{w.log_text()[-3000:]}")
 
 
 def test_real_worker_sends_ready_only_once_connected_then_watchdog_then_stopping(
-    notify_socket: tuple[str, socket.socket], tmp_path: Path
+    notify_socket: tuple[str, socket.socket],
 ) -> None:
     """The worker says READY=1 only after gearmand is reachable, pings WATCHDOG=1, and says STOPPING=1 on SIGTERM."""
     path, sock = notify_socket
     g = Gearmand()  # its port is chosen, gearmand not started yet
-    proc = start_worker(tmp_path, g.address, path, watchdog_usec=200_000)
+    w = start_worker([g.address], "--processes", "1", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})
     try:
         # Nothing may claim readiness while no job server is reachable.
         sock.settimeout(1.0)
         with pytest.raises(TimeoutError):
             message = sock.recv(4096).decode()
             pytest.fail(f"sent {message!r} before any job server was up")
-        assert proc.poll() is None
+        assert w.poll() is None
         g.start()
-        ready = next_message(sock, proc, tmp_path)
+        ready = next_message(sock, w)
         assert ready.split("\n")[0] == "READY=1"
         assert re.fullmatch(r"READY=1\nSTATUS=serving \d+ functions", ready)
-        assert next_message(sock, proc, tmp_path) == "WATCHDOG=1"
-        proc.send_signal(signal.SIGTERM)
-        messages = []
+        assert next_message(sock, w) == "WATCHDOG=1"
+        w.signal(signal.SIGTERM)
+        messages: list[str] = []
         while not (messages and messages[-1].startswith("STOPPING=1")):
-            messages.append(next_message(sock, proc, tmp_path))
+            messages.append(next_message(sock, w))
         assert set(messages[:-1]) <= {"WATCHDOG=1"}
-        assert proc.wait(30) == 0
+        assert w.wait(30) == 0
         # The watchdog task may still ping while the pool shuts down; nothing may claim readiness again.
         assert set(received(sock)) <= {"WATCHDOG=1"}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        w.kill()
         g.stop()

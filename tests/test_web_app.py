@@ -11,26 +11,20 @@ import asyncio
 import io
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from gearmand import Gearmand, free_port
-from PIL import Image
 from starlette.applications import Starlette
+from support import photo_jpeg
 
 from gearworker.web.app import create_app
 from gearworker.web.service import Gateway
 
 SESSION = "testsession01"
-
-
-def jpeg(width: int = 64, height: int = 48) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 80, 40)).save(out, "JPEG")
-    return out.getvalue()
 
 
 CSRF = "test-csrf-token"
@@ -93,12 +87,12 @@ async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
         "server": ("localhost", 80),
         "client": ("127.0.0.1", 1),
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -111,7 +105,7 @@ async def asgi_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
 
 async def test_upload_over_the_limit_is_refused_with_413_in_plain_words(make_client: Any) -> None:
     app, client = await make_client(["127.0.0.1:1"], max_upload_bytes=10_000)
-    big = jpeg() + b"\0" * 200_000
+    big = photo_jpeg(64, 48, fill=(200, 80, 40), quality=75) + b"\0" * 200_000
     r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("big.jpg", big, "image/jpeg")})
     assert r.status_code == 413
     assert r.json()["error"] == "That file is too big: photos may be up to 9.8 KB."
@@ -149,7 +143,10 @@ async def test_an_upload_without_a_file_or_session_says_what_is_missing(make_cli
     _, client = await make_client(["127.0.0.1:1"])
     r = await client.post(f"/api/photos?session={SESSION}", data={"key": "p1"})
     assert (r.status_code, r.json()["error"]) == (400, "No file was sent: choose a photo to upload.")
-    r = await client.post("/api/photos?session=../x", files={"photo": ("a.jpg", jpeg(), "image/jpeg")})
+    r = await client.post(
+        "/api/photos?session=../x",
+        files={"photo": ("a.jpg", photo_jpeg(64, 48, fill=(200, 80, 40), quality=75), "image/jpeg")},
+    )
     assert r.status_code == 400 and "reload the page" in r.json()["error"]
 
 
@@ -203,7 +200,10 @@ async def test_no_server_up_shows_no_job_server_reachable(make_client: Any) -> N
     ]
     r = await client.post(f"/api/jobs?session={SESSION}", json={"function": "echo", "payload": "x"})
     assert r.status_code == 202
-    r = await client.post(f"/api/photos?session={SESSION}", files={"photo": ("a.jpg", jpeg(), "image/jpeg")})
+    r = await client.post(
+        f"/api/photos?session={SESSION}",
+        files={"photo": ("a.jpg", photo_jpeg(64, 48, fill=(200, 80, 40), quality=75), "image/jpeg")},
+    )
     assert r.status_code == 202
     finals = {e[1].get("function") or e[1]["name"]: e[1] for e in await events(app)}
     assert finals["echo"]["state"] == "failed"
@@ -344,6 +344,7 @@ async def test_a_live_stream_wakes_up_for_each_new_event() -> None:
 
     hub = Hub()
     stream = hub.stream(SESSION)
+    assert isinstance(stream, AsyncGenerator)  # for aclose() below: stream() is typed as an AsyncIterator
     assert (await anext(stream)).startswith("retry:")
     assert (await anext(stream)).startswith("event: hello\n")
     nxt = asyncio.ensure_future(anext(stream))
@@ -378,7 +379,8 @@ def test_the_photo_store_keeps_photos_by_count_and_bytes_dropping_the_oldest_fin
     again = PhotoStore(tmp_path, max_photos=3, max_bytes=2500)
     assert [p.id for p in again.load()] == ["f" * 32]
     assert [p.name for p in again.page(0, 10)] == ["r.jpg", "2.jpg", "1.jpg"]
-    assert again.get(f"{2:032x}").copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
+    kept = again.get(f"{2:032x}")
+    assert kept is not None and kept.copies == [CopyFile(256, 256, 171, "jpeg", 1000, "copy-256.jpg")]
 
 
 def test_download_names_survive_any_characters() -> None:

@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ import pytest
 from gearmand import Gearmand, free_port, wait_for_port
 from PIL import Image, ImageDraw
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support import ROOT, wait_until
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 LOGS = ROOT / "artifacts" / "logs"
 CHROMIUM = "/usr/bin/chromium"
@@ -99,17 +98,6 @@ def start_web(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_for_workers(g: Gearmand, functions: set[str], worker: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited ({worker.returncode}): {log.read_text()[-3000:]}")
-        if functions <= {f for f, (_, _, workers) in g.status().items() if workers}:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"no worker registered {sorted(functions)} in 60 s: {log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Logs where CI keeps them (artifacts/), fresh for each run.
@@ -125,7 +113,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     web = None
     try:
-        wait_for_workers(g, {"echo", "fail", "slow", "resize"}, worker, worker_log)
+        functions = {"echo", "fail", "slow", "resize"}
+        wait_until(
+            lambda: functions <= {f for f, (_, _, workers) in g.status().items() if workers},
+            60,
+            what=f"workers to register {sorted(functions)}",
+            interval=0.1,
+            detail=lambda: worker_log.read_text()[-3000:],
+            process=worker,
+        )
         web, url = start_web([g.address], logs / "web-app.log", storage=tmp_path_factory.mktemp("photos"))
         yield Stack(g, url, logs)
     finally:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 from test_web_browser import SHOTS, WAIT_MS, Stack, browser, page, photo, shot, stack, wait_for_js
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "page", "stack"]  # fixtures shared with test_web_browser
 
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 def no_sideways_scroll(p: Page) -> None:
@@ -90,7 +90,8 @@ def test_a_transparent_png_keeps_its_alpha_and_the_format_choice_is_honoured(
     url = logo.locator(".copy img").first.get_attribute("src")
     copy = Image.open(io.BytesIO(page.request.get(f"{stack.url}{url}").body()))
     assert copy.format == "PNG" and copy.mode == "RGBA"
-    assert copy.getpixel((0, 0))[3] == 0  # the corner is still transparent, not white or black
+    corner = copy.getpixel((0, 0))
+    assert isinstance(corner, tuple) and corner[3] == 0  # the corner is still transparent, not white or black
 
     for choice, shown in (("webp", "WEBP"), ("avif", "AVIF")):
         page.select_option("#format", choice)

@@ -50,7 +50,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 def jobs_submitted(app: Starlette) -> int:
-    return app.state.web._batches  # type: ignore[no-any-return]
+    return app.state.web._batches
 
 
 # -- other sites ---------------------------------------------------------------------------------

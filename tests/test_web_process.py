@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 from gearmand import free_port, wait_for_port
+from support import ROOT
 
 from gearworker.app.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 BODY = 300 * 1024 * 1024
 CHUNK = b"\xff" * (1024 * 1024)
 

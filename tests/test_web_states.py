@@ -158,15 +158,13 @@ async def test_a_photo_a_restart_interrupted_is_resized_again_from_disk(
     import io
 
     from PIL import Image
-    from workerproc import WorkerProcess
+    from support import WorkerProcess, photo_jpeg
 
     from gearworker.web.photos import Photo, new_id
     from gearworker.web.storage import PhotoStore
 
     root = tmp_path / "photos"
-    image = io.BytesIO()
-    Image.new("RGB", (900, 600), (30, 90, 200)).save(image, "JPEG")
-    image.seek(0)
+    image = io.BytesIO(photo_jpeg(900, 600, fill=(30, 90, 200), quality=75))
     photo = Photo(id=new_id(), key="", name="cut.jpg", upload_bytes=len(image.getvalue()), state="resizing")
     PhotoStore(root).add(photo, image)  # what the app had stored when it stopped mid-resize
     worker = WorkerProcess(

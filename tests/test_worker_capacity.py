@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess, handlers_dir
+from support import MakeGearmand, WorkerProcess, handlers_dir, wait_until
 
 
 def submit_background(g: Gearmand, function: str, payload: str, count: int) -> None:
@@ -18,13 +18,6 @@ def submit_background(g: Gearmand, function: str, payload: str, count: int) -> N
             capture_output=True,
             timeout=10,
         )
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 GATED_CPU = """
@@ -53,15 +46,16 @@ def test_cpu_job_stays_queued_when_the_pool_is_full_and_another_worker_takes_it(
         # The jobs run until released: worker b starts and registers while a's job still runs, however
         # slow the machine (fixed 3 s jobs once let a finish first and take the second job).
         submit_background(gearmand, "gated_cpu", "x", 2)
-        wait_for(lambda: gearmand.status()["gated_cpu"][1] == 1)
+        wait_until(lambda: gearmand.status()["gated_cpu"][1] == 1, timeout=20)
         for _ in range(10):  # stays so: worker a holds one job, the other waits on the server
             assert gearmand.status()["gated_cpu"][:2] == (2, 1)
             time.sleep(0.1)
         b.start()
         b.wait_registered(gearmand, "gated_cpu", workers=2)  # b itself, not a, which registered long ago
-        wait_for(lambda: gearmand.status()["gated_cpu"][:2] == (2, 2))  # both run at once, one on each worker
+        # both run at once, one on each worker
+        wait_until(lambda: gearmand.status()["gated_cpu"][:2] == (2, 2), timeout=20)
         release.touch()
-        wait_for(lambda: gearmand.status()["gated_cpu"][:2] == (0, 0))
+        wait_until(lambda: gearmand.status()["gated_cpu"][:2] == (0, 0), timeout=20)
     finally:
         release.touch()
         assert a.stop() == 0
@@ -93,15 +87,15 @@ def test_per_handler_limit_from_settings_holds(gearmand: Gearmand) -> None:
         assert w.stop() == 0
 
 
-def test_a_concurrency_of_one_is_shared_among_servers(gearmand_factory: type[Gearmand]) -> None:
+def test_a_concurrency_of_one_is_shared_among_servers(gearmand_factory: MakeGearmand) -> None:
     """concurrency=1 with two servers: both servers' queues are worked off, not only the first one's."""
-    g1, g2 = gearmand_factory(), gearmand_factory()  # type: ignore[call-arg]
+    g1, g2 = gearmand_factory(), gearmand_factory()
     submit_background(g1, "slow", "0", 5)
     submit_background(g2, "slow", "0", 5)
     w = WorkerProcess([g1.address, g2.address], args=["--concurrency", "1"])
     w.start(wait_for="slow", gearmand=g2)
     try:
-        wait_for(lambda: g1.status()["slow"][0] == 0 and g2.status()["slow"][0] == 0)
+        wait_until(lambda: g1.status()["slow"][0] == 0 and g2.status()["slow"][0] == 0, timeout=20)
     finally:
         assert w.stop() == 0
 

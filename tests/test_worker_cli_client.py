@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +35,6 @@ def gearman(
     return subprocess.run(
         ["gearman", "-p", str(g.port), *args], input=data, capture_output=True, timeout=timeout, check=False
     )
-
-
-def _records(w: WorkerProcess) -> list[dict[str, Any]]:
-    """The worker's JSON log lines, parsed (orjson writes them without spaces: compare values, not text)."""
-    return [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
 
 
 def test_binary_workload_with_every_byte_value_round_trips(gearmand: Gearmand, worker: WorkerProcess) -> None:
@@ -125,9 +118,9 @@ def test_background_jobs_at_each_priority_are_done(gearmand: Gearmand, worker: W
         time.sleep(0.05)
     assert gearmand.status()["echo"][:2] == (0, 0)
     # Log lines are written in batches (within logs.LINGER of the job's end): the lines may lag gearmand.
-    while sum(r.get("function") == "echo" for r in _records(worker)) < 5 and time.monotonic() < deadline:
+    while sum(r.get("function") == "echo" for r in worker.log_records()) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sum(r.get("function") == "echo" for r in _records(worker)) >= 5
+    assert sum(r.get("function") == "echo" for r in worker.log_records()) >= 5
 
 
 def test_failed_job_is_a_failure_to_the_gearman_cli_and_carries_the_message(
@@ -154,10 +147,10 @@ def test_alias_is_served_by_its_handler(gearmand: Gearmand, worker: WorkerProces
 def test_each_job_is_logged_once_with_its_fields(gearmand: Gearmand, worker: WorkerProcess) -> None:
     gearman(gearmand, "-u", "the-unique", "-f", "echo", "--", "x")
     deadline = time.monotonic() + 20  # the line follows the result within a batch (tens of ms)
-    while not any("the-unique" in r.values() for r in _records(worker)) and time.monotonic() < deadline:
+    while not any("the-unique" in r.values() for r in worker.log_records()) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)  # and a second line, if there were one, would have had its batch too
-    records = [r for r in _records(worker) if "the-unique" in r.values()]
+    records = [r for r in worker.log_records() if "the-unique" in r.values()]
     assert len(records) == 1
     (record,) = records
     assert (record["event"], record["function"], record["outcome"]) == ("job.done", "echo", "complete")

@@ -12,6 +12,7 @@ import pytest
 from gearmand import Gearmand
 
 from gearworker import Client, Job, JobFailed, config
+from gearworker.client import Progress
 from gearworker.worker.dispatch import Worker
 from gearworker.worker.job import CpuJobSpec
 from gearworker.worker.pool import Pool, PoolTimeout
@@ -166,10 +167,12 @@ async def test_coalesced_submits_on_one_connection_each_see_every_event_once(gea
     registry.add(Handler("chunks", chunks, False, None, None, "test", True))
     async with Client([gearmand.address]) as client:
         seen: list[list[bytes]] = [[], [], []]
+
+        def keep_in(into: list[bytes]) -> Callable[[Progress], None]:
+            return lambda e: into.append(e.data)
+
         submits = [
-            asyncio.create_task(
-                client.submit("chunks", b"x", unique="same", on_progress=lambda e, i=i: seen[i].append(e.data))
-            )
+            asyncio.create_task(client.submit("chunks", b"x", unique="same", on_progress=keep_in(seen[i])))
             for i in range(3)
         ]
         while gearmand.status().get("chunks", (0, 0, 0))[0] == 0:

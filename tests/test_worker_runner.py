@@ -51,14 +51,15 @@ async def fail(job: Job) -> None:
 """
 
 
-class RecordingTransport:
+class RecordingTransport(asyncio.Transport):
     """Stands in for the socket: keeps every write."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.writes: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
 
     def is_closing(self) -> bool:
         return False
@@ -101,7 +102,7 @@ def _connected(
     conn = GroupConnection(worker, group, Endpoint("127.0.0.1:1", options), session)
     worker.connections.append(conn)
     stream = PacketStream(conn, options)
-    stream.connection_made(transport)  # type: ignore[arg-type]
+    stream.connection_made(transport)
     conn.up(stream)
     return worker, session, stream
 
@@ -349,7 +350,12 @@ async def _written_at_end(handlers: Path, data: bytes, grabs: int) -> tuple[list
     session.grabs = grabs  # as if our grabs were out
     seen: list[list[PacketType]] = []
     on_end = worker.runner._on_end
-    worker.runner._on_end = lambda job: (seen.append(transport.sent()), on_end(job))[-1]
+
+    def recording_on_end(job: ActiveJob) -> None:
+        seen.append(transport.sent())
+        on_end(job)
+
+    worker.runner._on_end = recording_on_end
     stream.data_received(data)
     return seen, transport
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import ROOT, handlers_dir
+from support import ROOT, handlers_dir
 
 PROBE = """
 from gearworker import CpuJob, config, handler

@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         early = EarlySignals().received  # appended to until the event loop takes the signals over
         if not args or args[0] != "run":
             args.insert(0, "run")
+    from ..procs import quiet_on_closed_pipe
     from .cli import main as cli_main
 
-    return cli_main(args, early_signals=early)
+    return quiet_on_closed_pipe(lambda: cli_main(args, early_signals=early))

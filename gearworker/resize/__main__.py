@@ -2,9 +2,10 @@
 
 import sys
 
+from ..procs import quiet_on_closed_pipe
 from .cli import main
 
 __all__ = ["main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_on_closed_pipe(main))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..procs import quiet_on_closed_pipe
 from .cli import add_arguments, run
 
 
@@ -15,4 +16,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_on_closed_pipe(main))

@@ -102,7 +102,7 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
     ]
     upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
     guard = GuardConfig(
-        hosts=allowed_hosts(options.listen_host, options.allowed_hosts),
+        hosts=allowed_hosts(options.listen_host, options.allowed_hosts, options.listen_port),
         body_limits={
             "/api/photos": BodyLimit(
                 upload_limit,
@@ -115,6 +115,7 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
             "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
         },
         password_hash=options.password_hash,
+        logins=web.logins,
     )
     app = Starlette(routes=routes, lifespan=web.lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.web = web

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 "web_allow_insecure_remote": args.allow_insecure_remote,
             },
         )
-        options = WebOptions.from_settings(settings, listen_host=args.host)
+        options = WebOptions.from_settings(settings, listen_host=args.host, listen_port=args.port)
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2

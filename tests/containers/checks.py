@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import subprocess
 import threading
 import time
@@ -11,12 +12,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from images import samples
 from PIL import Image
+from support import photo_jpeg, wait_until
 
 from gearworker import Client
 
-from .stack import Stack, run, wait_until
+from .stack import Stack, run
 
 SESSION = "composetest01"
 WORKERS = 2  # deploy.replicas in docker-compose.yml
@@ -37,7 +38,9 @@ def registered_workers(s: Stack) -> set[str]:
 
 
 def wait_for_workers(s: Stack, what: str = "two workers registered with gearmand") -> None:
-    wait_until(what, lambda: len(registered_workers(s)) == WORKERS, timeout=90, detail=lambda: s.logs("worker"))
+    wait_until(
+        lambda: len(registered_workers(s)) == WORKERS, 90, what=what, interval=0.25, detail=lambda: s.logs("worker")
+    )
 
 
 def web_url(s: Stack, path: str) -> str:
@@ -51,7 +54,9 @@ def wait_for_web(s: Stack) -> None:
         except httpx.TransportError:
             return False
 
-    wait_until("the web app answering on its published port", answers, timeout=60, detail=lambda: s.logs("web"))
+    wait_until(
+        answers, 60, what="the web app answering on its published port", interval=0.25, detail=lambda: s.logs("web")
+    )
 
 
 @contextlib.contextmanager
@@ -68,7 +73,7 @@ def web_client(s: Stack) -> Iterator[httpx.Client]:
 
 def fetch_copies(s: Stack, photo_id: str) -> list[bytes]:
     """Every resized copy of a photo (``/photos/ID/0``, ``/1``... until a 404)."""
-    copies = []
+    copies: list[bytes] = []
     with web_client(s) as client:
         while True:
             r = client.get(f"/photos/{photo_id}/{len(copies)}")
@@ -96,16 +101,17 @@ def check_two_workers_registered(s: Stack) -> None:
 
 def upload_photo(s: Stack) -> tuple[str, list[bytes]]:
     """Post a real JPEG to the web app's upload API; return its id and resized copies (JPEG, never enlarged)."""
-    original = samples.jpeg(samples.photo(1600, 1200))
+    original = photo_jpeg(1600, 1200)
     start = time.monotonic()
     with web_client(s) as client:
         r = client.post(f"/api/photos?session={SESSION}", files={"photo": ("compose.jpg", original, "image/jpeg")})
     assert r.status_code == 202, r.text
     photo_id = r.json()["id"]
     wait_until(
-        "the resized copies of the uploaded photo",
         lambda: bool(fetch_copies(s, photo_id)),
-        timeout=90,
+        90,
+        what="the resized copies of the uploaded photo",
+        interval=0.25,
         detail=lambda: s.logs("web") + s.logs("worker"),
     )
     s.timings["photo resized"] = time.monotonic() - start
@@ -184,3 +190,45 @@ def healthchecks_run(s: Stack, every: float = 1.0) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=60)
+
+
+_METRICS = (
+    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())"
+)
+
+
+def metric(container: str, name: str, **labels: str) -> float:
+    """A worker container's metric (0 when absent), read from its /metrics inside the container."""
+    text = run(["podman", "exec", container, "python", "-c", _METRICS], timeout=30).stdout
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == wanted:
+            return float(value)
+    return 0.0
+
+
+@contextlib.contextmanager
+def cut_off_from_gearmand(container: str) -> Iterator[None]:
+    """Drop every packet between a container and gearmand's port (iptables in the container's network namespace,
+    entered from the host): to gearmand, the container's host has vanished, and no FIN or RST ever arrives.
+    Healed when the block ends."""
+    for tool in ("nsenter", "iptables"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: scripts/bootstrap test installs it")
+    pid = run(["podman", "inspect", "--format", "{{.State.Pid}}", container], timeout=30).stdout.strip()
+    rules = [("INPUT", "--sport"), ("OUTPUT", "--dport")]
+    for chain, port in rules:
+        run(
+            ["nsenter", "--target", pid, "--net", "iptables", "-I", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
+            timeout=30,
+        )
+    try:
+        yield
+    finally:
+        for chain, port in rules:
+            run(
+                ["nsenter", "--target", pid, "--net", "iptables", "-D", chain, "-p", "tcp", port, "4730", "-j", "DROP"],
+                timeout=30,
+                check=False,
+            )

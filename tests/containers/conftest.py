@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
-from .stack import ROOT, Stack, content_tag, podman_compose, require_podman, run, wait_until
+from .stack import BUILD_TIMEOUT, ROOT, Stack, content_tag, podman_compose, require_podman, run
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +25,13 @@ def image() -> str:
     start = time.monotonic()
     run([str(ROOT / "scripts" / "container-base")], timeout=600)
     base = time.monotonic() - start
+    # gearmand's source into vendor/ where a local copy is known (GEARMAND_TARBALL, or ../shared next to the main
+    # checkout): without it the build downloads it from GitHub.
+    run([str(ROOT / "scripts" / "gearmand-source")], timeout=60)
     builder = Stack(podman_compose(), f"localhost/gearworker-test:{content_tag()}")
-    # --network host: builds reach the apt and PyPI mirrors the way this machine does.
-    builder.timed("build", "--podman-build-args", "--network host", "build", timeout=600)
+    # --network host: builds reach the apt and PyPI mirrors the way this machine does.  Cold, compiling gearmand
+    # takes most of the build (BUILD_TIMEOUT).
+    builder.timed("build", "--podman-build-args", "--network host", "build", timeout=BUILD_TIMEOUT)
     print(f"\ncontainer image {builder.image}: base image {base:.1f} s, build {builder.timings['build']:.1f} s")
     return builder.image
 
@@ -42,7 +47,7 @@ def podman_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             ["podman", "system", "service", "--time=0", f"unix://{socket}"], stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        wait_until("podman's API socket", socket.exists, timeout=30, detail=log.read_text)
+        wait_until(socket.exists, 30, what="podman's API socket", interval=0.25, detail=log.read_text)
         yield socket
     finally:
         service.terminate()

@@ -10,26 +10,31 @@ skips them (scripts/container-setup installs what they need).  Select them with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from gearworker import Client
+
 from .checks import (
     SERVICES,
     check_two_workers_registered,
+    cut_off_from_gearmand,
     down_and_collect_exits,
     fetch_copies,
+    metric,
     reverse_through_gearmand,
     upload_photo,
     wait_for_web,
     wait_for_workers,
 )
-from .stack import Stack, podman_compose, run
+from .stack import MODULE_TIMEOUT, Stack, podman_compose, run
 
-# Cold, the base image (70-145 s on a busy 2-core box) and the image (~60 s) are built in the first set-up.
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+# Cold, the base image and the image (gearmand compiled) are built in the first set-up (MODULE_TIMEOUT).
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(MODULE_TIMEOUT)]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,60 @@ def test_the_photo_is_still_there_after_the_web_container_restarts(stack: Stack)
 
 def digests(copies: list[bytes]) -> list[str]:
     return [hashlib.sha256(c).hexdigest()[:16] for c in copies]
+
+
+def test_the_stacks_gearmand_is_the_images_gearmand_2_0_0(stack: Stack) -> None:
+    """gearmand's admin `version` answer: the gearmand 2.0.0 built in the image, with docker-compose.yml's options."""
+    result = run(
+        ["gearadmin", "--host", "127.0.0.1", "--port", str(stack.gearmand_port), "--server-version"], timeout=30
+    )
+    assert result.stdout.strip() == "2.0.0", result.stdout
+
+
+def gearadmin_status(stack: Stack) -> dict[str, list[int]]:
+    """`gearadmin --status`: {function: [queued, running, workers]}."""
+    result = run(["gearadmin", "--host", "127.0.0.1", "--port", str(stack.gearmand_port), "--status"], timeout=30)
+    rows = (line.split("\t") for line in result.stdout.splitlines() if "\t" in line)
+    return {name: [int(n) for n in numbers] for name, *numbers in rows}
+
+
+async def test_a_background_job_outlives_a_gearmand_restart_in_the_sqlite_queue(stack: Stack) -> None:
+    """A background job for a function no worker has stays queued across `restart gearmand`: gearmand's sqlite
+    queue on the gearmand-queue volume keeps it."""
+    function = "composetest_nobody_does_this"
+    async with Client([f"127.0.0.1:{stack.gearmand_port}"]) as client:
+        await client.submit_background(function, b"kept")
+    assert gearadmin_status(stack).get(function, [0])[0] == 1
+    stack.compose("restart", "gearmand", timeout=120)
+    wait_for_workers(stack, "both workers registered again after a gearmand restart")
+    assert gearadmin_status(stack).get(function, [0])[0] == 1, stack.logs("gearmand")
+
+
+async def test_a_job_whose_worker_vanishes_without_a_fin_runs_again_on_the_other_worker(stack: Stack) -> None:
+    """gearmand runs with --keepalive (docker-compose.yml): when the worker running a job is cut off from it (every
+    packet dropped, so no FIN or RST ever arrives), gearmand's probes find the connection dead, and the job goes to
+    the other worker; the waiting client gets its result."""
+    seconds = 8
+    workers = stack.containers("worker")
+    async with Client([f"127.0.0.1:{stack.gearmand_port}"]) as client:
+        job = asyncio.create_task(client.submit("slow", str(seconds).encode(), timeout=90))
+        running = None
+        deadline = time.monotonic() + 30
+        while running is None:
+            assert time.monotonic() < deadline and not job.done(), "no worker started the slow job"
+            for name in workers:
+                if await asyncio.to_thread(metric, name, "gearworker_jobs_in_flight", function="slow"):
+                    running = name
+            await asyncio.sleep(0.25)
+        (other,) = set(workers) - {running}
+        with cut_off_from_gearmand(running):
+            cut = time.monotonic()
+            result = await job
+            stack.timings["slow job's result after its worker was cut off"] = time.monotonic() - cut
+            assert result == f"slept {seconds}s".encode()
+            done = await asyncio.to_thread(metric, other, "gearworker_jobs_total", function="slow", outcome="complete")
+            assert done == 1, f"the result did not come from {other}"
+    wait_for_workers(stack, "both workers registered again once the cut one is reachable")
 
 
 async def test_workers_come_back_after_gearmand_restarts(stack: Stack) -> None:

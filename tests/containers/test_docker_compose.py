@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
 from .checks import (
     check_two_workers_registered,
@@ -25,9 +26,9 @@ from .checks import (
     wait_for_web,
     wait_for_workers,
 )
-from .stack import ROOT, Stack, docker_compose, wait_until
+from .stack import MODULE_TIMEOUT, ROOT, Stack, docker_compose
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(MODULE_TIMEOUT)]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,11 @@ def stack(image: str, podman_api: Path) -> Iterator[Stack]:
         )
         try:
             wait_until(
-                "gearmand running", lambda: running(s, "gearmand"), timeout=120, detail=lambda: s.logs("gearmand")
+                lambda: running(s, "gearmand"),
+                120,
+                what="gearmand running",
+                interval=0.25,
+                detail=lambda: s.logs("gearmand"),
             )
             time.sleep(3)  # time enough for `up` to start the others, were it not waiting for "healthy"
             s.states_before_healthy = {name: s.inspect(name, "{{.State.Status}}") for name in s.containers()}

@@ -27,7 +27,8 @@ def photo(width: int = 1200, height: int = 900, seed: int = 1) -> Image.Image:
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for i in range(12):
-        cx, cy, r = rng.integers(0, width), rng.integers(0, height), int(rng.integers(width // 40, width // 8))
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(width // 40, width // 8))
         fill = tuple(int(v) for v in rng.integers(0, 255, 3))
         (draw.ellipse if i % 2 else draw.rectangle)((cx - r, cy - r, cx + r, cy + r), fill=fill)
     draw.rectangle((0, 0, width // 6, height // 6), fill=MARK)
@@ -36,7 +37,7 @@ def photo(width: int = 1200, height: int = 900, seed: int = 1) -> Image.Image:
 
 @functools.cache  # the profile header holds its creation time: make it once so copies compare equal
 def srgb_profile() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # type: ignore[no-any-return]
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
 def jpeg(image: Image.Image, *, orientation: int | None = None, icc: bytes | None = None, quality: int = 90) -> bytes:

@@ -7,16 +7,16 @@ skipping the network.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netlab import Lab, Netns, Pki, Stunnel, check_tools, make_pki
+from netlab import Lab, MakeStunnel, Netns, Pki, Stunnel, check_tools, make_pki
 
 
 @pytest.fixture(autouse=True)
@@ -41,22 +41,17 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def stunnel_factory(tmp_path: Path) -> Iterator[type[Stunnel]]:
+def stunnel_factory(tmp_path: Path) -> Iterator[MakeStunnel]:
     started: list[Stunnel] = []
 
-    def make(**kwargs: object) -> Stunnel:
-        s = Stunnel(folder=tmp_path, **kwargs).start()  # type: ignore[arg-type]
+    def make(**kwargs: Any) -> Stunnel:
+        s = Stunnel(folder=tmp_path, **kwargs).start()
         started.append(s)
         return s
 
-    yield make  # type: ignore[misc]
+    yield make
     for s in started:
         s.stop()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # The worker subprocesses log JSON; keep their environment free of a user's settings file.
-    os.environ.pop("GEARWORKER_SETTINGS", None)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import itertools
 import os
-import re
 import shutil
 import signal
 import socket
@@ -34,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from gearmand import GEARMAND, Gearmand, free_port, wait_for_port  # noqa: E402
-from workerproc import WorkerProcess  # noqa: E402
+from support import WorkerProcess  # noqa: E402
 
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000
@@ -107,7 +106,7 @@ class Netns:
         thread.join()
         if "error" in box:
             raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return box["value"]
 
     def run_async(self, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """``asyncio.run(coro())`` inside the namespace (a fresh event loop in a fresh thread)."""
@@ -228,9 +227,8 @@ class NsGearmand(Gearmand):
             "--verbose=WARNING",
             *self.extra,
         ]
-        self.proc = self.netns.call(
-            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        quiet = subprocess.DEVNULL
+        self.proc = self.netns.call(lambda: subprocess.Popen(cmd, stdin=quiet, stdout=quiet, stderr=quiet))
         try:
             self.netns.call(wait_for_port, self.port)
         except TimeoutError:
@@ -255,7 +253,9 @@ class NsWorker(WorkerProcess):
 
     netns: Netns | None = None
 
-    def start(self, *, wait_for: str | None = None, gearmand: object | None = None, timeout: float = 20.0) -> NsWorker:
+    def start(
+        self, *, wait_for: str | None = None, gearmand: Gearmand | None = None, timeout: float = 20.0
+    ) -> NsWorker:
         assert self.netns is not None
         self.netns.call(WorkerProcess.start, self)
         if wait_for is not None and gearmand is not None:
@@ -506,21 +506,7 @@ class Stunnel:
             self.proc = None
 
 
-def wait_until(predicate: Callable[[], T], *, timeout: float, interval: float = 0.1, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
-def log_events(text: str, event: str) -> list[str]:
-    """The JSON log lines of a worker whose ``event`` is ``event``."""
-    return [line for line in text.splitlines() if re.search(rf'"event": ?"{re.escape(event)}"', line)]
+MakeStunnel = Callable[..., Stunnel]  # the stunnel_factory fixture
 
 
 #: Measured figures (detection times, duplicate counts), printed at the end of the run.

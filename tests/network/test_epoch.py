@@ -7,8 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 from gearmand import Gearmand
-from netlab import HERE, figure, wait_until
-from workerproc import WorkerProcess
+from netlab import HERE, figure
+from support import WorkerProcess, wait_until
 
 from gearworker import Client
 

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 from gearmand import Gearmand
-from netlab import DelayProxy, Lab, Pki, Stunnel
+from netlab import DelayProxy, Lab, MakeStunnel, Pki
 
 
 def _roundtrip(port: int, data: bytes = b"version\n") -> bytes:
@@ -83,7 +83,7 @@ def test_delay_proxy_forwards_both_ways(gearmand: Gearmand) -> None:
 
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-cert-only", "client-cert-required"])
 def test_stunnel_terminates_tls_for_gearmand(
-    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel], client_cert: bool
+    gearmand: Gearmand, pki: Pki, stunnel_factory: MakeStunnel, client_cert: bool
 ) -> None:
     """TLS with the test CA reaches gearmand through stunnel; with client certs required, one is needed."""
     tunnel = stunnel_factory(pki=pki, target_port=gearmand.port, require_client_cert=client_cert)

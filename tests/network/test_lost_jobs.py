@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 from gearmand import Gearmand, free_port
-from netlab import HERE, log_events, wait_until
-from workerproc import WorkerProcess
+from netlab import HERE
+from support import MakeGearmand, WorkerProcess, wait_until
 
 from gearworker import Client
 from gearworker.client.health import server_health
@@ -54,19 +54,28 @@ async def test_jobs_of_a_killed_server_are_cancelled_and_shutdown_does_not_wait(
             await client.submit_background("net_slow", b"3600", unique="async-job")
             await client.submit_background("net_cpu_sleep", b"3600", unique="cpu-job")
         pids = tmp_path / "pids.txt"
-        wait_until(lambda: pids.exists() and pids.read_text().strip(), timeout=20, what="the CPU job started")
+        wait_until(
+            lambda: pids.exists() and pids.read_text().strip(), timeout=20, interval=0.1, what="the CPU job started"
+        )
         child = psutil.Process(int(pids.read_text().split()[0]))
-        wait_until(lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 1, timeout=10, what="async job runs")
+        wait_until(
+            lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 1,
+            timeout=10,
+            interval=0.1,
+            what="async job runs",
+        )
         gearmand.kill()
         wait_until(
-            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            lambda: len(worker.log_records("job.abandoned")) == 2,
             timeout=10,
-            what=f"two job.abandoned events:\n{worker.log_text()[-3000:]}",
+            interval=0.1,
+            what="two job.abandoned events",
+            detail=lambda: worker.log_text()[-3000:],
         )
         assert not [p for p in psutil.wait_procs([child], timeout=10)[1] if p.status() != psutil.STATUS_ZOMBIE], (
             "the CPU job's pool process was killed"
         )
-        wait_until(lambda: _abandoned(port) == 2, timeout=10, what="2 jobs counted as abandoned")
+        wait_until(lambda: _abandoned(port) == 2, timeout=10, interval=0.1, what="2 jobs counted as abandoned")
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0  # far less than the 30 s grace period: nothing left to wait for
         assert not (tmp_path / "runs.txt").exists(), "no abandoned job ran to its end"
@@ -83,16 +92,22 @@ async def test_finish_lets_orphans_run_but_shutdown_does_not_wait_for_them(gearm
         async with Client([gearmand.address]) as client:
             await client.submit_background("net_slow", b"2", unique="short-orphan")
             await client.submit_background("net_slow", b"3600", unique="long-orphan")
-        wait_until(lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 2, timeout=10, what="both run")
+        wait_until(
+            lambda: gearmand.status().get("net_slow", (0, 0, 0))[1] == 2, timeout=10, interval=0.1, what="both run"
+        )
         gearmand.kill()
         wait_until(
-            lambda: len(log_events(worker.log_text(), "job.abandoned")) == 2,
+            lambda: len(worker.log_records("job.abandoned")) == 2,
             timeout=10,
+            interval=0.1,
             what="two job.abandoned events",
         )
         record = tmp_path / "runs.txt"
         wait_until(
-            lambda: record.exists() and "short-orphan" in record.read_text(), timeout=10, what="the orphan finished"
+            lambda: record.exists() and "short-orphan" in record.read_text(),
+            timeout=10,
+            interval=0.1,
+            what="the orphan finished",
         )
         worker.signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0  # the 3600 s orphan is not waited for (grace period: 30 s)
@@ -106,7 +121,7 @@ def _unique_on(client: Client, address: str) -> str:
 
 
 async def test_background_submit_with_unique_goes_to_the_next_server_when_its_server_is_declared_dead(
-    gearmand_factory: type[Gearmand],
+    gearmand_factory: MakeGearmand,
 ) -> None:
     """A background job with a unique id whose server accepted the connection but never answered (frozen with
     SIGSTOP, declared dead by the heartbeat before JOB_CREATED) is submitted again to the next server.  The

@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections import Counter
 
-from netlab import Lab, figure, wait_until
+from netlab import Lab, figure
+from support import wait_until
 
 from gearworker import Client
 
@@ -39,10 +40,10 @@ def test_partition_and_heal_loses_nothing(lab: Lab) -> None:
 
     cut, healed = lab.netns.run_async(scenario)
     cut_wall, healed_wall = time.time() - (time.monotonic() - cut), time.time() - (time.monotonic() - healed)
-    wait_until(lambda: set(ids) <= set(lab.runs()), timeout=DETECTION + 30, what="every job ran")
+    wait_until(lambda: set(ids) <= set(lab.runs()), timeout=DETECTION + 30, interval=0.1, what="every job ran")
     recovered = time.monotonic() - healed
     runs = Counter(lab.runs())
-    ended = {}
+    ended: dict[str, float] = {}
     for line in lab.record.read_text().splitlines():
         uid, at = line.split("\t")
         ended.setdefault(uid, float(at))  # the first run's end

@@ -31,10 +31,9 @@ def _vanish_and_reboot(lab: Lab, *, heartbeat: bool) -> tuple[float, float]:
     g = lab.gearmand()
     env = {} if heartbeat else {"GEARWORKER_HEARTBEAT_INTERVAL": "0"}
     worker = lab.worker([g.address], env=env).start(wait_for="net_echo", gearmand=g)
-    client_options = {} if heartbeat else {"heartbeat_interval": 0.0}
 
     async def scenario() -> tuple[float, float]:
-        async with Client([g.address], **client_options) as waiting:
+        async with Client([g.address], heartbeat_interval=None if heartbeat else 0.0) as waiting:
             # A foreground job nobody can run: it waits on the server until the server is declared dead.
             stuck = asyncio.create_task(waiting.submit("nobody_runs_this", b"x"))
             while g.status().get("nobody_runs_this", (0, 0, 0))[0] < 1:

@@ -6,7 +6,7 @@ import asyncio
 
 from gearmand import Gearmand
 from netlab import HERE, DelayProxy
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import ssl
-import time
 
 import pytest
 from gearmand import Gearmand
-from netlab import HERE, Pki, Stunnel
-from workerproc import WorkerProcess
+from netlab import HERE, MakeStunnel, Pki
+from support import WorkerProcess, wait_until
 
 from gearworker import Client
 from gearworker.errors import GearworkerError
@@ -31,7 +30,7 @@ def _context(pki: Pki, *, ca: str, client_cert: bool) -> ssl.SSLContext:
 
 @pytest.mark.parametrize("client_cert", [False, True], ids=["server-cert-only", "client-cert-required"])
 async def test_worker_and_client_over_tls(
-    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel], client_cert: bool
+    gearmand: Gearmand, pki: Pki, stunnel_factory: MakeStunnel, client_cert: bool
 ) -> None:
     """Worker (settings tls, tls_ca_file, optional tls_cert_file/tls_key_file, tls_server_hostname) and client
     (tls=SSLContext) reach gearmand only through TLS and a job runs end to end."""
@@ -58,7 +57,7 @@ def _connections(gearmand: Gearmand) -> int:
 
 
 async def test_wrong_ca_fails_clearly_and_never_falls_back_to_plaintext(
-    gearmand: Gearmand, pki: Pki, stunnel_factory: type[Stunnel]
+    gearmand: Gearmand, pki: Pki, stunnel_factory: MakeStunnel
 ) -> None:
     """A server certificate not signed by the configured CA: the worker logs an error naming the server and the
     TLS cause and never reaches gearmand (no plaintext fallback); the client's submit raises a GearworkerError
@@ -69,10 +68,13 @@ async def test_wrong_ca_fails_clearly_and_never_falls_back_to_plaintext(
     )
     try:
         worker.start()
-        deadline = time.monotonic() + 20
-        while not _tls_verify_failed(worker.log_text()):
-            assert time.monotonic() < deadline, f"no TLS error logged:\n{worker.log_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_until(
+            lambda: _tls_verify_failed(worker.log_text()),
+            20,
+            what="a TLS error logged",
+            interval=0.1,
+            detail=lambda: worker.log_text()[-2000:],
+        )
         lines = [line for line in worker.log_text().splitlines() if _tls_verify_failed(line)]
         assert any(tunnel.address in line for line in lines), lines
         assert _connections(gearmand) == 0, "nothing may reach gearmand without TLS"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import FIGURES, create_results_db
+from .harness import FIGURES, create_results_db
 
 
 @dataclass(frozen=True)

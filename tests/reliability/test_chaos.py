@@ -16,25 +16,26 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 
 from .conftest import Size
-from .support import (
+from .harness import (
     HANDLERS,
     ProcessWatch,
     env_for,
-    log_events,
     pool_children,
     record_figures,
     runs,
     seed_from_env,
     submit_background,
+    wait_for_runs,
 )
 
 GRACE = 5.0
@@ -205,13 +206,11 @@ async def test_chaos_every_job_runs_at_least_once_and_no_process_is_left(
 def _crashed(chaos: Chaos) -> set[str]:
     out = set()
     for w in chaos.workers + chaos.retired:
-        for e in log_events(w.log, "job.done"):
+        for e in w.log_records("job.done"):
             if e.get("outcome") == "crash":
                 out.add(e["unique"])
     return out
 
 
-def _wait_all(db: Path, expected: set[str], crashed: set[str]) -> object:
-    from .support import wait_for_runs
-
+def _wait_all(db: Path, expected: set[str], crashed: set[str]) -> Counter[str]:
     return wait_for_runs(db, expected, timeout=180.0, give_up=crashed)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import MakeGearmand, WorkerProcess
 
 from gearworker import Client
 
-from .support import HANDLERS, ProcessWatch, env_for, record_figures, runs, submit_background, wait_for_runs
+from .harness import HANDLERS, ProcessWatch, env_for, record_figures, runs, submit_background, wait_for_runs
 
 RECONNECT_MAX = 1.0
 SLACK = 4.0  # a noisy shared machine: the bound is checked generously
@@ -40,7 +40,7 @@ def _registered(g: Gearmand) -> int:
 
 @pytest.mark.timeout(300)
 async def test_stopping_any_one_server_keeps_jobs_flowing_and_workers_come_back(
-    gearmand_factory: type[Gearmand], results_db: Path
+    gearmand_factory: MakeGearmand, results_db: Path
 ) -> None:
     """Stop each of three servers in turn: foreground and background jobs still complete through the other two;
     when it restarts, both workers re-register within the backoff bound and run jobs submitted to it."""

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 from gearworker.errors import JobFailed
 
-from .support import FAULTS, HANDLERS, env_for, log_events, pool_children, runs
+from .harness import FAULTS, HANDLERS, env_for, pool_children, runs
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ async def test_job_of_a_pool_process_killed_mid_job_runs_again(gearmand: Gearman
         while "victim" not in runs(results_db) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert runs(results_db).get("victim") == 1, "the killed job did not run again"
-        assert log_events(w.log, "job.retry")
+        assert w.log_records("job.retry")
     finally:
         assert w.stop(20) == 0
 
@@ -118,4 +118,4 @@ async def test_draining_worker_does_not_reconnect(gearmand: Gearmand, results_db
     reconnects = [line for line in lines[stopping:] if '"server.up"' in line]
     assert runs(results_db)["long"] == 1
     assert not reconnects, f"{len(reconnects)} reconnects while draining"
-    assert log_events(w.log, "server.stopped")
+    assert w.log_records("server.stopped")

@@ -16,11 +16,11 @@ import psutil
 import pytest
 from fakepeer import PacketSocket, fake_server, run_gearman_cli
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker.protocol import PacketType
 
-from .support import log_events, mib, record_figures
+from .harness import mib, record_figures
 
 T = PacketType
 LIMIT = 1 << 20
@@ -74,7 +74,7 @@ def test_worker_memory_is_bounded_by_the_configured_max_packet_size(
             fake.wait_connections(1)
             if cut_off:
                 fake.wait_connections(2)  # reset, then reconnected
-                downs = [e for e in log_events(w.log, "server.down") if e.get("server") == fake.address]
+                downs = [e for e in w.log_records("server.down") if e.get("server") == fake.address]
                 assert len(downs) == 1 and f"exceeds the {LIMIT} byte limit" in downs[0]["reason"], downs
             else:
                 assert sent_all.wait(15)

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 
 from .conftest import Size
-from .support import (
+from .harness import (
     HANDLERS,
     ProcessWatch,
     env_for,
-    log_events,
     record_figures,
     runs,
     seed_from_env,
@@ -87,7 +86,7 @@ async def test_sigterm_under_load_exits_cleanly_and_every_job_completes(
             exits.append(time.monotonic() - t0)
             assert code == 0, w.log_text()[-2000:]
             leftovers += watch.leftovers()
-            handed_back += sum(e.get("count", 0) for e in log_events(w.log, "server.jobs_handed_back"))
+            handed_back += sum(e.get("count", 0) for e in w.log_records("server.jobs_handed_back"))
         # What the cycles did not finish is still queued: one last worker drains it.
         last = WorkerProcess(
             [gearmand.address],

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess
+from support import WorkerProcess
 
 from gearworker import Client
 
 from .conftest import Size
-from .support import HANDLERS, Sampler, env_for, mib, record_figures, runs
+from .harness import HANDLERS, Sampler, env_for, mib, record_figures, runs
 
 MIB = 1024 * 1024
 MAX_GROWTH = 5 * MIB

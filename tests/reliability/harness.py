@@ -1,4 +1,4 @@
-"""Helpers for the reliability suite: the results store, process watching, figures."""
+"""The reliability suite's own harness: the results store, process watching, figures (shared helpers: support.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = ROOT / "tests" / "handlers_reliability"
 FAULTS = ROOT / "tests" / "handlers_test"
 ARTIFACT = ROOT / "artifacts" / "reliability.json"
@@ -243,19 +243,6 @@ async def submit_background(client: Any, jobs: Sequence[tuple[str, bytes, str]],
 
     await asyncio.gather(*(one(*job) for job in jobs))
     return retries
-
-
-def log_events(path: Path, event: str) -> list[dict[str, Any]]:
-    """The JSON log lines of a worker with this ``event`` name."""
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        if f'"{event}"' not in line:
-            continue
-        with contextlib.suppress(ValueError):
-            item = json.loads(line)
-            if item.get("event") == event:
-                out.append(item)
-    return out
 
 
 def mib(n: float) -> float:
