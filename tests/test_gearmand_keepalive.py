@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from gearmand import Gearmand, free_port
-from workerproc import WorkerProcess
+from gearmand import free_port
+from support import MakeGearmand, WorkerProcess
 
 from gearworker.app.keepalive import KEEPALIVE_ADVICE, Socket, gearmand_keepalive, parse_table, proc_forms, server_ends
 from gearworker.app.localserver import KEEPALIVE_FLAGS, LocalGearmand
@@ -57,7 +57,7 @@ async def test_the_local_gearmand_drops_a_silent_worker_after_5_s_idle_and_3_pro
 
 
 def test_the_probe_reads_gearmands_keepalive_idle_from_its_end_of_our_connection(
-    gearmand_factory: type[Gearmand], connect: Connect
+    gearmand_factory: MakeGearmand, connect: Connect
 ) -> None:
     """Debian's gearmand 1.1.20 keeps every connection alive with the kernel's timing unless told otherwise:
     7,200 s idle before the first probe; with --keepalive-idle=5, 5 s.  Without a connection of ours, or to a
@@ -96,7 +96,7 @@ def _warnings(w: WorkerProcess) -> list[dict[str, object]]:
 
 
 def test_the_worker_warns_once_at_start_up_about_a_gearmand_with_the_kernels_keepalive_timing(
-    gearmand_factory: type[Gearmand],
+    gearmand_factory: MakeGearmand,
 ) -> None:
     """Two servers, one started as Debian's package does (7,200 s keepalive), one with --keepalive-idle=5: one
     warning, naming the first server, what it does and the flags to start it with; nothing for the second."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from gearmand import Gearmand
-from workerproc import WorkerProcess, handlers_dir
+from support import MakeGearmand, WorkerProcess, handlers_dir
 
 from gearworker import Client
 from gearworker.client.health import server_health
@@ -74,7 +74,7 @@ async def test_a_tick_that_waits_for_a_server_does_not_delay_the_next_tick() -> 
 
 
 @pytest.fixture
-async def two(gearmand_factory: type[Gearmand]) -> AsyncIterator[tuple[Gearmand, Gearmand]]:
+async def two(gearmand_factory: MakeGearmand) -> AsyncIterator[tuple[Gearmand, Gearmand]]:
     """Two servers; the first is the one the test hangs (resumed, and its probe stopped, afterwards)."""
     hung, healthy = gearmand_factory(), gearmand_factory()
     yield hung, healthy

@@ -17,7 +17,8 @@ import time
 
 import pytest
 from gearmand import free_port
-from netlab import Lab, figure, log_events, wait_until
+from netlab import Lab, figure
+from support import wait_until
 
 from gearworker import Client
 from gearworker.errors import ConnectionLost
@@ -112,7 +113,7 @@ def test_a_running_job_of_a_worker_that_vanishes_goes_to_another_worker(lab: Lab
     env = {"GEARWORKER_LOCAL_GEARMAND_PORT": str(port)}
     vanishing = lab.worker([], env=env).start()
     wait_until(lambda: _status(lab, port, "net_hold")[2] == 1, timeout=20, what="the worker and its gearmand")
-    assert log_events(vanishing.log_text(), "gearmand.started"), "the worker started its local gearmand"
+    assert vanishing.log_records("gearmand.started"), "the worker started its local gearmand"
 
     async def scenario() -> tuple[bytes, float]:
         async with Client([f"127.0.0.1:{port}"]) as client:

@@ -23,25 +23,17 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from gearmand import Gearmand
-from workerproc import WorkerProcess, handlers_dir
+from support import MakeGearmand, WorkerProcess, handlers_dir, wait_until
 
 from gearworker import Client
 
 from .conftest import Size
-from .support import log_events, record_figures
+from .harness import record_figures
 
 HANDLERS = Path(__file__).resolve().parents[1] / "handlers_failpath"
-
-
-def _wait(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(interval)
 
 
 # -- 1. failure records and kill -9 --------------------------------------------------
@@ -89,14 +81,14 @@ async def test_every_failing_background_job_is_recorded_when_a_worker_is_killed(
             queued, running, _ = gearmand.status().get("always_fails", (0, 0, 0))
             return queued == 0 and running == 0
 
-        await asyncio.to_thread(_wait, settled, 120 if size.full else 60, "every job failed")
+        await asyncio.to_thread(wait_until, settled, 120 if size.full else 60, what="every job failed")
         took = time.monotonic() - started
     finally:
         for w in workers[1:]:
             assert w.stop() == 0, w.log_text()[-3000:]
         workers[0].stop()
     recorded = _recorded(db)
-    killed_records = len(log_events(workers[0].log, "failed.recorded"))
+    killed_records = len(workers[0].log_records("failed.recorded"))
     repeats = sum(n - 1 for n in recorded.values())
     record_figures(
         "failure records with a worker killed",
@@ -127,7 +119,7 @@ async def test_sigterm_hands_back_a_job_waiting_for_its_retry_and_exits_at_once(
     try:
         async with Client([gearmand.address]) as client:
             await client.submit_background("retry_later", b"", unique="waits-for-retry")
-        await asyncio.to_thread(_wait, lambda: log_events(w.log, "job.retry"), 30, "the first attempt failed")
+        await asyncio.to_thread(wait_until, lambda: w.log_records("job.retry"), 30, what="the first attempt failed")
         assert gearmand.status()["retry_later"][:2] == (1, 1)  # gearmand: running, held by the worker
         sent = time.monotonic()
         w.signal(signal.SIGTERM)
@@ -140,7 +132,7 @@ async def test_sigterm_hands_back_a_job_waiting_for_its_retry_and_exits_at_once(
     assert code == 0, w.log_text()[-3000:]
     assert exited < 5.0, f"exit {exited:.1f}s after SIGTERM"
     assert status[:2] == (1, 0), f"the job is queued again: {status}"
-    assert log_events(w.log, "server.stopped")
+    assert w.log_records("server.stopped")
 
 
 # -- 3. a reload whose import is slow -----------------------------------------------
@@ -206,11 +198,11 @@ async def test_jobs_run_at_full_speed_while_a_reload_imports_a_slow_module(
         marker.touch()
         w.signal(signal.SIGHUP)
         started, done = tmp_path / "slow-now.started", tmp_path / "slow-now.done"
-        await asyncio.to_thread(_wait, started.exists, 10, "the slow import's start", 0.01)
+        await asyncio.to_thread(wait_until, started.exists, 10, what="the slow import's start", interval=0.01)
         during = await _echo_jobs(gearmand.address, 2000, 50)
         imported_during = not done.exists()  # the jobs ended before the import did
-        await asyncio.to_thread(_wait, lambda: log_events(w.log, "server.reloaded"), 30, "the reload's end")
-        reloaded = log_events(w.log, "server.reloaded")[0]
+        await asyncio.to_thread(wait_until, lambda: w.log_records("server.reloaded"), 30, what="the reload's end")
+        reloaded = w.log_records("server.reloaded")[0]
     finally:
         assert w.stop() == 0, w.log_text()[-3000:]
     record_figures(
@@ -252,9 +244,7 @@ def _tick_runs(path: Path) -> list[tuple[int, float]]:
     return runs
 
 
-def test_one_hung_server_of_two_stalls_no_schedule(
-    size: Size, gearmand_factory: type[Gearmand], tmp_path: Path
-) -> None:
+def test_one_hung_server_of_two_stalls_no_schedule(size: Size, gearmand_factory: MakeGearmand, tmp_path: Path) -> None:
     """2 gearmand, 3 workers with a schedule; one gearmand is SIGSTOPped (12 s; --full: 90 s with schedule=2)
     then resumed.  Every tick from before the hang to after it runs exactly once, none more than 5 s late."""
     every = 2 if size.full else 1
@@ -272,7 +262,7 @@ def test_one_hung_server_of_two_stalls_no_schedule(
             w.start()
         for g in servers:
             workers[0].wait_registered(g, "tick", workers=3)
-        _wait(lambda: all(log_events(w.log, "schedule.started") for w in workers), 30, "every scheduler")
+        wait_until(lambda: all(w.log_records("schedule.started") for w in workers), 30, what="every scheduler")
         time.sleep(2 * every + 1)
         stopped = time.time()
         hung.proc.send_signal(signal.SIGSTOP)
@@ -302,8 +292,8 @@ def test_one_hung_server_of_two_stalls_no_schedule(
         ran_twice=len(twice),
         max_late_s=max(late.values(), default=0),
         late_over_1s=sum(1 for v in late.values() if v > 1),
-        dropped_by_age=sum(len(log_events(w.log, "schedule.tick_dropped")) for w in workers),
-        servers_marked_down=sum(len(log_events(w.log, "client.server_down")) for w in workers),
+        dropped_by_age=sum(len(w.log_records("schedule.tick_dropped")) for w in workers),
+        servers_marked_down=sum(len(w.log_records("client.server_down")) for w in workers),
         resumed_after_s=round(resumed - stopped, 1),
     )
     assert not missed, f"ticks never run: {missed}"
