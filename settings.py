@@ -168,6 +168,14 @@ Reference: docs/settings.md.
 # env GEARWORKER_FAILED_WORKLOAD_LIMIT
 # FAILED_WORKLOAD_LIMIT = 1048576
 
+# A schedule's tick more than SCHEDULE_MAX_AGE seconds old is not submitted
+# (a worker that was suspended skips it) and, should it reach a worker that
+# late (a hung gearmand that resumes with a submit it had buffered, while the
+# tick ran elsewhere), it is dropped there and logged (schedule.tick_dropped).
+# See docs/jobs.md.
+# env GEARWORKER_SCHEDULE_MAX_AGE
+# SCHEDULE_MAX_AGE = 60.0
+
 # Middlewares run around every job, "module:attribute" (a class is
 # instantiated with no arguments).  Handler modules can also mark their own
 # with @middleware.  See docs/jobs.md.

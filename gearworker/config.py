@@ -82,6 +82,9 @@ class Settings:
     failed_jobs: str | None = _doc("record finally-failed jobs here: *.db/*.sqlite file or a folder", default=None)
     failed_workload_limit: int = _doc("workload bytes kept in a failed-job record", default=1024 * 1024)
     middleware: list[str] = _doc("'module:attribute' middlewares run around every job", default_factory=list)
+    schedule_max_age: float = _doc(
+        "seconds after its time past which a schedule's tick is neither submitted nor run", default=60.0
+    )
     pid_file: str | None = _doc("pid file; refuses a second instance", default=None)
     log_file: str | None = _doc("also write JSON log lines to this file", default=None)
     log_format: str = _doc("'auto' (console on a terminal, else JSON), 'json' or 'console'", default="auto")
@@ -152,6 +155,7 @@ class Settings:
             "heartbeat_timeout",
             "idle_poll",
             "web_job_timeout",
+            "schedule_max_age",
         ):
             value = getattr(self, name)
             # NaN passes every comparison, so test for it explicitly.

@@ -26,7 +26,9 @@ One optional hook is async: ``async def before_final_failure(self, job)`` is
 awaited (for at most :data:`FINAL_HOOK_TIMEOUT` seconds) after a job's last
 attempt failed and before the failure is sent to gearmand, while gearmand
 still holds the job.  The failed-job recorder uses it to ask gearmand whether
-a client is waiting for the job.
+a client is waiting for the job, and to write the job's record before its
+failure is reported.  A middleware whose hook bounds its own waits sets
+``final_hook_timeout`` (seconds, or None for no limit from the worker).
 
 The worker's own per-job log line and Prometheus metrics are middlewares
 too (:class:`gearworker.logs.jobline.LogMiddleware`,

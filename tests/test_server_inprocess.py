@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from gearmand import Gearmand
 from support import TEST_HANDLERS
@@ -59,3 +60,41 @@ async def test_force_exit_cuts_the_grace_period_short(gearmand: Gearmand) -> Non
     while gearmand.status()["async_long"][1] != 0:  # handed back: queued again, not running
         await asyncio.sleep(0.05)
     assert gearmand.status()["async_long"][0] == 1
+
+
+SLOW_FAILURE = """
+import asyncio
+from pathlib import Path
+from gearworker import handler
+
+@handler("fails_slowly", retries=1, retry_backoff=60)
+async def fails_slowly(job):
+    await asyncio.sleep(1)
+    raise RuntimeError("the attempt fails after the shutdown began")
+"""
+
+
+async def test_an_attempt_that_fails_during_the_grace_period_is_handed_back_not_retried_later(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """Shutdown begins while a job's attempt runs; the attempt then fails with a retry 30-60 s away: the job goes
+    back to gearmand at once (queued again) instead of waiting out the backoff inside the 60 s grace period."""
+    (tmp_path / "slow.py").write_text(SLOW_FAILURE)
+    settings = config.load(
+        env={},
+        overrides={
+            "servers": [gearmand.address],
+            "handlers_dir": str(tmp_path),
+            "grace_period": 60,
+            "log_level": "warning",
+        },
+    )
+    server = Server(settings, discover(settings.handlers_dir))
+    serving = asyncio.create_task(server.serve())
+    async with Client([gearmand.address]) as client:
+        await client.submit_background("fails_slowly", b"")
+        while gearmand.status().get("fails_slowly", (0, 0, 0))[1] == 0:
+            await asyncio.sleep(0.05)
+    server.should_exit.set()
+    assert await asyncio.wait_for(serving, 10) == 0  # the attempt's 1 s, not the backoff nor the grace
+    assert gearmand.status()["fails_slowly"][:2] == (1, 0)

@@ -15,9 +15,17 @@ import structlog
 from ..errors import ConfigError
 from ..procs import die_with_parent
 
-__all__ = ["LocalGearmand"]
+__all__ = ["KEEPALIVE_FLAGS", "LocalGearmand"]
 
 log = structlog.get_logger("gearworker.localserver")
+
+#: gearmand's own TCP keepalive on its connections.  Without it gearmand never notices a worker that
+#: vanished without a FIN (a host cut off, powered off): the job it held stays "running" on a
+#: connection that no longer exists, no other worker gets it, and its client waits for its own
+#: timeout.  With these, the connection is dropped after 5 s idle + 3 unanswered probes 2 s apart
+#: and the job goes to another worker: the client had its result 11-13 s after the cut
+#: (tests/network/test_silent_loss.py; docs/reliability.md has the table).
+KEEPALIVE_FLAGS = ("--keepalive", "--keepalive-idle=5", "--keepalive-interval=2", "--keepalive-count=3")
 
 
 def _gearmand_dies_with_us() -> None:  # runs in the child between fork and exec
@@ -56,7 +64,14 @@ class LocalGearmand:
         logfile = tempfile.NamedTemporaryFile(prefix="gearmand-", suffix=".log", delete=False)  # noqa: SIM115
         # --threads=0: measured 1.26x the throughput of the default (--threads=4) on 2 cores.
         self._proc = subprocess.Popen(
-            [binary, "--listen=127.0.0.1", f"--port={self.port}", "--threads=0", f"--log-file={logfile.name}"],
+            [
+                binary,
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                "--threads=0",
+                *KEEPALIVE_FLAGS,
+                f"--log-file={logfile.name}",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

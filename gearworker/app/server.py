@@ -119,6 +119,11 @@ class Server:
         if prometheus is not None:
             await self._start_metrics(prometheus)
         self._background.append(asyncio.create_task(self._announce_ready()))
+        if not s.tls:  # behind TLS the socket seen would be the proxy's (app/keepalive.py)
+            from .keepalive import warn_if_blind
+
+            connected = self.worker.first_connection
+            self._background.append(asyncio.create_task(warn_if_blind(list(s.servers), connected)))
         log.info(
             "server.started",
             pid=os.getpid(),
@@ -168,6 +173,7 @@ class Server:
                 worker.client_id,
                 connect_timeout=self.settings.connect_timeout,
                 own=self._own_connections,
+                max_age=self.settings.schedule_max_age,
             )
 
         self._scheduler = asyncio.create_task(run())
@@ -236,8 +242,15 @@ class Server:
         if self._notifier is not None:
             self._notifier.stopping()
         await self._stop_scheduler()
-        if self.worker is not None:
-            self.worker.stop_taking_jobs()  # now, not after the old workers below have drained
+        # 1. Take no new job, and hand back the jobs that only wait for a retry: another worker can
+        #    run them, and a backoff of minutes must not hold the shutdown for its grace period.
+        handed_back = 0
+        for w in (self.worker, *(r.worker for r in self.reloader.retiring)):
+            if w is not None:
+                w.stop_taking_jobs()  # now, not after the old workers below have drained
+                handed_back += w.hand_back_retries()
+        if handed_back:
+            log.info("server.retries_handed_back", count=handed_back)
         # A reload's old workers, still finishing jobs, drain like the current one.
         await self.reloader.drain(
             lambda w: self._wait_for_jobs(w, started), lambda w, p: self._stop_worker(w, p, started)

@@ -12,7 +12,9 @@ A job with a unique id always goes to the same server (rendezvous hashing of
 the id over the server list), so gearmand can coalesce duplicates even with
 several servers; jobs without one are spread round robin.  When a server
 cannot be reached the next one is tried; a server that dies fails the jobs it
-was running at once with :class:`~gearworker.errors.ConnectionLost`.
+was running at once with :class:`~gearworker.errors.ConnectionLost`.  A server
+that failed to answer is known as down to every client of the process
+(:mod:`.health`): tried last, left out of admin queries, until it answers again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import itertools
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -37,8 +39,10 @@ from ..payload import to_bytes, to_int
 from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
 from ..transport import Endpoint, StreamOptions
 from .admin import admin_query
+from .health import ServerHealth, server_health
 from .results import JobStatus, Progress, Result
 from .routing import Router, ServerConnection, Waiter
+from .running import RunningJob
 
 __all__ = [
     "Client",
@@ -151,6 +155,7 @@ class Client:
         self._by_address = {s.address: s for s in self.servers}
         self._round_robin = itertools.count()
         self._closed = False
+        self._health: ServerHealth | None = None  # the loop's, on first use
 
     async def __aenter__(self) -> Client:
         return self
@@ -219,7 +224,11 @@ class Client:
                 print(event.kind, event.fraction)
             result = await job.result()      # or raises like submit()
         """
-        return RunningJob(self, function, payload, priority, unique, timeout)
+        return RunningJob(
+            lambda waiter: self._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter),
+            function,
+            timeout,
+        )
 
     async def submit_background(
         self,
@@ -229,6 +238,7 @@ class Client:
         priority: Priority = "normal",
         unique: str | bytes | None = None,
         when: datetime | None = None,
+        answer_timeout: float | None = None,
     ) -> Handle:
         """Queue a background job and return its handle as soon as the server has it.
 
@@ -242,6 +252,12 @@ class Client:
         so it may run twice, which idempotent handlers keyed by the unique id
         absorb (and one server coalesces the two).  A job without one raises
         :class:`~gearworker.errors.ConnectionLost` saying why it was not retried.
+
+        ``answer_timeout``: seconds to wait for each server's JOB_CREATED.  A
+        server silent that long is marked down for the whole process and the
+        job goes to the next one, as for a lost connection (unique id only);
+        the silent server may still queue it when it resumes.  The scheduler
+        uses it: a hung server must not hold a tick.
         """
         extra: tuple[bytes, ...] = ()
         if when is None:
@@ -253,14 +269,36 @@ class Client:
         tried: list[str] = []
         while True:
             waiter = Waiter(_T.JOB_CREATED, function)
-            await self._send(ptype, function, payload, unique, waiter, *extra, skip=tried)
+            router = await self._send(ptype, function, payload, unique, waiter, *extra, skip=tried)
             try:
-                handle: bytes = await waiter.future
+                if answer_timeout is None:
+                    handle: bytes = await waiter.future
+                else:
+                    handle = await self._created_within(router, waiter, answer_timeout)
             except ConnectionLost as e:
                 tried.append(waiter.address)
                 self._may_resubmit(e, function, unique, tried)
                 continue
             return Handle(handle, waiter.address)
+
+    async def _created_within(self, router: Router, waiter: Waiter, seconds: float) -> bytes:
+        """``waiter``'s JOB_CREATED within ``seconds``; else its server is down and ConnectionLost says so."""
+        try:
+            async with asyncio.timeout(seconds):
+                handle: bytes = await waiter.future
+                return handle
+        except TimeoutError:
+            router.forget(waiter)  # its JOB_CREATED may still come: its FIFO place stays
+            why = f"did not answer a submit within {seconds:g}s"
+            self.health.down(self._by_address[waiter.address].endpoint, why)
+            raise ConnectionLost(f"job server {waiter.address} {why}") from None
+
+    @property
+    def health(self) -> ServerHealth:
+        """The process's knowledge of which servers are down (this loop's :func:`server_health`)."""
+        if self._health is None:
+            self._health = server_health()
+        return self._health
 
     def _may_resubmit(self, error: ConnectionLost, function: str, unique: str | bytes | None, tried: list[str]) -> None:
         """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
@@ -322,6 +360,13 @@ class Client:
         servers = self.servers
         if len(servers) == 1:
             return servers
+        order = self._order(servers, unique)
+        health = self.health
+        if health:  # a server known down is tried last (a stable sort keeps the others' order)
+            order.sort(key=lambda s: health.is_down(s.address))
+        return order
+
+    def _order(self, servers: list[ServerConnection], unique: bytes) -> list[ServerConnection]:
         if unique:
             return sorted(servers, key=lambda s: _score(s.address, unique), reverse=True)
         start = next(self._round_robin) % len(servers)
@@ -329,7 +374,7 @@ class Client:
 
     def server_for(self, unique: str | bytes) -> str:
         """The server a job with this unique id goes to while every server is up."""
-        return self._candidates(_unique(unique) or b"\x00")[0].address
+        return self._order(self.servers, _unique(unique) or b"\x00")[0].address
 
     # -- status -----------------------------------------------------------
 
@@ -391,14 +436,19 @@ class Client:
 
     # -- admin ------------------------------------------------------------
 
-    async def server_status(self) -> dict[str, list[StatusRow]]:
-        """The ``status`` admin table of each reachable server, keyed by "host:port"."""
-        answers = await self._admin_all("status")
+    async def server_status(self, *, timeout: float | None = None) -> dict[str, list[StatusRow]]:
+        """The ``status`` admin table of each server that answers, keyed by "host:port".
+
+        Servers known as down are not asked (unless all are); one that does not
+        answer within ``timeout`` (default: the connect timeout) is marked down.
+        """
+        answers = await self._admin_all("status", timeout)
         return {a: [StatusRow.parse(line) for line in lines] for a, lines in answers.items()}
 
-    async def workers(self) -> dict[str, list[WorkerRow]]:
-        """The ``workers`` admin table (every connection, workers and clients) of each reachable server."""
-        answers = await self._admin_all("workers")
+    async def workers(self, *, timeout: float | None = None) -> dict[str, list[WorkerRow]]:
+        """The ``workers`` admin table (every connection, workers and clients) of each server that answers
+        (as :meth:`server_status`)."""
+        answers = await self._admin_all("workers", timeout)
         return {a: [WorkerRow.parse(line) for line in lines] for a, lines in answers.items()}
 
     async def admin(self, command: str, *, server: str | None = None) -> list[str]:
@@ -406,19 +456,24 @@ class Client:
         target = self._server(server) if server else self.servers[0]
         return await admin_query(target.endpoint, command)
 
-    async def _admin_all(self, command: str) -> dict[str, list[str]]:
+    async def _admin_all(self, command: str, timeout: float | None = None) -> dict[str, list[str]]:
+        health = self.health
+        targets = [s for s in self.servers if not health.is_down(s.address)] or self.servers
         results = await asyncio.gather(
-            *(admin_query(s.endpoint, command) for s in self.servers), return_exceptions=True
+            *(admin_query(s.endpoint, command, timeout=timeout) for s in targets), return_exceptions=True
         )
         answers: dict[str, list[str]] = {}
-        errors: list[str] = []
-        for server, result in zip(self.servers, results, strict=True):
+        errors: list[str] = [f"{s.address}: known down" for s in self.servers if s not in targets]
+        for server, result in zip(targets, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, (OSError, TimeoutError, ConnectionLost, NoServerAvailable)):
                     raise result
-                errors.append(f"{server.address}: {result or type(result).__name__}")
+                why = str(result) or f"no answer to {command!r} in time ({type(result).__name__})"
+                errors.append(f"{server.address}: {why}")
+                health.down(server.endpoint, why)
             else:
                 answers[server.address] = result
+                health.up(server.address)
         if not answers:
             raise NoServerAvailable("no job server answered: " + "; ".join(errors))
         return answers
@@ -437,83 +492,6 @@ def _priority(priority: str) -> str:
     if priority not in _FOREGROUND:
         raise ValueError(f"priority must be 'high', 'normal' or 'low', not {priority!r}")
     return priority
-
-
-_END = object()
-
-
-class RunningJob:
-    """A foreground job read as an async iterator of :class:`Progress`; see :meth:`Client.start`."""
-
-    def __init__(
-        self,
-        client: Client,
-        function: str,
-        payload: Payload,
-        priority: Priority,
-        unique: str | bytes | None,
-        timeout: float | None,
-    ) -> None:
-        self._client = client
-        self._args = (function, payload, priority, unique)
-        self._timeout = timeout
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiter: Waiter | None = None
-        self._router: Router | None = None
-        self._deadline: float | None = None
-
-    @property
-    def handle(self) -> bytes:
-        """The job handle once the server created the job (empty before)."""
-        return self._waiter.handle if self._waiter else b""
-
-    async def __aenter__(self) -> RunningJob:
-        function, payload, priority, unique = self._args
-        loop = asyncio.get_running_loop()
-        if self._timeout is not None:
-            self._deadline = loop.time() + self._timeout
-        self._waiter = waiter = Waiter(_T.JOB_CREATED, function, background=False, sink=self._events.put_nowait)
-        waiter.future.add_done_callback(lambda _: self._events.put_nowait(_END))
-        async with asyncio.timeout_at(self._deadline):
-            self._router = await self._client._send(_FOREGROUND[_priority(priority)], function, payload, unique, waiter)
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._waiter is not None and self._router is not None and not self._waiter.future.done():
-            self._router.forget(self._waiter)  # left early: stop routing to us
-            self._waiter.future.cancel()
-
-    def __aiter__(self) -> AsyncIterator[Progress]:
-        return self
-
-    async def __anext__(self) -> Progress:
-        event = await self._within_deadline(self._events.get())
-        if event is _END:
-            self._events.put_nowait(_END)  # iterating again ends again
-            raise StopAsyncIteration
-        assert isinstance(event, Progress)
-        return event
-
-    async def result(self) -> Result:
-        """Wait for the job's result (raises like :meth:`Client.submit`)."""
-        if self._waiter is None:
-            raise RuntimeError("use 'async with client.start(...) as job' before awaiting the result")
-        result: Result = await self._within_deadline(asyncio.shield(self._waiter.future))
-        return result
-
-    async def _within_deadline(self, awaitable: Any) -> Any:
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                return await awaitable
-        except TimeoutError as e:
-            if self._deadline is None or asyncio.get_running_loop().time() < self._deadline:
-                raise
-            if self._waiter is not None and self._router is not None:
-                self._router.forget(self._waiter)
-                self._waiter.future.cancel()
-            raise JobTimeout(f"job {self._args[0]!r} did not finish within {self._timeout}s") from e
 
 
 # -- module-level helpers -----------------------------------------------------

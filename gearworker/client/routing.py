@@ -15,6 +15,7 @@ still line up; after it, the caller is just taken off its handle's list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from ..errors import ConnectionLost, JobException, JobFailed, NoServerAvailable,
 from ..payload import to_int
 from ..protocol import Packet, PacketType, encode_request
 from ..transport import Endpoint, PacketStream
+from .health import server_health
 from .results import Progress, Result
 
 __all__ = ["Router", "ServerConnection", "Waiter"]
@@ -293,6 +295,7 @@ class ServerConnection:
             self.last_error = str(e)
             self._retry_at = time.monotonic() + self.endpoint.backoff.next_delay()
             log.warning("client.connect_failed", server=self.address, error=self.last_error)
+            server_health().down(self.endpoint, self.last_error)
             raise
         finally:
             self._connecting = None
@@ -330,8 +333,12 @@ class _LinkedRouter(Router):
         self._owner = owner
 
     def connection_lost(self, reason: Exception | None) -> None:
+        closed_by_us = self.closed
         super().connection_lost(reason)
         self._owner.lost(self)
+        if not closed_by_us:  # dropped, reset, or declared dead by the heartbeat: down until it answers
+            with contextlib.suppress(RuntimeError):  # (no running loop: the process is ending)
+                server_health().down(self._owner.endpoint, str(reason or "connection lost"))
 
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:

@@ -3,7 +3,9 @@
 The store is the ``failed_jobs`` setting (or ``--store PATH``).  ``retry``
 submits the job again as a background job, with its workload and unique id,
 and removes the record once the job server has it (if the job fails again,
-the worker writes a new record).  Exit codes: 0 ok, 1 no such record (or a
+the worker writes a new record); the records that repeat it (the same
+function and unique id: gearmand ran the job again after a worker died
+between its record and its report) go with it.  Exit codes: 0 ok, 1 no such record (or a
 truncated workload without ``--force``), 2 usage, settings or connection error.
 """
 
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show = actions.add_parser("show", help="one record in full")
     show.add_argument("id", metavar="ID")
     show.add_argument("--workload", action="store_true", help="write only the workload's bytes to stdout")
-    retry = actions.add_parser("retry", help="submit the job again as a background job, then drop the record")
+    retry = actions.add_parser(
+        "retry", help="submit the job again as a background job, then drop the record and its repeats"
+    )
     retry.add_argument("id", metavar="ID")
     retry.add_argument("--force", action="store_true", help="retry even if only part of the workload was kept")
     retry.add_argument(
@@ -100,7 +104,7 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         for job in jobs:
             print(json.dumps(job.summary()))
         return EXIT_OK
-    rows = [["ID", "FAILED (UTC)", "FUNCTION", "ATTEMPTS", "BYTES", "UNIQUE", "ERROR"]]
+    rows = [["ID", "FAILED (UTC)", "FUNCTION", "ATTEMPTS", "BYTES", "UNIQUE", "REPEAT OF", "ERROR"]]
     for job in jobs:
         summary = job.summary()
         error = job.error if len(job.error) <= 60 else job.error[:57] + "..."
@@ -112,6 +116,7 @@ def _list(store: Any, args: argparse.Namespace) -> int:
                 str(job.attempts),
                 f"{job.workload_size}{'*' if job.truncated else ''}",
                 job.unique or "-",
+                job.repeat_of or "-",
                 error,
             ]
         )
@@ -154,5 +159,9 @@ async def _retry(store: Any, settings: Any, args: argparse.Namespace) -> int:
         print(f"gearworker: {e}", file=sys.stderr)
         return EXIT_ERROR
     store.delete(job.id)
+    if job.unique:  # its repeats are the same job, submitted again just now
+        for other in store.list(function=job.function):
+            if other.unique == job.unique:
+                store.delete(other.id)
     print(handle.decode(errors="replace"))
     return EXIT_OK

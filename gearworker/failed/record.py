@@ -9,49 +9,58 @@ from typing import Any
 
 import structlog
 
-from ..middleware import JobInfo, JobResult, Middleware
+from ..middleware import FINAL_HOOK_TIMEOUT, Failure, JobInfo, Middleware
 from .store import FailedJob, FailedStore
+from .writer import RecordWriter
 
-__all__ = ["FAILED_OUTCOMES", "RecordFailures"]
+__all__ = ["FAILED_OUTCOMES", "RECORD_TIMEOUT", "RecordFailures"]
 
 #: Outcomes that are failures of the job (not "complete", not "handed_back" to gearmand for another worker).
 FAILED_OUTCOMES = frozenset({"fail", "timeout", "crash"})
+#: Seconds a failed job waits for its record to be durable before its failure is reported anyway
+#: (sqlite's own busy timeout is 10 s: a store locked or a disk hung longer than this is an outage).
+RECORD_TIMEOUT = 30.0
 
 log = structlog.get_logger("gearworker.failed")
 
 
 class RecordFailures(Middleware):
-    """The middleware that writes a record of each job that failed for good (the ``failed_jobs`` setting).
+    """Writes a record of each job that failed for good, durably, before its failure is reported.
 
-    The write (an sqlite insert or a file, a few milliseconds with fsync)
-    runs in a thread so the event loop never waits on the disk; a store that
-    cannot be written is logged (``failed.record_error``) and the job's
-    failure is still reported to gearmand as usual.
+    The record is written while gearmand still holds the job
+    (``before_final_failure``): the job awaits it (committed in sqlite, or
+    its file and folder fsynced) before WORK_FAIL leaves.  A worker killed
+    between the two leaves the job with gearmand, which runs it again, so a
+    failure is never reported without a record; a job may be recorded twice
+    (the store marks the later record as a repeat).  The writes happen in a
+    thread, in batches (:class:`~gearworker.failed.writer.RecordWriter`), so
+    the event loop never waits on the disk.  A store that cannot be written is
+    logged (``failed.record_error``) and the failure is still reported.
     """
+
+    #: The chain's per-hook limit does not apply: the status query keeps FINAL_HOOK_TIMEOUT, the
+    #: write RECORD_TIMEOUT (a record must not be given up on after 2 s of a busy disk).
+    final_hook_timeout = None
 
     def __init__(self, store: FailedStore, servers: Sequence[str] = ()) -> None:
         self.store = store
         self.servers = list(servers)
-        self.pending: set[asyncio.Future[Any]] = set()
+        self.writer = RecordWriter(store)
         self._client: Any = None
 
+    def on_failure(self, job: JobInfo, failure: Failure, attempt: int, final: bool) -> None:
+        if final:  # the last attempt: what its record says
+            job.state["failure"] = (failure.message, attempt)
+
     async def before_final_failure(self, job: JobInfo) -> None:
-        """Ask gearmand (GET_STATUS_UNIQUE) how many clients wait for the job, while it still holds it."""
-        if not job.unique or not self.servers:
-            return
-        if self._client is None:
-            from ..client import Client
-
-            self._client = Client(self.servers)
-        server = job.server if job.server in self.servers else None
-        status = await self._client.status_unique(job.unique, server=server)
-        if status.known:
-            job.state["waiting_clients"] = status.waiting
-
-    def after(self, job: JobInfo, result: JobResult) -> None:
-        if result.outcome not in FAILED_OUTCOMES:
-            return
-        if job._state is not None and job._state.get("waiting_clients", 0) > 0:
+        """Record the job (unless a client waits for it), durably, while gearmand still holds it."""
+        message, attempts = job.state.get("failure", ("", job.attempts))
+        try:
+            async with asyncio.timeout(FINAL_HOOK_TIMEOUT):
+                waiting = await self._waiting_clients(job)
+        except Exception:  # gearmand did not say: record it (a harmless extra record for a foreground job)
+            waiting = 0
+        if waiting:
             log.info(
                 "failed.not_recorded",
                 function=job.function,
@@ -64,23 +73,23 @@ class RecordFailures(Middleware):
             job.function,
             job.handle_text,
             job.unique_text,
-            result.error or result.outcome,
-            result.attempts,
+            message or "failed",
+            attempts,
             job.workload,
             len(job.workload),
             job.server,
             time.time(),
         )
-        future = asyncio.get_running_loop().run_in_executor(None, self._write, record)
-        self.pending.add(future)
-        future.add_done_callback(self.pending.discard)
-
-    def _write(self, record: FailedJob) -> None:
         try:
-            job_id = self.store.add(record)
+            async with asyncio.timeout(RECORD_TIMEOUT):
+                job_id = await self.writer.write(record)
         except Exception as e:
             log.error(
-                "failed.record_error", function=record.function, handle=record.handle, error=f"{type(e).__name__}: {e}"
+                "failed.record_error",
+                function=record.function,
+                handle=record.handle,
+                unique=record.unique,
+                error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
             )
             return
         log.info(
@@ -92,9 +101,20 @@ class RecordFailures(Middleware):
             attempts=record.attempts,
         )
 
+    async def _waiting_clients(self, job: JobInfo) -> int:
+        """How many clients wait for the job (GET_STATUS_UNIQUE to its server); 0 when it cannot be asked."""
+        if not job.unique or not self.servers:
+            return 0
+        if self._client is None:
+            from ..client import Client
+
+            self._client = Client(self.servers)
+        server = job.server if job.server in self.servers else None
+        status = await self._client.status_unique(job.unique, server=server)
+        return status.waiting if status.known else 0
+
     async def flush(self) -> None:
-        """Wait for the records being written (at shutdown); close the status client."""
-        if self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
+        """At shutdown: let the records being written finish, end the writer's thread, close the status client."""
+        await self.writer.close()
         if self._client is not None:
             await self._client.close()

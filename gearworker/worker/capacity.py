@@ -42,6 +42,8 @@ class Function:
     wire: bytes
     handler: Handler
     buckets: tuple[Bucket, ...]
+    #: A scheduled handler's: seconds after a tick's time past which its job is dropped, not run.
+    max_tick_age: float | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -98,7 +98,13 @@ class Chain:
         if len(hearing) == 1 and getattr(hearing[0], "renders_batches", False) is True:
             self.batch_renderer = hearing[0]  # type: ignore[assignment]
         self._failure = [m.on_failure for m in self.items if _overrides(m, "on_failure")]
-        self._final = [hook for m in self.items if callable(hook := getattr(m, "before_final_failure", None))]
+        # (hook, its time limit): FINAL_HOOK_TIMEOUT unless the middleware sets final_hook_timeout
+        # (None: the hook bounds its own waits, as the failed-job recorder does).
+        self._final = [
+            (hook, getattr(m, "final_hook_timeout", FINAL_HOOK_TIMEOUT))
+            for m in self.items
+            if callable(hook := getattr(m, "before_final_failure", None))
+        ]
 
     @property
     def has_final_hooks(self) -> bool:
@@ -106,10 +112,11 @@ class Chain:
         return bool(self._final)
 
     async def before_final_failure(self, job: JobInfo) -> None:
-        """Await each ``before_final_failure`` hook, each for at most :data:`FINAL_HOOK_TIMEOUT` seconds."""
-        for hook in self._final:
+        """Await each ``before_final_failure`` hook, each for at most :data:`FINAL_HOOK_TIMEOUT` seconds
+        (or its middleware's ``final_hook_timeout``)."""
+        for hook, limit in self._final:
             try:
-                async with asyncio.timeout(FINAL_HOOK_TIMEOUT):
+                async with asyncio.timeout(limit):
                     await hook(job)
             except Exception:
                 _hook_failed(hook, job)

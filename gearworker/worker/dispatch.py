@@ -102,7 +102,8 @@ class Worker:
                     raise RuntimeError("a cpu=True handler needs the process pool")
                 buckets.append(pool_bucket)
             wire = name.encode()
-            function = functions[wire] = Function(name, wire, h, tuple(buckets))
+            max_age = s.schedule_max_age if h.schedule is not None else None
+            function = functions[wire] = Function(name, wire, h, tuple(buckets), max_age)
             key = tuple(id(b) for b in buckets)
             group = groups.get(key)
             if group is None:
@@ -300,6 +301,10 @@ class Worker:
             # and simply grab no more; the rest close now, for good.
             if not conn.session.holding:
                 conn.link.close()
+
+    def hand_back_retries(self) -> int:
+        """Shutdown: jobs waiting for a retry go back to gearmand now (not at a reload: they finish there)."""
+        return self.runner.hand_back_retries()
 
     def abandon(self) -> int:
         """Cancel every running job (past the grace period); they are handed back."""

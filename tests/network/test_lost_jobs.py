@@ -13,6 +13,7 @@ from netlab import HERE
 from support import MakeGearmand, WorkerProcess, wait_until
 
 from gearworker import Client
+from gearworker.client.health import server_health
 from gearworker.errors import ConnectionLost
 
 
@@ -123,8 +124,10 @@ async def test_background_submit_with_unique_goes_to_the_next_server_when_its_se
     gearmand_factory: MakeGearmand,
 ) -> None:
     """A background job with a unique id whose server accepted the connection but never answered (frozen with
-    SIGSTOP, declared dead by the heartbeat before JOB_CREATED) is submitted again to the next server; without
-    a unique id the submit fails with ConnectionLost saying why it was not retried."""
+    SIGSTOP, declared dead by the heartbeat before JOB_CREATED) is submitted again to the next server.  The
+    frozen server is then known down to the process: jobs without a unique id go to the other one.  Had the
+    process not known it (a server that goes silent under such a submit), the submit fails with ConnectionLost
+    saying why it was not retried."""
     frozen, healthy = gearmand_factory(), gearmand_factory()
     async with Client([frozen.address, healthy.address], heartbeat_interval=0.5, heartbeat_timeout=0.5) as client:
         uid = _unique_on(client, frozen.address)
@@ -136,9 +139,15 @@ async def test_background_submit_with_unique_goes_to_the_next_server_when_its_se
             assert handle.server == healthy.address
             assert healthy.status()["net_echo"][0] == 1
 
+            assert server_health().is_down(frozen.address)
+            for _ in range(4):  # round robin would have tried the frozen server by now: it is skipped
+                assert (await client.submit_background("net_echo", b"elsewhere")).server == healthy.address
+
+            server_health().up(frozen.address)  # as if the process had not noticed yet
             with pytest.raises(ConnectionLost, match="no unique id"):
                 # Round robin without a unique id: the frozen server comes up within two submits.
                 for _ in range(2):
                     await client.submit_background("net_echo", b"not retried")
         finally:
             frozen.proc.send_signal(signal.SIGCONT)
+            server_health().close()
