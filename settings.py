@@ -90,8 +90,9 @@ Reference: docs/settings.md.
 
 # --- Identity --------------------------------------------------------------------
 
-# Prefix of the client id gearmand shows in `gearadmin --workers`; empty means
-# "<hostname>-<pid>".
+# Host part of the client id gearmand shows in `gearadmin --workers`:
+# "<CLIENT_ID>-<pid>@gearworker/<version>"; empty means the host name.  One word
+# (no spaces), at most 64 characters.
 # env GEARWORKER_CLIENT_ID    flag --client-id ID
 # CLIENT_ID = ""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .address import DEFAULT_PORT, parse_address
+from .clientid import prefix_problem
 from .errors import ConfigError
 from .protocol.codec import DEFAULT_MAX_PACKET_SIZE
 
@@ -77,7 +78,10 @@ class Settings:
     tls_cert_file: str | None = _doc("client certificate (PEM) for job servers that ask for one", default=None)
     tls_key_file: str | None = _doc("private key of tls_cert_file; None: in the same file", default=None)
     tls_server_hostname: str | None = _doc("name to check the server certificate against; None: the host", default=None)
-    client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
+    client_id: str = _doc(
+        "host part of the client id gearadmin --workers shows (<this>-<pid>@gearworker/<version>); empty: host name",
+        default="",
+    )
     failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
     failed_jobs: str | None = _doc("record finally-failed jobs here: *.db/*.sqlite file or a folder", default=None)
     failed_workload_limit: int = _doc("workload bytes kept in a failed-job record", default=1024 * 1024)
@@ -197,6 +201,8 @@ class Settings:
                 self._fail("handler_concurrency", f"limit for {name!r} must be an int >= 1, got {limit!r}")
         if not self.web_storage_root:
             self._fail("web_storage_root", "must name a folder")
+        if problem := prefix_problem(self.client_id):
+            self._fail("client_id", problem)
         if not 1 <= self.local_gearmand_port <= 65535:
             self._fail("local_gearmand_port", "must be a TCP port (1-65535)")
         return self
