@@ -115,6 +115,14 @@ class Settings:
     )
     web_rate_limit: int = _doc("jobs and photos one client may submit per minute", default=600)
     web_job_timeout: float = _doc("seconds a foreground job from the web app may wait and run", default=300.0)
+    web_metrics: str | None = _doc(
+        "HOST:PORT where the web app also serves /metrics (gearmand's state) without a login; None: off",
+        default=None,
+    )
+    web_worker_metrics: list[str] = _doc(
+        "the workers' metrics addresses (HOST:PORT) the web console scrapes for rates and run times",
+        default_factory=list,
+    )
 
     source: str = field(default="defaults", metadata={"internal": True})
     #: Where each value not left at its default came from (a file, an environment variable, "command line").
@@ -168,12 +176,17 @@ class Settings:
                 parse_address(server)
             except ValueError as e:
                 self._fail("servers", str(e))
-        if self.metrics:
-            try:
-                # No default port here: 4730 would collide with a local gearmand.
-                parse_address(self.metrics, default_host="127.0.0.1", default_port=None)
-            except ValueError as e:
-                self._fail("metrics", str(e))
+        for name, addresses in (
+            ("metrics", [self.metrics] if self.metrics else []),
+            ("web_metrics", [self.web_metrics] if self.web_metrics else []),
+            ("web_worker_metrics", self.web_worker_metrics),
+        ):
+            for address in addresses:
+                try:
+                    # No default port here: 4730 would collide with a local gearmand.
+                    parse_address(address, default_host="127.0.0.1", default_port=None)
+                except ValueError as e:
+                    self._fail(name, str(e))
         for name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
             if getattr(self, name) < 0:
                 self._fail(name, f"must be >= 0, got {getattr(self, name)!r}")
