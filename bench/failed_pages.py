@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.failed_pages                       # 100,000 records in each store, in a temp dir
     .venv/bin/python -m bench.failed_pages --records 20000 --workload 4096 --keep /tmp/failed
+    .venv/bin/python -m bench.failed_pages --api                 # also through the web app's GET /api/failed
 
 Fills an sqlite store and a folder store with the same records (10 functions,
 errors of a few kinds, 200-byte JSON workloads unless ``--workload``), then
@@ -119,12 +120,52 @@ def run(query_of: Callable[[], Any], n: int, runs: int, label: str) -> None:
         print(f"| {label} | {name} | {ms:.1f} | {page.total} |")
 
 
+def api(db: Path, folder: Path, n: int, runs: int) -> None:
+    """The same pages through the web app's API (httpx in-process): query, JSON and the HTTP layers."""
+    import asyncio
+
+    import httpx
+
+    from gearworker.web.app import ConsoleOptions, create_app
+
+    async def measure(store: Path, label: str) -> None:
+        with tempfile.TemporaryDirectory() as photos:
+            app = create_app(["127.0.0.1:1"], storage_root=photos, console=ConsoleOptions(failed_jobs=str(store)))
+            query = app.state.console.query
+            if isinstance(query, FolderQuery):
+                await asyncio.to_thread(query.warm)  # what the app does at start-up
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+                for name, params in (
+                    ("first page", {}),
+                    ("function", {"function": "fn3"}),
+                    ("text (rare)", {"q": f"(order {n // 3})"}),
+                    ("function + text + since", {"function": "fn3", "q": "declined", "since": str(START)}),
+                ):
+                    times = []
+                    for _ in range(runs):
+                        t0 = time.perf_counter()
+                        r = await client.get("/api/failed", params={**params, "limit": "50"})
+                        times.append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200, r.text
+                    ms, total = statistics.median(times), r.json()["total"]
+                    print(f"| {label}, GET /api/failed | {name} | {ms:.1f} | {total} |")
+            await app.state.web.close()
+
+    async def both() -> None:
+        await measure(db, "sqlite")
+        await measure(folder, "folder (warm)")
+
+    asyncio.run(both())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--workload", type=int, default=200, help="workload bytes per record")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", metavar="DIR", help="build the stores here and keep them")
+    parser.add_argument("--api", action="store_true", help="also time the pages through the web app's API")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="failed-pages-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -166,6 +207,8 @@ def main() -> None:
     print(f"| folder (cold) | function: first call reads every file | {cold_ms:.0f} | |")
     cold_plain, _ = timed(lambda: FolderQuery(folder).page(FailedFilter(), limit=50), 1)
     print(f"| folder (cold) | first page, no filter | {cold_plain:.1f} | |")
+    if args.api:
+        api(db, folder, n, args.runs)
     print(f"\nfolder warm-up (read {n} files): {warm_s:.1f} s; peak RSS grew {(rss1 - rss0) / 1024:.0f} MiB")
     if args.keep:
         print(f"(stores kept in {root})")

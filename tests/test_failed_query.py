@@ -174,7 +174,7 @@ def test_sqlite_gets_its_console_indexes_once_and_the_worker_keeps_writing(tmp_p
                 ("charge", 2e6, 5),
             )
         )
-    assert {"failed_jobs_time", "failed_jobs_function_time"} <= names
+    assert {"failed_jobs_time", "failed_jobs_function_time", "failed_jobs_handle"} <= names
     assert "failed_jobs_function_time" in plan and "TEMP B-TREE" not in plan  # an index walk, no sort
     open_store(path).add(record(9))
     assert SqliteQuery(path).count(FailedFilter()) == 4

@@ -10,9 +10,9 @@ through, opened from the same ``failed_jobs`` path (:func:`open_query`).
   someone pages (they are newer) never shift or repeat the pages after it.
 - **Filters** (:class:`FailedFilter`): function, text in the error or the
   unique id (case-insensitive for ASCII letters), a time range, a handle.
-- **sqlite**: two indexes, created idempotently on first open, ``(failed_at)``
-  and ``(function, failed_at)``: a page is an index walk; a text filter reads
-  rows in time order until the page is full, and its total reads them all.
+- **sqlite**: indexes created idempotently on first open, ``(failed_at)``,
+  ``(function, failed_at)`` and ``(handle)``: a page is an index walk; a text
+  filter reads every row once, in table order, for the page and its total.
 - **folder**: file names sort by time (``YYYYmmddTHHMMSS-xxxxxxxx.json``), so a
   page without filters reads the folder listing and the page's files only.
   Any filter needs every record's fields: each file is read once and kept in
@@ -254,6 +254,7 @@ _FULL_COLUMNS = "id, failed_at, function, handle, unique_id, server, error, atte
 SQLITE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS failed_jobs_time ON failed_jobs (failed_at)",
     "CREATE INDEX IF NOT EXISTS failed_jobs_function_time ON failed_jobs (function, failed_at)",
+    "CREATE INDEX IF NOT EXISTS failed_jobs_handle ON failed_jobs (handle)",  # a job row finding its record
 )
 _TABLE = (
     "CREATE TABLE IF NOT EXISTS failed_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, failed_at REAL, "
