@@ -243,3 +243,35 @@ def test_cli_lists_with_filters_and_purges_what_matches(tmp_path: Path) -> None:
     purged = run_gearworker("failed", "purge", "--grep", "expired", env=env)
     assert purged.stdout.strip() == "purged 1 record"
     assert listed() == ["order-1", "order-2"]
+
+
+def test_a_page_without_filters_does_not_wait_for_the_first_read_of_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web app reads a big folder once at start, in a thread; the first page answers meanwhile."""
+    import threading
+
+    path = tmp_path / "failed"
+    ids = fill(path, 5)
+    query = FolderQuery(path)
+    started, release = threading.Event(), threading.Event()
+    read = FolderQuery._read_entry
+
+    def slow_read(self: FolderQuery, job_id: str) -> Any:
+        started.set()
+        release.wait(10)
+        return read(self, job_id)
+
+    monkeypatch.setattr(FolderQuery, "_read_entry", slow_read)
+    warming = threading.Thread(target=query.warm)
+    warming.start()
+    try:
+        assert started.wait(10)
+        monkeypatch.setattr(FolderQuery, "_read_entry", read)  # the page reads its own files
+        t0 = time.monotonic()
+        page = query.page(FailedFilter(), limit=3)
+        assert time.monotonic() - t0 < 2 and [e.id for e in page.entries] == ids[::-1][:3]
+    finally:
+        release.set()
+        warming.join(10)
+    assert query.count(FailedFilter(function="charge")) == 5

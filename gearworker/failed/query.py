@@ -510,7 +510,8 @@ class FolderQuery:
         #: Seconds a folder listing is reused (the web app: 1 s, so a burst of calls lists once).
         self.listing_ttl = listing_ttl
         self._cache = _FolderCache()
-        self._lock = threading.Lock()  # the web app reads from several threads
+        self._lock = threading.Lock()  # the listing and the snapshot (the web app reads from several threads)
+        self._reading = threading.Lock()  # reading records' files
         self._strings: dict[str, str] = {}  # functions and servers repeat: one copy of each
         self._unreadable: set[str] = set()
         self._listed: set[str] = set()  # the file names of the last listing
@@ -606,31 +607,35 @@ class FolderQuery:
     def _refresh(self, *, entries: bool) -> _FolderCache:
         """List the folder; with ``entries``, also read every record not read before (and forget deleted ones).
 
-        Returns a snapshot: its dict and list are replaced, never changed, so other threads may read them.
+        Returns a snapshot: its dict and list are replaced, never changed, so other threads
+        may read them.  Files are read outside the listing's lock: a page without filters
+        never waits for the (long) first read of a big folder.
         """
         with self._lock:
             names = self._names()
-            known = self._cache.entries
-            if entries:
-                bad = self._unreadable
-                fresh = [n for n in names if n not in known and n not in bad]
-                listed_bad = sum(1 for n in names if n in bad) if bad else 0
-                deleted = len(known) + len(fresh) + listed_bad > len(names)
-                if fresh or deleted:
-                    if deleted:
-                        alive = set(names)
-                        known = {k: v for k, v in known.items() if k in alive}
-                        self._unreadable = bad = {n for n in bad if n in alive}
-                    else:
-                        known = dict(known)
-                    for name in fresh:
-                        entry = self._read_entry(name)
-                        if entry is None:
-                            bad.add(name)  # not a record of ours (or deleted meanwhile): not read again
-                        else:
-                            known[name] = entry
-            self._cache = _FolderCache(known, names)
-            return self._cache
+            self._cache = _FolderCache(self._cache.entries, names)
+            if not entries:
+                return self._cache
+        with self._reading:  # one thread reads files at a time; the others then find them read
+            with self._lock:
+                known, names = self._cache.entries, self._cache.names
+            bad = self._unreadable
+            fresh = [n for n in names if n not in known and n not in bad]
+            listed_bad = sum(1 for n in names if n in bad) if bad else 0
+            if not fresh and len(known) + listed_bad <= len(names):
+                return self._cache if self._cache.names is names else _FolderCache(known, names)
+            alive = set(names)
+            grown = {k: v for k, v in known.items() if k in alive}
+            for name in fresh:
+                entry = self._read_entry(name)
+                if entry is None:
+                    bad.add(name)  # not a record of ours (or deleted meanwhile): not read again
+                else:
+                    grown[name] = entry
+            with self._lock:
+                self._unreadable = {n for n in bad if n in alive}
+                self._cache = _FolderCache(grown, self._cache.names)
+                return self._cache
 
     def warm(self) -> int:
         """Read every record now (the web app does it at start, in a thread); return how many there are."""
