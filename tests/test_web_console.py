@@ -311,6 +311,15 @@ async def test_retry_of_everything_matching_a_filter_skips_cut_workloads(
     assert left == {cut, other} and not left & set(kept)
 
 
+async def test_retry_with_no_job_server_up_keeps_the_records_and_says_so(make: Any, tmp_path: Path) -> None:
+    path = tmp_path / "failed.db"
+    job_id = open_store(path).add(record(1))
+    _, client = await make(["127.0.0.1:1"], failed_jobs=str(path), started=False)
+    r = await client.post("/api/failed/retry", json={"ids": [job_id]})
+    assert r.status_code == 503 and r.json()["error"].startswith("Nothing was retried: no job server took the jobs")
+    assert (await client.get("/api/failed")).json()["total"] == 1
+
+
 async def test_a_job_row_can_find_its_failure_record_by_handle(make: Any, tmp_path: Path) -> None:
     """What a background job's row needs to say "Failed (recorded)": the record of its handle, since it was sent."""
     path = tmp_path / "failed.db"

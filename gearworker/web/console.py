@@ -384,6 +384,9 @@ class Console:
         )
         if skipped:
             log.warning("web.failed.retry_skipped", count=len(skipped), first=skipped[0].problem)
+        if skipped and not done and not any(r.truncated for r in skipped):
+            where = ", ".join(self.web.gateway.servers)
+            return refuse(503, f"Nothing was retried: no job server took the jobs ({where}). {skipped[0].problem}")
         return JSONResponse(
             {
                 "retried": len(done),
