@@ -115,6 +115,7 @@ class Console:
         self.metrics_server: asyncio.Server | None = None
         self._versions: dict[str, tuple[float, str | None]] = {}
         self._counts: tuple[float, dict[str, int] | None] | None = None
+        self._warming = False  # a folder store's first read runs: counts are not known yet
 
     # -- wiring ------------------------------------------------------------
 
@@ -180,11 +181,14 @@ class Console:
 
     async def _warm(self, query: FolderQuery) -> None:
         started = time.monotonic()
+        self._warming = True
         try:
             count = await asyncio.to_thread(query.warm)
         except FailedStoreError as e:
             log.warning("web.failed.store_error", error=str(e))
             return
+        finally:
+            self._warming = False
         log.info("web.failed.read", records=count, duration=round(time.monotonic() - started, 3))
 
     async def stop(self) -> None:
@@ -399,7 +403,7 @@ class Console:
 
     async def failed_counts(self) -> dict[str, int] | None:
         """Records per function (reused for :data:`COUNTS_TTL`); None without a store or when it cannot be read."""
-        if self.query is None:
+        if self.query is None or self._warming:  # a scrape must not wait seconds for a folder's first read
             return None
         now = time.monotonic()
         if self._counts is not None and now - self._counts[0] < COUNTS_TTL:
@@ -507,7 +511,7 @@ class Console:
             version = await self._version(server["address"]) if server["ok"] else None
             states.append(ServerState(server["address"], bool(server["ok"]), rows, version))
         counts = await self.failed_counts()
-        store_up = None if self.query is None else counts is not None
+        store_up = None if self.query is None or self._warming else counts is not None
         return render(states, counts, failed_store_up=store_up)
 
     async def _version(self, address: str) -> str | None:
