@@ -275,3 +275,20 @@ def test_a_page_without_filters_does_not_wait_for_the_first_read_of_every_record
         release.set()
         warming.join(10)
     assert query.count(FailedFilter(function="charge")) == 5
+
+
+def test_a_folder_text_search_sees_new_and_deleted_records_and_never_joins_two_fields(tmp_path: Path) -> None:
+    """The folder's text index is one string of every record: it follows the folder, and a match stays in a field."""
+    path = tmp_path / "failed"
+    store = open_store(path)
+    first = store.add(record(1, error="abc", unique="u1"))
+    store.add(record(2, error="xyz", unique="u2"))
+    query = FolderQuery(path)
+    assert query.count(FailedFilter(text="ABC")) == 1
+    for needle in ("abcu1", "u1xyz", "u1\nxyz", "c\0u1"):
+        assert query.count(FailedFilter(text=needle)) == 0, needle
+    store.add(record(3, error="abc again", unique="u3"))
+    assert [e.unique for e in query.page(FailedFilter(text="abc")).entries] == ["u3", "u1"]
+    store.delete(first)
+    assert query.count(FailedFilter(text="abc")) == 1
+    assert query.count(FailedFilter(text="u", function="charge", until=1_000_003.0)) == 1

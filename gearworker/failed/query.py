@@ -33,8 +33,8 @@ import string
 import threading
 import time
 from base64 import b64decode
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -494,10 +494,94 @@ def _int_id(job_id: str) -> int:
 # -- folder ------------------------------------------------------------------------------------------
 
 
+class _TextIndex:
+    """Every record's error and unique id, folded, in one string: a text filter is one C-level search.
+
+    Each record is ``error\\0unique\\n``; ``starts`` are the offsets where each begins.  A
+    needle holding neither a NUL nor a line break cannot match across two records.
+    """
+
+    __slots__ = ("blob", "ids", "starts")
+
+    def __init__(self, blob: str, starts: list[int], ids: list[str]) -> None:
+        self.blob, self.starts, self.ids = blob, starts, ids
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], base: _TextIndex | None = None) -> _TextIndex:
+        parts = [] if base is None else [base.blob]
+        starts = [] if base is None else list(base.starts)
+        ids = [] if base is None else list(base.ids)
+        at = 0 if base is None else len(base.blob)
+        for e in entries:
+            text = f"{_fold(e.error)}\0{_fold(e.unique)}\n"
+            parts.append(text)
+            starts.append(at)
+            ids.append(e.id)
+            at += len(text)
+        return cls("".join(parts), starts, ids)
+
+    def search(self, needle: str) -> list[str]:
+        """The ids whose error or unique id holds ``needle`` (already folded), each once."""
+        found: list[str] = []
+        blob, starts, ids = self.blob, self.starts, self.ids
+        pos = 0
+        while (at := blob.find(needle, pos)) >= 0:
+            i = bisect.bisect_right(starts, at) - 1
+            found.append(ids[i])
+            pos = starts[i + 1] if i + 1 < len(starts) else len(blob)
+        return found
+
+
 @dataclass
 class _FolderCache:
-    entries: dict[str, Entry] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)  # every record id, sorted (= by time)
+    """A snapshot: never changed once made (a change makes a new one), so any thread may read it."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)  # the records read, by id
+    names: list[str] = field(default_factory=list)  # every record id listed, sorted (= by time)
+    by_function: dict[str, list[str]] = field(default_factory=dict)  # the ids read, per function, sorted
+    text: _TextIndex | None = None  # built at the first text filter, then extended with new records
+
+    def text_index(self) -> _TextIndex:
+        if self.text is None:
+            self.text = _TextIndex.of(self.entries.values())  # the same result whichever thread builds it
+        return self.text
+
+    def hits(self, filt: FailedFilter) -> list[str]:
+        """The ids matching ``filt``, sorted: a text search or a function's own list first, then the other fields."""
+        rest = filt
+        candidates: list[str] | None = None
+        if filt.text is not None and "\n" not in filt.text and "\0" not in filt.text:
+            candidates = sorted(self.text_index().search(_fold(filt.text)))
+            rest = replace(rest, text=None)
+        elif filt.function is not None:
+            candidates = self.by_function.get(filt.function, [])
+            rest = replace(rest, function=None)
+        pool = candidates if candidates is not None else self.names
+        if rest.since is not None or rest.until is not None:  # names start with the second they failed in
+            lo = bisect.bisect_left(pool, _stamp(rest.since)) if rest.since is not None else 0
+            hi = bisect.bisect_right(pool, _stamp(rest.until) + "~") if rest.until is not None else len(pool)
+            pool = pool[lo:hi]
+        if rest.empty:
+            return pool if pool is not self.names else list(pool)
+        match, entries = rest.matcher(), self.entries
+        return [n for n in pool if (e := entries.get(n)) is not None and match(e)]
+
+
+def _stamp(at: float) -> str:
+    """The start of the file names of records failed in that second (as FolderStore names them)."""
+    try:
+        return time.strftime("%Y%m%dT%H%M%S", time.gmtime(at))
+    except (OverflowError, OSError, ValueError):
+        return "" if at < 0 else "~"
+
+
+def _by_function(entries: dict[str, Entry], names: list[str]) -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for name in names:
+        entry = entries.get(name)
+        if entry is not None:
+            index.setdefault(entry.function, []).append(name)
+    return index
 
 
 class FolderQuery:
@@ -517,6 +601,7 @@ class FolderQuery:
         self._listed: set[str] = set()  # the file names of the last listing
         self._listed_at = -1e9
         self._mtime: int | None = None  # the folder's mtime at that listing, when settled
+        self._synced: list[str] | None = None  # the listing the records read were last checked against
 
     # -- reading the folder --------------------------------------------------
 
@@ -613,28 +698,51 @@ class FolderQuery:
         """
         with self._lock:
             names = self._names()
-            self._cache = _FolderCache(self._cache.entries, names)
+            old = self._cache
+            self._cache = _FolderCache(old.entries, names, old.by_function, old.text)
             if not entries:
                 return self._cache
         with self._reading:  # one thread reads files at a time; the others then find them read
             with self._lock:
-                known, names = self._cache.entries, self._cache.names
+                cache = self._cache
+            known, names = cache.entries, cache.names
+            if names is self._synced:  # the same listing as at the last read: nothing to read
+                return cache
             bad = self._unreadable
             fresh = [n for n in names if n not in known and n not in bad]
             listed_bad = sum(1 for n in names if n in bad) if bad else 0
-            if not fresh and len(known) + listed_bad <= len(names):
-                return self._cache if self._cache.names is names else _FolderCache(known, names)
-            alive = set(names)
-            grown = {k: v for k, v in known.items() if k in alive}
+            deleted = len(known) + len(fresh) + listed_bad > len(names)
+            if not fresh and not deleted:
+                self._synced = names
+                return cache
+            if deleted:
+                alive = set(names)
+                grown = {k: v for k, v in known.items() if k in alive}
+                self._unreadable = bad = {n for n in bad if n in alive}
+            else:
+                grown = dict(known)
+            added: dict[str, list[str]] = {}
             for name in fresh:
                 entry = self._read_entry(name)
                 if entry is None:
                     bad.add(name)  # not a record of ours (or deleted meanwhile): not read again
                 else:
                     grown[name] = entry
+                    added.setdefault(entry.function, []).append(name)
+            text: _TextIndex | None = None
+            if deleted:
+                index = _by_function(grown, names)
+            else:  # new records only: each function's list gets them (sorted in: mostly at its end)
+                index = dict(cache.by_function)
+                for function, ids in added.items():
+                    merged = index.get(function, []) + ids
+                    merged.sort()
+                    index[function] = merged
+                if cache.text is not None:
+                    text = _TextIndex.of((grown[n] for ids in added.values() for n in ids), cache.text)
             with self._lock:
-                self._unreadable = {n for n in bad if n in alive}
-                self._cache = _FolderCache(grown, self._cache.names)
+                self._synced = names
+                self._cache = _FolderCache(grown, self._cache.names, index, text)
                 return self._cache
 
     def warm(self) -> int:
@@ -667,14 +775,15 @@ class FolderQuery:
                     break
         else:
             cache = self._refresh(entries=True)
-            match, entries = filt.matcher(), cache.entries
-            hits = [n for n in cache.names if (e := entries.get(n)) is not None and match(e)]  # one pass, sorted
+            hits = cache.hits(filt)
             matching = len(hits)
             picked = []
             for name in _past(hits, cursor, oldest_first):
-                picked.append(entries[name])
-                if len(picked) > limit:
-                    break
+                entry = cache.entries.get(name)
+                if entry is not None:
+                    picked.append(entry)
+                    if len(picked) > limit:
+                        break
         more = len(picked) > limit
         picked = picked[:limit]
         return Page(picked, picked[-1].id if more and picked else None, matching if total else -1)
@@ -682,14 +791,10 @@ class FolderQuery:
     def count(self, filt: FailedFilter) -> int:
         if filt.empty:
             return len(self._refresh(entries=False).names)
-        match = filt.matcher()
-        return sum(1 for e in self._refresh(entries=True).entries.values() if match(e))
+        return len(self._refresh(entries=True).hits(filt))
 
     def counts_by_function(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for entry in self._refresh(entries=True).entries.values():
-            counts[entry.function] = counts.get(entry.function, 0) + 1
-        return counts
+        return {f: len(ids) for f, ids in self._refresh(entries=True).by_function.items() if ids}
 
     def get(self, job_id: str) -> FailedJob:
         job = self._read_job(job_id)
@@ -721,17 +826,18 @@ class FolderQuery:
         with self._lock:  # copy, then swap: readers in other threads keep a whole snapshot
             gone = set(ids)
             self._listed = self._listed - {f"{n}.json" for n in gone}
+            cache = self._cache
             self._cache = _FolderCache(
-                {k: v for k, v in self._cache.entries.items() if k not in gone},
-                [n for n in self._cache.names if n not in gone],
+                {k: v for k, v in cache.entries.items() if k not in gone},
+                [n for n in cache.names if n not in gone],
+                {f: [n for n in ids if n not in gone] for f, ids in cache.by_function.items()},
             )
         return removed
 
     def delete_matching(self, filt: FailedFilter) -> int:
         if filt.empty:
             return self.delete(self._refresh(entries=False).names)
-        cache, match = self._refresh(entries=True), filt.matcher()
-        return self.delete([n for n in cache.names if n in cache.entries and match(cache.entries[n])])
+        return self.delete(self._refresh(entries=True).hits(filt))
 
 
 def _is_record(file_name: str) -> bool:
