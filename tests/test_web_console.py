@@ -628,3 +628,21 @@ def _get(url: str) -> str | None:
     except httpx.TransportError:
         return None
     return r.text if r.status_code == 200 else None
+
+
+def test_the_console_takes_the_failed_store_and_metrics_addresses_from_the_settings() -> None:
+    from gearworker import config
+    from gearworker.errors import ConfigError
+
+    settings = config.load(
+        env={
+            "GEARWORKER_FAILED_JOBS": "/var/lib/gearworker/failed.db",
+            "GEARWORKER_WEB_WORKER_METRICS": "w1:9100,w2:9100",
+            "GEARWORKER_WEB_METRICS": "9418",
+        }
+    )
+    assert ConsoleOptions.from_settings(settings) == ConsoleOptions(
+        failed_jobs="/var/lib/gearworker/failed.db", worker_metrics=("w1:9100", "w2:9100"), metrics_listen="9418"
+    )
+    with pytest.raises(ConfigError, match="web_worker_metrics"):
+        config.load(env={"GEARWORKER_WEB_WORKER_METRICS": "w1:http"})
