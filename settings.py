@@ -256,9 +256,12 @@ Reference: docs/settings.md.
 # WEB_ALLOW_INSECURE_REMOTE = False
 
 # Host names the web app answers to besides localhost, loopback addresses and
-# its --host address (e.g. ["photos.example.org"]); ["*"]: any.  Other names
-# are refused (421): a defence against DNS rebinding.
-# env GEARWORKER_WEB_ALLOWED_HOSTS=photos.example.org,gearworker
+# its --host address (e.g. ["photos.example.org"]); ["*"]: any.  Those answer
+# on the --port only; a name here also on 80 and 443 (behind a proxy), and
+# "name:port" on that port only (a proxy elsewhere, a container's published
+# port such as "localhost:8080").  Other names and ports are refused (421): a
+# defence against DNS rebinding.
+# env GEARWORKER_WEB_ALLOWED_HOSTS=photos.example.org,localhost:8080
 # WEB_ALLOWED_HOSTS = []
 
 # Jobs and photos one client address may submit per minute (429 past it).

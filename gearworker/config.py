@@ -111,7 +111,9 @@ class Settings:
         "let the web app listen on a non-loopback address without a login", default=False
     )
     web_allowed_hosts: list[str] = _doc(
-        "Host names the web app answers besides loopback and its listen address; '*': any", default_factory=list
+        "Host names the web app answers besides loopback and its listen address ('name': on 80, 443 or its port; "
+        "'name:port': on that port); '*': any",
+        default_factory=list,
     )
     web_rate_limit: int = _doc("jobs and photos one client may submit per minute", default=600)
     web_job_timeout: float = _doc("seconds a foreground job from the web app may wait and run", default=300.0)

@@ -207,7 +207,7 @@ async def test_delete_by_selection_and_by_filter_is_logged_with_its_count(make: 
 
 async def test_retry_and_delete_need_the_token_and_the_login(make: Any, tmp_path: Path) -> None:
     """The new POSTs pass the same Guard as every other: the CSRF token, the Origin, the login."""
-    from gearworker.web.login import hash_password, session_cookie
+    from gearworker.web.login import hash_password
 
     path = tmp_path / "failed.db"
     job_id = open_store(path).add(record(1))
@@ -239,7 +239,7 @@ async def test_retry_and_delete_need_the_token_and_the_login(make: Any, tmp_path
                 r = await c.request(method, route, json={"ids": [job_id]} if method == "POST" else None)
                 assert r.status_code == 401, route
             assert (await c.get("/metrics")).status_code == 303  # to the login page, as every page
-            c.cookies.set("gw_login", session_cookie(stored))
+            c.cookies.set("gw_login", locked.state.web.logins.start(stored))  # a login, as POST /api/login makes
             assert (await c.get("/api/failed")).json()["total"] == 1
         assert open_store(path).get(job_id).id == job_id  # nothing refused was done
     finally:

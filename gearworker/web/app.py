@@ -111,7 +111,7 @@ def create_app(
     ]
     upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
     guard = GuardConfig(
-        hosts=allowed_hosts(options.listen_host, options.allowed_hosts),
+        hosts=allowed_hosts(options.listen_host, options.allowed_hosts, options.listen_port),
         body_limits={
             "/api/photos": BodyLimit(
                 upload_limit,
@@ -125,6 +125,7 @@ def create_app(
             **operator.body_limits(),
         },
         password_hash=options.password_hash,
+        logins=web.logins,
     )
     app = Starlette(
         routes=routes,

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 "web_metrics": args.metrics,
             },
         )
-        options = WebOptions.from_settings(settings, listen_host=args.host)
+        options = WebOptions.from_settings(settings, listen_host=args.host, listen_port=args.port)
         console = ConsoleOptions.from_settings(settings)
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)

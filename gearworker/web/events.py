@@ -10,18 +10,25 @@ naming the boot id.  A reconnecting ``EventSource`` sends its
 ``Last-Event-ID``: from this boot, it gets exactly what it missed; from an
 older boot (the web app restarted), it gets nothing old, and the page,
 seeing a new boot id in ``hello``, re-syncs its photos and jobs.
+
+What is kept for pages to catch up on is bounded: each page keeps at most
+:data:`BACKLOG` events, all pages together :data:`MAX_EVENTS`, none older
+than :data:`EVENT_TTL`; the oldest go first.  A page that comes back with a
+cursor older than an event dropped unsent (or whose session was forgotten)
+gets ``hello`` with ``"resync": true`` and re-syncs as after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +36,14 @@ from starlette.responses import StreamingResponse
 
 #: Session ids come from the browser: accept only short tokens.
 SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-#: How many events a page can miss and still catch up (per session, and broadcast).
+#: How many events a page can miss and still catch up (per session, and broadcast); the oldest go first.
 BACKLOG = 1000
-#: Sessions nobody listened to for this long are forgotten.
-SESSION_TTL = 3600.0
+#: Events kept for all pages together (job views with results of up to 4,000 characters); the oldest go first.
+MAX_EVENTS = 5000
+#: How long an event is kept for a page that is away (a hidden tab, a lost connection), seconds.
+EVENT_TTL = 600.0
+#: Sessions nobody listened to for this long are forgotten (their events are gone by then).
+SESSION_TTL = EVENT_TTL
 #: A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT = 15.0
 #: How soon a page's EventSource tries again after the stream ends (a restart), milliseconds.
@@ -65,8 +76,24 @@ def format_event(event: str, data: Any, event_id: str | None = None) -> str:
 
 
 @dataclass
+class _Backlog:
+    """The events kept for one page (or for every page: the broadcast), oldest first."""
+
+    #: (number, event, data, when it came)
+    entries: deque[tuple[int, str, Any, float]] = field(default_factory=deque)
+    #: The number of the newest event dropped from here: a page whose cursor is older missed it.
+    dropped: int = 0
+
+    def after(self, n: int) -> list[Entry]:
+        return [(m, event, data) for m, event, data, _ in self.entries if m > n]
+
+    def drop_oldest(self) -> None:
+        self.dropped = max(self.dropped, self.entries.popleft()[0])
+
+
+@dataclass
 class _Session:
-    backlog: deque[Entry] = field(default_factory=lambda: deque(maxlen=BACKLOG))
+    backlog: _Backlog = field(default_factory=_Backlog)
     listeners: int = 0
     touched: float = field(default_factory=time.monotonic)
 
@@ -78,7 +105,10 @@ class Hub:
         #: Changes at every start of the web app: ids with another prefix are from an older process.
         self.boot = boot or secrets.token_hex(4)
         self._sessions: dict[str, _Session] = {}
-        self._broadcast: deque[Entry] = deque(maxlen=BACKLOG)
+        self._broadcast = _Backlog()
+        #: Every event kept: (when it came, its number, its session or None for the broadcast), oldest first.
+        self._order: deque[tuple[float, int, str | None]] = deque()
+        self._kept = 0
         self._next = 1
         self._changed = asyncio.Event()
         self._closed = asyncio.Event()
@@ -91,14 +121,58 @@ class Hub:
     def publish(self, session: str, event: str, data: Any) -> None:
         """Queue ``event`` for ``session`` and wake its streams (never blocks)."""
         s = self._session(session)
-        s.backlog.append((self._take(), event, data))
+        self._keep(session, s.backlog, event, data)
         s.touched = time.monotonic()
         self._wake()
 
     def broadcast(self, event: str, data: Any) -> None:
         """Queue ``event`` for every page, open now or later in this boot."""
-        self._broadcast.append((self._take(), event, data))
+        self._keep(None, self._broadcast, event, data)
         self._wake()
+
+    @property
+    def events(self) -> int:
+        """How many events are kept for pages to catch up on, all pages together."""
+        return self._kept
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def _keep(self, owner: str | None, backlog: _Backlog, event: str, data: Any) -> None:
+        n, now = self._take(), time.monotonic()
+        backlog.entries.append((n, event, data, now))
+        self._order.append((now, n, owner))
+        self._kept += 1
+        if len(backlog.entries) > BACKLOG:
+            backlog.drop_oldest()
+            self._kept -= 1
+        if len(self._order) > 2 * max(self._kept, BACKLOG):
+            self._compact()
+        self.trim(forget_sessions=False)
+
+    def _compact(self) -> None:
+        """Build ``_order`` again from the backlogs: the places of events dropped per page are gone."""
+        owned: list[tuple[str | None, _Backlog]] = [(None, self._broadcast)]
+        owned += [(k, s.backlog) for k, s in self._sessions.items()]
+        self._order = deque(heapq.merge(*([(at, n, owner) for n, _, _, at in b.entries] for owner, b in owned)))
+
+    def trim(self, *, now: float | None = None, forget_sessions: bool = True) -> None:
+        """Drop events past :data:`MAX_EVENTS` or older than :data:`EVENT_TTL`, and forget idle sessions.
+
+        Each backlog is in the order of ``_order``, so the oldest event kept anywhere is the first of its
+        own backlog, unless that one dropped it already (past :data:`BACKLOG`, or a forgotten session).
+        """
+        now = time.monotonic() if now is None else now
+        while self._order and (self._kept > MAX_EVENTS or now - self._order[0][0] > EVENT_TTL):
+            _, n, owner = self._order.popleft()
+            session = self._sessions.get(owner) if owner is not None else None
+            backlog = self._broadcast if owner is None else session.backlog if session is not None else None
+            if backlog is not None and backlog.entries and backlog.entries[0][0] == n:
+                backlog.drop_oldest()
+                self._kept -= 1
+        if forget_sessions:
+            self._forget_idle(now)
 
     def _take(self) -> int:
         n, self._next = self._next, self._next + 1
@@ -129,11 +203,13 @@ class Hub:
         boot, _, n = last_event_id.rpartition("-")
         return int(n) if boot == self.boot and n.isdigit() else None
 
-    async def stream(self, session: str, last_event_id: str = "") -> AsyncIterator[str]:
+    async def stream(self, session: str, last_event_id: str = "") -> AsyncGenerator[str, None]:
         """SSE text for ``session``: ``hello``, what it missed, then new events as they come."""
+        cursor = self.cursor(last_event_id)
+        # A page of this boot whose session was forgotten (away past the age limit) missed its events.
+        forgotten = cursor is not None and session not in self._sessions
         s = self._session(session)
         s.listeners += 1
-        cursor = self.cursor(last_event_id)
         # Broadcast events from before this page knew us are in the photo list it loads instead.
         shared_after = cursor if cursor is not None else self._next - 1
         own_after = cursor or 0
@@ -141,15 +217,26 @@ class Hub:
             yield f"retry: {RETRY_MS}\n\n"
             yield format_event("hello", {"boot": self.boot})
             while True:
-                fresh = sorted(
-                    [e for e in s.backlog if e[0] > own_after] + [e for e in self._broadcast if e[0] > shared_after]
-                )
+                # Take the wake-up event before reading the backlogs: a publish while this generator
+                # waits at a yield below sets this one, so the wait at the end returns at once.  Read
+                # after the yields, it would be the next, unset one, and the stream would sleep until
+                # the heartbeat with that event unsent.
+                changed = self._changed
+                if forgotten or s.backlog.dropped > own_after or self._broadcast.dropped > shared_after:
+                    # Events this page never got are gone: it fetches its views again, then goes on from here.
+                    forgotten = False
+                    own_after, shared_after = (
+                        max(own_after, s.backlog.dropped),
+                        max(shared_after, self._broadcast.dropped),
+                    )
+                    yield format_event("hello", {"boot": self.boot, "resync": True})
+                fresh = sorted(s.backlog.after(own_after) + self._broadcast.after(shared_after))
                 for n, event, data in fresh:
                     own_after = shared_after = max(shared_after, n)
                     yield format_event(event, data, f"{self.boot}-{n}")
                 if self._closed.is_set():
                     return
-                if not await self._wait(self._changed, HEARTBEAT):
+                if not await self._wait(changed, HEARTBEAT):
                     yield ": keep-alive\n\n"
         finally:
             s.listeners -= 1
@@ -172,10 +259,10 @@ class Hub:
             s = self._sessions[session] = _Session()
         return s
 
-    def _forget_idle(self) -> None:
-        now = time.monotonic()
+    def _forget_idle(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         for key in [k for k, s in self._sessions.items() if not s.listeners and now - s.touched > SESSION_TTL]:
-            del self._sessions[key]
+            self._kept -= len(self._sessions.pop(key).backlog.entries)  # their places in _order are skipped
 
 
 async def merge(*streams: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -28,7 +28,7 @@ from typing import Any, cast
 import structlog
 
 from ..client import Client, Handle, Priority, RunningJob
-from .events import Hub, revision
+from .events import EVENT_TTL, Hub, revision
 from .service import Gateway, explain, watch_for_workers
 
 log = structlog.get_logger("gearworker.web")
@@ -38,8 +38,12 @@ BACKGROUND_POLL = 1.0
 BACKGROUND_WATCH = 3600.0
 #: Longest result text sent to the page.
 MAX_RESULT_CHARS = 4000
-#: Rows a session keeps (for cancel and re-sync); the oldest go first.
+#: Rows a page keeps (for cancel and re-sync); the oldest go first.
 MAX_ROWS = 1000
+#: Rows all pages together keep; the oldest go first.
+MAX_TOTAL_ROWS = 5000
+#: How long a row is kept after its job ended (as long as the events a page away could catch up on).
+ENDED_ROW_TTL = EVENT_TTL
 FINAL = frozenset({"done", "failed", "cancelled", "lost", "finished", "unknown"})
 ROW_ID_RE = re.compile(r"^[0-9a-f]{8}-b[0-9]{1,9}-[0-9]{1,3}$")
 
@@ -52,6 +56,10 @@ LOST_WEB = (
     "(the worker may still have finished it)."
 )
 UNKNOWN = "The job server no longer knows this job: it ended, or was lost while the web app restarted."
+FORGOTTEN = (
+    "This page was away longer than the web app keeps what became of its jobs: "
+    "this one has ended or was dropped, and its outcome is no longer known."
+)
 
 
 def result_view(result: bytes) -> dict[str, Any]:
@@ -83,6 +91,7 @@ class JobRow:
     error: str | None = None
     messages: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # time.monotonic() when it reached a final state
     duration: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     running: RunningJob | None = field(default=None, repr=False)  # a foreground job once sent
@@ -124,24 +133,62 @@ class JobRow:
 
     def finish(self, state: str) -> None:
         self.state = state
-        self.duration = round(time.monotonic() - self.started, 3)
+        self.ended = time.monotonic()
+        self.duration = round(self.ended - self.started, 3)
+        # The client's job (its result bytes, its queue) and the task are not needed once it ended:
+        # a row kept for re-sync holds its view only.
+        self.running, self.task = None, None
 
 
 class JobBook:
-    """Rows by session and id: what Cancel and a re-syncing page look up."""
+    """Rows by session and id: what Cancel and a re-syncing page look up.
+
+    Bounded: :data:`MAX_ROWS` a page and :data:`MAX_TOTAL_ROWS` in all (the oldest go first), and a
+    row is forgotten :data:`ENDED_ROW_TTL` after its job ended (:meth:`trim`).  A forgotten row's
+    task, if it still runs, goes on; only Cancel and re-sync no longer find it.
+    """
 
     def __init__(self) -> None:
         self._rows: dict[str, OrderedDict[str, JobRow]] = {}
+        self._all: OrderedDict[tuple[str, str], JobRow] = OrderedDict()  # every row, oldest first
+
+    def __len__(self) -> int:
+        return len(self._all)
 
     def add(self, session: str, row: JobRow) -> None:
         rows = self._rows.setdefault(session, OrderedDict())
         rows[row.id] = row
+        self._all[(session, row.id)] = row
         while len(rows) > MAX_ROWS:
-            rows.popitem(last=False)
+            self._drop(session, next(iter(rows)))
+        while len(self._all) > MAX_TOTAL_ROWS:
+            self._drop(*self._oldest_ended())
+
+    def _oldest_ended(self) -> tuple[str, str]:
+        """The oldest row whose job ended (among the oldest few hundred), else the oldest: Cancel needs the rest."""
+        for n, (key, row) in enumerate(self._all.items()):
+            if row.final or n >= 500:
+                return key
+        return next(iter(self._all))
 
     def get(self, session: str, row_id: str) -> JobRow | None:
         rows = self._rows.get(session)
         return rows.get(row_id) if rows is not None else None
+
+    def trim(self, *, now: float | None = None) -> None:
+        """Forget the rows whose job ended more than :data:`ENDED_ROW_TTL` ago."""
+        now = time.monotonic() if now is None else now
+        for (session, row_id), row in list(self._all.items()):
+            if row.ended is not None and now - row.ended > ENDED_ROW_TTL:
+                self._drop(session, row_id)
+
+    def _drop(self, session: str, row_id: str) -> None:
+        self._all.pop((session, row_id), None)
+        rows = self._rows.get(session)
+        if rows is not None:
+            rows.pop(row_id, None)
+            if not rows:
+                del self._rows[session]
 
 
 @dataclass
@@ -294,12 +341,21 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
 def resume_rows(
     ctx: JobContext, book: JobBook, session: str, known: Sequence[Any], spawn: Callable[[Any], asyncio.Task[None]]
 ) -> list[JobRow]:
-    """Rows a page knew before the web app restarted: watch background ones again, mark foreground ones lost."""
+    """The unfinished rows of a page that syncs again, each as it is now.
+
+    After a restart of the web app: background ones are watched again, foreground ones are lost.
+    In this boot (the page missed events that were dropped): the rows still kept, as they are;
+    those already forgotten (ended past the age limit, or past the bounds) are "unknown".
+    """
     rows: list[JobRow] = []
     for item in known[:MAX_ROWS]:
         if not isinstance(item, dict) or not ROW_ID_RE.match(str(item.get("id", ""))):
             continue
-        if book.get(session, item["id"]) is not None or str(item.get("state")) in FINAL:
+        if str(item.get("state")) in FINAL:
+            continue
+        kept = book.get(session, item["id"])
+        if kept is not None:
+            rows.append(kept)
             continue
         batch, index = str(item["id"]).rsplit("-", 1)
         row = JobRow(
@@ -315,7 +371,11 @@ def resume_rows(
         )
         book.add(session, row)
         rows.append(row)
-        if row.background and row.handle:
+        if row.id.startswith(f"{ctx.hub.boot}-"):
+            row.error = FORGOTTEN
+            row.finish("unknown")
+            ctx.hub.publish(session, "job", row.view())
+        elif row.background and row.handle:
             row.task = spawn(watch_background(ctx, session, row, row.handle.encode(), resumed=True))
         else:
             row.error = LOST_WEB

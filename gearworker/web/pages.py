@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import html
 from collections.abc import AsyncIterator
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from . import login
 from .events import SESSION_RE, format_event, merge, sse
 from .photos import ACCEPTED, OUTPUT_FORMATS, human_size
 from .security import client_host, login_cookie, refuse
-from .state import MAX_COPIES, PRIORITIES, SERVERS_INTERVAL, STATIC, WebApp
+from .state import LOGIN_ATTEMPTS, MAX_COPIES, PRIORITIES, SERVERS_INTERVAL, STATIC, WebApp
 
 __all__ = ["Pages"]
 
@@ -25,9 +26,17 @@ class Pages:
 
     def __init__(self, web: WebApp) -> None:
         self.web = web
+        # The limits the Photos page states are in the page as sent, not filled in after it loads,
+        # when the longer line would push everything below it down (a layout shift).
+        self._index = (
+            (STATIC / "index.html")
+            .read_text()
+            .replace("{{max_upload}}", html.escape(human_size(web.max_upload_bytes)))
+            .replace("{{accepted}}", html.escape(ACCEPTED))
+        )
 
     async def index(self, request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+        return HTMLResponse(self._index, headers={"cache-control": "no-cache"})
 
     async def login_page(self, request: Request) -> Response:
         return FileResponse(STATIC / "login.html", headers={"cache-control": "no-cache"})
@@ -49,26 +58,39 @@ class Pages:
         )
 
     async def do_login(self, request: Request) -> Response:
-        stored = self.web.options.password_hash
+        web = self.web
+        stored = web.options.password_hash
         if not stored:
             return refuse(404, "This web app has no login.")
-        if (wait := self.web.rate.take(f"login:{client_host(request)}", 10)) > 0:
-            return refuse(429, "Too many login attempts; wait a minute.", **{"retry-after": str(int(wait))})
+        # Every attempt takes a token before the password is checked, so attempts sent at once are
+        # counted too; a right password gives its token back: only wrong ones use up the allowance.
+        client = client_host(request)
+        if (wait := web.login_rate.take(client)) > 0:
+            log.warning("web.login.rate_limited", client=client, retry_after=wait)
+            return refuse(
+                429,
+                f"Too many wrong passwords: try again in {int(wait)} s (at most {LOGIN_ATTEMPTS} a minute).",
+                **{"retry-after": str(int(wait))},
+            )
         try:
             password = str((await request.json()).get("password", ""))
         except (ValueError, AttributeError):
             return refuse(400, "Send the password as JSON.")
         if not await asyncio.to_thread(login.verify_password, password, stored):
-            log.warning("web.login.failed", client=client_host(request))
+            log.warning("web.login.failed", client=client)
             return refuse(401, "Wrong password.")
-        log.info("web.login", client=client_host(request))
+        web.login_rate.refund(client)
+        cookie = web.logins.start(stored)
+        await web.save_logins()
+        log.info("web.login", client=client, logins=len(web.logins))
         response = JSONResponse({"ok": True})
-        response.headers.append(
-            "set-cookie", login_cookie(login.session_cookie(stored), secure=request.url.scheme == "https")
-        )
+        response.headers.append("set-cookie", login_cookie(cookie, secure=request.url.scheme == "https"))
         return response
 
     async def do_logout(self, request: Request) -> Response:
+        if self.web.logins.end(request.cookies.get(login.COOKIE)):
+            await self.web.save_logins()
+            log.info("web.logout", client=client_host(request), logins=len(self.web.logins))
         response = JSONResponse({"ok": True})
         response.headers.append("set-cookie", f"{login.COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
         return response

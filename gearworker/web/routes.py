@@ -156,7 +156,12 @@ class PhotoRoutes:
         stored = photo.copies[int(index)]
         # A copy never changes under its URL: its id, index and size name it.
         etag = f'"{photo.id[:16]}-{index}-{stored.bytes}"'
-        headers = {"cache-control": f"private, max-age={COPY_MAX_AGE}", "etag": etag}
+        # Same-origin only: another site cannot embed a copy (an <img> on its page), even with the login cookie.
+        headers = {
+            "cache-control": f"private, max-age={COPY_MAX_AGE}",
+            "etag": etag,
+            "cross-origin-resource-policy": "same-origin",
+        }
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers=headers)
         if request.query_params.get("download"):

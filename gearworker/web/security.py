@@ -3,8 +3,9 @@
 :class:`Guard` is one ASGI middleware that runs before any route:
 
 - **Host** must be a name this app answers to (loopback, the listen address,
-  ``web_allowed_hosts``): a DNS-rebinding page on ``evil.example`` that
-  resolves to 127.0.0.1 still sends ``Host: evil.example`` and is refused.
+  ``web_allowed_hosts``), with a port it answers on (:class:`Hosts`): a
+  DNS-rebinding page on ``evil.example`` that resolves to 127.0.0.1 still
+  sends ``Host: evil.example`` and is refused.
 - **State-changing requests** (anything but GET/HEAD) need an ``Origin``
   (when the browser sends one) equal to this app's own, a ``Sec-Fetch-Site``
   of ``same-origin``, and an ``X-CSRF-Token`` header equal to the
@@ -18,7 +19,7 @@
 - **Login** (when ``web_password_hash`` is set): everything but the login
   page and its assets needs the signed ``gw_login`` cookie.
 
-:class:`RateLimit` is a per-client token bucket the submit routes use (429).
+:class:`RateLimit` is a per-client token bucket the submit routes and the login use (429).
 """
 
 from __future__ import annotations
@@ -68,20 +69,78 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def allowed_hosts(listen_host: str, extra: Iterable[str]) -> frozenset[str]:
-    """Host names (no port) the app answers to; ``"*"`` in the set means any."""
-    names = set(LOOPBACK_NAMES) | {h.strip().lower() for h in extra if h.strip()}
+@dataclass(frozen=True)
+class Hosts:
+    """The ``Host`` headers the app answers: names, each with the ports it may come with (None: any).
+
+    A Host without a port means the default port of the request's scheme (80 for http, 443 for
+    https), as a browser omits exactly those.  ``any_host`` (a ``"*"`` in ``web_allowed_hosts``)
+    lets everything through.
+    """
+
+    names: dict[str, frozenset[int] | None]
+    any_host: bool = False
+
+    def allows(self, host_header: str, scheme: str) -> bool:
+        if self.any_host:
+            return True
+        name, port = split_host(host_header)
+        if name not in self.names:
+            return False
+        ports = self.names[name]
+        if ports is None:
+            return True
+        return (port if port is not None else 443 if scheme in ("https", "wss") else 80) in ports
+
+
+def allowed_hosts(listen_host: str, extra: Iterable[str], listen_port: int | None = None) -> Hosts:
+    """The Host headers the app answers (see docs/web.md, "Safe from other sites").
+
+    - ``localhost``, loopback addresses and the listen address: on the listen port only;
+    - an entry ``name`` of ``web_allowed_hosts``: on 80 or 443 (behind a proxy) or the listen port;
+    - an entry ``name:port``: on that port only (a proxy elsewhere, a container's published port);
+    - ``*``: anything.
+
+    Without a ``listen_port`` (an app built in-process, not served by ``gearworker web``) the port
+    is not checked.
+    """
+    listen: set[int] | None = None if listen_port is None else {listen_port}
+    names: dict[str, set[int] | None] = {name: _copy(listen) for name in LOOPBACK_NAMES}
     if listen_host not in ("0.0.0.0", "::", ""):
-        names.add(listen_host.lower().strip("[]"))
-    return frozenset(names)
+        names[listen_host.lower().strip("[]")] = _copy(listen)
+    any_host = False
+    for entry in (e.strip().lower() for e in extra):
+        if entry == "*":
+            any_host = True
+        elif entry:
+            name, port = split_host(entry)
+            wanted = {port} if port is not None else (None if listen is None else {80, 443, *listen})
+            have = names.get(name, set())
+            names[name] = None if have is None or wanted is None else have | wanted
+    return Hosts({k: None if v is None else frozenset(v) for k, v in names.items()}, any_host)
 
 
-def _host_name(host_header: str) -> str:
-    """``example.com:8000`` -> ``example.com``; ``[::1]:8000`` -> ``::1``."""
+def _copy(ports: set[int] | None) -> set[int] | None:
+    return None if ports is None else set(ports)
+
+
+def split_host(host_header: str) -> tuple[str, int | None]:
+    """``example.com:8000`` -> ``("example.com", 8000)``; ``[::1]`` -> ``("::1", None)``; a bad port: -2."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        end = host.find("]")
+        if end < 0:
+            return host, None
+        name, rest = host[1:end], host[end + 1 :]
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+        rest = f":{port}"
+    else:
+        name, rest = host, ""  # a bare IPv6 address has several colons and no port
+    if not rest:
+        return name, None
+    port = rest[1:]
+    return name, int(port) if rest.startswith(":") and port.isdigit() and len(port) <= 5 else -2
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -120,9 +179,11 @@ class BodyLimit:
 class GuardConfig:
     """What :class:`Guard` enforces."""
 
-    hosts: frozenset[str]
+    hosts: Hosts
     body_limits: dict[str, BodyLimit]
     password_hash: str | None = None
+    #: The live logins (logout ends one); without it a signed, unexpired cookie is enough.
+    logins: login.Logins | None = None
 
 
 class Guard:
@@ -185,9 +246,8 @@ class Guard:
                 await _too_large(cap)(scope, receive, send)
 
     def _check(self, scope: Scope, headers: dict[str, str], path: str, method: str) -> Response | None:
-        hosts = self.config.hosts
-        host = _host_name(headers.get("host", ""))
-        if "*" not in hosts and host not in hosts:
+        host = headers.get("host", "")
+        if not self.config.hosts.allows(host, scope.get("scheme", "http")):
             return refuse(421, f"This web app does not answer to the name {host!r} (see web_allowed_hosts).")
         if method not in SAFE_METHODS:
             origin = headers.get("origin")
@@ -200,11 +260,15 @@ class Guard:
             if not cookie or not secrets.compare_digest(cookie, headers.get(CSRF_HEADER, "")):
                 return refuse(403, "Refused: the page's security token is missing or old; reload the page.")
         stored = self.config.password_hash
-        if stored and path not in PUBLIC_PATHS and not login.valid_session(_cookies(headers).get(login.COOKIE), stored):
+        if stored and path not in PUBLIC_PATHS and not self._logged_in(_cookies(headers).get(login.COOKIE), stored):
             if path.startswith("/api/") or method not in SAFE_METHODS:
                 return refuse(401, "Log in first: this web app needs a password.")
             return RedirectResponse("/login", status_code=303)
         return None
+
+    def _logged_in(self, cookie: str | None, stored: str) -> bool:
+        logins = self.config.logins
+        return logins.valid(cookie, stored) if logins is not None else login.valid_session(cookie, stored)
 
 
 def _csrf_cookie(scope: Scope) -> tuple[bytes, bytes]:
@@ -265,6 +329,12 @@ class RateLimit:
             self._forget_full(now)
         self._buckets[client] = (tokens - cost, now)
         return 0.0
+
+    def refund(self, client: str, cost: int = 1) -> None:
+        """Give back ``cost`` tokens taken by :meth:`take` (an attempt that turned out not to count)."""
+        if client in self._buckets:
+            tokens, then = self._buckets[client]
+            self._buckets[client] = (min(self.capacity, tokens + cost), then)
 
     def _forget_full(self, now: float) -> None:
         # Buckets that refilled completely say nothing: forget them so the map stays bounded.

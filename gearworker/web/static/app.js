@@ -44,12 +44,45 @@ async function post(url, { json, method = "POST" } = {}) {
 
 // ---------------------------------------------------------------- tabs
 
+// The tabs are the links with role=tab in the top bar, each naming its section by data-page: a page
+// added to index.html (a tab and a section) is shown, titled and reached by the keys with no change here.
+const tabs = () => [...document.querySelectorAll('.tabs [role="tab"]')];
+
 function showPage() {
-  const page = (location.hash || "#photos").slice(1);
-  const known = ["photos", "jobs", "servers"].includes(page) ? page : "photos";
+  const pages = tabs().map((t) => t.dataset.page);
+  const page = (location.hash || "").slice(1);
+  const known = pages.includes(page) ? page : pages[0];
   for (const section of document.querySelectorAll(".page")) section.hidden = section.dataset.page !== known;
-  for (const tab of document.querySelectorAll(".tabs a")) tab.setAttribute("aria-selected", String(tab.dataset.page === known));
-  document.title = `${known[0].toUpperCase()}${known.slice(1)} · gearworker`;
+  for (const tab of tabs()) {
+    const selected = tab.dataset.page === known;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;  // one tab stop for the tab list: the arrow keys move within it
+  }
+  const tab = tabs().find((t) => t.dataset.page === known);
+  document.title = `${tab ? tab.textContent.trim() : known} · gearworker`;
+}
+
+// The tab list as WAI-ARIA's tabs pattern has it: Left and Right move to the previous and next tab
+// (round the ends), Home and End to the first and last, each shown as it gets the focus.
+function setupTabs() {
+  window.addEventListener("hashchange", showPage);
+  document.querySelector('.tabs[role="tablist"]').addEventListener("keydown", (e) => {
+    const all = tabs(), at = all.indexOf(document.activeElement);
+    if (at < 0) return;
+    const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: all.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    const tab = all[(to + all.length) % all.length];
+    tab.focus();
+    if (location.hash !== tab.hash) location.hash = tab.hash;
+  });
+  // The skip link jumps to the shown page's heading; the #tab in the address stays as it is.
+  $("#skip").addEventListener("click", (e) => {
+    e.preventDefault();
+    const heading = $(".page:not([hidden]) h1");
+    if (heading) heading.focus();
+  });
+  showPage();
 }
 
 function banner(message) {
@@ -120,14 +153,30 @@ function renderPhoto(p, options) {
   $(".delete", card).setAttribute("aria-label", `Delete ${p.name}`);
   const copies = $(".copies", card);
   if (p.state === "done" && copies.childElementCount !== p.copies.length) {
+    const thumb = thumbnail(p.copies);
     copies.replaceChildren(...p.copies.map((c) => el("figure", { class: "copy" },
       el("a", { class: "copy-img", href: c.url, target: "_blank", rel: "noopener" },
-        el("img", { src: c.url, alt: `${p.name}, ${c.width}×${c.height}`, loading: "lazy" })),
+        el("img", { ...thumb, alt: `${p.name}, ${c.width}×${c.height}` })),
       el("figcaption", { class: "copy-meta" },
         el("span", { class: "dim", text: `${c.width} × ${c.height} px` }),
         el("span", { class: "muted", text: `${c.format.toUpperCase()} · ${c.human_bytes}` }),
         el("a", { href: c.download, download: c.filename, text: "Download" })))));
   }
+}
+
+// Every thumbnail of a photo is the same picture at THUMB's size: the browser picks from the copies the
+// smallest that is sharp enough at that size (srcset/sizes), the 256 px one on most screens, and loads
+// it once for all of them, lazily. Width and height are known before it loads: nothing moves.
+const THUMB = { width: 170, height: 120 };
+
+function thumbnail(copies) {
+  const largest = copies.reduce((a, c) => (c.width * c.height > a.width * a.height ? c : a));
+  const smallest = copies.reduce((a, c) => (c.width < a.width ? c : a));
+  const scale = Math.min(THUMB.width / largest.width, THUMB.height / largest.height, 1);
+  const width = Math.max(1, Math.round(largest.width * scale)), height = Math.max(1, Math.round(largest.height * scale));
+  // Attribute order matters: loading is set before the sources, or the image would start loading at once.
+  return { loading: "lazy", decoding: "async", width: String(width), height: String(height), sizes: `${width}px`,
+    srcset: copies.map((c) => `${c.url} ${c.width}w`).join(", "), src: smallest.url };
 }
 
 async function deletePhoto(card) {
@@ -139,7 +188,20 @@ async function deletePhoto(card) {
 
 function removePhoto(id) {
   const card = cardOf(id);
-  if (card) { card.remove(); state.photosTotal = Math.max(0, state.photosTotal - 1); photoCount(); }
+  if (!card) return;
+  // Whoever had the focus in the card (its Delete button) keeps it nearby: the next photo, else the
+  // one before, else the drop zone; never the page itself.
+  const hadFocus = card.contains(document.activeElement);
+  const next = card.nextElementSibling || card.previousElementSibling;
+  card.remove();
+  state.photosTotal = Math.max(0, state.photosTotal - 1);
+  photoCount();
+  if (hadFocus) {
+    const button = next && $(".delete", next);
+    if (button && !button.hidden) button.focus();
+    else if (next) next.focus();
+    else $("#drop").focus();
+  }
 }
 
 function photoCount() {
@@ -213,7 +275,7 @@ function setupDrop() {
   for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
   for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); [...e.dataTransfer.files].forEach(uploadPhoto); });
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  drop.addEventListener("click", () => input.click());  // a button: Enter and Space click it
   // A photo dropped next to the drop zone must not make the browser navigate away.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
@@ -230,55 +292,97 @@ const NOTES = {
   finished: "The server no longer knows this job: it has ended.",
 };
 
+// A row's cells are made once and then changed in place, so an element in it (the Cancel button) stays
+// the same element across progress events and keeps the keyboard focus.
+function jobRow(id) {
+  let row = document.getElementById(`job-${id}`);
+  if (row) return row;
+  const cell = (name, cls = "") => el("td", { class: `${cls} c-${name}`.trim(), "data-label": JOB_LABELS[name] });
+  row = el("tr", { id: `job-${id}`, tabindex: "-1" },
+    cell("id", "muted nowrap id"), cell("fn", "fn"), cell("mode", "mode"), cell("state"), cell("progress"),
+    cell("out", "out"), cell("time", "num muted nowrap"), cell("actions", "actions-cell"));
+  $("#job-rows").prepend(row);
+  return row;
+}
+const JOB_LABELS = { id: "#", fn: "Function", mode: "Mode", state: "State", progress: "Progress", out: "Result",
+  time: "Time", actions: "Actions" };
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function renderJob(j) {
   if (older(j, state.jobs.get(j.id)?.revision)) return;
   state.jobs.set(j.id, j);
-  const tbody = $("#job-rows");
-  $(".empty", tbody)?.remove();
-  let row = document.getElementById(`job-${j.id}`);
-  if (!row) {
-    row = el("tr", { id: `job-${j.id}` });
-    tbody.prepend(row);
-  }
+  $("#job-rows .empty")?.remove();
+  const row = jobRow(j.id);
+  const cell = (name) => $(`.c-${name}`, row);
   row.dataset.state = j.state;
-  const progress = el("td", { "data-label": "Progress" });
+  setText(cell("id"), j.id);
+  setText(cell("fn"), j.function);
+  setText(cell("mode"), `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}`);
+  const badge = cell("state").firstElementChild || cell("state").appendChild(el("span"));
+  badge.className = `badge ${j.state}`;
+  setText(badge, JOB_STATES[j.state] || j.state);
+
+  const progress = cell("progress");
   if (j.denominator && !FINAL.includes(j.state)) {
     const pct = Math.round((100 * j.numerator) / j.denominator);
-    const bar = el("progress", { class: "mini-progress", max: "100", value: String(pct), "aria-label": `Progress of job ${j.id}` });
-    progress.append(bar, `${j.numerator}/${j.denominator}`);
+    let bar = $("progress", progress);
+    if (!bar) {
+      bar = el("progress", { class: "mini-progress", max: "100", "aria-label": `Progress of job ${j.id}` });
+      progress.replaceChildren(bar, document.createTextNode(""));
+    }
+    bar.value = pct;
+    progress.lastChild.textContent = `${j.numerator}/${j.denominator}`;
   } else {
-    progress.append(el("span", { class: "muted", text: ["done", "finished"].includes(j.state) ? "—" : "" }));
+    setText(progress, ["done", "finished"].includes(j.state) ? "—" : "");
   }
-  const out = el("td", { class: "out", "data-label": "Result" });
-  if (j.error) out.append(el("span", { class: "result error", text: j.error }));
-  else if (j.result) out.append(el("span", { class: "result", text: j.result.binary ? `${j.result.bytes} bytes of binary data` : j.result.text || "(empty result)" }));
-  else if (j.handle) out.append(el("span", { class: "result", text: j.handle }));
-  if (NOTES[j.state] && !j.error) out.append(el("span", { class: "muted note", text: NOTES[j.state] }));
-  for (const m of j.messages || []) out.append(el("div", { class: "muted warning", text: `warning: ${m}` }));
-  const actions = el("td", { class: "actions-cell" });
+
+  const out = [];
+  if (j.error) out.push(el("span", { class: "result error", text: j.error }));
+  else if (j.result) out.push(el("span", { class: "result", text: j.result.binary ? `${j.result.bytes} bytes of binary data` : j.result.text || "(empty result)" }));
+  else if (j.handle) out.push(el("span", { class: "result", text: j.handle }));
+  if (NOTES[j.state] && !j.error) out.push(el("span", { class: "muted note", text: NOTES[j.state] }));
+  for (const m of j.messages || []) out.push(el("div", { class: "muted warning", text: `warning: ${m}` }));
+  // A long result scrolls within its cell: make it a tab stop, so the keyboard can scroll it too.
+  for (const r of out) {
+    if (r.classList.contains("result") && (r.textContent.length > 400 || r.textContent.split("\n").length > 6)) {
+      r.tabIndex = 0;
+      r.setAttribute("role", "region");
+      r.setAttribute("aria-label", `Result of job ${j.id}`);
+    }
+  }
+  const outCell = cell("out");
+  if (outCell.innerHTML !== out.map((n) => n.outerHTML).join("")) outCell.replaceChildren(...out);
+
+  setText(cell("time"), j.duration != null ? `${j.duration.toFixed(3)} s` : "");
+
+  const actions = cell("actions");
+  let cancel = $(".cancel", actions);
   if (!j.background && !FINAL.includes(j.state)) {
-    const cancel = el("button", { type: "button", class: "ghost small cancel", text: "Cancel", "aria-label": `Cancel job ${j.id}` });
-    cancel.addEventListener("click", () => cancelJob(j.id, cancel));
-    actions.append(cancel);
+    if (!cancel) {
+      cancel = el("button", { type: "button", class: "ghost small cancel", text: "Cancel", "aria-label": `Cancel job ${j.id}` });
+      cancel.addEventListener("click", () => cancelJob(j.id, cancel));
+      actions.append(cancel);
+    }
+  } else if (cancel) {
+    const hadFocus = cancel === document.activeElement;
+    cancel.remove();
+    if (hadFocus) row.focus();  // the row (now saying "Cancelled") keeps the focus, not the page
   }
-  row.replaceChildren(
-    el("td", { class: "muted nowrap id", text: j.id, "data-label": "#" }),
-    el("td", { class: "fn", text: j.function, "data-label": "Function" }),
-    el("td", { class: "mode", text: `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}`, "data-label": "Mode" }),
-    el("td", { "data-label": "State" }, el("span", { class: `badge ${j.state}`, text: JOB_STATES[j.state] || j.state })),
-    progress,
-    out,
-    el("td", { class: "num muted nowrap", text: j.duration != null ? `${j.duration.toFixed(3)} s` : "", "data-label": "Time" }),
-    actions);
 }
 
 async function cancelJob(id, button) {
-  button.disabled = true;
+  // aria-disabled, not disabled: a disabled button drops the keyboard focus to the page.
+  if (button.getAttribute("aria-disabled") === "true") return;
+  button.setAttribute("aria-disabled", "true");
   const response = await post(`/api/jobs/${encodeURIComponent(id)}/cancel?session=${state.session}`);
-  if (!response.ok) { button.disabled = false; $("#form-error").textContent = await readError(response); }
+  if (!response.ok) { button.removeAttribute("aria-disabled"); $("#form-error").textContent = await readError(response); }
 }
 
 // After a restart of the web app: background jobs are watched again; foreground ones are marked lost.
+// After events were dropped while the page was away: each open row comes back as it is now.
 async function resumeJobs() {
   const open = [...state.jobs.values()].filter((j) => !FINAL.includes(j.state));
   if (!open.length) return;
@@ -288,8 +392,16 @@ async function resumeJobs() {
 
 function setupJobs() {
   const form = $("#job-form");
+  const submit = $("#submit");
+  // While a submission is on its way the form is busy: Submit says so (aria-disabled) and ignores
+  // presses, but stays focusable; a disabled button would drop the keyboard focus to the page.
+  const busy = (on) => {
+    form.setAttribute("aria-busy", String(on));
+    submit.setAttribute("aria-disabled", String(on));
+  };
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    if (form.getAttribute("aria-busy") === "true") return;
     $("#form-error").textContent = "";
     const data = {
       function: form.function.value,
@@ -299,7 +411,7 @@ function setupJobs() {
       copies: Number(form.copies.value || 1),
     };
     if (!data.function) { $("#form-error").textContent = "Choose a function to run."; return; }
-    $("#submit").disabled = true;
+    busy(true);
     try {
       const response = await post(`/api/jobs?session=${state.session}`, { json: data });
       if (!response.ok) { $("#form-error").textContent = await readError(response); return; }
@@ -308,7 +420,7 @@ function setupJobs() {
     } catch (err) {
       $("#form-error").textContent = "The web app could not be reached (is it still running?).";
     } finally {
-      $("#submit").disabled = false;
+      busy(false);
     }
   });
   $("#clear-jobs").addEventListener("click", () => {
@@ -335,29 +447,50 @@ function renderServers(data) {
   const up = data.servers.filter((s) => s.ok).length;
   const conn = $("#conn");
   conn.className = `conn ${up === data.servers.length ? "ok" : "bad"}`;
-  $("#conn-text").textContent = `${up} of ${data.servers.length} job server${data.servers.length === 1 ? "" : "s"} up`;
+  setText($("#conn-text"), `${up} of ${data.servers.length} job server${data.servers.length === 1 ? "" : "s"} up`);
   const down = data.servers.filter((s) => !s.ok);
   banner(down.length === data.servers.length ? down[0].error.replace(/ at .*/, ` at ${down.map((s) => s.address).join(", ")}.`) : "");
   const time = new Date(data.time * 1000).toLocaleTimeString();
-  $("#server-list").replaceChildren(...data.servers.map((s) => {
-    const head = el("div", { class: "server-head" },
-      el("h2", { text: s.address }),
-      el("span", { class: `badge ${s.ok ? "up" : "down"}`, text: s.ok ? "up" : "unreachable" }),
-      el("span", { class: "muted", text: `updated ${time}` }));
-    if (!s.ok) return el("section", { class: "card server", "data-address": s.address }, head, el("div", { class: "server-error", text: s.error }));
-    const rows = s.functions.map((f) => el("tr", { "data-function": f.function },
-      el("td", { class: "fn", text: f.function }),
-      el("td", { class: "num", text: String(f.queued) }),
-      el("td", { class: "num", text: String(f.running) }),
-      el("td", { class: "num", text: String(f.workers) }),
-      el("td", {}, el("span", { class: `badge ${f.workers ? "up" : "idle"}`, text: f.workers ? "served" : "no worker" }))));
-    if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "5", text: "This server knows no functions yet." })));
-    const table = el("table", { class: "table servers-table" },
-      el("thead", {}, el("tr", {}, el("th", { text: "Function" }), el("th", { class: "num", text: "Queued" }),
-        el("th", { class: "num", text: "Running" }), el("th", { class: "num", text: "Workers" }), el("th", { text: "" }))),
-      el("tbody", {}, ...rows));
-    return el("section", { class: "card server", "data-address": s.address }, head, el("div", { class: "table-scroll" }, table));
-  }));
+  const list = $("#server-list");
+  $(".loading", list)?.remove();
+  // A server's card is rebuilt only when its table changed, and the keyboard focus (its scrolling
+  // table) is put back; the time of the last refresh is changed in place every second.
+  for (const s of data.servers) {
+    const key = JSON.stringify([s.ok, s.error, s.functions]);
+    let card = [...list.querySelectorAll("section.server")].find((c) => c.dataset.address === s.address);
+    if (!card || card.dataset.key !== key) {
+      const fresh = serverCard(s);
+      fresh.dataset.key = key;
+      const refocus = card && card.contains(document.activeElement);
+      if (card) card.replaceWith(fresh); else list.append(fresh);
+      card = fresh;
+      if (refocus) ($(".table-scroll", card) || card).focus();
+    }
+    setText($(".updated", card), `updated ${time}`);
+  }
+}
+
+function serverCard(s) {
+  const head = el("div", { class: "server-head" },
+    el("h2", { text: s.address }),
+    el("span", { class: `badge ${s.ok ? "up" : "down"}`, text: s.ok ? "up" : "unreachable" }),
+    el("span", { class: "muted updated" }));
+  if (!s.ok) return el("section", { class: "card server", "data-address": s.address, tabindex: "-1" }, head, el("div", { class: "server-error", text: s.error }));
+  const rows = s.functions.map((f) => el("tr", { "data-function": f.function },
+    el("td", { class: "fn", text: f.function }),
+    el("td", { class: "num", text: String(f.queued) }),
+    el("td", { class: "num", text: String(f.running) }),
+    el("td", { class: "num", text: String(f.workers) }),
+    el("td", {}, el("span", { class: `badge ${f.workers ? "up" : "idle"}`, text: f.workers ? "served" : "no worker" }))));
+  if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "5", text: "This server knows no functions yet." })));
+  const table = el("table", { class: "table servers-table" },
+    el("thead", {}, el("tr", {}, el("th", { text: "Function" }), el("th", { class: "num", text: "Queued" }),
+      el("th", { class: "num", text: "Running" }), el("th", { class: "num", text: "Workers" }),
+      el("th", {}, el("span", { class: "sr-only", text: "Status" })))),
+    el("tbody", {}, ...rows));
+  // A region that may scroll sideways on a phone: a tab stop, so the keyboard can scroll it too.
+  return el("section", { class: "card server", "data-address": s.address, tabindex: "-1" }, head,
+    el("div", { class: "table-scroll", role: "region", "aria-label": `Functions on ${s.address}`, tabindex: "0" }, table));
 }
 
 // ---------------------------------------------------------------- start
@@ -371,6 +504,12 @@ let retryTimer = null;
 
 async function hello(data) {
   const first = state.boot === null;
+  if (data.resync && state.boot === data.boot) {
+    // Same app, but events this page never got are gone (it was away too long): fetch everything again.
+    await loadPhotos({ reset: true });
+    await resumeJobs();
+    return;
+  }
   if (state.boot === data.boot) return;
   state.boot = data.boot;
   document.body.dataset.boot = data.boot;
@@ -412,16 +551,15 @@ function pause() {
 document.addEventListener("visibilitychange", () => (document.visibilityState === "hidden" ? pause() : listen()));
 
 async function start() {
-  window.addEventListener("hashchange", showPage);
-  showPage();
+  setupTabs();
   setupDrop();
   setupJobs();
   if (document.visibilityState !== "hidden") listen();  // a tab opened in the background waits until shown
   try {
     const response = await fetch("/api/config");
     state.config = await response.json();
-    $("#max-upload").textContent = state.config.max_upload;
-    $("#accepted").textContent = state.config.accepted;
+    setText($("#max-upload"), state.config.max_upload);
+    setText($("#accepted"), state.config.accepted);
     if (state.config.login) {
       const out = $("#logout");
       out.hidden = false;

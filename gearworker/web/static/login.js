@@ -14,7 +14,8 @@ document.addEventListener("DOMContentLoaded", () => {
         headers: { "content-type": "application/json", "x-csrf-token": token },
         body: JSON.stringify({ password: form.password.value }),
       });
-      if (response.ok) { location.href = "/"; return; }
+      // Back to the tab the page was sent here from: the redirect to /login kept its #fragment.
+      if (response.ok) { location.replace(`/${location.hash}`); return; }
       problem.textContent = (await response.json()).error || `The web app answered ${response.status}.`;
     } catch (err) {
       problem.textContent = "The web app could not be reached.";
