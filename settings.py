@@ -90,8 +90,9 @@ Reference: docs/settings.md.
 
 # --- Identity --------------------------------------------------------------------
 
-# Prefix of the client id gearmand shows in `gearadmin --workers`; empty means
-# "<hostname>-<pid>".
+# Host part of the client id gearmand shows in `gearadmin --workers`:
+# "<CLIENT_ID>-<pid>@gearworker/<version>"; empty means the host name.  One word
+# (no spaces), at most 64 characters.
 # env GEARWORKER_CLIENT_ID    flag --client-id ID
 # CLIENT_ID = ""
 
@@ -278,3 +279,15 @@ Reference: docs/settings.md.
 # Seconds a foreground job or a photo from the web app may wait and run.
 # env GEARWORKER_WEB_JOB_TIMEOUT
 # WEB_JOB_TIMEOUT = 300.0
+
+# "HOST:PORT" (or just "PORT", bound to 127.0.0.1) where the web app also serves
+# /metrics (gearmand's jobs waiting, running and workers per function, and the
+# failed-job counts) and /healthz without a login, for Prometheus and autoscalers.
+# The app's own /metrics asks for the login like every other page.
+# env GEARWORKER_WEB_METRICS    flag --metrics HOST:PORT
+# WEB_METRICS = None
+
+# The workers' METRICS addresses ("HOST:PORT" each): the console scrapes them
+# for jobs done and failed per second and run times (p50, p95) per function.
+# env GEARWORKER_WEB_WORKER_METRICS=worker1:9100,worker2:9100
+# WEB_WORKER_METRICS = []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .address import DEFAULT_PORT, parse_address
+from .clientid import prefix_problem
 from .errors import ConfigError
 from .protocol.codec import DEFAULT_MAX_PACKET_SIZE
 
@@ -77,7 +78,10 @@ class Settings:
     tls_cert_file: str | None = _doc("client certificate (PEM) for job servers that ask for one", default=None)
     tls_key_file: str | None = _doc("private key of tls_cert_file; None: in the same file", default=None)
     tls_server_hostname: str | None = _doc("name to check the server certificate against; None: the host", default=None)
-    client_id: str = _doc("SET_CLIENT_ID prefix shown by gearadmin --workers; empty: host-pid", default="")
+    client_id: str = _doc(
+        "host part of the client id gearadmin --workers shows (<this>-<pid>@gearworker/<version>); empty: host name",
+        default="",
+    )
     failure_style: str = _doc("'fail' (WORK_WARNING + WORK_FAIL, every client) or 'exception'", default="fail")
     failed_jobs: str | None = _doc("record finally-failed jobs here: *.db/*.sqlite file or a folder", default=None)
     failed_workload_limit: int = _doc("workload bytes kept in a failed-job record", default=1024 * 1024)
@@ -116,6 +120,14 @@ class Settings:
     )
     web_rate_limit: int = _doc("jobs and photos one client may submit per minute", default=600)
     web_job_timeout: float = _doc("seconds a foreground job from the web app may wait and run", default=300.0)
+    web_metrics: str | None = _doc(
+        "HOST:PORT where the web app also serves /metrics (gearmand's state) without a login; None: off",
+        default=None,
+    )
+    web_worker_metrics: list[str] = _doc(
+        "the workers' metrics addresses (HOST:PORT) the web console scrapes for rates and run times",
+        default_factory=list,
+    )
 
     source: str = field(default="defaults", metadata={"internal": True})
     #: Where each value not left at its default came from (a file, an environment variable, "command line").
@@ -170,12 +182,17 @@ class Settings:
                 parse_address(server)
             except ValueError as e:
                 self._fail("servers", str(e))
-        if self.metrics:
-            try:
-                # No default port here: 4730 would collide with a local gearmand.
-                parse_address(self.metrics, default_host="127.0.0.1", default_port=None)
-            except ValueError as e:
-                self._fail("metrics", str(e))
+        for name, addresses in (
+            ("metrics", [self.metrics] if self.metrics else []),
+            ("web_metrics", [self.web_metrics] if self.web_metrics else []),
+            ("web_worker_metrics", self.web_worker_metrics),
+        ):
+            for address in addresses:
+                try:
+                    # No default port here: 4730 would collide with a local gearmand.
+                    parse_address(address, default_host="127.0.0.1", default_port=None)
+                except ValueError as e:
+                    self._fail(name, str(e))
         for name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
             if getattr(self, name) < 0:
                 self._fail(name, f"must be >= 0, got {getattr(self, name)!r}")
@@ -203,6 +220,8 @@ class Settings:
                 self._fail("handler_concurrency", f"limit for {name!r} must be an int >= 1, got {limit!r}")
         if not self.web_storage_root:
             self._fail("web_storage_root", "must name a folder")
+        if problem := prefix_problem(self.client_id):
+            self._fail("client_id", problem)
         if not 1 <= self.local_gearmand_port <= 65535:
             self._fail("local_gearmand_port", "must be a TCP port (1-65535)")
         return self

@@ -1,4 +1,5 @@
-"""The ``gearworker`` command line: ``run``, ``check``, ``stop``, ``submit``, ``status``, ``web``, ``failed``.
+"""The ``gearworker`` command line: ``run``, ``check``, ``stop``, ``submit``, ``status``, ``web``, ``failed``,
+``exporter``.
 
 ``python -m gearworker [flags]`` is the same as ``gearworker run [flags]``:
 :mod:`gearworker.app.launch` runs first, starts catching stop signals when
@@ -86,12 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: grace period + 10)")
     stop.set_defaults(func=cmd_stop)
     from ..client import cli as client_cli
+    from ..exporter import cli as exporter_cli
     from ..failed import cli as failed_cli
     from ..web import cli as web_cli
 
     client_cli.register(sub)
     failed_cli.register(sub)
     web_cli.register(sub)
+    exporter_cli.register(sub)
     return parser
 
 

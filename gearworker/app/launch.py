@@ -19,7 +19,7 @@ from collections.abc import Sequence
 __all__ = ["COMMANDS", "EarlySignals", "main", "runs_worker"]
 
 #: The sub-commands; anything else (or nothing) means ``run``.
-COMMANDS = ("run", "check", "stop", "submit", "status", "web", "failed")
+COMMANDS = ("run", "check", "stop", "submit", "status", "web", "failed", "exporter")
 
 
 class EarlySignals:

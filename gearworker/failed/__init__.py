@@ -8,7 +8,9 @@ server.  ``gearworker failed list|show|retry|purge`` (:mod:`.cli`) reads them;
 ``gearworker failed retry ID`` submits one again as a background job.
 
 :mod:`.store` holds the two stores, :mod:`.record` the middleware that writes
-the records, :mod:`.cli` the command line.
+the records; :mod:`.query` reads, filters and deletes them for people (pages
+newest first by cursor), :mod:`.retry` submits them again, and both serve
+:mod:`.cli` (the command line) and the web app's console alike.
 
 ``failed_jobs`` is either an sqlite database (a path ending in ``.db``,
 ``.sqlite`` or ``.sqlite3``; stdlib :mod:`sqlite3`, WAL mode, safe for several

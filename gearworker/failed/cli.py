@@ -1,12 +1,14 @@
-"""``gearworker failed list | show ID | retry ID | purge``: the records of jobs that failed for good.
+"""``gearworker failed list | show ID | retry ID... | purge``: the records of jobs that failed for good.
 
-The store is the ``failed_jobs`` setting (or ``--store PATH``).  ``retry``
-submits the job again as a background job, with its workload and unique id,
-and removes the record once the job server has it (if the job fails again,
-the worker writes a new record); the records that repeat it (the same
-function and unique id: gearmand ran the job again after a worker died
-between its record and its report) go with it.  Exit codes: 0 ok, 1 no such record (or a
-truncated workload without ``--force``), 2 usage, settings or connection error.
+The store is the ``failed_jobs`` setting (or ``--store PATH``).  Reading,
+filtering and deleting go through :mod:`.query`, retrying through
+:mod:`.retry`: the same code as the web app's console.  ``retry`` submits the
+job again as a background job, with its workload and unique id, and removes
+the record once the job server has it, with the records that repeat it (the
+same function and unique id: gearmand ran the job again after a worker died
+between its record and its report); if the job fails again, the worker
+writes a new record.  Exit codes: 0 ok, 1 no such record (or a truncated
+workload without ``--force``), 2 usage, settings or connection error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import base64
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
@@ -34,7 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     actions = failed.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="one line per record, oldest first")
-    ls.add_argument("--function", metavar="F", help="only this function's records")
+    _filter_flags(ls)
+    ls.add_argument("--newest", action="store_true", help="newest first")
     ls.add_argument("--limit", type=int, metavar="N")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", help="one record in full")
@@ -43,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry = actions.add_parser(
         "retry", help="submit the job again as a background job, then drop the record and its repeats"
     )
-    retry.add_argument("id", metavar="ID")
+    retry.add_argument("ids", nargs="+", metavar="ID")
     retry.add_argument("--force", action="store_true", help="retry even if only part of the workload was kept")
     retry.add_argument(
         "--server",
@@ -53,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="job server; repeat for several (default: settings)",
     )
     purge = actions.add_parser("purge", help="delete records (all, or filtered)")
-    purge.add_argument("--function", metavar="F")
+    _filter_flags(purge)
     purge.add_argument("--older-than", type=float, metavar="SECONDS", help="only records older than this")
     for p in (ls, show, retry, purge):
         p.add_argument("--settings", metavar="PATH", help="settings file (default: $GEARWORKER_SETTINGS)")
@@ -61,9 +65,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     failed.set_defaults(func=cmd_failed)
 
 
+def _filter_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--function", metavar="F", help="only this function's records")
+    p.add_argument("--grep", metavar="TEXT", help="only records with TEXT in the error or unique id (any case)")
+    p.add_argument("--since", type=_time, metavar="TIME", help="failed at or after TIME (Unix seconds or ISO 8601)")
+    p.add_argument("--until", type=_time, metavar="TIME", help="failed before TIME")
+
+
+def _time(text: str) -> float:
+    from .query import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not Unix seconds or an ISO 8601 time") from None
+
+
+def _filter(args: argparse.Namespace) -> Any:
+    import time
+
+    from .query import FailedFilter
+
+    until = args.until
+    if getattr(args, "older_than", None) is not None:
+        cutoff = time.time() - args.older_than
+        until = cutoff if until is None else min(until, cutoff)
+    return FailedFilter(function=args.function, text=args.grep or None, since=args.since, until=until)
+
+
 def _store(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..config import load
-    from .store import open_store
+    from .query import open_query
 
     settings = load(args.settings)
     path = args.store or settings.failed_jobs
@@ -73,7 +105,7 @@ def _store(args: argparse.Namespace) -> tuple[Any, Any]:
             file=settings.source,
             setting="failed_jobs",
         )
-    return settings, open_store(path, workload_limit=settings.failed_workload_limit)
+    return settings, open_query(path)
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
@@ -81,14 +113,14 @@ def cmd_failed(args: argparse.Namespace) -> int:
     from .store import FailedStoreError
 
     try:
-        settings, store = _store(args)
+        settings, query = _store(args)
         if args.action == "list":
-            return _list(store, args)
+            return _list(query, args)
         if args.action == "show":
-            return _show(store, args)
+            return _show(query, args)
         if args.action == "retry":
-            return asyncio.run(_retry(store, settings, args))
-        count = store.purge(function=args.function, older_than=args.older_than)
+            return asyncio.run(_retry(query, settings, args))
+        count = query.delete_matching(_filter(args))
         print(f"purged {count} record{'s' if count != 1 else ''}")
         return EXIT_OK
     except FailedStoreError as e:
@@ -96,14 +128,28 @@ def cmd_failed(args: argparse.Namespace) -> int:
         return EXIT_NOT_FOUND if str(e).startswith("no failed job") else EXIT_ERROR
 
 
-def _list(store: Any, args: argparse.Namespace) -> int:
+def _records(query: Any, args: argparse.Namespace) -> Iterator[Any]:
+    """The records to list, a page at a time (never all in memory)."""
+    filt, cursor, left = _filter(args), None, args.limit
+    while left is None or left > 0:
+        size = 500 if left is None else min(500, left)
+        page = query.page(filt, cursor=cursor, limit=size, oldest_first=not args.newest, total=False)
+        yield from page.entries
+        if left is not None:
+            left -= len(page.entries)
+        if page.next is None:
+            return
+        cursor = page.next
+
+
+def _list(query: Any, args: argparse.Namespace) -> int:
     from ..client.cli import format_table
 
-    jobs = store.list(function=args.function, limit=args.limit)
     if args.json:
-        for job in jobs:
-            print(json.dumps(job.summary()))
+        for entry in _records(query, args):
+            print(json.dumps(entry.summary()))
         return EXIT_OK
+    jobs = list(_records(query, args))
     rows = [["ID", "FAILED (UTC)", "FUNCTION", "ATTEMPTS", "BYTES", "UNIQUE", "REPEAT OF", "ERROR"]]
     for job in jobs:
         summary = job.summary()
@@ -124,8 +170,8 @@ def _list(store: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show(store: Any, args: argparse.Namespace) -> int:
-    job = store.get(args.id)
+def _show(query: Any, args: argparse.Namespace) -> int:
+    job = query.get(args.id)
     if args.workload:
         sys.stdout.buffer.write(job.workload)
         sys.stdout.buffer.flush()
@@ -139,29 +185,31 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _retry(store: Any, settings: Any, args: argparse.Namespace) -> int:
+async def _retry(query: Any, settings: Any, args: argparse.Namespace) -> int:
     from ..client import Client
     from ..errors import ConnectionLost, NoServerAvailable
+    from .retry import retry_jobs, truncated_reason
 
-    job = store.get(args.id)
-    if job.truncated and not args.force:
-        print(
-            f"gearworker: record {job.id} kept {len(job.workload)} of {job.workload_size} workload bytes: "
-            "retrying would run a different job (--force to do it anyway)",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_FOUND
+    jobs = [query.get(job_id) for job_id in args.ids]  # a missing one stops everything before any submit
+    status = EXIT_OK
+    for job in jobs:
+        if job.truncated and not args.force:
+            print(f"gearworker: {truncated_reason(job)} (--force to do it anyway)", file=sys.stderr)
+            status = EXIT_NOT_FOUND
+    jobs = [job for job in jobs if args.force or not job.truncated]
+    if not jobs:
+        return status
     servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     try:
         async with Client(servers, connect_timeout=settings.connect_timeout) as client:
-            handle = await client.submit_background(job.function, job.workload, unique=job.unique or None)
+            results = await retry_jobs(client, query, jobs, force=args.force)
     except (NoServerAvailable, ConnectionLost) as e:
         print(f"gearworker: {e}", file=sys.stderr)
         return EXIT_ERROR
-    store.delete(job.id)
-    if job.unique:  # its repeats are the same job, submitted again just now
-        for other in store.list(function=job.function):
-            if other.unique == job.unique:
-                store.delete(other.id)
-    print(handle.decode(errors="replace"))
-    return EXIT_OK
+    for result in results:
+        if result.ok:
+            print(result.handle)
+        else:
+            print(f"gearworker: record {result.id}: {result.problem}", file=sys.stderr)
+            status = EXIT_ERROR
+    return status

@@ -27,6 +27,19 @@ __all__ = [
 ]
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+#: The table of an sqlite store.
+SQLITE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS failed_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, failed_at REAL, "
+    "function TEXT, handle TEXT, unique_id TEXT, server TEXT, error TEXT, attempts INTEGER, "
+    "workload BLOB, workload_size INTEGER)"
+)
+#: Finds the first record of a job (function and unique id), for the repeats of it.
+SQLITE_UNIQUE_INDEX = "CREATE INDEX IF NOT EXISTS failed_jobs_unique ON failed_jobs (function, unique_id)"
+#: The id of the first record of the same job as the row's (NULL without a unique id): its repeat_of.
+SQLITE_FIRST = (
+    "(SELECT MIN(f.id) FROM failed_jobs f WHERE f.function = failed_jobs.function "
+    "AND f.unique_id = failed_jobs.unique_id AND failed_jobs.unique_id != '')"
+)
 
 
 class FailedStoreError(GearworkerError):
@@ -158,13 +171,8 @@ class SqliteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")  # readers (the CLI) never block the writing worker
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS failed_jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, failed_at REAL, "
-                    "function TEXT, handle TEXT, unique_id TEXT, server TEXT, error TEXT, attempts INTEGER, "
-                    "workload BLOB, workload_size INTEGER)"
-                )
-                # Finds the first record of a job for its repeats (mark_repeats); read only by the CLI.
-                db.execute("CREATE INDEX IF NOT EXISTS failed_jobs_unique ON failed_jobs (function, unique_id)")
+                db.execute(SQLITE_TABLE)
+                db.execute(SQLITE_UNIQUE_INDEX)
         except (OSError, sqlite3.Error) as e:
             raise FailedStoreError(f"failed_jobs database {str(path)!r}: {e}") from e
 
@@ -193,11 +201,7 @@ class SqliteStore:
     def writer(self) -> BatchWriter:
         return _SqliteWriter(self)
 
-    # The id of the first record of the same job (function and unique id), for mark_repeats.
-    _FIRST = (
-        "(SELECT MIN(f.id) FROM failed_jobs f WHERE f.function = failed_jobs.function "
-        "AND f.unique_id = failed_jobs.unique_id AND failed_jobs.unique_id != '')"
-    )
+    _FIRST = SQLITE_FIRST
 
     def _marked(self, row: tuple[Any, ...]) -> FailedJob:
         job = self._row(row[:-1])

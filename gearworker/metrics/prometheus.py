@@ -1,18 +1,16 @@
 """Prometheus metrics and a tiny HTTP endpoint for ``/metrics`` and ``/healthz``.
 
 The worker calls :class:`Metrics` on every job, so those calls only look up a
-cached label child and bump it.  :func:`serve` answers scrapes with a minimal
-asyncio HTTP/1.0-style server: two GET routes do not justify a web framework
-in the worker process.
+cached label child and bump it.  :func:`serve` answers scrapes with the minimal
+asyncio server of :mod:`gearworker.metrics.http`: two GET routes do not justify
+a web framework in the worker process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
-import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,10 +22,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .. import __version__
+from .http import TEXT, Answer, serve_routes
 
 __all__ = ["BUCKETS", "OUTCOMES", "STATES", "Metrics", "serve"]
-
-log = structlog.get_logger("gearworker.metrics")
 
 OUTCOMES = ("complete", "fail", "timeout", "crash", "handed_back", "abandoned")
 STATES = ("connected", "connecting", "down")
@@ -155,13 +152,9 @@ class Metrics:
 
 # -- HTTP ------------------------------------------------------------------------
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-_READ_TIMEOUT = 10.0
-_MAX_HEADER = 8192
-
 
 async def serve(metrics: Metrics, host: str, port: int, healthy: Callable[[], bool] | None = None) -> asyncio.Server:
-    """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port``.
+    """Serve ``GET /metrics`` and ``GET /healthz`` on ``host:port`` (:func:`gearworker.metrics.http.serve_routes`).
 
     ``healthy()`` decides /healthz: 200 ``ok`` when True, 503 with the reason
     otherwise.  Without it, healthy means "connected to at least one server".
@@ -170,67 +163,12 @@ async def serve(metrics: Metrics, host: str, port: int, healthy: Callable[[], bo
     """
     check = healthy if healthy is not None else (lambda: "connected" in metrics.connections.values())
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(_answer(metrics, check, reader, writer), _READ_TIMEOUT)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except Exception:  # a scrape must never take the worker down
-            log.exception("metrics.request_failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def scrape() -> Answer:
+        return 200, metrics.render(), CONTENT_TYPE_LATEST
 
-    server = await asyncio.start_server(on_connect, host, port, limit=_MAX_HEADER)
-    bound = server.sockets[0].getsockname() if server.sockets else (host, port)
-    log.debug("metrics.listening", host=bound[0], port=bound[1])
-    return server
+    async def health() -> Answer:
+        if check():
+            return 200, b"ok\n", TEXT
+        return 503, metrics.unhealthy_reason().encode() + b"\n", TEXT
 
-
-async def _answer(
-    metrics: Metrics, healthy: Callable[[], bool], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = request_line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        await _respond(writer, 400, b"bad request\n")
-        return
-    method, target = parts[0], parts[1].split("?", 1)[0]
-    if method not in ("GET", "HEAD"):
-        await _respond(writer, 405, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
-        return
-    body_wanted = method == "GET"
-    if target == "/metrics":
-        await _respond(writer, 200, metrics.render(), CONTENT_TYPE_LATEST, body=body_wanted)
-    elif target == "/healthz":
-        if healthy():
-            await _respond(writer, 200, b"ok\n", body=body_wanted)
-        else:
-            await _respond(writer, 503, metrics.unhealthy_reason().encode() + b"\n", body=body_wanted)
-    else:
-        await _respond(writer, 404, b"not found: try /metrics or /healthz\n", body=body_wanted)
-
-
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: bytes,
-    content_type: str = "text/plain; charset=utf-8",
-    *,
-    body: bool = True,
-    extra: bytes = b"",
-) -> None:
-    head = (
-        (
-            f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(payload)}\r\n"
-            "Connection: close\r\n"
-        ).encode()
-        + extra
-        + b"\r\n"
-    )
-    writer.write(head + payload if body else head)
-    await writer.drain()
+    return await serve_routes({"/metrics": scrape, "/healthz": health}, host, port)

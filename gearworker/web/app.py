@@ -9,8 +9,11 @@ from its storage root by an id it made; no route takes a file path from the user
 - ``GET /api/servers`` the admin ``status`` table (JSON)
 - ``GET /api/photos?offset=&limit=`` stored photos, newest first; ``POST`` one photo (multipart ``photo``);
   ``DELETE /api/photos/{id}``; ``GET /photos/{id}/{n}`` a resized copy (ETag, Cache-Control)
+- ``POST /api/photos/{id}/retry`` resize a failed photo again from its original
 - ``POST /api/jobs`` the Jobs form (JSON only); ``POST /api/jobs/{id}/cancel``; ``POST /api/jobs/resume``
 - ``POST /api/login``, ``POST /api/logout`` when a password is set
+- the console (:mod:`.console`): ``/api/console``, ``/api/failed...``, ``/api/queues...``,
+  ``/api/workers``, ``/metrics``
 
 The handlers live in :mod:`.pages` (pages, login, streams) and :mod:`.routes`
 (photos and jobs), over the shared :class:`~gearworker.web.state.WebApp`.
@@ -31,13 +34,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .console import Console, ConsoleOptions
 from .pages import Pages
 from .photos import human_size
 from .routes import JobRoutes, PhotoRoutes
 from .security import BodyLimit, Guard, GuardConfig, allowed_hosts, refuse
 from .state import MAX_PAYLOAD, MULTIPART_OVERHEAD, STATIC, WebApp, WebOptions
 
-__all__ = ["SECURITY_HEADERS", "WebApp", "WebOptions", "create_app"]
+__all__ = ["SECURITY_HEADERS", "ConsoleOptions", "WebApp", "WebOptions", "create_app"]
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -78,11 +82,14 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwargs: Any) -> Starlette:
+def create_app(
+    servers: Sequence[str], options: WebOptions | None = None, *, console: ConsoleOptions | None = None, **kwargs: Any
+) -> Starlette:
     """Build the web app for ``servers`` ("host:port" each); ``kwargs`` are :class:`WebOptions` fields."""
     options = dataclasses.replace(options or WebOptions(), **kwargs)
     web = WebApp(servers, options)
     pages, photos, jobs = Pages(web), PhotoRoutes(web), JobRoutes(web)
+    operator = Console(web, console or ConsoleOptions())
     routes = [
         Route("/", pages.index),
         Route("/login", pages.login_page),
@@ -94,10 +101,12 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
         Route("/api/photos", photos.list, methods=["GET"]),
         Route("/api/photos", photos.upload, methods=["POST"]),
         Route("/api/photos/{photo_id}", photos.delete, methods=["DELETE"]),
+        Route("/api/photos/{photo_id}/retry", photos.retry, methods=["POST"]),
         Route("/photos/{photo_id}/{index}", photos.copy),
         Route("/api/jobs", jobs.submit, methods=["POST"]),
         Route("/api/jobs/resume", jobs.resume, methods=["POST"]),
         Route("/api/jobs/{row_id}/cancel", jobs.cancel, methods=["POST"]),
+        *operator.routes(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
@@ -113,12 +122,18 @@ def create_app(servers: Sequence[str], options: WebOptions | None = None, **kwar
                 MAX_PAYLOAD + 4096, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form."
             ),
             "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
+            **operator.body_limits(),
         },
         password_hash=options.password_hash,
         logins=web.logins,
     )
-    app = Starlette(routes=routes, lifespan=web.lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
+    app = Starlette(
+        routes=routes,
+        lifespan=operator.lifespan(web.lifespan),
+        exception_handlers={404: _not_found, 405: _not_allowed},
+    )
     app.state.web = web
+    app.state.console = operator
     app.add_middleware(Guard, config=guard)
     app.add_middleware(_SecurityHeaders)
     return app

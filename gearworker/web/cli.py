@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="listen on a non-loopback address without a login (setting web_allow_insecure_remote)",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="also serve /metrics (gearmand's state) here without a login, for Prometheus (setting web_metrics)",
+    )
+    parser.add_argument(
         "--hash-password",
         action="store_true",
         help="read a password on stdin, print a web_password_hash for it, and exit",
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load
     from ..errors import ConfigError
     from ..logs import configure as configure_logs
-    from .app import WebOptions, create_app
+    from .app import ConsoleOptions, WebOptions, create_app
     from .security import is_loopback
 
     if args.hash_password:
@@ -89,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
                 "web_storage_root": args.storage_root,
                 "web_photo_mode": args.photo_mode,
                 "web_allow_insecure_remote": args.allow_insecure_remote,
+                "web_metrics": args.metrics,
             },
         )
         options = WebOptions.from_settings(settings, listen_host=args.host, listen_port=args.port)
+        console = ConsoleOptions.from_settings(settings)
     except ConfigError as e:
         print(f"gearworker web: {e}", file=sys.stderr)
         return 2
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logs(settings.log_level, settings.log_format, settings.log_file)
     servers = settings.servers or [DEFAULT_SERVER]
-    app = create_app(servers, options)
+    app = create_app(servers, options, console=console)
     config = uvicorn.Config(
         app,
         host=args.host,

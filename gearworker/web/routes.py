@@ -121,6 +121,28 @@ class PhotoRoutes:
         log.info("web.photo.deleted", photo=photo_id, client=client_host(request))
         return JSONResponse({"deleted": photo_id})
 
+    async def retry(self, request: Request) -> Response:
+        """Resize a failed photo again from its original on disk (a job server restarted mid-resize...)."""
+        web = self.web
+        photo_id = request.path_params["photo_id"]
+        photo = web.photos.get(photo_id) if _PHOTO_ID_RE.match(photo_id) else None
+        if photo is None:
+            return refuse(404, "That photo is not here (any more).")
+        if photo.state != "failed":
+            return refuse(409, "Only a photo whose resize failed can be resized again.")
+        if not await asyncio.to_thread(web.photos.original(photo).is_file):
+            return refuse(410, "That photo's original is no longer on disk: upload it again.")
+        if (wait := web.rate.take(client_host(request))) > 0:
+            return refuse(
+                429, f"Too many jobs from here: try again in {int(wait)} s.", **{"retry-after": str(int(wait))}
+            )
+        photo.state, photo.error, photo.numerator, photo.denominator = "queued", None, 0, 0
+        await asyncio.to_thread(web.photos.save, photo)
+        web.hub.broadcast("photo", photo.view())
+        web.spawn(run_photo(web.photo_ctx, photo, None))
+        log.info("web.photo.retry", photo=photo.id, client=client_host(request))
+        return JSONResponse(photo.view(), status_code=202)
+
     async def copy(self, request: Request) -> Response:
         photo_id, index = request.path_params["photo_id"], request.path_params["index"]
         found = (

@@ -22,12 +22,11 @@ only wires sessions to sockets (:mod:`gearworker.transport`) and to capacity.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from typing import cast
 
 import structlog
 
+from ..clientid import worker_client_id
 from ..config import Settings
 from ..metrics import NO_METRICS, MetricsSink, NullMetrics
 from ..protocol import JobAssigned, WorkerSession, registration
@@ -74,9 +73,9 @@ class Worker:
         self.runner = Runner(pool, middleware, exception_style=self._exception_style, on_end=self._ended)
         #: Jobs still running whose connection dropped (on_connection_lost = "finish").
         self._orphans: set[ActiveJob] = set()
-        #: SET_CLIENT_ID of every connection: gearadmin --workers shows it, and
-        #: the scheduler's election compares it (gearworker.schedule.rules).
-        self.client_id = (settings.client_id or socket.gethostname()) + f"-{os.getpid()}"
+        #: SET_CLIENT_ID of every connection: gearadmin --workers shows it (host, pid, version),
+        #: and the scheduler's election compares it (gearworker.schedule.rules).
+        self.client_id = worker_client_id(settings.client_id)
         self._global = Bucket("concurrency", settings.concurrency)
         self._functions, self.groups = self._build_functions()
         self._rotation = 0
