@@ -1,9 +1,10 @@
 """The job object a handler receives.
 
 Async handlers (``async def``) get a :class:`Job` and report progress with
-``await job.status(n, d)``.  CPU handlers (``cpu=True``) run in a pool process
-and get a :class:`CpuJob` whose reporting methods are plain calls: the child
-sends each report to the parent, which forwards it to the job server in
+``await job.status(n, d)``.  Plain ``def`` handlers get a :class:`CpuJob`,
+whose reporting methods are plain calls: in a pool process (``cpu=True``) the
+child sends each report to the parent, in a thread (without ``cpu=True``) it
+is handed to the event loop; either way the job server gets the reports in
 order, before the job's result.
 """
 
@@ -85,7 +86,7 @@ class CpuJobSpec:
 
 
 class CpuJob(_JobData):
-    """A job as seen by a ``cpu=True`` handler inside a pool process.
+    """A job as seen by a plain ``def`` handler: in a pool process (``cpu=True``) or in a thread.
 
     Its reporting methods are synchronous: the handler is plain blocking code.
     """
@@ -100,7 +101,7 @@ class CpuJob(_JobData):
         self._send = send
 
     def status(self, numerator: int, denominator: int) -> None:
-        """Report progress (WORK_STATUS) from inside the pool process."""
+        """Report progress (WORK_STATUS)."""
         self._send("status", (str(int(numerator)).encode(), str(int(denominator)).encode()))
 
     def send_data(self, data: object) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import structlog
 
@@ -27,9 +27,10 @@ from ..protocol import JobAssigned, WorkerSession
 from .capacity import Function
 from .chain import Chain, CompletedHooks
 from .eager import start_eagerly
-from .job import CpuJobSpec, Job
+from .job import CpuJob, CpuJobSpec, Job
 from .pool import ChildDied, Pool, PoolTimeout
 from .retry import failure_of, run_with_retries
+from .threads import run_in_thread, thread_job
 
 if TYPE_CHECKING:
     from ..transport import PacketStream
@@ -159,7 +160,11 @@ class Runner:
         return True
 
     async def _run_async(self, job: ActiveJob, data: bytes) -> None:
-        api = Job(job.function.name, job.handle, job.unique, data, job)
+        api: Job | CpuJob
+        if job.function.handler.is_async:
+            api = Job(job.function.name, job.handle, job.unique, data, job)
+        else:  # a plain def without cpu=True: in a thread (gearworker.worker.threads)
+            api = thread_job(job.function.name, job.handle, job.unique, data, job)
         try:
             if job.function.handler.retry.retries:
                 result = await self._attempts(job, lambda n: self._attempt_async(job, api))
@@ -176,12 +181,12 @@ class Runner:
         else:
             self.finish(job, result, "complete")
 
-    async def _attempt_async(self, job: ActiveJob, api: Job) -> bytes | Failure:
-        """Run an async handler once: its result, or the failure (an exception, the timeout)."""
+    async def _attempt_async(self, job: ActiveJob, api: Job | CpuJob) -> bytes | Failure:
+        """Run an async (or thread) handler once: its result, or the failure (an exception, the timeout)."""
         h = job.function.handler
         try:
             if h.timeout is None:
-                result = await h.func(api)
+                result = await (h.func(api) if h.is_async else run_in_thread(h.func, cast(CpuJob, api)))
             else:
                 # expired(), not a clock comparison: the deadline is on the loop's
                 # clock, which uvloop caches, so time.monotonic() can say a little
@@ -189,7 +194,7 @@ class Runner:
                 deadline = asyncio.timeout(h.timeout)
                 try:
                     async with deadline:
-                        result = await h.func(api)
+                        result = await (h.func(api) if h.is_async else run_in_thread(h.func, cast(CpuJob, api)))
                 except TimeoutError:
                     if deadline.expired():
                         return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")

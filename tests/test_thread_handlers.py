@@ -1,0 +1,84 @@
+"""A plain ``def`` handler without ``cpu=True`` runs in a thread: blocking code that never blocks the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from gearmand import Gearmand
+from support import WorkerProcess, handlers_dir
+
+from gearworker import Client, JobFailed
+from gearworker.client import Progress
+
+THREADS = """
+import threading
+import time
+
+from gearworker import handler
+
+
+# Five jobs meet here: they can only if they run at the same time, each in its own thread.
+together = threading.Barrier(5, timeout=15)
+
+
+@handler("blocking")
+def blocking(job):
+    job.status(1, 2)
+    job.send_data(b"partial")
+    together.wait()  # blocks its thread, not the worker
+    job.status(2, 2)
+    return {"thread": threading.current_thread().name, "echo": job.text()}
+
+
+@handler("boom")
+def boom(job):
+    raise ValueError("no good")
+
+
+@handler("stuck", timeout=1)
+def stuck(job):
+    time.sleep(3600)  # past its timeout; a thread cannot be stopped from outside
+"""
+
+
+async def test_a_plain_def_handler_runs_in_a_thread_with_its_reports_in_order_before_the_result(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    worker = WorkerProcess([gearmand.address], handlers=handlers_dir(tmp_path, threads=THREADS))
+    worker.start(wait_for="blocking", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            seen: list[Progress] = []
+            results = await asyncio.gather(
+                *(client.submit("blocking", f"job {i}", timeout=20, on_progress=seen.append) for i in range(5))
+            )
+            answers = [r.json() for r in results]
+            with_errors = await _failure(client, "boom")
+        assert sorted(a["echo"] for a in answers) == [f"job {i}" for i in range(5)]
+        assert all(a["thread"].startswith("gearworker handler blocking") for a in answers)
+        kinds = [p.kind for p in seen]
+        assert kinds.count("status") == 10 and kinds.count("data") == 5
+        assert with_errors == "ValueError: no good"
+    finally:
+        assert worker.stop() == 0
+
+
+async def test_a_thread_handler_past_its_timeout_fails_and_a_stuck_thread_does_not_hold_the_exit(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    worker = WorkerProcess([gearmand.address], handlers=handlers_dir(tmp_path, threads=THREADS))
+    worker.start(wait_for="stuck", gearmand=gearmand)
+    async with Client([gearmand.address]) as client:
+        assert "ran past its 1s timeout" in await _failure(client, "stuck")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0  # the stuck thread is a daemon thread
+
+
+async def _failure(client: Client, function: str) -> str:
+    try:
+        await client.submit(function, b"", timeout=20)
+    except JobFailed as e:
+        return e.message
+    raise AssertionError(f"{function} did not fail")
