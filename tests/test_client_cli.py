@@ -68,7 +68,7 @@ def test_background_submit_prints_the_handle_and_status_shows_the_queue(gearmand
     table = gearworker("status", "--server", gearmand.address)
     assert table.returncode == 0
     lines = table.stdout.decode().splitlines()
-    assert lines[0].split() == ["FUNCTION", "QUEUED", "RUNNING", "WORKERS"]
+    assert lines[0].split() == ["FUNCTION", "WAITING", "RUNNING", "WORKERS"]
     assert ["nobody.home", "1", "0", "0"] in [line.split() for line in lines[1:]]
     job = gearworker("status", "--handle", handle, "--server", gearmand.address)
     assert job.stdout.decode().splitlines()[1].split() == ["yes", "no", "0", "0"]
@@ -84,7 +84,7 @@ def test_status_with_several_servers_and_workers(gearmand_factory: MakeGearmand,
     servers = ["--server", a.address, "--server", b.address]
     table = gearworker("status", *servers)
     rows = [line.split() for line in table.stdout.decode().splitlines()]
-    assert rows[0] == ["SERVER", "FUNCTION", "QUEUED", "RUNNING", "WORKERS"]
+    assert rows[0] == ["SERVER", "FUNCTION", "WAITING", "RUNNING", "WORKERS"]
     assert [a.address, "php.echo", "0", "0", "2"] in rows and [b.address, "php.echo", "0", "0", "2"] in rows
     listed = gearworker("status", "--workers", *servers)
     rows = [line.split() for line in listed.stdout.decode().splitlines()]
@@ -103,3 +103,10 @@ def test_submit_when_schedules_a_background_job(gearmand: Gearmand) -> None:
     assert gearmand.status()["later.fn"] == (1, 0, 0)
     bad = gearworker("submit", "later.fn", "x", "-b", "--when", "tomorrow", "--server", gearmand.address)
     assert bad.returncode == 2 and b"ISO" in bad.stderr
+
+
+def test_status_shows_waiting_jobs_apart_from_running_ones() -> None:
+    """gearmand's status line counts running jobs in its total: the table's WAITING leaves them out."""
+    from gearworker.client.cli import _status_table
+
+    assert _status_table({"gm:4730": ["resize\t3\t1\t2"]}, False)[1] == ["resize", "2", "1", "2"]

@@ -208,10 +208,12 @@ def _yes(flag: bool) -> str:
 def _status_table(answers: dict[str, list[str]], many: bool) -> list[list[str]]:
     from ..protocol import StatusRow
 
-    rows = [(["SERVER"] if many else []) + ["FUNCTION", "QUEUED", "RUNNING", "WORKERS"]]
+    # WAITING is gearmand's total minus the running jobs: its own "queued" column counts both.
+    rows = [(["SERVER"] if many else []) + ["FUNCTION", "WAITING", "RUNNING", "WORKERS"]]
     for address, lines in answers.items():
         for r in sorted((StatusRow.parse(line) for line in lines), key=lambda r: r.function):
-            rows.append(([address] if many else []) + [r.function, str(r.queued), str(r.running), str(r.workers)])
+            waiting = max(0, r.queued - r.running)
+            rows.append(([address] if many else []) + [r.function, str(waiting), str(r.running), str(r.workers)])
     return rows
 
 
