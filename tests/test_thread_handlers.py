@@ -70,10 +70,13 @@ async def test_a_thread_handler_past_its_timeout_fails_and_a_stuck_thread_does_n
 ) -> None:
     worker = WorkerProcess([gearmand.address], handlers=handlers_dir(tmp_path, threads=THREADS))
     worker.start(wait_for="stuck", gearmand=gearmand)
-    async with Client([gearmand.address]) as client:
-        assert "ran past its 1s timeout" in await _failure(client, "stuck")
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(15) == 0  # the stuck thread is a daemon thread
+    try:
+        async with Client([gearmand.address]) as client:
+            assert "ran past its 1s timeout" in await _failure(client, "stuck")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(15) == 0  # the stuck thread is a daemon thread
+    finally:
+        worker.stop()
 
 
 async def _failure(client: Client, function: str) -> str:
