@@ -40,9 +40,10 @@ The rules (docs/contributing.md says the same for people writing pages):
    ``GEARWORKER_SERVERS`` names both, so ``Client()`` and ``submit()`` find them; no other
    ``GEARWORKER_*`` variable is set. The block runs in an empty temporary folder holding only
    ``photo.jpg`` (a real 1200x900 JPEG).
-5. **Output.** A block followed (blank lines between allowed) by ``<!-- example: output -->``
-   and then a fenced block (```` ```text ````): what the block prints must match that block's
-   text, as doctest compares (``...`` matches anything; whitespace at line ends is ignored).
+5. **Output.** A block of client code followed (blank lines between allowed) by
+   ``<!-- example: output -->`` and then a fenced block (```` ```text ````): what the block's
+   ``print()`` calls write must match that block's text, as doctest compares with ELLIPSIS and
+   NORMALIZE_WHITESPACE (``...`` matches anything). Log lines are not output.
 6. **Opt-out.** ``<!-- example: skip (why) -->`` on the line before the fence (blank lines
    between allowed) skips the block, shown as a skip with its reason. Only where running is
    impossible; a missing reason fails, and so do more than MAX_OPT_OUTS opt-outs in all.
@@ -55,7 +56,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
-import contextlib
 import doctest
 import inspect
 import io
@@ -213,7 +213,10 @@ def read_page(path: Path) -> tuple[list[Block], list[str]]:
         if f.lang in ("pycon", "python-repl"):
             problems.append(f"{page}:{f.line}: a ```{f.lang} session is never run: write it as ```python")
         if f.lang in ("python", "py"):
-            blocks.append(Block(page, f.line, f.text, kind_of(f.text), skips.get(f.line), outputs.get(f.line)))
+            block = Block(page, f.line, f.text, kind_of(f.text), skips.get(f.line), outputs.get(f.line))
+            if block.output is not None and block.kind != CLIENT:
+                problems.append(f"{block.id}: 'example: output' follows a {block.kind}, which prints nothing here")
+            blocks.append(block)
     return blocks, problems
 
 
@@ -498,8 +501,12 @@ def run_jobs_through_middleware(page: Page, worker: WorkerProcess, block: Block)
         what="the job.done lines of both jobs",
         process=worker,
     )
-    errors = worker.log_records("middleware.error")
-    assert not errors, f"{block.id}: a middleware failed: {errors}"
+    errors = [
+        f"{e.get('hook')}: {str(e.get('exception', '')).strip().splitlines()[-1:]}"
+        for e in worker.log_records("middleware.error")
+    ]
+    if errors:
+        pytest.fail(f"{block.id}: a middleware of the page failed:\n" + "\n".join(errors))
 
 
 @pytest.mark.parametrize(("page", "block"), params(CLIENT, with_page=True), indirect=["page"], scope="module")
@@ -549,11 +556,16 @@ def run_client_code(code: CodeType, block: Block, page: Page) -> str:
         f"waits for ever; the page's worker serves {', '.join(page.functions)})"
     )
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        if code.co_flags & inspect.CO_COROUTINE:
-            asyncio.run(_run_awaiting(code, namespace, late))
-        else:
-            _run_in_thread(code, namespace, late)
+
+    def block_print(*args: Any, file: Any = None, **options: Any) -> None:
+        # Only the block's own print() calls: log lines the library writes to stdout are no output of the example.
+        print(*args, file=out if file is None else file, **options)
+
+    namespace["print"] = block_print
+    if code.co_flags & inspect.CO_COROUTINE:
+        asyncio.run(_run_awaiting(code, namespace, late))
+    else:
+        _run_in_thread(code, namespace, late)
     return out.getvalue()
 
 
