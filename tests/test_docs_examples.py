@@ -74,7 +74,7 @@ import pytest
 from gearmand import Gearmand
 from support import HANDLERS, ROOT, WorkerProcess, photo_jpeg, wait_until
 
-from gearworker import Client, JobFailed, config
+from gearworker import Client, GearworkerError, JobFailed, config
 from gearworker.worker.registry import MODULE_PREFIX, discover
 
 #: Seconds one block of client code may take.
@@ -430,16 +430,19 @@ def page(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_markers() -> None:
-    """Every ``<!-- example: ... -->`` comment is one of the two known ones and marks a block."""
-    assert not MARKER_PROBLEMS, "\n".join(MARKER_PROBLEMS)
+    """Every ``<!-- example: ... -->`` comment is one of the two known ones and marks a block; no ```pycon."""
+    if MARKER_PROBLEMS:
+        pytest.fail("\n".join(MARKER_PROBLEMS))
 
 
 def test_opt_outs_are_few_and_say_why() -> None:
     opted_out = [b for b in BLOCKS if b.skip is not None]
     listing = "\n".join(f"  {b.id}: {b.skip or '(no reason given)'}" for b in opted_out)
     print(f"blocks opted out of running:\n{listing or '  none'}")
-    assert all(b.skip for b in opted_out), f"an opt-out must say why: <!-- example: skip (why) -->\n{listing}"
-    assert len(opted_out) <= MAX_OPT_OUTS, f"more than {MAX_OPT_OUTS} blocks opt out of running:\n{listing}"
+    if not all(b.skip for b in opted_out):
+        pytest.fail(f"an opt-out must say why: <!-- example: skip (why) -->\n{listing}")
+    if len(opted_out) > MAX_OPT_OUTS:
+        pytest.fail(f"more than {MAX_OPT_OUTS} blocks opt out of running:\n{listing}")
 
 
 def test_every_page_is_read() -> None:
@@ -471,10 +474,16 @@ def test_handler_module(page: Page, block: Block, tmp_path: Path) -> None:
     had_package = MODULE_PREFIX in sys.modules
     try:
         registry = discover(folder)
+    except GearworkerError as e:  # HandlerError, ConfigError: the message names the cause
+        not_loaded = f"{block.id} does not load as a handler module (its line numbers are the page's): {e}"
+    else:
+        not_loaded = ""
     finally:
         sys.modules.pop(f"{MODULE_PREFIX}.{stem}", None)
         if not had_package:
             sys.modules.pop(MODULE_PREFIX, None)
+    if not_loaded:
+        pytest.fail(not_loaded)
     assert registry.functions or registry.middleware, f"{block.id} defines no handler and no middleware"
     worker = page.require_worker()
     for name in registry.functions:
@@ -514,10 +523,11 @@ def test_client_code(page: Page, block: Block, tmp_path: Path, monkeypatch: pyte
     """Run against the page's gearmands and worker; what it prints matches the page's output, if shown."""
     check_runs_alone(block)
     strangers = unknown_addresses(block.source)
-    assert not strangers, (
-        f"{block.id} names {', '.join(strangers)}: examples name their servers {', '.join(PLACEHOLDERS)}, "
-        "which the test maps to its own gearmands"
-    )
+    if strangers:
+        pytest.fail(
+            f"{block.id} names {', '.join(strangers)}: examples name their servers {', '.join(PLACEHOLDERS)}, "
+            "which the test maps to its own gearmands"
+        )
     page.require_worker()
     for key in [k for k in os.environ if k.startswith("GEARWORKER_")]:
         monkeypatch.delenv(key)
@@ -570,15 +580,17 @@ def run_client_code(code: CodeType, block: Block, page: Page) -> str:
 
 
 async def _run_awaiting(code: CodeType, namespace: dict[str, Any], late: str) -> None:
+    deadline = asyncio.timeout(BLOCK_TIMEOUT)
     try:
-        async with asyncio.timeout(BLOCK_TIMEOUT) as deadline:
+        async with deadline:
             await eval(code, namespace)
     except TimeoutError:
-        if deadline.expired():
-            pytest.fail(late)
-        raise
+        if not deadline.expired():
+            raise  # the block's own
     finally:
         await _close_clients(namespace)
+    if deadline.expired():
+        pytest.fail(late)
 
 
 async def _close_clients(namespace: dict[str, Any]) -> None:
