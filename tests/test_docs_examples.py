@@ -4,8 +4,9 @@ One test per block, its id the page and the line of its opening fence (``docs/cl
 The rules (docs/contributing.md says the same for people writing pages):
 
 1. **Which blocks.** Every fenced block whose language is ``python`` or ``py`` (backticks or
-   tildes, indented in a list too). Nothing else is run; a ``pycon`` block (``>>>`` sessions) is
-   refused, since it would not be.
+   tildes, indented in a list or an admonition too). Nothing else is run, so a ``pycon`` block
+   (``>>>`` sessions), which would not be, is refused. (``ruff format --check``, in scripts/lint,
+   holds these blocks to the code's format as well.)
 2. **Self-contained.** Each block runs on its own, in a fresh namespace: it imports or defines
    every name it uses. This is checked before it runs (the symbol table: a name read but never
    bound, imported or built in), so a name used only inside a function body fails too.
@@ -31,10 +32,10 @@ The rules (docs/contributing.md says the same for people writing pages):
 4. **The servers a page sees.** Each page that has handler modules or client code gets two fresh
    gearmands and one worker process (``python -m gearworker``, ``--processes 1``) serving the
    repository's ``handlers/`` folder (``echo``, ``reverse``, ``fail``, ``slow``, ``slow_cpu``,
-   ``resize``: what ``scripts/run`` serves) plus every handler module of that page, so a page
-   that defines ``charge`` can then submit to it. They start once per page (a module-scoped
-   fixture parametrized by page; pytest runs a page's tests together) and stop when the next
-   page starts. In client code the addresses ``gm1:4730`` and ``127.0.0.1:4730`` (also
+   ``resize`` and the ``SlowJobs`` middleware: what ``scripts/run`` serves) plus every handler
+   module of that page, so a page that defines ``charge`` can then submit to it. They start once
+   per page (a module-scoped fixture parametrized by page; pytest runs a page's tests together)
+   and stop when the next page starts. In client code the addresses ``gm1:4730`` and ``127.0.0.1:4730`` (also
    ``localhost:4730``) are replaced by the first gearmand's, ``gm2:4730`` by the second's;
    any other "host:port" string fails the test (it would hang or mislead).
    ``GEARWORKER_SERVERS`` names both, so ``Client()`` and ``submit()`` find them; no other
