@@ -27,7 +27,7 @@ CASES = ("tiny", "throughput", "sweep", "latency", "client", "memory", "resize",
 WORKER_LABELS = {
     ("gearworker-defaults", 1): "gearworker, 1 process, defaults (info log: a JSON line per job into a pipe)",
     ("gearworker", 1): "gearworker, 1 process, tuned (--log-level warning --concurrency 1000)",
-    ("gearworker-defaults-gp8", 1): "gearworker, 1 process, defaults but grab_pipeline=8 (the default before)",
+    ("gearworker-defaults-gp8", 1): "gearworker, 1 process, defaults but grab_pipeline=8 (for comparison)",
     ("php", 1): "PHP GearmanWorker, 1 process",
     ("php", 2): "PHP GearmanWorker, 2 processes",
     ("aiogear", 1): "aiogear 0.2.6, 8 connections, uvloop",
@@ -330,7 +330,7 @@ def _tiny_table(tiny: dict[tuple[str, int], list[cases.Throughput]], seconds: fl
 
 
 def _resize_rows(runs: int, jobs: int) -> list[str]:
-    """The pool against N plain processes resizing at once, alternated round by round (the issue's target)."""
+    """The pool against N plain processes resizing at once, alternated round by round."""
     workload, _ = cases.resize_photo()
     procs = 2
     single = cases.median([cases.resize_in_process(workload, max(3, jobs // 3)) for _ in range(runs)])

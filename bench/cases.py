@@ -175,11 +175,11 @@ def resize_plain_processes(workload: bytes, processes: int, jobs: int, *, tuned:
 
     Measured like the pool run, so that the two differ only by Gearman and the
     transfer: the same number of images handed out one at a time to whichever
-    process is free, timed from the first hand-out to the last result.  (Until
-    this stop each process timed its own images and the rates were summed: that
-    leaves out the end of a batch, where one process has finished and the other
-    is still on its last image, which the pool's wall-clock figure always paid:
-    with 12 images that alone cost the pool up to 1/7, 0.86x on the table.)
+    process is free, timed from the first hand-out to the last result.  (Each
+    process timing its own images, with the rates summed, would leave out the
+    end of a batch, where one process has finished and the other is still on
+    its last image, which the pool's wall-clock figure always pays: with 12
+    images that alone cost the pool up to 1/7.)
 
     What the machine itself allows: on this 2-vCPU VM two processes resizing at
     once each run ~1.4x slower than one alone, so N x the single rate is out of

@@ -31,7 +31,7 @@ DELAYS_MS = (1, 5, 20)
 KINDS = (("gearworker-defaults", 1), ("gearworker-defaults-gp8", 1), ("php", 1), ("php", 4))
 LABELS = {
     ("gearworker-defaults", 1): "gearworker (defaults: grab_pipeline=32)",
-    ("gearworker-defaults-gp8", 1): "gearworker, grab_pipeline=8 (the default before)",
+    ("gearworker-defaults-gp8", 1): "gearworker, grab_pipeline=8 (for comparison)",
     ("php", 1): "PHP, 1 process",
     ("php", 4): "PHP, 4 processes",
 }

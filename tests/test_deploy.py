@@ -225,7 +225,7 @@ def test_unit_stop_timeout_exceeds_the_shutdown_grace_period() -> None:
 
 
 def test_unit_hardening_options() -> None:
-    """The hardening the issue asks for is on (and none that break Python's multiprocessing or cffi)."""
+    """The unit's hardening is on (and none that break Python's multiprocessing or cffi)."""
     service = parse_unit(UNIT)["Service"]
     assert service["NoNewPrivileges"] == ["yes"]
     assert service["ProtectSystem"][0] in ("strict", "full")

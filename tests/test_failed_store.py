@@ -1,10 +1,10 @@
-"""Failed-job records: both stores keep what the issue lists; the CLI lists, shows and purges them.
+"""Failed-job records: both stores keep every field of a record; the CLI lists, shows and purges them.
 
-Issue 14: "Record each finally-failed background job durably (function,
-handle, unique, workload up to a size limit, error, attempts, time) under a
-`failed_jobs` setting (a folder or an sqlite file), with `gearworker failed
-list | show ID | retry ID | purge`."  Retry against a real gearmand is in
-tests/test_jobqueue_gearmand.py.
+Each finally-failed background job is recorded durably (function, handle,
+unique, workload up to a size limit, error, attempts, time) under the
+`failed_jobs` setting (a folder or an sqlite file), and `gearworker failed
+list | show ID | retry ID | purge` reads them.  Retry against a real gearmand
+is in tests/test_jobqueue_gearmand.py.
 """
 
 from __future__ import annotations

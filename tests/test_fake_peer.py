@@ -1,8 +1,8 @@
 """A job server that misbehaves, which a real gearmand cannot be made to do.
 
-Issue: "a fake peer sending garbage, an oversize length header and an abrupt
-close: the connection is reset and re-established, the process lives, memory
-stays bounded."
+A fake peer sends garbage, an oversize length header and an abrupt close: the
+connection is reset and re-established, the process lives, memory stays
+bounded.
 
 The worker gets two servers: the fake (see ``fakepeer.FakeServer``) and a real
 gearmand.  After each misbehaviour the worker must reconnect to the fake

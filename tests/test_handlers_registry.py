@@ -1,8 +1,8 @@
 """Start-up fails with a clear message naming the file when the handlers are wrong.
 
-Issue: "Start-up fails with a clear message naming the file when a handler
-module cannot be imported, two handlers claim one name, or a CPU handler
-cannot be pickled."  Each case is checked twice: through
+Start-up fails with a clear message naming the file when a handler module
+cannot be imported, two handlers claim one name, or a CPU handler cannot be
+pickled.  Each case is checked twice: through
 ``gearworker.worker.registry.discover`` and through the real command line (exit code
 2, one readable line on stderr, no traceback).
 """

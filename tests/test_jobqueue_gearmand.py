@@ -1,6 +1,6 @@
 """Job-queue features against a real gearmand and real worker processes.
 
-Issue 14, "How it is checked": a handler that fails twice then succeeds, with
+What users check first: a handler that fails twice then succeeds, with
 `retries=2`, gives the client its result; the schedule count on 3 processes;
 after editing a handler file and SIGHUP, the same pid serves the new code
 while a job that was running completes; `gearworker failed retry` gets a

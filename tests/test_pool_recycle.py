@@ -1,8 +1,7 @@
 """Pool processes are recycled after N jobs or above an RSS limit, per process, without deadlock under load.
 
-Issue 14: "Recycling pool processes: after N jobs or above an RSS limit, per
-process.  (CPython gh-115634: ProcessPoolExecutor's own max_tasks_per_child
-can deadlock; we use one executor per slot: test it under load.)"
+CPython gh-115634: ProcessPoolExecutor's own max_tasks_per_child can deadlock,
+so the pool recycles with one executor per slot; these tests run it under load.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Retries and middleware, without a server: the policy, the attempt loop, the hooks and their registration.
 
-Issue 14: "`@handler(name, retries=N, retry_backoff=SECONDS)`. On an exception
-the worker runs the job again, up to N more times, with exponential backoff
-and jitter starting at `retry_backoff`, and tells the client each time
-(WORK_WARNING "attempt 2/3 failed: Type: message"). A handler can raise an
-exception that skips retries."  The real worker against gearmand is in
-tests/test_jobqueue_gearmand.py.
+`@handler(name, retries=N, retry_backoff=SECONDS)`: on an exception the worker
+runs the job again, up to N more times, with exponential backoff and jitter
+starting at `retry_backoff`, and tells the client each time (WORK_WARNING
+"attempt 2/3 failed: Type: message"); `NoRetry` skips the retries.  The real
+worker against gearmand is in tests/test_jobqueue_gearmand.py.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ keeps serving."
 
 Everything runs against a real gearmand and real ``python -m gearworker``
 processes; jobs are submitted with the ``gearman`` CLI.  The only durations
-asserted are the issue's own bounds (within the grace period, children gone
+asserted are the documented bounds (within the grace period, children gone
 within 2 s) and "well under" a 60 s grace.
 """
 

@@ -1,6 +1,6 @@
 """The operator console's JSON API (httpx against the ASGI app), with real gearmands and real workers.
 
-Issue 25's check: with the workers' failed-job store given to the web app, the Failed list shows
+The console's promise: with the workers' failed-job store given to the web app, the Failed list shows
 each failed job's unique id and error, and its Retry resubmits it (it fails again and is recorded
 anew); ``/metrics`` shows ``gearman_up 1`` and ``gearman_jobs_waiting`` of a function no worker
 serves equal to the background jobs waiting for it.
@@ -250,7 +250,7 @@ async def test_retry_and_delete_need_the_token_and_the_login(make: Any, tmp_path
 async def test_retry_resubmits_a_failed_job_the_worker_fails_again_and_records_anew(
     make: Any, gearmand: Gearmand, tmp_path: Path
 ) -> None:
-    """Issue 25's check: the Failed list shows the job's unique id and error; Retry runs it again, for real."""
+    """The console's promise: the Failed list shows the job's unique id and error; Retry runs it again, for real."""
     path = tmp_path / "failed.db"
     worker = start_worker(
         [gearmand.address],
@@ -338,7 +338,7 @@ async def test_a_job_row_can_find_its_failure_record_by_handle(make: Any, tmp_pa
 async def test_metrics_show_gearman_up_and_the_jobs_waiting_for_a_function_no_worker_serves(
     make: Any, gearmand: Gearmand, tmp_path: Path
 ) -> None:
-    """Issue 25's check, with the common exporter's names, plus the failed-store counts per function."""
+    """Autoscalers' view, with the common exporter's names, plus the failed-store counts per function."""
     path = tmp_path / "failed.db"
     store = open_store(path)
     for i in range(2):

@@ -1,8 +1,8 @@
 """structlog set-up: JSON lines in production, a readable console on a terminal.
 
 Every job logs one ``job.done`` line at info level, so a line must cost far
-less than the job (issue "Fast by default": stdlib ``json`` plus a ``write``
-and flush per line cost about as much as running a tiny job).  This follows
+less than the job (stdlib ``json`` plus a ``write`` and flush per line cost
+about as much as running a tiny job).  This follows
 structlog's own recipe for speed:
 
 - ``make_filtering_bound_logger``: a disabled level is a no-op method;

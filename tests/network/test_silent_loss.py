@@ -23,7 +23,7 @@ from support import wait_until
 from gearworker import Client
 from gearworker.errors import ConnectionLost
 
-BOUND = 60.0  # seconds: the bound for a job on the rebooted server, with default settings
+BOUND = 60.0  # seconds: the documented bound for a job on the rebooted server, with default settings
 
 
 def _vanish_and_reboot(lab: Lab, *, heartbeat: bool) -> tuple[float, float]:

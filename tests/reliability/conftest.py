@@ -1,7 +1,7 @@
 """Fixtures of the reliability suite: its size, the results store and its figures.
 
 CI runs the reduced size; ``pytest tests/reliability --full`` runs the sizes
-the issue asks for (5,000 chaos jobs, 50 shutdown cycles, 200,000 soak jobs).
+gearworker's reliability claims are made at (5,000 chaos jobs, 50 shutdown cycles, 200,000 soak jobs).
 Every test prints its figures and merges them into ``artifacts/reliability.json``.
 """
 
