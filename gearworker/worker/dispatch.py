@@ -287,8 +287,9 @@ class Worker:
             self.pump(conns[(start + i) % len(conns)])
 
     async def _poll(self, interval: float) -> None:
-        # gearmand 1.1.20 hands out a scheduled (epoch) job only when something
-        # wakes a worker (gearmand #101): a sleeping connection asks anyway.
+        # gearmand 1.1 hands out a scheduled (epoch) job only when something
+        # wakes a worker (gearmand #101), and 2.0.0 with --threads=0 never
+        # writes the wake-up it queues: a sleeping connection asks anyway.
         while not self.draining:
             await asyncio.sleep(interval)
             for conn in self.connections:
