@@ -93,7 +93,8 @@ def gearmand_version(request: pytest.FixtureRequest) -> Version:
     if version.release is None:
         pytest.fail(
             f"this test expects different behaviour per gearmand version ({marker.args[0]}), and "
-            f"{gearmands.binary().path} reports no version: run with --gearmand=VERSION"
+            f"{gearmands.binary().path} reports no version: run with --gearmand=VERSION (scripts/gearmand's build "
+            "names its version)"
         )
     return version
 
