@@ -63,8 +63,9 @@ Reference: docs/settings.md.
 # KEEPALIVE_COUNT = 3
 
 # A sleeping worker asks for work every IDLE_POLL seconds even without a NOOP:
-# gearmand 1.1.20 hands out a scheduled (SUBMIT_JOB_EPOCH) job only when
-# something wakes a worker (gearmand #101).  0: off.
+# gearmand 1.1 hands out a scheduled (SUBMIT_JOB_EPOCH) job only when something
+# wakes a worker (gearmand #101), and 2.0.0 with --threads=0 does not send the
+# NOOP it means to (docs/gearmand.md).  0: off.
 # env GEARWORKER_IDLE_POLL
 # IDLE_POLL = 1.0
 

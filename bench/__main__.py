@@ -387,12 +387,9 @@ def _resize_rows(runs: int, jobs: int) -> list[str]:
 
 
 def _gearmand_version() -> str:
-    import subprocess
+    from gearmand import binary
 
-    from gearmand import GEARMAND
-
-    out = subprocess.run([GEARMAND, "--version"], capture_output=True, text=True, check=False).stdout
-    return (out.split() or ["", "?"])[1]
+    return str(binary().version)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Schedules: cron expressions and intervals compute the right ticks; the election picks one submitter.
 
 Several worker processes or hosts with the same schedule run each tick once:
-with 3 processes over 20 ticks, 20 runs and no tick twice.  Here with the real :class:`Scheduler` loop of three "processes" sharing one
-simulated ``workers`` table; tests/test_jobqueue_gearmand.py does it with real
+with 3 processes over 20 ticks, 20 runs and no tick twice.  Here with the real
+:class:`Scheduler` loop of three "processes" sharing one simulated ``workers`` table; tests/test_jobqueue_gearmand.py does it with real
 worker processes and gearmand.
 """
 

@@ -1,7 +1,8 @@
 """The web app's process ends with status 0 after a SIGTERM, as container engines expect of a clean stop.
 
 Docker and podman send SIGTERM on `stop`/`down`; a process that then dies by the signal
-reports exit 143, which reads as a failed stop: `down` must see every container exit 0.  This runs the real ``python -m gearworker.web`` and stops it like an engine.
+reports exit 143, which reads as a failed stop: `down` must see every container exit 0.
+This runs the real ``python -m gearworker.web`` and stops it like an engine.
 """
 
 from __future__ import annotations

@@ -113,12 +113,18 @@ class Worker:
     def _server_timeout(self, h: Handler) -> int | None:
         if h.timeout is None:
             return None
-        # Our own timeout fires first and fails the job.  gearmand's is only a
-        # backstop for a worker that hangs entirely: measured on 1.1.20, the value
-        # is milliseconds (anything under 1000 acts as about 1 s) and on expiry
-        # gearmand re-queues the job rather than failing it as PROTOCOL says.
+        # Our own timeout fires first and fails the job.  gearmand's (CAN_DO_TIMEOUT,
+        # milliseconds, at least about 1 s, on 1.1.20 and 2.0.0 alike) re-queues the
+        # job on expiry, silently, rather than failing it as PROTOCOL says.  It is
+        # no hang detector: gearmand keeps one timer per connection, for one job
+        # (2.0.0: the newest assigned; 1.1.20: the one it was first armed for), and
+        # PRE_SLEEP removes it.  So it never fires for a lone job (our wake-up grab
+        # has PRE_SLEEP behind it), and for a worker frozen during a burst it puts
+        # back one of the jobs it holds (tests/test_gearmand_versions.py).  Still
+        # sent, as measured nothing argues against it: that one job runs elsewhere
+        # rather than wait for the frozen worker (and runs twice if it wakes up).
         # With retries, every attempt and the waits between them run before the
-        # job ends: gearmand's backstop must cover them all.
+        # job ends: the value must cover them all, or a slow job would run twice.
         return int((h.retry.budget(h.timeout) + self.settings.timeout_margin) * 1000)
 
     def start(self) -> None:
@@ -281,8 +287,9 @@ class Worker:
             self.pump(conns[(start + i) % len(conns)])
 
     async def _poll(self, interval: float) -> None:
-        # gearmand 1.1.20 hands out a scheduled (epoch) job only when something
-        # wakes a worker (gearmand #101): a sleeping connection asks anyway.
+        # gearmand 1.1 hands out a scheduled (epoch) job only when something
+        # wakes a worker (gearmand #101), and 2.0.0 with --threads=0 never
+        # writes the wake-up it queues: a sleeping connection asks anyway.
         while not self.draining:
             await asyncio.sleep(interval)
             for conn in self.connections:

@@ -57,9 +57,9 @@ class RetryPolicy:
     def budget(self, timeout: float) -> float:
         """Worst-case seconds for all attempts of a job with this per-attempt ``timeout``.
 
-        What gearmand's CAN_DO_TIMEOUT backstop must allow: on expiry gearmand
-        1.1.20 re-queues the job, which would run it again elsewhere while our
-        retries go on.
+        What gearmand's CAN_DO_TIMEOUT must allow: on expiry gearmand (1.1.20
+        and 2.0.0) re-queues the job, which would run it again elsewhere while
+        our retries go on.
         """
         return self.attempts * timeout + sum(self.step(k) for k in range(1, self.attempts))
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gearmand import GEARMAND, Gearmand, free_port, wait_for_port  # noqa: E402
+from gearmand import Gearmand, free_port, wait_for_port  # noqa: E402
 from support import WorkerProcess  # noqa: E402
 
 T = TypeVar("T")
@@ -218,22 +218,10 @@ class NsGearmand(Gearmand):
         can cut the workers off while clients still submit (--listen may be given once).
         """
         assert self.netns is not None
-        cmd = [
-            GEARMAND,
-            "--listen=0.0.0.0",
-            f"--port={self.port}",
-            f"--threads={self.threads}",
-            f"--log-file={self.log}",
-            "--verbose=WARNING",
-            *self.extra,
-        ]
+        cmd = self.command(listen="0.0.0.0")
         quiet = subprocess.DEVNULL
         self.proc = self.netns.call(lambda: subprocess.Popen(cmd, stdin=quiet, stdout=quiet, stderr=quiet))
-        try:
-            self.netns.call(wait_for_port, self.port)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"gearmand did not start; log: {self.log.read_text()[-2000:]}") from None
+        self._wait_ready()  # read from /proc: works across namespaces
         return self
 
     @property
