@@ -2,8 +2,8 @@
 
 Several worker processes or hosts with the same schedule run each tick once:
 with 3 processes over 20 ticks, 20 runs and no tick twice.  Here with the real
-:class:`Scheduler` loop of three "processes" sharing one simulated ``workers`` table; tests/test_jobqueue_gearmand.py does it with real
-worker processes and gearmand.
+:class:`Scheduler` loop of three "processes" sharing one simulated ``workers``
+table; tests/test_jobqueue_gearmand.py does it with real worker processes and gearmand.
 """
 
 from __future__ import annotations
