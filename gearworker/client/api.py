@@ -7,22 +7,16 @@
         handle = await client.submit_background("thumbnail", {"id": 7}, unique="photo-7")
         print(await client.status(handle))
 
-All jobs share one connection per server (see :mod:`gearworker.client.routing`).
-A job with a unique id always goes to the same server (rendezvous hashing of
-the id over the server list), so gearmand can coalesce duplicates even with
-several servers; jobs without one are spread round robin.  When a server
-cannot be reached the next one is tried; a server that dies fails the jobs it
-was running at once with :class:`~gearworker.errors.ConnectionLost`.  A server
-that failed to answer is known as down to every client of the process
-(:mod:`.health`): tried last, left out of admin queries, until it answers again.
+All jobs share one connection per server (see :mod:`gearworker.client.routing`);
+which server a job goes to, and which are known down, is :mod:`.servers`'.
+When a server cannot be reached the next one is tried; a server that dies
+fails the jobs it was running at once with :class:`~gearworker.errors.ConnectionLost`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import itertools
 import ssl
 import weakref
 from collections.abc import Callable, Sequence
@@ -37,12 +31,12 @@ from ..config import Settings, load
 from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable, ServerRefused
 from ..payload import to_bytes, to_int
 from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
-from ..transport import Endpoint, StreamOptions
+from ..transport import StreamOptions
 from .admin import admin_query
-from .health import ServerHealth, server_health
 from .results import JobStatus, Progress, Result
 from .routing import Router, ServerConnection, Waiter
 from .running import RunningJob
+from .servers import ServerSet
 
 __all__ = [
     "Client",
@@ -98,12 +92,6 @@ def _unique(unique: str | bytes | None) -> bytes:
     return unique.encode() if isinstance(unique, str) else bytes(unique)
 
 
-def _score(address: str, unique: bytes) -> int:
-    # A stable hash (Python's hash() is salted per process): every process
-    # with the same server list sends a unique id to the same server.
-    return int.from_bytes(hashlib.blake2b(unique, key=address.encode()[:64], digest_size=8).digest(), "big")
-
-
 class Client:
     """A Gearman client sharing one connection per job server among all its jobs.
 
@@ -137,25 +125,25 @@ class Client:
             addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
         for address in addresses:
             parse_address(address)  # a typo fails here, not at the first submit
-        overrides: dict[str, Any] = {
-            "connect_timeout": connect_timeout,
-            "reconnect_min": reconnect_min,
-            "reconnect_max": reconnect_max,
-            "max_packet_size": max_packet_size,
-            "heartbeat_interval": heartbeat_interval,
-            "heartbeat_timeout": heartbeat_timeout,
-            "ssl": tls,
-            "server_hostname": tls_server_hostname,
-        }
-        options = dataclasses.replace(
-            StreamOptions.from_settings(settings), **{k: v for k, v in overrides.items() if v is not None}
+        options = _options(
+            settings,
+            connect_timeout=connect_timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            max_packet_size=max_packet_size,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            ssl=tls,
+            server_hostname=tls_server_hostname,
         )
         self.connect_timeout = options.connect_timeout
-        self.servers = [ServerConnection(Endpoint(a, options)) for a in addresses]
-        self._by_address = {s.address: s for s in self.servers}
-        self._round_robin = itertools.count()
+        self._servers = ServerSet(addresses, options)
         self._closed = False
-        self._health: ServerHealth | None = None  # the loop's, on first use
+
+    @property
+    def servers(self) -> list[ServerConnection]:
+        """One connection per job server, in the order they were given."""
+        return self._servers.all
 
     async def __aenter__(self) -> Client:
         return self
@@ -168,8 +156,7 @@ class Client:
     async def close(self) -> None:
         """Close every connection; jobs still waiting fail with ConnectionLost."""
         self._closed = True
-        for server in self.servers:
-            server.close()
+        self._servers.close()
 
     # -- jobs -------------------------------------------------------------
 
@@ -274,53 +261,14 @@ class Client:
                 if answer_timeout is None:
                     handle: bytes = await waiter.future
                 else:
-                    handle = await self._created_within(router, waiter, answer_timeout)
+                    handle = await _created_within(self._servers, router, waiter, answer_timeout)
             except ConnectionLost as e:
                 tried.append(waiter.address)
-                self._may_resubmit(e, function, unique, tried)
+                if self._closed:
+                    raise
+                _may_resubmit(e, function, unique, tried, len(self._servers.all))
                 continue
             return Handle(handle, waiter.address)
-
-    async def _created_within(self, router: Router, waiter: Waiter, seconds: float) -> bytes:
-        """``waiter``'s JOB_CREATED within ``seconds``; else its server is down and ConnectionLost says so."""
-        try:
-            async with asyncio.timeout(seconds):
-                handle: bytes = await waiter.future
-                return handle
-        except TimeoutError:
-            router.forget(waiter)  # its JOB_CREATED may still come: its FIFO place stays
-            why = f"did not answer a submit within {seconds:g}s"
-            self.health.down(self._by_address[waiter.address].endpoint, why)
-            raise ConnectionLost(f"job server {waiter.address} {why}") from None
-
-    @property
-    def health(self) -> ServerHealth:
-        """The process's knowledge of which servers are down (this loop's :func:`server_health`)."""
-        if self._health is None:
-            self._health = server_health()
-        return self._health
-
-    def _may_resubmit(self, error: ConnectionLost, function: str, unique: str | bytes | None, tried: list[str]) -> None:
-        """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
-        if self._closed:
-            raise error
-        if not unique:
-            raise ConnectionLost(
-                f"{error}; background job {function!r} was not submitted again: it has no unique id, and the "
-                "server may have queued it before the connection was lost (pass unique= to allow a retry)"
-            ) from error
-        if len(tried) >= len(self.servers):
-            raise ConnectionLost(
-                f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
-                f"every server: {', '.join(tried)}"
-            ) from error
-        log.warning(
-            "client.resubmit",
-            function=function,
-            unique=_unique(unique).decode(errors="replace"),
-            server=tried[-1],
-            reason=str(error),
-        )
 
     async def _send(
         self,
@@ -342,7 +290,7 @@ class Client:
             )
         data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
         errors: list[str] = []
-        for server in self._candidates(uid):
+        for server in self._servers.candidates(uid):
             if server.address in skip:
                 continue
             try:
@@ -356,25 +304,9 @@ class Client:
                 errors.append(str(e))
         raise NoServerAvailable("no job server reachable: " + "; ".join(errors))
 
-    def _candidates(self, unique: bytes) -> list[ServerConnection]:
-        servers = self.servers
-        if len(servers) == 1:
-            return servers
-        order = self._order(servers, unique)
-        health = self.health
-        if health:  # a server known down is tried last (a stable sort keeps the others' order)
-            order.sort(key=lambda s: health.is_down(s.address))
-        return order
-
-    def _order(self, servers: list[ServerConnection], unique: bytes) -> list[ServerConnection]:
-        if unique:
-            return sorted(servers, key=lambda s: _score(s.address, unique), reverse=True)
-        start = next(self._round_robin) % len(servers)
-        return servers[start:] + servers[:start]
-
     def server_for(self, unique: str | bytes) -> str:
         """The server a job with this unique id goes to while every server is up."""
-        return self._order(self.servers, _unique(unique) or b"\x00")[0].address
+        return self._servers.order(_unique(unique) or b"\x00")[0].address
 
     # -- status -----------------------------------------------------------
 
@@ -386,7 +318,7 @@ class Client:
         asked and the first that knows the job answers.
         """
         server = server or getattr(handle, "server", None) or None
-        targets = [self._server(server)] if server else self.servers
+        targets = [self._servers.get(server)] if server else self._servers.all
         errors: list[str] = []
         for target in targets:
             try:
@@ -407,7 +339,7 @@ class Client:
     async def status_unique(self, unique: str | bytes, *, server: str | None = None) -> JobStatus:
         """GET_STATUS_UNIQUE: status of the job with this unique id (with ``waiting`` clients)."""
         uid = _unique(unique)
-        targets = [self._server(server)] if server else self._candidates(uid)
+        targets = [self._servers.get(server)] if server else self._servers.candidates(uid)
         status = JobStatus(False, False, 0, 0, 0)
         for target in targets:
             try:
@@ -428,12 +360,6 @@ class Client:
         router.send(encode_request(ptype, arg), waiter)
         return await waiter.future
 
-    def _server(self, address: str) -> ServerConnection:
-        try:
-            return self._by_address[address]
-        except KeyError:
-            raise ValueError(f"{address!r} is not one of this client's servers {list(self._by_address)}") from None
-
     # -- admin ------------------------------------------------------------
 
     async def server_status(self, *, timeout: float | None = None) -> dict[str, list[StatusRow]]:
@@ -442,41 +368,62 @@ class Client:
         Servers known as down are not asked (unless all are); one that does not
         answer within ``timeout`` (default: the connect timeout) is marked down.
         """
-        answers = await self._admin_all("status", timeout)
+        answers = await self._servers.admin_all("status", timeout)
         return {a: [StatusRow.parse(line) for line in lines] for a, lines in answers.items()}
 
     async def workers(self, *, timeout: float | None = None) -> dict[str, list[WorkerRow]]:
         """The ``workers`` admin table (every connection, workers and clients) of each server that answers
         (as :meth:`server_status`)."""
-        answers = await self._admin_all("workers", timeout)
+        answers = await self._servers.admin_all("workers", timeout)
         return {a: [WorkerRow.parse(line) for line in lines] for a, lines in answers.items()}
 
     async def admin(self, command: str, *, server: str | None = None) -> list[str]:
         """Send one text admin command (e.g. ``"version"``) to one server; return the answer's lines."""
-        target = self._server(server) if server else self.servers[0]
+        target = self._servers.get(server) if server else self._servers.all[0]
         return await admin_query(target.endpoint, command)
 
-    async def _admin_all(self, command: str, timeout: float | None = None) -> dict[str, list[str]]:
-        health = self.health
-        targets = [s for s in self.servers if not health.is_down(s.address)] or self.servers
-        results = await asyncio.gather(
-            *(admin_query(s.endpoint, command, timeout=timeout) for s in targets), return_exceptions=True
-        )
-        answers: dict[str, list[str]] = {}
-        errors: list[str] = [f"{s.address}: known down" for s in self.servers if s not in targets]
-        for server, result in zip(targets, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, (OSError, TimeoutError, ConnectionLost, NoServerAvailable)):
-                    raise result
-                why = str(result) or f"no answer to {command!r} in time ({type(result).__name__})"
-                errors.append(f"{server.address}: {why}")
-                health.down(server.endpoint, why)
-            else:
-                answers[server.address] = result
-                health.up(server.address)
-        if not answers:
-            raise NoServerAvailable("no job server answered: " + "; ".join(errors))
-        return answers
+
+async def _created_within(servers: ServerSet, router: Router, waiter: Waiter, seconds: float) -> bytes:
+    """``waiter``'s JOB_CREATED within ``seconds``; else its server is down and ConnectionLost says so."""
+    try:
+        async with asyncio.timeout(seconds):
+            handle: bytes = await waiter.future
+            return handle
+    except TimeoutError:
+        router.forget(waiter)  # its JOB_CREATED may still come: its FIFO place stays
+        why = f"did not answer a submit within {seconds:g}s"
+        servers.health.down(servers.get(waiter.address).endpoint, why)
+        raise ConnectionLost(f"job server {waiter.address} {why}") from None
+
+
+def _may_resubmit(
+    error: ConnectionLost, function: str, unique: str | bytes | None, tried: list[str], servers: int
+) -> None:
+    """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
+    if not unique:
+        raise ConnectionLost(
+            f"{error}; background job {function!r} was not submitted again: it has no unique id, and the "
+            "server may have queued it before the connection was lost (pass unique= to allow a retry)"
+        ) from error
+    if len(tried) >= servers:
+        raise ConnectionLost(
+            f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
+            f"every server: {', '.join(tried)}"
+        ) from error
+    log.warning(
+        "client.resubmit",
+        function=function,
+        unique=_unique(unique).decode(errors="replace"),
+        server=tried[-1],
+        reason=str(error),
+    )
+
+
+def _options(settings: Settings, **overrides: Any) -> StreamOptions:
+    """The settings' stream options, with the keyword arguments given to :class:`Client` (None: the setting's)."""
+    return dataclasses.replace(
+        StreamOptions.from_settings(settings), **{k: v for k, v in overrides.items() if v is not None}
+    )
 
 
 async def _wait(router: Router, waiter: Waiter) -> Result:
