@@ -18,7 +18,9 @@ import pytest
 from support import run_gearworker
 
 from gearworker.failed import FailedJob, FailedStoreError, open_store
-from gearworker.failed.query import FailedFilter, FolderQuery, SqliteQuery, open_query, parse_time
+from gearworker.failed.query import FailedFilter, open_query, parse_time
+from gearworker.failed.query_folder import FolderQuery
+from gearworker.failed.query_sqlite import SqliteQuery
 
 
 def record(i: int, function: str = "charge", **kw: Any) -> FailedJob:

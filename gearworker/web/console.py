@@ -45,7 +45,8 @@ from ..clientid import parse_client_id
 from ..errors import NoServerAvailable
 from ..exporter.collect import CONTENT_TYPE, ServerState, render
 from ..failed import FailedJob, FailedStoreError
-from ..failed.query import MAX_PAGE, Entry, FailedFilter, FailedQuery, FolderQuery, open_query, parse_time
+from ..failed.query import MAX_PAGE, Entry, FailedFilter, FailedQuery, open_query, parse_time
+from ..failed.query_folder import FolderQuery
 from ..failed.retry import Retried, retry_jobs
 from ..protocol import StatusRow
 from .history import HISTORY_FILE, SPANS, History
