@@ -29,7 +29,7 @@ from gearworker.failed import FailedJob, open_store
 from gearworker.web import history as history_module
 from gearworker.web import workerstats
 from gearworker.web.app import ConsoleOptions, create_app
-from gearworker.web.console import hexdump, preview
+from gearworker.web.console_failed import hexdump, preview
 
 TOKEN = "c0ns0le"
 BASE = 1_767_225_600.0  # 2026-01-01T00:00:00Z: when the records below failed
