@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gearworker.failed.query import FailedFilter, open_query
+from gearworker.failed import open_query
+from gearworker.failed.query import FailedFilter
 from gearworker.failed.query_folder import FolderQuery
 from gearworker.failed.query_sqlite import SqliteQuery
 from gearworker.failed.store import SqliteStore

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from support import run_gearworker
 
-from gearworker.failed import FailedJob, FailedStoreError, open_store
-from gearworker.failed.query import FailedFilter, open_query, parse_time
+from gearworker.failed import FailedJob, FailedStoreError, open_query, open_store
+from gearworker.failed.query import FailedFilter, parse_time
 from gearworker.failed.query_folder import FolderQuery
 from gearworker.failed.query_sqlite import SqliteQuery
 

@@ -82,7 +82,7 @@ async def _serve(settings: Any, host: str, port: int, store: str | None) -> int:
     servers = settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     query = None
     if store:
-        from ..failed.query import open_query
+        from ..failed import open_query
 
         query = open_query(store)
     stop = asyncio.Event()

@@ -27,7 +27,35 @@ id cannot be asked about (gearmand 1.1.20 keeps no unique for it), so it is
 recorded whatever its kind.
 """
 
-from .record import RecordFailures
-from .store import FailedJob, FailedStore, FailedStoreError, FolderStore, SqliteStore, open_store
+import os
+from pathlib import Path
 
-__all__ = ["FailedJob", "FailedStore", "FailedStoreError", "FolderStore", "RecordFailures", "SqliteStore", "open_store"]
+from .query import FailedQuery
+from .query_folder import FolderQuery
+from .query_sqlite import SqliteQuery
+from .record import RecordFailures
+from .store import SQLITE_SUFFIXES, FailedJob, FailedStore, FailedStoreError, FolderStore, SqliteStore, open_store
+
+__all__ = [
+    "FailedJob",
+    "FailedQuery",
+    "FailedStore",
+    "FailedStoreError",
+    "FolderStore",
+    "RecordFailures",
+    "SqliteStore",
+    "open_query",
+    "open_store",
+]
+
+
+def open_query(path: str | os.PathLike[str]) -> FailedQuery:
+    """The records at ``path`` (``failed_jobs``): sqlite for ``.db``/``.sqlite``/``.sqlite3``, else a folder.
+
+    A path that does not exist yet is an empty store (nothing has failed): it is
+    not created here, so the console never makes folders the workers should own.
+    """
+    p = Path(path)
+    if p.suffix.lower() in SQLITE_SUFFIXES:
+        return SqliteQuery(p)
+    return FolderQuery(p)

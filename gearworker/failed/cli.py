@@ -95,7 +95,7 @@ def _filter(args: argparse.Namespace) -> Any:
 
 def _store(args: argparse.Namespace) -> tuple[Any, Any]:
     from ..config import load
-    from .query import open_query
+    from . import open_query
 
     settings = load(args.settings)
     path = args.store or settings.failed_jobs

@@ -2,9 +2,10 @@
 
 :mod:`.store` is what the worker writes through; this module is what the
 command line (``gearworker failed``) and the web app's console read and delete
-through, opened from the same ``failed_jobs`` path (:func:`open_query`): the
-filters, a record's summary, a page, and the :class:`FailedQuery` protocol
-that :mod:`.query_sqlite` and :mod:`.query_folder` implement.
+through, opened from the same ``failed_jobs`` path
+(:func:`gearworker.failed.open_query`): the filters, a record's summary, a
+page, and the :class:`FailedQuery` protocol that :mod:`.query_sqlite` and
+:mod:`.query_folder` implement.
 
 - **Order**: newest first by failure time (``failed_at``, then id), or oldest
   first.  Pages are cut by a cursor (keyset paging), never by an offset: a page
@@ -27,7 +28,6 @@ names listed): records written meanwhile are never deleted by it.
 
 from __future__ import annotations
 
-import os
 import string
 import time
 from collections.abc import Callable, Sequence
@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from .store import SQLITE_SUFFIXES, FailedJob
+from .store import FailedJob
 
-__all__ = ["MAX_PAGE", "Entry", "FailedFilter", "FailedQuery", "Page", "open_query", "parse_time"]
+__all__ = ["MAX_PAGE", "Entry", "FailedFilter", "FailedQuery", "Page", "fold", "page_size", "parse_time"]
 
 log = structlog.get_logger("gearworker.failed")
 
@@ -231,22 +231,6 @@ class FailedQuery(Protocol):
     def repeats(self, jobs: Sequence[FailedJob]) -> list[str]:
         """The ids of the other records of the same jobs (function and unique id), which retrying them retires."""
         ...
-
-
-def open_query(path: str | os.PathLike[str]) -> FailedQuery:
-    """The records at ``path`` (``failed_jobs``): sqlite for ``.db``/``.sqlite``/``.sqlite3``, else a folder.
-
-    A path that does not exist yet is an empty store (nothing has failed): it is
-    not created here, so the console never makes folders the workers should own.
-    """
-    p = Path(path)
-    if p.suffix.lower() in SQLITE_SUFFIXES:
-        from .query_sqlite import SqliteQuery
-
-        return SqliteQuery(p)
-    from .query_folder import FolderQuery
-
-    return FolderQuery(p)
 
 
 def page_size(limit: int) -> int:

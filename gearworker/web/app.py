@@ -35,6 +35,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .console import Console, ConsoleOptions
+from .console_failed import FailedRoutes
+from .console_queues import QueueRoutes
 from .pages import Pages
 from .photos import human_size
 from .routes import JobRoutes, PhotoRoutes
@@ -90,6 +92,7 @@ def create_app(
     web = WebApp(servers, options)
     pages, photos, jobs = Pages(web), PhotoRoutes(web), JobRoutes(web)
     operator = Console(web, console or ConsoleOptions())
+    failed, queues = FailedRoutes(operator), QueueRoutes(operator)
     routes = [
         Route("/", pages.index),
         Route("/login", pages.login_page),
@@ -106,7 +109,16 @@ def create_app(
         Route("/api/jobs", jobs.submit, methods=["POST"]),
         Route("/api/jobs/resume", jobs.resume, methods=["POST"]),
         Route("/api/jobs/{row_id}/cancel", jobs.cancel, methods=["POST"]),
-        *operator.routes(),
+        Route("/api/console", operator.info),
+        Route("/api/failed", failed.page),
+        Route("/api/failed/retry", failed.retry, methods=["POST"]),
+        Route("/api/failed/delete", failed.delete, methods=["POST"]),
+        Route("/api/failed/{job_id}", failed.one),
+        Route("/api/failed/{job_id}/workload", failed.workload),
+        Route("/api/queues", queues.queues),
+        Route("/api/queues/history", queues.history),
+        Route("/api/workers", queues.workers),
+        Route("/metrics", operator.metrics),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     upload_limit = options.max_upload_bytes + MULTIPART_OVERHEAD
@@ -122,7 +134,7 @@ def create_app(
                 MAX_PAYLOAD + 4096, f"The payload is too big: at most {human_size(MAX_PAYLOAD)} from this form."
             ),
             "/api/jobs/resume": BodyLimit(1024 * 1024, "Too many jobs to pick up again."),
-            **operator.body_limits(),
+            **failed.body_limits(),
         },
         password_hash=options.password_hash,
         logins=web.logins,

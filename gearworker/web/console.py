@@ -36,24 +36,30 @@ import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from ..address import parse_address
 from ..exporter.collect import CONTENT_TYPE, ServerState, render
-from ..failed import FailedStoreError
-from ..failed.query import MAX_PAGE, FailedFilter, FailedQuery, open_query
+from ..failed import FailedStoreError, open_query
+from ..failed.query import MAX_PAGE, Entry, FailedFilter, FailedQuery
 from ..failed.query_folder import FolderQuery
 from ..protocol import StatusRow
-from .console_failed import ACTION_BODY, MAX_IDS, RETRY_PER_REQUEST, FailedRoutes, listed
-from .console_queues import QueueRoutes
 from .history import HISTORY_FILE, SPANS, History
-from .security import BodyLimit
 from .state import WebApp
 from .workerstats import WorkerStats
 
 __all__ = ["Console", "ConsoleOptions"]
 
 log = structlog.get_logger("gearworker.web")
+
+PAGE_SIZE = 50
+#: Most ids one retry or delete may name; more is a filter's job.
+MAX_IDS = 1000
+#: Most records one "retry everything matching" request submits; the answer says how many remain.
+RETRY_PER_REQUEST = 5000
+#: Body cap of the retry and delete routes: MAX_IDS ids and a filter.
+ACTION_BODY = 128 * 1024
+#: The longest error a list shows of a record (its own page shows all of it).
+LIST_ERROR_CHARS = 500
 
 #: How long the failed counts per function and the servers' versions are reused.
 COUNTS_TTL = 2.0
@@ -100,31 +106,9 @@ class Console:
 
     # -- wiring ------------------------------------------------------------
 
-    def routes(self) -> list[Route]:
-        failed, queues = FailedRoutes(self), QueueRoutes(self)
-        return [
-            Route("/api/console", self.info),
-            Route("/api/failed", failed.page),
-            Route("/api/failed/retry", failed.retry, methods=["POST"]),
-            Route("/api/failed/delete", failed.delete, methods=["POST"]),
-            Route("/api/failed/{job_id}", failed.one),
-            Route("/api/failed/{job_id}/workload", failed.workload),
-            Route("/api/queues", queues.queues),
-            Route("/api/queues/history", queues.history),
-            Route("/api/workers", queues.workers),
-            Route("/metrics", self.metrics),
-        ]
-
     def forget_counts(self) -> None:
         """The failed counts changed (a retry, a delete): the next ask reads them again."""
         self._counts = None
-
-    def body_limits(self) -> dict[str, BodyLimit]:
-        too_many = f"Too many records at once: name at most {MAX_IDS}, or use a filter."
-        return {
-            "/api/failed/retry": BodyLimit(ACTION_BODY, too_many),
-            "/api/failed/delete": BodyLimit(ACTION_BODY, too_many),
-        }
 
     def lifespan(
         self, inner: Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -260,3 +244,11 @@ class Console:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def listed(entry: Entry) -> dict[str, Any]:
+    view = entry.summary()
+    if len(entry.error) > LIST_ERROR_CHARS:
+        view["error"] = entry.error[:LIST_ERROR_CHARS] + "…"
+        view["error_cut"] = True
+    return view

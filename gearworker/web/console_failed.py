@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from starlette.requests import Request
@@ -24,27 +24,17 @@ from starlette.responses import JSONResponse, Response
 from ..failed import FailedJob, FailedStoreError
 from ..failed.query import MAX_PAGE, Entry, FailedFilter, parse_time
 from ..failed.retry import Retried, retry_jobs
-from .security import BodyTooLarge, client_host, refuse
+from .console import ACTION_BODY, MAX_IDS, PAGE_SIZE, RETRY_PER_REQUEST, Console, listed
+from .security import BodyLimit, BodyTooLarge, client_host, refuse
 from .service import explain
 
-if TYPE_CHECKING:
-    from .console import Console
-
-__all__ = ["ACTION_BODY", "MAX_IDS", "RETRY_PER_REQUEST", "FailedRoutes", "hexdump", "listed", "preview"]
+__all__ = ["FailedRoutes", "hexdump", "preview"]
 
 log = structlog.get_logger("gearworker.web")
 
-PAGE_SIZE = 50
-#: Most ids one retry or delete may name; more is a filter's job.
-MAX_IDS = 1000
-#: Most records one "retry everything matching" request submits; the answer says how many remain.
-RETRY_PER_REQUEST = 5000
-#: Body cap of the retry and delete routes: MAX_IDS ids and a filter.
-ACTION_BODY = 128 * 1024
 #: What a record's page shows of its workload: text up to this, else a hex dump of the first HEX_PREVIEW bytes.
 TEXT_PREVIEW = 64 * 1024
 HEX_PREVIEW = 4096
-LIST_ERROR_CHARS = 500
 _ID_RE = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z_.-]{0,99}$")
 
 
@@ -57,6 +47,15 @@ class FailedRoutes:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+
+    @staticmethod
+    def body_limits() -> dict[str, BodyLimit]:
+        """The retry and delete routes' body caps, for the Guard."""
+        too_many = f"Too many records at once: name at most {MAX_IDS}, or use a filter."
+        return {
+            "/api/failed/retry": BodyLimit(ACTION_BODY, too_many),
+            "/api/failed/delete": BodyLimit(ACTION_BODY, too_many),
+        }
 
     async def page(self, request: Request) -> Response:
         params = request.query_params
@@ -277,14 +276,6 @@ def _filter(params: Mapping[str, str]) -> FailedFilter:
         until=moment("until"),
         handle=text("handle", 255),
     )
-
-
-def listed(entry: Entry) -> dict[str, Any]:
-    view = entry.summary()
-    if len(entry.error) > LIST_ERROR_CHARS:
-        view["error"] = entry.error[:LIST_ERROR_CHARS] + "…"
-        view["error_cut"] = True
-    return view
 
 
 def preview(workload: bytes) -> dict[str, Any]:

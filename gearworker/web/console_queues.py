@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from starlette.requests import Request
@@ -19,12 +19,10 @@ from starlette.responses import JSONResponse, Response
 
 from ..clientid import parse_client_id
 from ..errors import NoServerAvailable
+from .console import Console
 from .history import SPANS
 from .security import refuse
 from .service import explain
-
-if TYPE_CHECKING:
-    from .console import Console
 
 __all__ = ["QueueRoutes", "group_workers"]
 
