@@ -2,7 +2,7 @@
 
 ``gearadmin --workers`` (the admin ``workers`` list) shows it for every
 connection, so it says where a worker runs: ``<host>-<pid>@gearworker/<version>``,
-e.g. ``web-7f3a-4211@gearworker/0.1.0``.  ``<host>`` is the ``client_id`` setting
+e.g. ``web-7f3a-4211@gearworker/0.3.0``.  ``<host>`` is the ``client_id`` setting
 when set, else the host name.
 
 - **Unique per process, comparable**: the scheduler elects the lowest id among
