@@ -90,6 +90,8 @@ def create_app(
     web = WebApp(servers, options)
     pages, photos, jobs = Pages(web), PhotoRoutes(web), JobRoutes(web)
     operator = Console(web, console or ConsoleOptions())
+    if operator.query is not None:  # a background job the page sent that failed for good says so
+        web.job_ctx.recorded = operator.recorded_failure
     routes = [
         Route("/", pages.index),
         Route("/login", pages.login_page),
