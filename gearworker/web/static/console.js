@@ -78,6 +78,20 @@ async function configured() {
 
 // ---------------------------------------------------------------- dialogs
 
+// Tab and Shift+Tab go round within an open dialog (a modal one makes the page inert, but the browser
+// would otherwise let the focus leave for its own toolbar, then come back to the top of the page).
+function keepFocusIn(dialog) {
+  dialog.addEventListener("keydown", (e) => {
+    if (e.key !== "Tab") return;
+    const stops = [...dialog.querySelectorAll('button, a[href], input, select, textarea, [tabindex]:not([tabindex="-1"])')]
+      .filter((n) => !n.hidden && n.offsetParent !== null);
+    if (!stops.length) return;
+    const first = stops[0], last = stops[stops.length - 1];
+    if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+    else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+  });
+}
+
 // A modal <dialog> asking to confirm; resolves true or false. The focus starts on Cancel when the action
 // deletes, on the action otherwise, and goes back where it was when the dialog closes.
 function confirmAction({ title, text, ok, danger = false }) {
@@ -184,7 +198,7 @@ async function loadFailed({ page = failed.page, announce = false } = {}) {
   renderFailedRows(body.records);
   renderFailedBar();
   const described = describeFilter(failed.filter);
-  const summary = `${plural(body.total, "failed job")}${described ? ` match ${described}` : ""}`;
+  const summary = `${plural(body.total, "failed job")}${described ? ` ${body.total === 1 ? "matches" : "match"} ${described}` : ""}`;
   setText($("#failed-summary"), summary);
   const first = page * FAILED_PAGE;
   setText($("#failed-page"), body.records.length ? `${fmt(first + 1)}–${fmt(first + body.records.length)} of ${fmt(body.total)}` : "");
@@ -296,7 +310,7 @@ async function failedAction(kind, body) {
   if (kind === "delete") {
     text = `Deleted ${plural(answer.deleted, "failed job")}.`;
   } else {
-    text = `Retried ${plural(answer.retried, "job")}: submitted again as background ${answer.retried === 1 ? "job" : "jobs"}.`;
+    text = `Retried ${plural(answer.retried, "job")}: submitted again as ${answer.retried === 1 ? "a background job" : "background jobs"}.`;
     if (answer.skipped) {
       const problem = answer.results.find((r) => r.problem)?.problem || "";
       text += ` ${fmt(answer.skipped)} not retried${problem ? `: ${problem}` : ""}.`;
@@ -665,6 +679,8 @@ function setupWorkers() {
   });
 }
 
+keepFocusIn($("#confirm"));
+keepFocusIn($("#failed-detail"));
 setupFailed();
 setupQueues();
 setupWorkers();
