@@ -167,7 +167,7 @@ function readFilter() {
   };
 }
 
-async function loadFailed({ page = failed.page, announce = false } = {}) {
+async function loadFailed({ page = failed.page } = {}) {
   const seq = ++failed.seq;
   const before = failed.cursors[page];
   let body;
@@ -188,7 +188,7 @@ async function loadFailed({ page = failed.page, announce = false } = {}) {
   if (!body.records.length && page > 0) {  // the page emptied (records retried or deleted): the newest
     failed.cursors = [null];
     failed.page = 0;
-    return loadFailed({ announce });
+    return loadFailed();
   }
   failed.page = page;
   failed.next = body.next;
@@ -202,10 +202,10 @@ async function loadFailed({ page = failed.page, announce = false } = {}) {
   setText($("#failed-summary"), summary);
   const first = page * FAILED_PAGE;
   setText($("#failed-page"), body.records.length ? `${fmt(first + 1)}–${fmt(first + body.records.length)} of ${fmt(body.total)}` : "");
-  if (announce) say(`${summary}.`);
 }
 
-// A message for screen readers and eyes: the outcome of an action or of a new filter.
+// The outcome of an action, above the table (a status: screen readers say it). The summary (how many
+// match) and the page indicator are statuses too, so a new filter or page is said as well.
 function say(text) {
   const box = $("#failed-message");
   box.hidden = !text;
@@ -402,7 +402,7 @@ function setupFailed() {
     failed.filter = readFilter();
     failed.cursors = [null];
     failed.selected.clear();
-    loadFailed({ page: 0, announce: true }).catch(() => {});
+    loadFailed({ page: 0 }).catch(() => {});
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); apply(); });
   $("#f-clear").addEventListener("click", () => { form.reset(); apply(); });
@@ -434,9 +434,9 @@ function setupFailed() {
   guard("#delete-selected", () => retryOrDelete("delete", [...failed.selected.values()]));
   guard("#retry-matching", () => everythingMatching("retry"));
   guard("#delete-matching", () => everythingMatching("delete"));
-  guard("#failed-first", () => loadFailed({ page: 0, announce: true }).catch(() => {}));
-  guard("#failed-newer", () => loadFailed({ page: failed.page - 1, announce: true }).catch(() => {}));
-  guard("#failed-older", () => loadFailed({ page: failed.page + 1, announce: true }).catch(() => {}));
+  guard("#failed-first", () => loadFailed({ page: 0 }).catch(() => {}));
+  guard("#failed-newer", () => loadFailed({ page: failed.page - 1 }).catch(() => {}));
+  guard("#failed-older", () => loadFailed({ page: failed.page + 1 }).catch(() => {}));
   // The first page follows new failures every 5 s; another page stays as it was read (its cursor holds it).
   poller("failed", 5000, async () => {
     if (failed.configured !== null && failed.page > 0) return;
