@@ -156,15 +156,18 @@ def test_the_first_tab_stop_is_a_skip_link_to_the_page_content(stack: Stack, pag
 def test_the_tabs_follow_the_arrow_keys_home_and_end(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.url}/#photos")
     tabs = page.get_by_role("tab")
-    expect(tabs).to_have_count(3)
+    expect(tabs).to_have_count(6)
     page.focus("#tab-photos")
     for key, tab, section in (
         ("ArrowRight", "jobs", "jobs"),
         ("ArrowRight", "servers", "servers"),
+        ("ArrowRight", "queues", "queues"),
+        ("ArrowRight", "workers", "workers"),
+        ("ArrowRight", "failed", "failed"),
         ("ArrowRight", "photos", "photos"),  # round again
-        ("ArrowLeft", "servers", "servers"),
+        ("ArrowLeft", "failed", "failed"),
         ("Home", "photos", "photos"),
-        ("End", "servers", "servers"),
+        ("End", "failed", "failed"),
     ):
         page.keyboard.press(key)
         assert focused(page) == f"tab-{tab}", key
@@ -172,7 +175,7 @@ def test_the_tabs_follow_the_arrow_keys_home_and_end(stack: Stack, page: Page) -
         expect(page.locator(f"#page-{section}")).to_be_visible()
         assert page.evaluate("location.hash") == f"#{tab}"
     # One tab stop for the whole tab list: the selected tab.
-    assert [t.get_attribute("tabindex") for t in tabs.all()] == ["-1", "-1", "0"]
+    assert [t.get_attribute("tabindex") for t in tabs.all()] == ["-1", "-1", "-1", "-1", "-1", "0"]
     page.keyboard.press("Tab")
     assert not focused(page).startswith("tab-")
 

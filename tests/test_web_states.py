@@ -18,8 +18,9 @@ import httpx
 import pytest
 from gearmand import Gearmand
 from starlette.applications import Starlette
+from support import start_worker
 
-from gearworker.web.app import create_app
+from gearworker.web.app import ConsoleOptions, create_app
 from gearworker.web.jobs import LOST_RESTART
 
 SESSION = "statesession1"
@@ -109,6 +110,39 @@ async def test_a_background_job_that_ran_is_finished(make: Any, gearmand: Gearma
     finally:
         worker.kill()
         worker.wait()
+
+
+@pytest.mark.parametrize("store_name", ["failed.db", "failed"])
+async def test_a_background_job_that_failed_for_good_reads_failed_recorded_not_finished(
+    make: Any, gearmand: Gearmand, tmp_path: Path, store_name: str
+) -> None:
+    """With the workers' failed-job store given to the app, a failed background job's row carries its record.
+
+    A job that succeeded beside it still reads "finished": only a record of its handle makes a row failed.
+    """
+    store = tmp_path / store_name
+    worker = start_worker(
+        [gearmand.address],
+        "--processes",
+        "1",
+        env={"GEARWORKER_FAILED_JOBS": str(store)},
+        wait_for="fail",
+        gearmand=gearmand,
+    )
+    try:
+        app, client = await make([gearmand.address], console=ConsoleOptions(failed_jobs=str(store)))
+        failing = await submit(client, function="fail", payload="abc", background=True)
+        fine = await submit(client, function="echo", payload="abc", background=True)
+        row = await wait_for_row(app, lambda r: r["id"] == failing["id"] and r["state"] == "failed")
+        assert row["error"] == "The job failed: RuntimeError: fail was asked to fail (3 bytes)"
+        record = row["record"]
+        assert record is not None and record["attempts"] >= 1 and record["id"]
+        listed = (await client.get("/api/failed", params={"handle": row["handle"]})).json()["records"]
+        assert [r["id"] for r in listed] == [record["id"]]
+        done = await wait_for_row(app, lambda r: r["id"] == fine["id"] and r["state"] in ("finished", "failed"))
+        assert (done["state"], done["record"]) == ("finished", None)
+    finally:
+        worker.stop()
 
 
 async def test_a_foreground_job_without_a_worker_waits_then_times_out_in_plain_words(

@@ -93,6 +93,8 @@ def create_app(
     pages, photos, jobs = Pages(web), PhotoRoutes(web), JobRoutes(web)
     operator = Console(web, console or ConsoleOptions())
     failed, queues = FailedRoutes(operator), QueueRoutes(operator)
+    if operator.query is not None:  # a background job the page sent that failed for good says so
+        web.job_ctx.recorded = operator.recorded_failure
     routes = [
         Route("/", pages.index),
         Route("/login", pages.login_page),

@@ -3,7 +3,7 @@
 States a row goes through::
 
     foreground: submitted -> (waiting: no worker) -> running -> done | failed | cancelled | lost
-    background: submitted -> queued (waiting) -> running -> finished | lost | unknown
+    background: submitted -> queued (waiting) -> running -> finished | failed (recorded) | lost | unknown
 
 A background job's result never reaches a client (Gearman keeps none): the
 server just forgets the handle.  "finished" is said only when nothing
@@ -11,7 +11,13 @@ disturbed the watch; when the server restarted meanwhile (its ``getpid``
 changed, or it stopped answering), a forgotten handle is "lost" (queued jobs
 of a server without a persistent queue are gone), and a job picked up from a
 page after the web app restarted is "unknown" when the server no longer
-knows it.
+knows it.  When the app reads the workers' failed-job store (``failed_jobs``),
+a forgotten handle is first looked up there: a record of it says the job
+failed for good ("failed", with ``record`` set: the page's "Failed (recorded)").
+A worker commits the record before it reports the failure, so it is there
+when gearmand forgets the handle; a folder store's listing may lag by a
+second, so a job said "finished" is looked up again after
+:data:`RECORD_RECHECKS` seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import contextlib
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,6 +50,10 @@ MAX_ROWS = 1000
 MAX_TOTAL_ROWS = 5000
 #: How long a row is kept after its job ended (as long as the events a page away could catch up on).
 ENDED_ROW_TTL = EVENT_TTL
+#: After a background job was said "finished", look for its failure record again this many seconds later.
+RECORD_RECHECKS = (1.5, 5.0)
+#: A record counts for a job when it failed after the job was sent, less this (the worker's clock may differ).
+CLOCK_SLACK = 10.0
 FINAL = frozenset({"done", "failed", "cancelled", "lost", "finished", "unknown"})
 ROW_ID_RE = re.compile(r"^[0-9a-f]{8}-b[0-9]{1,9}-[0-9]{1,3}$")
 
@@ -93,6 +103,8 @@ class JobRow:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None  # time.monotonic() when it reached a final state
     duration: float | None = None
+    submitted_at: float = field(default_factory=time.time)  # wall clock: failure records are looked up after it
+    record: dict[str, Any] | None = None  # the failed-job store's record of this job, once found
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     running: RunningJob | None = field(default=None, repr=False)  # a foreground job once sent
     cancel_requested: bool = False
@@ -122,6 +134,8 @@ class JobRow:
                 "error",
                 "messages",
                 "duration",
+                "submitted_at",
+                "record",
             )
         }
         view["revision"] = revision()
@@ -191,6 +205,10 @@ class JobBook:
                 del self._rows[session]
 
 
+#: Looks up the failed-job store's record of a job handle failed at or after ``since`` (the console's).
+RecordLookup = Callable[..., Awaitable[dict[str, Any] | None]]
+
+
 @dataclass
 class JobContext:
     """What a job's task needs besides the row."""
@@ -198,6 +216,8 @@ class JobContext:
     gateway: Gateway
     hub: Hub
     timeout: float = 300.0
+    #: Set when the app reads the workers' failed-job store: ``recorded(handle, since=...)``.
+    recorded: RecordLookup | None = None
 
 
 async def run_job(ctx: JobContext, session: str, row: JobRow, payload: bytes) -> None:
@@ -318,6 +338,8 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
             if disturbed:
                 row.error = LOST_RESTART
                 row.finish("lost")
+            elif await _found_record(ctx, row):
+                pass  # failed for good: the store has its record
             elif not seen:
                 row.error = UNKNOWN
                 row.finish("unknown")
@@ -325,6 +347,13 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
                 row.finish("finished")  # Gearman keeps no result for background jobs: "no longer known" is all
             log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome=row.state)
             publish()
+            if row.state in ("finished", "unknown") and ctx.recorded is not None:
+                for delay in RECORD_RECHECKS:  # a folder store's listing may not show the newest file yet
+                    await asyncio.sleep(delay)
+                    if await _found_record(ctx, row):
+                        log.info("web.job.done", function=row.function, job=row.id, handle=row.handle, outcome="failed")
+                        publish()
+                        break
             return
         announce = resumed and not seen  # the first answer about a picked-up job: the page learns it is watched
         seen = True
@@ -336,6 +365,26 @@ async def watch_background(ctx: JobContext, session: str, row: JobRow, handle: b
         row.state, row.numerator, row.denominator = state, status.numerator, status.denominator
         if changed or announce:
             publish()
+
+
+async def _found_record(ctx: JobContext, row: JobRow) -> bool:
+    """Look the row's job up in the failed-job store; when it is there, the row says it failed, with the record."""
+    if ctx.recorded is None or not row.handle:
+        return False
+    try:
+        record = await ctx.recorded(row.handle, since=row.submitted_at - CLOCK_SLACK)
+    except Exception as e:  # the store is the console's concern: a job row just stays as it is
+        log.warning("web.job.record_lookup_failed", handle=row.handle, error=f"{type(e).__name__}: {e}")
+        return False
+    if record is None or record.get("function") != row.function:
+        return False
+    row.record = {k: record.get(k) for k in ("id", "attempts", "failed_at", "failed_at_utc", "error", "unique")}
+    row.error = f"The job failed: {record.get('error')}"
+    if row.final:
+        row.state = "failed"  # said "finished" a moment ago: it keeps its duration
+    else:
+        row.finish("failed")
+    return True
 
 
 def resume_rows(
@@ -368,6 +417,7 @@ def resume_rows(
             state=str(item.get("state")),
             handle=_text(item.get("handle")),
             server=_server(ctx, item),
+            submitted_at=_moment(item.get("submitted_at")),
         )
         book.add(session, row)
         rows.append(row)
@@ -386,6 +436,14 @@ def resume_rows(
 
 def _text(value: Any) -> str | None:
     return str(value)[:200] if isinstance(value, str) and value else None
+
+
+def _moment(value: Any) -> float:
+    """When a picked-up row's job was sent (its view says); else the longest a background job is watched ago."""
+    now = time.time()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and now - BACKGROUND_WATCH <= value <= now:
+        return float(value)
+    return now - BACKGROUND_WATCH
 
 
 def _server(ctx: JobContext, item: dict[str, Any]) -> str | None:

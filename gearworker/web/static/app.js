@@ -60,6 +60,8 @@ function showPage() {
   }
   const tab = tabs().find((t) => t.dataset.page === known);
   document.title = `${tab ? tab.textContent.trim() : known} · gearworker`;
+  // Pages that fetch while they are shown (console.js) start and stop on this.
+  document.dispatchEvent(new CustomEvent("gw:page", { detail: known }));
 }
 
 // The tab list as WAI-ARIA's tabs pattern has it: Left and Right move to the previous and next tab
@@ -112,6 +114,7 @@ function photoCard(p, { append = false } = {}) {
     card = $("#photo-template").content.firstElementChild.cloneNode(true);
     card.id = cardId(p);
     $(".delete", card).addEventListener("click", () => deletePhoto(card));
+    $(".retry", card).addEventListener("click", () => retryPhoto(card));
     if (append) $("#photo-list").append(card); else $("#photo-list").prepend(card);
   }
   return card;
@@ -149,8 +152,14 @@ function renderPhoto(p, options) {
   else if (p.state === "uploading") detail = `Sending the photo to the web app… ${percent}%`;
   else if (p.state === "done") detail = `100% · ${p.copies.length} copies · ${(p.format || "").toUpperCase()}`;
   $(".photo-detail", card).textContent = detail;
-  $(".delete", card).hidden = !(p.id && ["done", "failed"].includes(p.state));
-  $(".delete", card).setAttribute("aria-label", `Delete ${p.name}`);
+  // A button that goes away with the state (Retry once the photo is queued again) leaves the focus on its card.
+  const show = (button, shown, label) => {
+    if (!shown && button === document.activeElement) card.focus();
+    button.hidden = !shown;
+    button.setAttribute("aria-label", label);
+  };
+  show($(".retry", card), Boolean(p.id && p.state === "failed"), `Retry ${p.name}`);
+  show($(".delete", card), Boolean(p.id && ["done", "failed"].includes(p.state)), `Delete ${p.name}`);
   const copies = $(".copies", card);
   if (p.state === "done" && copies.childElementCount !== p.copies.length) {
     const thumb = thumbnail(p.copies);
@@ -184,6 +193,22 @@ async function deletePhoto(card) {
   const response = await post(`/api/photos/${id}`, { method: "DELETE" });
   if (response.ok || response.status === 404) removePhoto(id);
   else $(".photo-detail", card).textContent = await readError(response);
+}
+
+// A failed photo is resized again from its original, which the app kept on disk.
+async function retryPhoto(card) {
+  const button = $(".retry", card);
+  if (button.getAttribute("aria-disabled") === "true") return;
+  button.setAttribute("aria-disabled", "true");
+  try {
+    const response = await post(`/api/photos/${card.dataset.photo}/retry`);
+    if (response.ok) renderPhoto(await response.json());
+    else $(".photo-detail", card).textContent = await readError(response);
+  } catch (e) {
+    $(".photo-detail", card).textContent = "The web app could not be reached (is it still running?).";
+  } finally {
+    button.removeAttribute("aria-disabled");
+  }
 }
 
 function removePhoto(id) {
@@ -323,7 +348,8 @@ function renderJob(j) {
   setText(cell("mode"), `${j.background ? "background" : "foreground"}${j.priority !== "normal" ? `, ${j.priority}` : ""}`);
   const badge = cell("state").firstElementChild || cell("state").appendChild(el("span"));
   badge.className = `badge ${j.state}`;
-  setText(badge, JOB_STATES[j.state] || j.state);
+  // A background job whose failure the workers' store recorded (Gearman itself keeps no outcome).
+  setText(badge, j.state === "failed" && j.record ? "Failed (recorded)" : JOB_STATES[j.state] || j.state);
 
   const progress = cell("progress");
   if (j.denominator && !FINAL.includes(j.state)) {
@@ -344,6 +370,10 @@ function renderJob(j) {
   else if (j.result) out.push(el("span", { class: "result", text: j.result.binary ? `${j.result.bytes} bytes of binary data` : j.result.text || "(empty result)" }));
   else if (j.handle) out.push(el("span", { class: "result", text: j.handle }));
   if (NOTES[j.state] && !j.error) out.push(el("span", { class: "muted note", text: NOTES[j.state] }));
+  if (j.record) {
+    out.push(el("button", { type: "button", class: "ghost small open-record", "data-record": j.record.id,
+      text: "Open its record", "aria-label": `Open the failed-job record of job ${j.id}` }));
+  }
   for (const m of j.messages || []) out.push(el("div", { class: "muted warning", text: `warning: ${m}` }));
   // A long result scrolls within its cell: make it a tab stop, so the keyboard can scroll it too.
   for (const r of out) {
@@ -423,6 +453,11 @@ function setupJobs() {
       busy(false);
     }
   });
+  // The record of a failed background job opens on the Failed page (console.js).
+  $("#job-rows").addEventListener("click", (e) => {
+    const button = e.target.closest(".open-record");
+    if (button && typeof openFailedRecord === "function") openFailedRecord(button.dataset.record);
+  });
   $("#clear-jobs").addEventListener("click", () => {
     state.jobs.clear();
     $("#job-rows").replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8", text: "No jobs yet." })));
@@ -476,15 +511,16 @@ function serverCard(s) {
     el("span", { class: `badge ${s.ok ? "up" : "down"}`, text: s.ok ? "up" : "unreachable" }),
     el("span", { class: "muted updated" }));
   if (!s.ok) return el("section", { class: "card server", "data-address": s.address, tabindex: "-1" }, head, el("div", { class: "server-error", text: s.error }));
+  // gearmand's "queued" counts the running jobs too: what waits for a worker is the difference.
   const rows = s.functions.map((f) => el("tr", { "data-function": f.function },
     el("td", { class: "fn", text: f.function }),
-    el("td", { class: "num", text: String(f.queued) }),
+    el("td", { class: "num", text: String(Math.max(0, f.queued - f.running)) }),
     el("td", { class: "num", text: String(f.running) }),
     el("td", { class: "num", text: String(f.workers) }),
     el("td", {}, el("span", { class: `badge ${f.workers ? "up" : "idle"}`, text: f.workers ? "served" : "no worker" }))));
   if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "5", text: "This server knows no functions yet." })));
   const table = el("table", { class: "table servers-table" },
-    el("thead", {}, el("tr", {}, el("th", { text: "Function" }), el("th", { class: "num", text: "Queued" }),
+    el("thead", {}, el("tr", {}, el("th", { text: "Function" }), el("th", { class: "num", text: "Waiting" }),
       el("th", { class: "num", text: "Running" }), el("th", { class: "num", text: "Workers" }),
       el("th", {}, el("span", { class: "sr-only", text: "Status" })))),
     el("tbody", {}, ...rows));
