@@ -175,8 +175,18 @@ def photo(path: Path, width: int, height: int, hue: int) -> Path:
     return path
 
 
+#: Where the docs' pictures of the pages go, when asked for (a folder, relative to the repository): not a
+#: GEARWORKER_ name, since every gearworker process refuses an unknown setting in its environment.
+DOC_SHOTS = os.environ.get("GW_SCREENSHOTS")
+
+
 def shot(page: Page, name: str) -> None:
+    """The page as the test left it, in artifacts/screenshots; also in ``$GW_SCREENSHOTS`` (the docs' pictures)."""
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if DOC_SHOTS:
+        folder = ROOT / DOC_SHOTS
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
 
 
 # -- The tests' own helper ---------------------------------------------------------

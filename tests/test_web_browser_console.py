@@ -34,7 +34,7 @@ import pytest
 from gearmand import Gearmand, free_port
 from playwright.sync_api import Browser, Page, expect
 from support import ROOT, photo_jpeg, wait_until
-from test_web_browser import LOGS, SHOTS, WAIT_MS, _start, _stop, browser, start_web, wait_for_js
+from test_web_browser import LOGS, SHOTS, WAIT_MS, _start, _stop, browser, shot, start_web, wait_for_js
 from test_web_browser_a11y import axe_problems
 
 import gearworker
@@ -48,9 +48,6 @@ PHONE = {"width": 390, "height": 844}
 #: Records below failed from this moment on (2026-01-01T00:00:00Z), one every half second.
 BASE = 1_767_225_600.0
 GEARMAN = ["gearman", "-h", "127.0.0.1"]
-#: Where the docs' pictures go, when asked for (relative to the repository). Not a GEARWORKER_ name: every
-#: gearworker process refuses an unknown setting in its environment, and some tests pass theirs on.
-DOC_SHOTS = os.environ.get("GW_SCREENSHOTS")
 
 
 @dataclass
@@ -180,15 +177,6 @@ def opened(browser: Browser, **options: Any) -> Iterator[Page]:
     assert [e for e in errors if "status of 4" not in e] == []
 
 
-def doc_shot(page: Page, name: str) -> None:
-    """The docs' picture of a page (light, 1,280 px), when GW_SCREENSHOTS names a folder."""
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    if DOC_SHOTS:
-        folder = ROOT / DOC_SHOTS
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=False)
-
-
 def row_of(page: Page, text: str) -> Any:
     return page.locator("#failed-rows tr", has_text=text)
 
@@ -223,7 +211,7 @@ def stored(path: Path, where: str = "1", *args: Any) -> int:
         return int(db.execute(f"SELECT COUNT(*) FROM failed_jobs WHERE {where}", args).fetchone()[0])
 
 
-# -- Failed (recorded) on the Jobs page, and issue 25's check ---------------------------------------------
+# -- Failed (recorded) on the Jobs page, and a failed job's retry from its record --------------------
 
 
 def test_a_failed_background_job_reads_failed_recorded_and_opens_its_record(console: Console, browser: Browser) -> None:
@@ -592,7 +580,7 @@ def test_the_queues_page_shows_waiting_running_rates_and_run_times_per_function(
         fail = page.locator('#queue-rows tr[data-function="fail"] a.to-failed')
         expect(fail).to_have_count(1, timeout=WAIT_MS)
         wait_for_js(page, "document.querySelector('#chart-jobs svg') !== null")
-        doc_shot(page, "console-queues")
+        shot(page, "console-queues")
         fail.click()  # the failed records of "fail": the Failed page filtered by it
         expect(page.locator("#failed-summary")).to_have_text(re.compile(r"failed jobs? match(es)? function “fail”$"))
         page.goto(f"{console.url}/#queues")
@@ -617,7 +605,7 @@ def test_the_workers_page_groups_worker_processes_by_host_with_pid_and_version(
             expect(process.locator("td").nth(1)).to_have_text(f"gearworker {gearworker.__version__}")
             expect(process.locator("td").nth(2)).to_contain_text("fail")
         expect(page.locator("#workers-summary")).to_contain_text("2 hosts · 2 worker processes")
-        doc_shot(page, "console-workers")
+        shot(page, "console-workers")
 
 
 # -- Photos and Servers ----------------------------------------------------------------------------------
@@ -707,13 +695,13 @@ def test_no_serious_or_critical_axe_violation_on_the_console_pages(
             expect(row_of(page, "order-42")).to_have_count(1, timeout=WAIT_MS)
             axe_problems(page, f"failed/{name}/{scheme}", found)
             if (name, scheme) == ("desktop", "light"):
-                doc_shot(page, "console-failed")
+                shot(page, "console-failed")
             wide(page, viewport)
             row_of(page, "photo-9").get_by_role("button", name="Details photo-9 (resize)").click()
             expect(page.locator("#fd-workload")).to_contain_text("ff d8 ff e0")
             axe_problems(page, f"failed-record/{name}/{scheme}", found)
             if (name, scheme) == ("desktop", "light"):
-                doc_shot(page, "console-failed-record")
+                shot(page, "console-failed-record")
             wide(page, viewport)
             page.locator("#fd-delete").click()
             expect(page.locator("#confirm")).to_be_visible()
