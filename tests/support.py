@@ -3,7 +3,7 @@
 - waiting: :func:`wait_until`;
 - real ``python -m gearworker`` processes: :class:`WorkerProcess`, :func:`start_worker`, and
   :func:`run_gearworker` for one command, all in a :func:`clean_env`;
-- workers nobody here wrote, for the client tests: :class:`Workers` (php-gearman, ``gearman -w``);
+- workers nobody here wrote, for the client tests: :class:`Workers` (php-gearman, Perl, ``gearman -w``);
 - photos: :func:`photo_jpeg`.
 
 The test files import them as ``from support import ...`` (conftest.py puts tests/ on sys.path).
@@ -238,9 +238,10 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-# -- workers nobody here wrote, for the client tests: php-gearman and ``gearman -w`` ----------------
+# -- workers nobody here wrote, for the client tests: php-gearman, Perl, ``gearman -w`` --------------
 
 PHP_DIR = Path(__file__).resolve().parent / "php"
+PERL_DIR = Path(__file__).resolve().parent / "perl"
 GEARMAN = shutil.which("gearman") or "/usr/bin/gearman"
 MakeGearmand = Callable[..., Gearmand]  # the gearmand_factory fixture
 
@@ -271,6 +272,12 @@ class Workers:
         if wait:
             wait_for_workers(servers, "php.echo", len([p for p in self.procs if p.args == args]))
         return started
+
+    def perl(self, servers: Sequence[Gearmand]) -> subprocess.Popen[bytes]:
+        """Start a Perl Gearman::Worker (tests/perl/worker.pl: the protocol written in Perl) on every server."""
+        proc = self._spawn(["perl", str(PERL_DIR / "worker.pl"), ",".join(g.address for g in servers)])
+        wait_for_workers(servers, "perl.echo", 1)
+        return proc
 
     def gearman_cli(self, server: Gearmand, function: str, *command: str) -> subprocess.Popen[bytes]:
         """Start ``gearman -w -f FUNCTION -- COMMAND`` (runs COMMAND per job, workload on stdin)."""
