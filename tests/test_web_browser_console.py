@@ -5,9 +5,10 @@ jobs in an sqlite store, and the web app (its own process) given that store and 
 address. Tests that need a store of their own (100,000 records, the actions) or a restart start
 another web app on the same gearmand.
 
-Issue 25's check is ``test_the_failed_page_lists_unique_ids_and_errors_and_a_rows_retry_is_recorded_anew``:
-the Failed page lists each failed job's unique id and error, and its row's Retry resubmits it; the
-worker fails it again and records it anew.
+The console's main promise is pinned by
+``test_the_failed_page_lists_unique_ids_and_errors_and_a_rows_retry_is_recorded_anew``: the Failed
+page lists each failed job's unique id and error, and its row's Retry resubmits it; the worker
+fails it again and records it anew.
 
 With ``GW_SCREENSHOTS=docs/images`` the tests write the docs' pictures of each page there
 (light theme, 1,280 px): ``console-failed.png``, ``console-failed-record.png``, ``console-queues.png``,
@@ -241,7 +242,7 @@ def test_a_failed_background_job_reads_failed_recorded_and_opens_its_record(cons
 def test_the_failed_page_lists_unique_ids_and_errors_and_a_rows_retry_is_recorded_anew(
     console: Console, browser: Browser
 ) -> None:
-    """Issue 25's check, from the page: the list shows the job; its Retry runs it again; it is recorded anew."""
+    """From the page: the list shows the job; its Retry runs it again; it is recorded anew."""
     handle = submit(console.gearmand, "fail", "pay order 7", unique="order-7")
     with opened(browser) as page:
         page.goto(f"{console.url}/#failed")
