@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
@@ -454,6 +455,47 @@ def test_dockerignore_lets_in_the_gearmand_tarball_and_nothing_else_of_vendor() 
     # COPY vendor/ needs the folder in a fresh checkout: its README is committed, the tarballs are not.
     assert (ROOT / "vendor" / "README.md").is_file()
     assert "/vendor/*.tar.gz" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_gearmand_source_takes_the_copy_scripts_gearmand_keeps_in_its_cache(tmp_path: Path) -> None:
+    """A clone with no ../shared beside it, on a machine where scripts/gearmand built gearmand once: the image
+    build gets the source from the cache's copy (checked against the Dockerfile's sha256), not from GitHub."""
+    clone = tmp_path / "elsewhere" / "gearworker"  # what the script reads of a checkout; no ../shared beside it
+    (clone / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "gearmand-source", clone / "scripts")
+    shutil.copy2(ROOT / "Dockerfile", clone)
+    source = tmp_path / "src" / f"gearmand-{GEARMAND_VERSION}"
+    source.mkdir(parents=True)
+    (source / "configure.ac").write_text("AC_INIT([gearmand], [2.0.0])\n")
+    cache = tmp_path / "cache"
+    (cache / f"gearmand-{GEARMAND_VERSION}").mkdir(parents=True)
+    tarball = cache / f"gearmand-{GEARMAND_VERSION}" / f"gearmand-{GEARMAND_VERSION}.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(source.parent), source.name], check=True)
+    tree = subprocess.run(  # the Dockerfile's sha256 over the extracted files
+        "find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1",
+        shell=True,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dockerfile = clone / "Dockerfile"
+    dockerfile.write_text(
+        re.sub(r"(?m)^ARG GEARMAND_TREE_SHA256=.*$", f"ARG GEARMAND_TREE_SHA256={tree}", dockerfile.read_text())
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GEARMAND_TARBALL", "XDG_CACHE_HOME")}
+    out = subprocess.run(
+        [str(clone / "scripts" / "gearmand-source")],
+        env={**env, "GEARWORKER_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    vendored = clone / "vendor" / f"gearmand-{GEARMAND_VERSION}.tar.gz"
+    assert out.stdout.strip() == str(vendored)
+    assert vendored.read_bytes() == tarball.read_bytes()
 
 
 def test_dockerfile_builds_gearmand_2_0_0_in_a_build_stage() -> None:
