@@ -333,6 +333,27 @@ async def test_retry_of_everything_matching_a_filter_skips_cut_workloads(
     assert left == {cut, other} and not left & set(kept)
 
 
+async def test_a_record_the_client_refuses_to_submit_fails_alone_and_the_others_are_retried_once(
+    make: Any, gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """A unique id over gearmand's 63 bytes is refused before anything is sent: that record stays, with the
+    reason, and the batch's other records are submitted and deleted (a failed batch would keep them, and the
+    next click would submit them twice)."""
+    path = tmp_path / "failed.db"
+    store = open_store(path)
+    good = store.add(record(1, "nobody_serves"))
+    long_id = store.add(record(2, "nobody_serves", unique="u" * 70))
+    _, client = await make([gearmand.address], failed_jobs=str(path), started=False)
+    r = await client.post("/api/failed/retry", json={"ids": [good, long_id]})
+    answer = r.json()
+    assert r.status_code == 200 and answer["retried"] == 1
+    refused = [x for x in answer["results"] if "handle" not in x]
+    assert [x["id"] for x in refused] == [long_id] and "LocalProtocolError" in refused[0]["problem"]
+    assert gearmand.status()["nobody_serves"][0] == 1  # queued once: no worker serves it
+    left = {rec["id"] for rec in (await client.get("/api/failed")).json()["records"]}
+    assert left == {long_id}
+
+
 async def test_retry_with_no_job_server_up_keeps_the_records_and_says_so(make: Any, tmp_path: Path) -> None:
     path = tmp_path / "failed.db"
     job_id = open_store(path).add(record(1))

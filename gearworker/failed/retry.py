@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConnectionLost, NoServerAvailable
 from .query import FailedQuery
 from .store import FailedJob
 
@@ -74,7 +73,10 @@ async def retry_jobs(
         async with semaphore:
             try:
                 handle = await client.submit_background(job.function, job.workload, unique=job.unique or None)
-            except (NoServerAvailable, ConnectionLost, OSError, TimeoutError) as e:
+            except Exception as e:
+                # Any refusal (no server up, a unique id too long, ...) is this job's problem alone:
+                # raised, it would fail the whole batch after the others were submitted, and their
+                # records, kept, would be submitted again by the next retry.
                 return Retried(job.id, job.function, problem=f"{type(e).__name__}: {e}")
         return Retried(job.id, job.function, handle=handle.decode(errors="replace"), server=handle.server or None)
 
