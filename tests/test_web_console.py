@@ -333,6 +333,20 @@ async def test_retry_of_everything_matching_a_filter_skips_cut_workloads(
     assert left == {cut, other} and not left & set(kept)
 
 
+async def test_odd_numbers_and_a_string_force_are_plain_400s_that_change_nothing(make: Any, tmp_path: Path) -> None:
+    """``limit=²`` is a digit to str.isdigit but not a number; ``"force": "false"`` is not a boolean (and, read
+    as truthy, would retry a record that kept only part of its workload)."""
+    path = tmp_path / "failed.db"
+    cut = open_store(path, workload_limit=4).add(record(1, workload=b"abcd", workload_size=8))
+    _, client = await make(["127.0.0.1:1"], failed_jobs=str(path), started=False)
+    for query in ("limit=\u00b2", "limit=-1", "limit=1e3"):
+        r = await client.get(f"/api/failed?{query}")
+        assert r.status_code == 400 and "is not a number" in r.json()["error"], query
+    r = await client.post("/api/failed/retry", json={"ids": [cut], "force": "false"})
+    assert r.status_code == 400 and r.json()["error"] == "force must be true or false."
+    assert (await client.get("/api/failed")).json()["total"] == 1
+
+
 async def test_a_record_the_client_refuses_to_submit_fails_alone_and_the_others_are_retried_once(
     make: Any, gearmand: Gearmand, tmp_path: Path
 ) -> None:

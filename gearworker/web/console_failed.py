@@ -130,7 +130,9 @@ class FailedRoutes:
             return refuse(400, "The request could not be read (JSON expected).")
         if not isinstance(body, dict) or ("ids" in body) == ("filter" in body):
             return refuse(400, 'Name the records: {"ids": [...]} or {"filter": {...}}.')
-        force = bool(body.get("force", False))
+        force = body.get("force", False)
+        if not isinstance(force, bool):  # "false" is a truthy string: only a JSON boolean forces
+            return refuse(400, "force must be true or false.")
         if "ids" in body:
             ids = body["ids"]
             if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
@@ -246,7 +248,7 @@ class FailedRoutes:
 def _int(text: str | None, default: int, low: int, high: int) -> int:
     if not text:
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to str.isdigit, not to int()
         raise _BadRequest(f"{text!r} is not a number.")
     return max(low, min(high, int(text)))
 
