@@ -111,7 +111,15 @@ class Reloader:
             self.requested.clear()
             if stopping.is_set():
                 return
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception as e:  # nothing awaits this task: log, and keep answering SIGHUP
+                log.error(
+                    "server.reload_failed",
+                    error=f"{type(e).__name__}: {e}",
+                    kept=sorted(self.server.registry.functions),
+                    exc_info=True,
+                )
 
     async def reload(self) -> bool:
         """Load the handlers again and serve new jobs with them; jobs running now finish on the old code.
@@ -145,8 +153,14 @@ class Reloader:
         assert old_worker is not None
         # The new worker registers before the old one lets go: no moment
         # without a worker for any function.
-        server.registry, server.pool = registry, pool
-        server.worker = server.start_worker(registry, pool)
+        try:
+            new_worker = server.start_worker(registry, pool)
+        except Exception as e:  # e.g. a handler module's middleware that cannot be built: nothing swapped yet
+            if pool is not None:
+                await pool.close(stop_helpers=False)
+            log.error("server.reload_failed", error=f"{type(e).__name__}: {e}", kept=sorted(server.registry.functions))
+            return False
+        server.registry, server.pool, server.worker = registry, pool, new_worker
         old_worker.stop_taking_jobs()
         task = asyncio.create_task(self._retire(old_worker, old_pool))
         self.retiring.append(Retiring(old_worker, old_pool, task))
