@@ -10,7 +10,9 @@ is in tests/test_jobqueue_gearmand.py.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import subprocess
 import sys
 import time
@@ -171,3 +173,22 @@ def test_retry_refuses_a_truncated_workload_without_force(tmp_path: Path) -> Non
     result = run_gearworker("failed", "retry", job_id, "--store", str(path), "--server", "127.0.0.1:1")
     assert result.returncode == 1 and "--force" in result.stderr
     assert open_store(path).get(job_id).workload == b"ab"
+
+
+def test_a_folder_store_that_cannot_write_leaves_no_hidden_half_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk (ENOSPC at the fsync): a clear FailedStoreError, and no ``.*.tmp`` file left in the folder."""
+    store = open_store(tmp_path / "failed")
+    assert isinstance(store, FolderStore)
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(FailedStoreError, match="No space left"):
+        store.add(job("a"))
+    assert list((tmp_path / "failed").iterdir()) == []

@@ -270,9 +270,9 @@ def _insert(db: sqlite3.Connection, jobs: Sequence[FailedJob]) -> list[str]:
 class _SqliteWriter:
     """One connection, kept; each batch is one transaction, committed with an fsync (synchronous=FULL).
 
-    A connection per record, committed alone, made 500-900 records/s across 3
-    processes sharing one file (1,700 as first reported); batched on a kept
-    connection, 22,800-26,200 (bench/failed_store.py).
+    A connection per record, committed alone, makes 500-900 records/s across 3
+    processes sharing one file; batched on a kept connection, 22,800-26,200
+    (bench/failed_store.py).
     """
 
     def __init__(self, store: SqliteStore) -> None:
@@ -415,11 +415,15 @@ class _FolderWriter:
                 job_id, data = store._prepare(job)
                 target = store._file(job_id)
                 tmp = target.with_name(f".{target.name}.tmp")
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)  # readers never see half a record
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, target)  # readers never see half a record
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # a full disk must not also leave hidden half-records
+                    raise
                 ids.append(job_id)
             fd = os.open(store.path, os.O_RDONLY | os.O_DIRECTORY)
             try:
