@@ -79,6 +79,61 @@ async def test_a_thread_handler_past_its_timeout_fails_and_a_stuck_thread_does_n
         worker.stop()
 
 
+EXITS = """
+import sys
+
+from gearworker import handler
+
+
+class Halt(BaseException):
+    pass
+
+
+@handler("thread_exit")
+def thread_exit(job):
+    sys.exit("bye from a thread")
+
+
+@handler("async_interrupt")
+async def async_interrupt(job):
+    raise KeyboardInterrupt("stop from a coroutine")
+
+
+@handler("async_halt")
+async def async_halt(job):
+    raise Halt("neither an Exception nor a cancellation")
+
+
+@handler("cpu_exit", cpu=True)
+def cpu_exit(job):
+    sys.exit("bye from a pool process")
+
+
+@handler("still_here")
+async def still_here(job):
+    return b"here"
+"""
+
+
+async def test_a_handler_raising_system_exit_or_keyboard_interrupt_fails_its_job_and_the_worker_serves_on(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """SystemExit, KeyboardInterrupt or another BaseException from a handler of any kind fails that one job with
+    the usual "Type: message"; the worker neither exits nor leaves the job hanging, and serves the next one."""
+    worker = WorkerProcess([gearmand.address], handlers=handlers_dir(tmp_path, exits=EXITS), args=["--processes", "1"])
+    worker.start(wait_for="still_here", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            assert await _failure(client, "thread_exit") == "SystemExit: bye from a thread"
+            assert await _failure(client, "async_interrupt") == "KeyboardInterrupt: stop from a coroutine"
+            assert await _failure(client, "async_halt") == "Halt: neither an Exception nor a cancellation"
+            assert await _failure(client, "cpu_exit") == "SystemExit: bye from a pool process"
+            assert await client.submit("still_here", b"", timeout=20) == b"here"
+        assert worker.poll() is None
+    finally:
+        assert worker.stop() == 0
+
+
 async def _failure(client: Client, function: str) -> str:
     try:
         await client.submit(function, b"", timeout=20)

@@ -208,7 +208,11 @@ class Runner:
             # The handler awaited something that someone else cancelled: that is
             # the handler's failure, and the job must still end.
             return Failure("fail", "CancelledError: an awaited operation was cancelled")
-        except Exception as e:
+        except GeneratorExit:
+            raise  # the coroutine itself is being closed: no handler's failure
+        except BaseException as e:
+            # SystemExit, KeyboardInterrupt and the like fail the job as any exception does.  Let out of
+            # the job's Task, asyncio would re-raise them out of the event loop and stop the worker.
             return failure_of(e)
 
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
