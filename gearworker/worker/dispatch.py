@@ -184,7 +184,8 @@ class Worker:
             stream.send(conn.session.fail(assigned.handle, message, exception=self._exception_style))
         elif self.draining:
             self.release(conn.group, 1, pump=False)
-            return  # not started: handed back when this connection closes
+            self._hand_back(conn, assigned)
+            return
         else:
             for bucket in function.buckets:  # the group's buckets: the grab's reserved place is now used
                 bucket.reserved -= 1
@@ -193,6 +194,26 @@ class Worker:
             self.idle.clear()
             self.runner.start(conn, function, assigned)
         self.pump(conn)
+
+    def _hand_back(self, conn: GroupConnection, assigned: JobAssigned) -> None:
+        """A job that a grab sent before draining began brought: not started, handed back.
+
+        Its connection forgets it, and closes as soon as it holds nothing
+        else (at once, or when its last running job ends): gearmand then
+        re-queues it for another worker.  Kept in the session, it would keep
+        the connection open, and the job assigned to us, until the whole
+        worker stopped.
+        """
+        conn.session.forget(assigned.handle)
+        log.info(
+            "job.handed_back",
+            function=assigned.function.decode(errors="replace"),
+            handle=assigned.handle.decode(errors="replace"),
+            server=conn.name,
+            reason="draining",
+        )
+        if not conn.session.holding:
+            conn.link.close()
 
     def orphaned(self, jobs: list[ActiveJob]) -> None:
         """``jobs`` lost their connection: gearmand re-queued them, their results cannot be delivered.
