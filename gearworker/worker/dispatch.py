@@ -70,7 +70,9 @@ class Worker:
         # The per-job log line and metrics are middlewares like any other (gearworker.middleware).
         if middleware is None:
             middleware = build_middleware([], [], metrics=None if isinstance(metrics, NullMetrics) else metrics)
-        self.runner = Runner(pool, middleware, exception_style=self._exception_style, on_end=self._ended)
+        self.runner = Runner(
+            pool, middleware, exception_style=self._exception_style, on_end=self._ended, on_thread=self._thread_places
+        )
         #: Jobs still running whose connection dropped (on_connection_lost = "finish").
         self._orphans: set[ActiveJob] = set()
         #: SET_CLIENT_ID of every connection: gearadmin --workers shows it (host, pid, version),
@@ -256,6 +258,13 @@ class Worker:
             self.pump_all()
         if not self.running:
             self.idle.set()
+
+    def _thread_places(self, function: Function, change: int) -> None:
+        """A handler thread that outlived its job keeps (+1) a place in each of its limits until it returns (-1)."""
+        for bucket in function.buckets:
+            bucket.used += change
+        if change < 0 and not self.draining:
+            self.pump_all()
 
     # -- keeping grabs in flight --------------------------------------------
     def release(self, group: Group, grabs: int, *, pump: bool = True) -> None:
