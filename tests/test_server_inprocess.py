@@ -125,20 +125,18 @@ async def test_a_job_that_arrives_after_draining_began_is_handed_back_not_held_u
     """Draining begins while a connection's grabs are out; the job they bring is not started, and it goes back to
     gearmand once that connection's own running job ends: another worker runs it while the first still drains."""
     (tmp_path / "draining.py").write_text(DRAINING)
-    settings = config.load(
-        env={},
-        overrides={
-            "servers": [gearmand.address],
-            "handlers_dir": str(tmp_path),
-            "grab_pipeline": 4,
-            "grace_period": 60,
-            "log_level": "warning",
-        },
-    )
-    registry = discover(settings.handlers_dir)
-    draining = Server(settings, registry)
+    settings = {
+        "servers": [gearmand.address],
+        "handlers_dir": str(tmp_path),
+        "grab_pipeline": 4,
+        "grace_period": 60,
+        "log_level": "warning",
+    }
+    registry = discover(str(tmp_path))
+    # No idle poll: every grab of the draining worker goes out through Worker.grabs, which the test watches.
+    draining = Server(config.load(env={}, overrides={**settings, "idle_poll": 0}), registry)
     serving = asyncio.create_task(draining.serve())
-    other = Server(settings, registry)
+    other = Server(config.load(env={}, overrides=settings), registry)
     other_serving: asyncio.Task[int] | None = None
     try:
         async with Client([gearmand.address]) as client:
