@@ -9,12 +9,12 @@ so reports reach the client in order and before the result.
 A thread cannot be stopped from outside.  When the job's timeout passes (or
 its connection drops, or the worker stops past its grace period), the job
 fails (or is handed back) at once and its thread is left to finish on its
-own; its result is then dropped.  Such a thread keeps a place in each of the
-job's limits until it returns (the Runner's ``left_running``): a handler
-whose calls hang fills its limit and stops taking jobs, rather than start a
-thread for each new job without end.  The threads are daemon threads, so one
-that never returns cannot keep the process from exiting.  A thread costs
-about 60 us to start, nothing next to the blocking work it is for.
+own; its result is then dropped.  Such a thread keeps a place in each of
+the job's limits until it returns (``left_running`` of :func:`run_in_thread`):
+a handler whose calls hang fills its limit and stops taking jobs, rather
+than start a thread for each new job without end.  The threads are daemon
+threads, so one that never returns cannot keep the process from exiting.  A
+thread costs about 60 us to start, nothing next to the blocking work it is for.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run_in_thread(
         thread_returned = True
         if on_return is not None:  # the job ended without it: the result is dropped
             on_return()
-        elif not future.done():  # (done: cancelled, its callback not run yet; nothing runs on)
+        elif not future.done():  # (done: cancelled just before the thread returned; nothing runs on)
             if error is not None:
                 future.set_exception(error)
             else:
