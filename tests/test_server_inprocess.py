@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from gearmand import Gearmand
@@ -10,6 +11,8 @@ from support import TEST_HANDLERS
 
 from gearworker import Client, config
 from gearworker.app.server import Server
+from gearworker.protocol import JobAssigned
+from gearworker.worker.connection import GroupConnection
 from gearworker.worker.registry import discover
 
 
@@ -64,6 +67,7 @@ async def test_force_exit_cuts_the_grace_period_short(gearmand: Gearmand) -> Non
 
 SLOW_FAILURE = """
 import asyncio
+import time
 from pathlib import Path
 from gearworker import handler
 
@@ -98,3 +102,80 @@ async def test_an_attempt_that_fails_during_the_grace_period_is_handed_back_not_
     server.should_exit.set()
     assert await asyncio.wait_for(serving, 10) == 0  # the attempt's 1 s, not the backoff nor the grace
     assert gearmand.status()["fails_slowly"][:2] == (1, 0)
+
+
+DRAINING = """
+import asyncio
+from gearworker import handler
+
+@handler("nap")
+async def nap(job):
+    await asyncio.sleep(float(job.text()))
+    return b"napped"
+
+@handler("long", concurrency=1)  # a limit of its own: a connection of its own
+async def long(job):
+    await asyncio.sleep(600)
+"""
+
+
+async def test_a_job_that_arrives_after_draining_began_is_handed_back_not_held_until_the_worker_stops(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """Draining begins while a connection's grabs are out; the job they bring is not started, and it goes back to
+    gearmand once that connection's own running job ends: another worker runs it while the first still drains."""
+    (tmp_path / "draining.py").write_text(DRAINING)
+    settings = {
+        "servers": [gearmand.address],
+        "handlers_dir": str(tmp_path),
+        "grab_pipeline": 4,
+        "grace_period": 60,
+        "log_level": "warning",
+    }
+    registry = discover(str(tmp_path))
+    # No idle poll: every grab of the draining worker goes out through Worker.grabs, which the test watches.
+    draining = Server(config.load(env={}, overrides={**settings, "idle_poll": 0}), registry)
+    serving = asyncio.create_task(draining.serve())
+    other = Server(config.load(env={}, overrides=settings), registry)
+    other_serving: asyncio.Task[int] | None = None
+    try:
+        async with Client([gearmand.address]) as client:
+            await client.submit_background("long", b"")  # keeps the worker draining for the whole grace period
+            await client.submit_background("nap", b"2")  # keeps its connection open while draining
+            while gearmand.status().get("long", (0, 0, 0))[1] == 0 or gearmand.status().get("nap", (0, 0, 0))[1] == 0:
+                await asyncio.sleep(0.05)
+            worker = draining.worker
+            assert worker is not None
+            # Draining begins just after the grabs answering the next job's wake-up are written.
+            grabs, assign = worker.grabs, worker.assigned
+            came_while_draining: list[bytes] = []
+
+            def grabs_then_drain(conn: GroupConnection) -> bytes:
+                data = grabs(conn)
+                if data and not worker.draining:
+                    worker.stop_taking_jobs()
+                    draining.should_exit.set()
+                return data
+
+            def noting(conn: GroupConnection, assigned: JobAssigned) -> None:
+                if worker.draining:
+                    came_while_draining.append(assigned.handle)
+                assign(conn, assigned)
+
+            worker.grabs = grabs_then_drain  # type: ignore[method-assign]
+            worker.assigned = noting  # type: ignore[method-assign]
+            submitted = time.monotonic()
+            late = asyncio.create_task(client.submit("nap", b"0", timeout=30))
+            while not came_while_draining:
+                await asyncio.sleep(0.01)
+            other_serving = asyncio.create_task(other.serve())
+            assert await asyncio.wait_for(late, 20) == b"napped"
+            assert time.monotonic() - submitted < 15  # the nap of 2 s, not the grace period of 60
+        assert not serving.done()  # the first worker still drains: the long job runs on
+    finally:
+        other.should_exit.set()
+        draining.force_exit.set()
+        draining.should_exit.set()
+        assert await asyncio.wait_for(serving, 20) == 0
+        if other_serving is not None:
+            assert await asyncio.wait_for(other_serving, 20) == 0

@@ -70,7 +70,9 @@ class Worker:
         # The per-job log line and metrics are middlewares like any other (gearworker.middleware).
         if middleware is None:
             middleware = build_middleware([], [], metrics=None if isinstance(metrics, NullMetrics) else metrics)
-        self.runner = Runner(pool, middleware, exception_style=self._exception_style, on_end=self._ended)
+        self.runner = Runner(
+            pool, middleware, exception_style=self._exception_style, on_end=self._ended, on_thread=self._thread_places
+        )
         #: Jobs still running whose connection dropped (on_connection_lost = "finish").
         self._orphans: set[ActiveJob] = set()
         #: SET_CLIENT_ID of every connection: gearadmin --workers shows it (host, pid, version),
@@ -184,7 +186,8 @@ class Worker:
             stream.send(conn.session.fail(assigned.handle, message, exception=self._exception_style))
         elif self.draining:
             self.release(conn.group, 1, pump=False)
-            return  # not started: handed back when this connection closes
+            self._hand_back(conn, assigned)
+            return
         else:
             for bucket in function.buckets:  # the group's buckets: the grab's reserved place is now used
                 bucket.reserved -= 1
@@ -193,6 +196,26 @@ class Worker:
             self.idle.clear()
             self.runner.start(conn, function, assigned)
         self.pump(conn)
+
+    def _hand_back(self, conn: GroupConnection, assigned: JobAssigned) -> None:
+        """A job that a grab sent before draining began brought: not started, handed back.
+
+        Its connection forgets it, and closes as soon as it holds nothing
+        else (at once, or when its last running job ends): gearmand then
+        re-queues it for another worker.  Kept in the session, it would keep
+        the connection open, and the job assigned to us, until the whole
+        worker stopped.
+        """
+        conn.session.forget(assigned.handle)
+        log.info(
+            "job.handed_back",
+            function=assigned.function.decode(errors="replace"),
+            handle=assigned.handle.decode(errors="replace"),
+            server=conn.name,
+            reason="draining",
+        )
+        if not conn.session.holding:
+            conn.link.close()
 
     def orphaned(self, jobs: list[ActiveJob]) -> None:
         """``jobs`` lost their connection: gearmand re-queued them, their results cannot be delivered.
@@ -235,6 +258,13 @@ class Worker:
             self.pump_all()
         if not self.running:
             self.idle.set()
+
+    def _thread_places(self, function: Function, change: int) -> None:
+        """A handler thread that outlived its job keeps (+1) a place in each of its limits until it returns (-1)."""
+        for bucket in function.buckets:
+            bucket.used += change
+        if change < 0 and not self.draining:
+            self.pump_all()
 
     # -- keeping grabs in flight --------------------------------------------
     def release(self, group: Group, grabs: int, *, pump: bool = True) -> None:

@@ -109,8 +109,9 @@ def run(ref: FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes | int, bool]:
     """Run one job in the child: ``(ok, result or "Type: message", retryable)``.
 
     A big result is left in the mailbox and only its length (an int) is
-    returned.  Never raises: exceptions may not pickle.  ``retryable`` is
-    False for :class:`gearworker.errors.NoRetry`.
+    returned.  Never raises, not even SystemExit or KeyboardInterrupt (the
+    executor would carry them back into the worker's event loop, and exceptions
+    may not pickle).  ``retryable`` is False for :class:`gearworker.errors.NoRetry`.
     """
     token = spec.token
     box = _mailbox
@@ -127,7 +128,7 @@ def run(ref: FuncRef, spec: CpuJobSpec) -> tuple[bool, bytes | int, bool]:
             with contextlib.suppress(OSError):  # no memory to grow it: the pipe still works
                 return True, box.put(result), True
         return True, result, True
-    except Exception as e:
+    except BaseException as e:  # SystemExit too: it fails the job, as in a thread or async handler
         return False, f"{type(e).__name__}: {e}".encode(), not isinstance(e, NoRetry)
     finally:
         # Reports and the result travel on different pipes; this marker tells

@@ -96,12 +96,22 @@ class Runner:
     """Runs jobs and ends each exactly once; ``on_end`` frees the job's places in the worker's limits."""
 
     def __init__(
-        self, pool: Pool | None, middleware: Chain, *, exception_style: bool, on_end: Callable[[ActiveJob], None]
+        self,
+        pool: Pool | None,
+        middleware: Chain,
+        *,
+        exception_style: bool,
+        on_end: Callable[[ActiveJob], None],
+        on_thread: Callable[[Function, int], None],
     ) -> None:
         self.pool = pool
         self.middleware = middleware
         self._exception_style = exception_style
         self._on_end = on_end
+        #: A handler thread that outlived its job takes (+1), then gives back (-1), a place in each limit.
+        self._on_thread = on_thread
+        #: Threads still running past their job, by function name.
+        self._threads_left: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
         #: Jobs waiting out a retry's backoff (nothing of theirs runs): shutdown hands them back at once.
@@ -186,7 +196,7 @@ class Runner:
         h = job.function.handler
         try:
             if h.timeout is None:
-                result = await (h.func(api) if h.is_async else run_in_thread(h.func, cast(CpuJob, api)))
+                result = await (h.func(api) if h.is_async else self._in_thread(job, cast(CpuJob, api)))
             else:
                 # expired(), not a clock comparison: the deadline is on the loop's
                 # clock, which uvloop caches, so time.monotonic() can say a little
@@ -194,7 +204,7 @@ class Runner:
                 deadline = asyncio.timeout(h.timeout)
                 try:
                     async with deadline:
-                        result = await (h.func(api) if h.is_async else run_in_thread(h.func, cast(CpuJob, api)))
+                        result = await (h.func(api) if h.is_async else self._in_thread(job, cast(CpuJob, api)))
                 except TimeoutError:
                     if deadline.expired():
                         return Failure("timeout", f"JobTimeout: ran past its {h.timeout:g}s timeout")
@@ -208,8 +218,52 @@ class Runner:
             # The handler awaited something that someone else cancelled: that is
             # the handler's failure, and the job must still end.
             return Failure("fail", "CancelledError: an awaited operation was cancelled")
-        except Exception as e:
+        except GeneratorExit:
+            raise  # the coroutine itself is being closed: no handler's failure
+        except BaseException as e:
+            # SystemExit, KeyboardInterrupt and the like fail the job as any exception does.  Let out of
+            # the job's Task, asyncio would re-raise them out of the event loop and stop the worker.
             return failure_of(e)
+
+    def _in_thread(self, job: ActiveJob, api: CpuJob) -> asyncio.Future[object]:
+        """Run a thread handler's attempt (see :mod:`gearworker.worker.threads`)."""
+        return run_in_thread(job.function.handler.func, api, lambda: self._thread_left_running(job))
+
+    def _thread_left_running(self, job: ActiveJob) -> Callable[[], None]:
+        """``job``'s attempt ended (its timeout, a cancel) while its thread runs on; return what its end calls.
+
+        A thread cannot be stopped: it keeps a place in each of the job's
+        limits until it returns, so that a handler whose calls hang stops
+        taking jobs once its limit is full instead of starting threads
+        without end.
+        """
+        function = job.function
+        name = function.name
+        self._on_thread(function, 1)
+        self._threads_left[name] = self._threads_left.get(name, 0) + 1
+        left_at = time.monotonic()
+        handle = job.handle.decode(errors="replace")
+        log.warning(
+            "job.thread_running_on",
+            function=name,
+            handle=handle,
+            unique=job.unique.decode(errors="replace"),
+            timeout=function.handler.timeout,
+            threads=self._threads_left[name],
+        )
+
+        def returned() -> None:
+            self._threads_left[name] -= 1
+            self._on_thread(function, -1)
+            log.info(
+                "job.thread_finished",
+                function=name,
+                handle=handle,
+                late=round(time.monotonic() - left_at, 3),
+                threads=self._threads_left[name],
+            )
+
+        return returned
 
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
         """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.worker.retry`)."""

@@ -7,11 +7,14 @@ calls: each report is handed to the event loop (``call_soon_threadsafe``),
 so reports reach the client in order and before the result.
 
 A thread cannot be stopped from outside.  When the job's timeout passes (or
-the worker stops past its grace period), the job fails (or is handed back) at
-once and its thread is left to finish on its own; its result is then
-dropped.  The threads are daemon threads, so one that never returns cannot
-keep the process from exiting.  A thread costs about 60 us to start, nothing
-next to the blocking work it is for.
+its connection drops, or the worker stops past its grace period), the job
+fails (or is handed back) at once and its thread is left to finish on its
+own; its result is then dropped.  Such a thread keeps a place in each of
+the job's limits until it returns (``left_running`` of :func:`run_in_thread`):
+a handler whose calls hang fills its limit and stops taking jobs, rather
+than start a thread for each new job without end.  The threads are daemon
+threads, so one that never returns cannot keep the process from exiting.  A
+thread costs about 60 us to start, nothing next to the blocking work it is for.
 """
 
 from __future__ import annotations
@@ -37,18 +40,39 @@ def thread_job(function: str, handle: bytes, unique: bytes, workload: bytes, rep
     return CpuJob(CpuJobSpec(0, function, handle, unique, workload), send)
 
 
-def run_in_thread(func: Callable[[CpuJob], Any], job: CpuJob) -> asyncio.Future[Any]:
-    """Run ``func(job)`` in a new daemon thread; the future gets its return value or exception."""
+def run_in_thread(
+    func: Callable[[CpuJob], Any], job: CpuJob, left_running: Callable[[], Callable[[], None]]
+) -> asyncio.Future[Any]:
+    """Run ``func(job)`` in a new daemon thread; the future gets its return value or exception.
+
+    When the future is cancelled (the job timed out, or was cancelled) while
+    the thread still runs, ``left_running()`` is called, and what it returns
+    is called once the thread returns.  Both run on the event loop.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
+    thread_returned = False
+    on_return: Callable[[], None] | None = None  # set when the thread outlives its future
 
     def settle(error: BaseException | None, value: Any) -> None:
-        if future.done():  # timed out or cancelled meanwhile: the result is dropped
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
+        nonlocal thread_returned
+        thread_returned = True
+        if on_return is not None:  # the job ended without it: the result is dropped
+            on_return()
+        elif not future.done():  # (done: cancelled just before the thread returned; nothing runs on)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def cancelled(_: asyncio.Future[Any]) -> None:
+        nonlocal on_return
+        if future.cancelled() and not thread_returned:
+            on_return = left_running()
+
+    # Added before anyone awaits the future, so it runs before the awaiting Task
+    # resumes: the thread takes its places before the job's own are freed.
+    future.add_done_callback(cancelled)
 
     def target() -> None:
         error: BaseException | None = None
