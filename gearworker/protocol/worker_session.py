@@ -197,7 +197,7 @@ class WorkerSession(Generic[J]):
         """One grab from a sleeping connection, though no NOOP came.
 
         gearmand 1.1 hands out a scheduled (epoch) job only when something
-        wakes a worker (gearmand #101), and 2.0.0 with ``--threads=0`` queues
+        wakes a worker (https://github.com/gearman/gearmand/issues/101), and 2.0.0 with ``--threads=0`` queues
         the wake-up but never writes it: without this, an idle system never
         runs it.  The NO_JOB that answers puts us back to sleep.
         """

@@ -318,7 +318,7 @@ class Worker:
 
     async def _poll(self, interval: float) -> None:
         # gearmand 1.1 hands out a scheduled (epoch) job only when something
-        # wakes a worker (gearmand #101), and 2.0.0 with --threads=0 never
+        # wakes a worker (github.com/gearman/gearmand/issues/101), and 2.0.0 with --threads=0 never
         # writes the wake-up it queues: a sleeping connection asks anyway.
         while not self.draining:
             await asyncio.sleep(interval)
