@@ -4,7 +4,8 @@
 - real ``python -m gearworker`` processes: :class:`WorkerProcess`, :func:`start_worker`, and
   :func:`run_gearworker` for one command, all in a :func:`clean_env`;
 - workers nobody here wrote, for the client tests: :class:`Workers` (php-gearman, Perl, ``gearman -w``);
-- photos: :func:`photo_jpeg`.
+- photos: :func:`photo_jpeg`;
+- TLS settings that connect nowhere: :func:`write_test_ca` (tests/network/netlab.py makes working certificates).
 
 The test files import them as ``from support import ...`` (conftest.py puts tests/ on sys.path).
 Beside this module: ``gearmand.py`` starts real gearmand processes, ``fakepeer.py`` holds the
@@ -355,3 +356,34 @@ def _photo_jpeg(
 
     image = samples.photo(width, height) if fill is None else Image.new("RGB", (width, height), fill)
     return samples.jpeg(image, orientation=orientation, icc=icc, quality=quality)
+
+
+# -- TLS settings that connect nowhere ----------------------------------------------------------------
+
+#: A CA certificate ("gearworker unit test CA") whose key was thrown away: settings can name it as
+#: ``tls_ca_file`` and build their TLS context, but nothing can be served with it.
+TEST_CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBrDCCAVGgAwIBAgIUbM2aTQgljNM18+CAauMQX5wHHZ0wCgYIKoZIzj0EAwIw
+IjEgMB4GA1UEAwwXZ2VhcndvcmtlciB1bml0IHRlc3QgQ0EwIBcNMjYxMjA3MDI0
+NDEzWhgPMjEyNjExMTMwMjQ0MTNaMCIxIDAeBgNVBAMMF2dlYXJ3b3JrZXIgdW5p
+dCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEVrDJ5W10Tnpx/hy4
+AFQuMOdbEYvQF7f/E8qOOzh8JAI//OhJyZqUd7QKcF3Waoft7BcXtqsNrx+T+IYw
+4meKCKNjMGEwHQYDVR0OBBYEFCbAAAA1Gko7NOG0AUcAmiw9KML0MB8GA1UdIwQY
+MBaAFCbAAAA1Gko7NOG0AUcAmiw9KML0MA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0P
+AQH/BAQDAgEGMAoGCCqGSM49BAMCA0kAMEYCIQCFguFeUy5/ERZX10ZA/IZo5zGy
+VODMElOhAux5agjkxAIhANmdmrwRa7ayQVWSvnZt9pdGPwIO1qwk7+HLOkltEncI
+-----END CERTIFICATE-----
+"""
+TEST_CA_NAME = "gearworker unit test CA"
+
+
+def write_test_ca(folder: Path) -> Path:
+    """:data:`TEST_CA_PEM` as ``folder/ca.pem``, for a ``tls_ca_file`` setting."""
+    path = folder / "ca.pem"
+    path.write_text(TEST_CA_PEM)
+    return path
+
+
+def ca_names(context: Any) -> list[str]:
+    """The common names of the CA certificates an ``ssl.SSLContext`` trusts (from a CA file)."""
+    return [dict(rdn[0] for rdn in ca["subject"])["commonName"] for ca in context.get_ca_certs()]

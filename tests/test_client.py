@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
+import ssl
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from gearmand import Gearmand
-from support import Workers, every_byte, free_port_address, workers_fixture  # noqa: F401
+from support import (  # noqa: F401
+    TEST_CA_NAME,
+    Workers,
+    ca_names,
+    every_byte,
+    free_port_address,
+    workers_fixture,
+    write_test_ca,
+)
 
-from gearworker import Client, submit, submit_background
+from gearworker import Client, config, submit, submit_background
 from gearworker.client import Handle, JobStatus, Progress, Result
 from gearworker.errors import JobException, JobFailed, JobTimeout, LocalProtocolError, NoServerAvailable
 from gearworker.protocol import StatusRow
+from gearworker.transport import StreamOptions
 
 
 async def test_500_concurrent_jobs_finishing_out_of_order_each_reach_their_own_caller(
@@ -308,6 +319,66 @@ def test_client_without_servers_reads_settings(monkeypatch: pytest.MonkeyPatch, 
     client = Client()
     assert [s.address for s in client.servers] == ["10.0.0.1:4730", "10.0.0.2:4731"]
     assert client.connect_timeout == 1.5
+
+
+def tls_settings(folder: Path, **values: Any) -> config.Settings:
+    """Settings with TLS on (support's test CA, a server name to check) and every connection option off its default."""
+    return config.Settings(
+        tls=True,
+        tls_ca_file=str(write_test_ca(folder)),
+        tls_server_hostname="gearmand.internal",
+        connect_timeout=2.5,
+        reconnect_min=0.2,
+        reconnect_max=3.0,
+        heartbeat_interval=3.0,
+        heartbeat_timeout=4.0,
+        keepalive_idle=7,
+        keepalive_interval=2,
+        keepalive_count=5,
+        max_packet_size=1 << 20,
+        **values,
+    ).validate()
+
+
+def test_a_client_from_settings_connects_with_their_tls_and_connection_options(tmp_path: Path) -> None:
+    """Client.from_settings(settings, servers): each server's connection options are the worker's
+    (StreamOptions.from_settings): a TLS context that trusts the settings' CA and checks the server name they
+    give, and their heartbeat, keepalive, timeouts and packet limit; admin queries dial with the same options.
+    A keyword argument overrides one setting; servers None takes the settings' servers."""
+    settings = tls_settings(tmp_path, servers=["10.0.0.9:4730"])
+    worker = dataclasses.replace(StreamOptions.from_settings(settings), ssl=None)
+    client = Client.from_settings(settings, ["10.0.0.1:4730", "10.0.0.2:4731"])
+    assert [s.address for s in client.servers] == ["10.0.0.1:4730", "10.0.0.2:4731"]
+    assert client.connect_timeout == 2.5
+    for server in client.servers:
+        options = server.endpoint.options
+        assert dataclasses.replace(options, ssl=None) == worker
+        assert options.server_hostname == "gearmand.internal"
+        context = options.ssl
+        assert context is not None
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        assert ca_names(context) == [TEST_CA_NAME]
+
+    overridden = Client.from_settings(settings, connect_timeout=9.0, tls_server_hostname="other.internal")
+    assert [s.address for s in overridden.servers] == ["10.0.0.9:4730"]
+    options = overridden.servers[0].endpoint.options
+    assert (options.connect_timeout, options.server_hostname, options.heartbeat_interval) == (9.0, "other.internal", 3)
+    assert options.ssl is not None
+
+
+def test_a_client_given_servers_uses_the_built_in_options_and_reads_no_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Client(servers) reads neither settings.py nor the environment (docs/client.md): no TLS, built-in options;
+    Client.from_settings(config.load(), servers) is the way to have them."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GEARWORKER_HEARTBEAT_INTERVAL", "3")
+    write_test_ca(tmp_path)
+    (tmp_path / "settings.py").write_text('TLS = True\nTLS_CA_FILE = "ca.pem"\nCONNECT_TIMEOUT = 2.5\n')
+    options = Client(["10.0.0.1:4730"]).servers[0].endpoint.options
+    assert options == StreamOptions()
+    loaded = Client.from_settings(config.load(), ["10.0.0.1:4730"]).servers[0].endpoint.options
+    assert loaded.ssl is not None and (loaded.connect_timeout, loaded.heartbeat_interval) == (2.5, 3.0)
 
 
 def test_the_client_works_on_uvloop(gearmand: Gearmand, workers: Workers) -> None:

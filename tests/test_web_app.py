@@ -19,9 +19,10 @@ import httpx
 import pytest
 from gearmand import Gearmand, free_port
 from starlette.applications import Starlette
-from support import photo_jpeg
+from support import TEST_CA_NAME, ca_names, photo_jpeg, write_test_ca
 
-from gearworker.web.app import create_app
+from gearworker.config import Settings
+from gearworker.web.app import WebOptions, create_app
 from gearworker.web.service import Gateway
 
 SESSION = "testsession01"
@@ -307,6 +308,35 @@ def test_explain_turns_errors_into_sentences() -> None:
 
 def test_gateway_reports_each_configured_server() -> None:
     assert Gateway(["h:1", "h:2"]).servers == ["h:1", "h:2"]
+
+
+async def test_the_app_gearworker_web_builds_connects_with_the_settings_tls(tmp_path: Path) -> None:
+    """``gearworker web``'s app (WebOptions.from_settings): its client dials each server with the settings' TLS
+    context, server name and heartbeat.  An app built without settings keeps the built-in options (no TLS)."""
+    settings = Settings(
+        tls=True,
+        tls_ca_file=str(write_test_ca(tmp_path)),
+        tls_server_hostname="gearmand.internal",
+        heartbeat_interval=3.0,
+        connect_timeout=1.5,
+        web_storage_root=str(tmp_path / "photos"),
+    ).validate()
+    app = create_app(["10.0.0.1:4730", "10.0.0.2:4730"], WebOptions.from_settings(settings, listen_host="127.0.0.1"))
+    plain = create_app(["10.0.0.1:4730"], storage_root=str(tmp_path / "plain"))
+    try:
+        client = await app.state.web.gateway.client()  # connections open on first use: none here
+        for server in client.servers:
+            options = server.endpoint.options
+            assert options.ssl is not None and ca_names(options.ssl) == [TEST_CA_NAME]
+            assert (options.server_hostname, options.heartbeat_interval, options.connect_timeout) == (
+                "gearmand.internal",
+                3.0,
+                1.5,
+            )
+        assert (await plain.state.web.gateway.client()).servers[0].endpoint.options.ssl is None
+    finally:
+        await app.state.web.close()
+        await plain.state.web.close()
 
 
 # -- pieces: live-stream replay, the photo store, downloads, the command line ----------------

@@ -112,7 +112,8 @@ class Server:
         if s.failed_jobs:
             from ..failed import RecordFailures, open_store
 
-            self._failed = RecordFailures(open_store(s.failed_jobs, workload_limit=s.failed_workload_limit), s.servers)
+            store = open_store(s.failed_jobs, workload_limit=s.failed_workload_limit)
+            self._failed = RecordFailures(store, s.servers, settings=s)
         self.pool = await self.start_pool(self.registry)
         self.worker = self.start_worker(self.registry, self.pool)
         self._start_scheduler()
@@ -171,7 +172,7 @@ class Server:
                 self.settings.servers,
                 functions,
                 worker.client_id,
-                connect_timeout=self.settings.connect_timeout,
+                settings=self.settings,
                 own=self._own_connections,
                 max_age=self.settings.schedule_max_age,
             )

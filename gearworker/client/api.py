@@ -98,6 +98,10 @@ class Client:
     ``servers`` are ``"host:port"`` strings; ``None`` takes them from the
     settings (``settings.py`` / ``GEARWORKER_SERVERS``), else the local gearmand
     that ``gearworker run`` starts (127.0.0.1:``local_gearmand_port``, 4730).
+    The connection options (TLS, heartbeat, TCP keepalive, timeouts...) come
+    from the same settings when ``servers`` is None; with ``servers`` given
+    nothing is read from the settings and the options not passed here keep
+    their built-in defaults (:meth:`from_settings` applies a Settings object's).
     Unique ids longer than ``max_unique_size`` (63, gearmand's safe limit)
     raise :class:`~gearworker.errors.LocalProtocolError` before anything is sent.
     Connections open on first use.  Use ``async with Client(...)`` or call
@@ -118,15 +122,10 @@ class Client:
         tls: ssl.SSLContext | None = None,
         tls_server_hostname: str | None = None,
     ) -> None:
-        settings = load() if servers is None else Settings()
-        self.max_unique_size = max_unique_size
-        addresses = list(servers) if servers is not None else list(settings.servers)
-        if not addresses:  # where `gearworker run` starts its local gearmand when no server is set
-            addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
-        for address in addresses:
-            parse_address(address)  # a typo fails here, not at the first submit
-        options = _options(
-            settings,
+        self._setup(
+            load() if servers is None else Settings(),
+            servers,
+            max_unique_size,
             connect_timeout=connect_timeout,
             reconnect_min=reconnect_min,
             reconnect_max=reconnect_max,
@@ -136,6 +135,65 @@ class Client:
             ssl=tls,
             server_hostname=tls_server_hostname,
         )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        servers: Sequence[str] | None = None,
+        *,
+        connect_timeout: float | None = None,
+        reconnect_min: float | None = None,
+        reconnect_max: float | None = None,
+        max_packet_size: int | None = None,
+        max_unique_size: int = MAX_UNIQUE_SIZE,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_server_hostname: str | None = None,
+    ) -> Client:
+        """A client whose connections use ``settings``' connection options, for any ``servers``.
+
+        Its connections open as the worker's own do, with ``settings``' TLS
+        (``tls``, ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``,
+        ``tls_server_hostname``), heartbeat, TCP keepalive,
+        ``connect_timeout``, reconnect delays and ``max_packet_size``; its
+        admin queries (``status``, ``workers``...) use the same TLS and timeout.
+        ``servers`` None: ``settings.servers``, else the local gearmand
+        (127.0.0.1:``local_gearmand_port``).  A keyword argument given (not
+        None) replaces the setting of the same meaning, as for :class:`Client`.
+        The TLS files are read here: a missing or bad one raises
+        :class:`~gearworker.errors.ConfigError` naming the setting::
+
+            settings = gearworker.config.load()  # settings.py, then GEARWORKER_* variables
+            async with Client.from_settings(settings, ["gm1:4730"]) as client:
+                ...
+        """
+        client = cls.__new__(cls)
+        client._setup(
+            settings,
+            servers,
+            max_unique_size,
+            connect_timeout=connect_timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            max_packet_size=max_packet_size,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            ssl=tls,
+            server_hostname=tls_server_hostname,
+        )
+        return client
+
+    def _setup(self, settings: Settings, servers: Sequence[str] | None, max_unique_size: int, **overrides: Any) -> None:
+        """Servers and options from ``settings`` (its servers only when ``servers`` is None), then ``overrides``."""
+        self.max_unique_size = max_unique_size
+        addresses = list(servers) if servers is not None else list(settings.servers)
+        if not addresses:  # where `gearworker run` starts its local gearmand when no server is set
+            addresses = [f"127.0.0.1:{settings.local_gearmand_port}"]
+        for address in addresses:
+            parse_address(address)  # a typo fails here, not at the first submit
+        options = _options(settings, **overrides)
         self.connect_timeout = options.connect_timeout
         self._servers = ServerSet(addresses, options)
         self._closed = False

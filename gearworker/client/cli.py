@@ -86,14 +86,7 @@ def _client(args: argparse.Namespace) -> Any:
 
     configure_logs(args.log_level, "auto")
     settings = load(args.settings)
-    servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
-    return Client(
-        servers,
-        connect_timeout=settings.connect_timeout,
-        reconnect_min=settings.reconnect_min,
-        reconnect_max=settings.reconnect_max,
-        max_packet_size=settings.max_packet_size,
-    )
+    return Client.from_settings(settings, args.servers or None)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -79,7 +79,6 @@ async def _serve(settings: Any, host: str, port: int, store: str | None) -> int:
     from ..metrics.http import TEXT, Answer, serve_routes
     from .collect import CONTENT_TYPE, gather, render
 
-    servers = settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     query = None
     if store:
         from ..failed import open_query
@@ -89,7 +88,7 @@ async def _serve(settings: Any, host: str, port: int, store: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Client(servers, connect_timeout=settings.connect_timeout) as client:
+    async with Client.from_settings(settings) as client:
         servers = [s.address for s in client.servers]  # as the client spells them
 
         async def metrics() -> Answer:

@@ -199,9 +199,8 @@ async def _retry(query: Any, settings: Any, args: argparse.Namespace) -> int:
     jobs = [job for job in jobs if args.force or not job.truncated]
     if not jobs:
         return status
-    servers = args.servers or settings.servers or [f"127.0.0.1:{settings.local_gearmand_port}"]
     try:
-        async with Client(servers, connect_timeout=settings.connect_timeout) as client:
+        async with Client.from_settings(settings, args.servers or None) as client:
             results = await retry_jobs(client, query, jobs, force=args.force)
     except (NoServerAvailable, ConnectionLost) as e:
         print(f"gearworker: {e}", file=sys.stderr)

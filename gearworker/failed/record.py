@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from ..config import Settings
 from ..middleware import FINAL_HOOK_TIMEOUT, Failure, JobInfo, Middleware
 from .store import FailedJob, FailedStore
 from .writer import RecordWriter
@@ -36,15 +37,21 @@ class RecordFailures(Middleware):
     thread, in batches (:class:`~gearworker.failed.writer.RecordWriter`), so
     the event loop never waits on the disk.  A store that cannot be written is
     logged (``failed.record_error``) and the failure is still reported.
+
+    Before a job with a unique id is recorded, its server (one of
+    ``servers``) is asked whether a client waits for it; that client connects
+    as ``settings`` say (TLS, timeouts: :meth:`~gearworker.Client.from_settings`;
+    None: the built-in options).
     """
 
     #: The chain's per-hook limit does not apply: the status query keeps FINAL_HOOK_TIMEOUT, the
     #: write RECORD_TIMEOUT (a record must not be given up on after 2 s of a busy disk).
     final_hook_timeout = None
 
-    def __init__(self, store: FailedStore, servers: Sequence[str] = ()) -> None:
+    def __init__(self, store: FailedStore, servers: Sequence[str] = (), *, settings: Settings | None = None) -> None:
         self.store = store
         self.servers = list(servers)
+        self.settings = settings if settings is not None else Settings()
         self.writer = RecordWriter(store)
         self._client: Any = None
 
@@ -108,7 +115,7 @@ class RecordFailures(Middleware):
         if self._client is None:
             from ..client import Client
 
-            self._client = Client(self.servers)
+            self._client = Client.from_settings(self.settings, self.servers)
         server = job.server if job.server in self.servers else None
         status = await self._client.status_unique(job.unique, server=server)
         return status.waiting if status.known else 0

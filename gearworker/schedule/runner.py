@@ -26,11 +26,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .rules import Cron, Interval, WorkerEntry, elect, tick_unique
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "ELECTION_WAIT",
@@ -187,20 +190,22 @@ async def run_schedules(
     functions: Sequence[ScheduledFunction],
     client_id: str,
     *,
-    connect_timeout: float = 5.0,
+    settings: Settings,
     own: Callable[[str, str], int] | None = None,
     max_age: float = MAX_AGE,
 ) -> None:
     """Run ``functions``' schedules for the worker whose connections carry ``client_id``, until cancelled.
 
-    Uses its own :class:`gearworker.Client`: the admin ``workers`` query for
-    the election (a short connection per server per tick, at most
-    :data:`ELECTION_WAIT` each) and SUBMIT_JOB_BG (:data:`SUBMIT_WAIT` per
-    server).  Servers known down to the process are skipped by both.
+    Uses its own :class:`gearworker.Client`, connecting as ``settings``
+    say (TLS, heartbeat, timeouts: :meth:`~gearworker.Client.from_settings`):
+    the admin ``workers`` query for the election (a short connection per
+    server per tick, at most :data:`ELECTION_WAIT` each) and SUBMIT_JOB_BG
+    (:data:`SUBMIT_WAIT` per server).  Servers known down to the process are
+    skipped by both.
     """
     from ..client import Client
 
-    async with Client(servers, connect_timeout=connect_timeout) as client:
+    async with Client.from_settings(settings, servers) as client:
 
         async def workers() -> Mapping[str, Sequence[WorkerEntry]]:
             tables = await client.workers(timeout=ELECTION_WAIT)

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from ..client import Client, ServerRefused
+from ..config import Settings
 from ..errors import ConnectionLost, JobFailed, NoServerAvailable
 from .events import Hub
 from .photos import Photo
@@ -38,11 +39,18 @@ WORKER_CHECK = 1.0
 
 
 class Gateway:
-    """The app's one client; connected on first use so the app starts without a server."""
+    """The app's one client; connected on first use so the app starts without a server.
 
-    def __init__(self, servers: Sequence[str], *, connect_timeout: float = 5.0) -> None:
+    The client connects as ``settings`` say (TLS, heartbeat, keepalive:
+    :meth:`Client.from_settings`; None: the built-in options), with ``connect_timeout``.
+    """
+
+    def __init__(
+        self, servers: Sequence[str], *, connect_timeout: float = 5.0, settings: Settings | None = None
+    ) -> None:
         self.servers = list(servers)
         self.connect_timeout = connect_timeout
+        self.settings = settings if settings is not None else Settings()
         self._client: Client | None = None
         self._lock = asyncio.Lock()
         self._status: tuple[float, dict[str, Any]] | None = None
@@ -53,7 +61,7 @@ class Gateway:
         """The connected client; raises :class:`NoServerAvailable` when no server answers."""
         async with self._lock:
             if self._client is None:
-                client = Client(self.servers, connect_timeout=self.connect_timeout)
+                client = Client.from_settings(self.settings, self.servers, connect_timeout=self.connect_timeout)
                 await client.__aenter__()
                 self._client = client
             return self._client

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import ctypes
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from starlette.applications import Starlette
 
+from ..config import Settings
 from ..errors import ConfigError
 from .events import Hub
 from .jobs import JobBook, JobContext
@@ -67,6 +68,9 @@ class WebOptions:
     rate_limit: int = 600
     job_timeout: float = 300.0
     connect_timeout: float = 5.0
+    #: The settings the app's client connects with (TLS, heartbeat, keepalive:
+    #: ``Client.from_settings``), with ``connect_timeout`` above; None: the built-in options.
+    settings: Settings | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any, *, listen_host: str, listen_port: int | None = None) -> WebOptions:
@@ -88,6 +92,7 @@ class WebOptions:
             rate_limit=settings.web_rate_limit,
             job_timeout=settings.web_job_timeout,
             connect_timeout=settings.connect_timeout,
+            settings=settings,
         )
 
 
@@ -107,7 +112,7 @@ class WebApp:
     def __init__(self, servers: Sequence[str], options: WebOptions) -> None:
         self.options = options
         self.max_upload_bytes = options.max_upload_bytes
-        self.gateway = Gateway(servers, connect_timeout=options.connect_timeout)
+        self.gateway = Gateway(servers, connect_timeout=options.connect_timeout, settings=options.settings)
         self.hub = Hub()
         self.photos = PhotoStore(
             options.storage_root, max_photos=options.max_photos, max_bytes=options.max_stored_bytes
