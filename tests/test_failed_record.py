@@ -199,5 +199,6 @@ def test_retry_submits_the_job_once_and_drops_its_repeats_with_it(gearmand: Gear
     assert rows[repeat][6] == first and rows[first][6] == "-"  # the REPEAT OF column
     retried = cli("retry", repeat, "--store", str(path), "--server", gearmand.address)
     assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith("H:") and len(retried.stdout.splitlines()) == 1  # the handle, no log line
     assert [j.id for j in store.list()] == [other]
     assert gearmand.status()["charge"][0] == 1

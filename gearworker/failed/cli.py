@@ -188,8 +188,10 @@ def _show(query: Any, args: argparse.Namespace) -> int:
 async def _retry(query: Any, settings: Any, args: argparse.Namespace) -> int:
     from ..client import Client
     from ..errors import ConnectionLost, NoServerAvailable
+    from ..logs import configure as configure_logs
     from .retry import retry_jobs, truncated_reason
 
+    configure_logs("warning", "auto")  # the client's log lines to stderr: stdout is the handles, one a line
     jobs = [query.get(job_id) for job_id in args.ids]  # a missing one stops everything before any submit
     status = EXIT_OK
     for job in jobs:
