@@ -459,12 +459,22 @@ class Link:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"link {self.name}")
 
-    async def stop(self) -> None:
-        """Close the connection and stop reconnecting."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Close the connection and stop reconnecting; past ``timeout`` seconds, drop it (:meth:`abort`).
+
+        A clean close waits until what is queued has been written: a server
+        that takes nothing (hung, SIGSTOPped, its host gone) would hold it
+        until the heartbeat or TCP gives up, minutes with the heartbeat off.
+        """
         self.close()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is None:
+            return
+        # asyncio.wait: neither cancels the task nor hides a cancel of the caller.
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            log.warning("server.close_timeout", server=self.name, timeout=timeout)
+            self.abort()
+            await asyncio.wait({self._task})  # ends at its next turn: the stream is closed, or it was dialling
 
     def close(self) -> None:
         """Close the connection (flushing what is queued) and do not reconnect.
@@ -477,6 +487,15 @@ class Link:
         self._wake.set()
         if self.stream is not None:
             self.stream.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding what is not yet written, and do not reconnect."""
+        self._stopping = True
+        self._wake.set()
+        if self.stream is not None:
+            self.stream.abort()
+        elif self._task is not None:
+            self._task.cancel()  # dialling: a connect may take connect_timeout
 
     async def _run(self) -> None:
         backoff = self.endpoint.backoff

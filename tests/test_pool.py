@@ -321,3 +321,71 @@ async def test_close_leaves_no_child_process(tmp_path: Path, registry: Registry)
         await asyncio.wait_for(p.close(), 30)
     left = {pid for pid in live_children() - before if not is_resource_tracker(pid)}
     assert left == set(), [psutil.Process(pid).cmdline() for pid in left]
+
+
+async def test_close_kills_a_process_still_busy_when_its_timeout_runs_out(tmp_path: Path, registry: Registry) -> None:
+    """close(timeout=) waits that long for a process busy with a job, then kills it: close() ends, nothing is left."""
+    before = live_children()
+    settings = config.load(
+        env={},
+        overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(tmp_path), "processes": 1, "log_level": "error"},
+    )
+    p = Pool(settings)
+    await p.start()
+    reports: list[Report] = []
+    job = asyncio.create_task(run(p, registry, "pid_then_sleep", b"60", on_report=collect(reports)))
+    busy = int((await first_report(reports))[1][0])
+    started = time.monotonic()
+    await asyncio.wait_for(p.close(timeout=1), 30)
+    took = time.monotonic() - started
+    print(f"close(timeout=1) took {took:.2f} s")
+    assert took < 10  # 1 s, generously; without the timeout it waits out the 60 s job
+    assert await gone(busy)
+    job.cancel()
+    await asyncio.gather(job, return_exceptions=True)
+    left = {pid for pid in live_children() - before if not is_resource_tracker(pid)}
+    assert left == set(), [psutil.Process(pid).cmdline() for pid in left]
+
+
+HANGS_AT_IMPORT = """
+import multiprocessing, os, time
+from pathlib import Path
+from gearworker import handler
+
+if multiprocessing.parent_process() is not None:  # a pool process, not this test's
+    Path(MARKERS, str(os.getpid())).write_text("importing")
+    time.sleep(3600)
+
+
+@handler("never_ready", cpu=True)
+def never_ready(job):
+    return job.workload
+"""
+
+
+async def test_a_start_cancelled_while_a_process_hangs_at_import_kills_its_processes(tmp_path: Path) -> None:
+    """start() waits for the pool processes to import the handlers; cancelled while one hangs there (a stop
+    signal during start-up), it kills them before it returns, and close() leaves nothing behind."""
+    before = live_children()
+    handlers, markers = tmp_path / "handlers", tmp_path / "markers"
+    handlers.mkdir()
+    markers.mkdir()
+    # The marker folder written into the module: a forkserver started by an earlier test has an older environment.
+    (handlers / "hangs.py").write_text(HANGS_AT_IMPORT.replace("MARKERS", repr(str(markers))))
+    settings = config.load(
+        env={},
+        overrides={"servers": ["127.0.0.1:1"], "handlers_dir": str(handlers), "processes": 2, "log_level": "error"},
+    )
+    p = Pool(settings)
+    start = asyncio.create_task(p.start())
+    async with asyncio.timeout(30):
+        while len(list(markers.iterdir())) < 2:
+            await asyncio.sleep(0.05)
+    hung = [int(m.name) for m in markers.iterdir()]
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert [await gone(pid) for pid in hung] == [True, True]
+    await asyncio.wait_for(p.close(timeout=5), 30)
+    left = {pid for pid in live_children() - before if not is_resource_tracker(pid)}
+    assert left == set(), [psutil.Process(pid).cmdline() for pid in left]

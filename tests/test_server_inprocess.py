@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from gearmand import Gearmand
 from support import TEST_HANDLERS
 
 from gearworker import Client, config
 from gearworker.app.server import Server
+from gearworker.failed import FailedJob, FolderStore
+from gearworker.failed.store import BatchWriter
 from gearworker.protocol import JobAssigned
 from gearworker.worker.connection import GroupConnection
 from gearworker.worker.registry import discover
@@ -179,3 +184,62 @@ async def test_a_job_that_arrives_after_draining_began_is_handed_back_not_held_u
         assert await asyncio.wait_for(serving, 20) == 0
         if other_serving is not None:
             assert await asyncio.wait_for(other_serving, 20) == 0
+
+
+class StuckStore(FolderStore):
+    """A failed-jobs folder whose writes hang until :attr:`release` is set: a hung disk."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, workload_limit=1024)
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def writer(self) -> BatchWriter:
+        inner = super().writer()
+        store = self
+
+        class Stuck:
+            def write(self, jobs: Sequence[FailedJob]) -> list[str]:
+                store.writing.set()
+                store.release.wait()
+                return inner.write(jobs)
+
+            def close(self) -> None:
+                inner.close()
+
+        return Stuck()
+
+
+async def test_a_failed_jobs_store_that_does_not_write_holds_the_shutdown_no_longer_than_the_grace_period(
+    gearmand: Gearmand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job fails for good while its record cannot be written (a hung disk): the shutdown waits for the
+    record no longer than its grace period, and the job, whose failure was never reported, is queued again."""
+    store = StuckStore(tmp_path / "failed")
+    monkeypatch.setattr("gearworker.failed.open_store", lambda path, workload_limit: store)
+    settings = config.load(
+        env={},
+        overrides={
+            "servers": [gearmand.address],
+            "handlers_dir": str(TEST_HANDLERS),
+            "processes": 1,
+            "grace_period": 1,
+            "failed_jobs": str(tmp_path / "failed"),
+            "log_level": "warning",
+        },
+    )
+    server = Server(settings, discover(settings.handlers_dir))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with Client([gearmand.address]) as client:
+            await client.submit_background("raises", b"x")
+        assert await asyncio.to_thread(store.writing.wait, 20), "the record to be written"
+        started = time.monotonic()
+        server.should_exit.set()
+        assert await asyncio.wait_for(serving, 30) == 0
+        took = time.monotonic() - started
+        print(f"shutdown took {took:.2f} s (grace period 1 s)")
+        assert took < 10  # 1 s, generously: the write never ends
+        assert gearmand.status()["raises"][:2] == (1, 0)  # handed back: queued again, not running
+    finally:
+        store.release.set()

@@ -526,3 +526,184 @@ def test_the_launchers_list_of_commands_is_the_command_lines() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(launch.COMMANDS) == set(sub.choices)
+
+
+# -- nothing hangs the stop: a pool process stuck at import, a job server that takes nothing ------------
+
+HANGS_AT_IMPORT_IN_THE_POOL = """
+import multiprocessing, os, time
+from pathlib import Path
+from gearworker import handler
+
+# Only in a pool process (the worker imports it too, and must get through): hang while the pool starts.
+if multiprocessing.parent_process() is not None:
+    Path(os.environ["GW_TEST_MARKERS"], str(os.getpid())).write_text("importing")
+    time.sleep(3600)
+
+
+@handler("cpu_never_ready", cpu=True)
+def cpu_never_ready(job):
+    return job.workload
+"""
+
+
+def worker_with_hung_pool(gearmand: Gearmand, tmp_path: Path, *args: str) -> tuple[WorkerProcess, list[psutil.Process]]:
+    """A worker whose 2 pool processes hang importing the handlers; returns it and its process tree."""
+    handlers, markers = tmp_path / "handlers", tmp_path / "markers"
+    handlers.mkdir()
+    markers.mkdir()
+    (handlers / "hangs.py").write_text(HANGS_AT_IMPORT_IN_THE_POOL)
+    w = WorkerProcess(
+        [gearmand.address], handlers=handlers, args=["--processes", "2", *args], env={"GW_TEST_MARKERS": str(markers)}
+    )
+    w.start()
+    wait_until(lambda: len(list(markers.iterdir())) == 2, what="both pool processes to hang at import", process=w)
+    tree = w.descendants()
+    assert {p.pid for p in tree} >= {int(m.name) for m in markers.iterdir()}
+    return w, tree
+
+
+def test_sigterm_while_a_pool_process_hangs_at_import_stops_the_start_up_and_leaves_no_process(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """A stop while the pool processes hang importing the handlers (the start-up waits for them) cancels the
+    start-up: the worker kills them and exits 0 well within its grace period, leaving no process."""
+    w, tree = worker_with_hung_pool(gearmand, tmp_path, "--grace-period", "30")
+    try:
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        code = w.wait(30)
+        took = time.monotonic() - started
+        print(f"exited {code} in {took:.2f} s")
+        assert code == 0, w.log_text()
+        assert took < 10, w.log_text()  # a 30 s grace: not waited for
+        assert gone_within(tree, 5) == []
+        assert events(w, "pool.start_stopped") and events(w, "server.stopped")
+    finally:
+        w.kill()
+
+
+def test_second_sigterm_while_a_pool_process_hangs_at_import_exits_and_leaves_no_process(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """SIGTERM, then SIGTERM again, while the pool processes hang at import: the worker exits within seconds
+    and leaves no process (pool processes, forkserver, resource tracker)."""
+    w, tree = worker_with_hung_pool(gearmand, tmp_path, "--grace-period", "60")
+    try:
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        wait_until(lambda: events(w, "server.stopping", wait=0) or w.poll() is not None, what="the stop to begin")
+        w.signal(signal.SIGTERM)  # a no-op if the first one already ended it
+        code = w.wait(30)
+        took = time.monotonic() - started
+        print(f"exited {code} in {took:.2f} s")
+        assert code == 0, w.log_text()
+        assert took < 10, w.log_text()
+        assert gone_within(tree, 5) == []
+    finally:
+        w.kill()
+
+
+def test_second_sigterm_while_a_handler_module_hangs_at_import_in_the_worker_exits_at_once(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """Before the event loop runs (the worker itself imports a handler module that hangs), the first SIGTERM
+    is kept for later and a second one ends the process at once: nothing has started yet that needs stopping."""
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
+    marker = tmp_path / "marker"
+    w = WorkerProcess(
+        [gearmand.address], handlers=tmp_path, env={"GW_TEST_MARKER": str(marker), "GW_TEST_IMPORT_SLEEP": "3600"}
+    )
+    w.start()
+    try:
+        wait_until(marker.exists, what="the handler module to start importing", process=w)
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        time.sleep(0.5)  # two signals sent at once may arrive as one
+        w.signal(signal.SIGTERM)
+        code = w.wait(30)
+        took = time.monotonic() - started
+        print(f"exited {code} in {took:.2f} s")
+        assert code == 0 and took < 10, w.log_text()
+        assert "second SIGTERM while starting" in w.log_text()
+    finally:
+        w.kill()
+
+
+BIG_RESULT_LATER = """
+import asyncio, os
+from pathlib import Path
+from gearworker import handler
+
+
+@handler("big_result_later")
+async def big_result_later(job):
+    # Started: the test freezes gearmand now, then the result (far more than the socket buffers hold) is queued.
+    Path(os.environ["GW_TEST_MARKER"]).write_text("started")
+    await asyncio.sleep(1)
+    return b"x" * (64 * 1024 * 1024)
+"""
+
+
+def worker_stuck_on_a_hung_gearmand(gearmand: Gearmand, tmp_path: Path, grace: float) -> WorkerProcess:
+    """A worker whose connection holds a 64 MiB result that a SIGSTOPped gearmand does not read, with nothing
+    else to end the connection: heartbeat and TCP keepalive off.  The caller SIGCONTs gearmand."""
+    handlers, marker = tmp_path / "handlers", tmp_path / "started"
+    handlers.mkdir()
+    (handlers / "big.py").write_text(BIG_RESULT_LATER)
+    env = {"GW_TEST_MARKER": str(marker), "GEARWORKER_HEARTBEAT_INTERVAL": "0", "GEARWORKER_KEEPALIVE_IDLE": "0"}
+    w = start_worker(
+        [gearmand.address],
+        "--grace-period",
+        str(grace),
+        handlers=handlers,
+        env=env,
+        wait_for="big_result_later",
+        gearmand=gearmand,
+    )
+    gearman_cli(gearmand.port, "big_result_later", b"", background=True).communicate(timeout=10)
+    wait_until(marker.exists, what="the job to start", process=w)
+    assert gearmand.proc is not None
+    gearmand.proc.send_signal(signal.SIGSTOP)
+    wait_until(lambda: events(w, "job.done", wait=0), what="the result to be queued", process=w)
+    return w
+
+
+def test_sigterm_with_a_hung_gearmand_exits_within_the_grace_period(gearmand: Gearmand, tmp_path: Path) -> None:
+    """A connection to a gearmand that takes nothing (SIGSTOPped, its socket full) cannot close cleanly: the
+    worker waits for it what is left of the grace period, then drops it and exits 0."""
+    w = worker_stuck_on_a_hung_gearmand(gearmand, tmp_path, grace=2)
+    try:
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        code = w.wait(60)
+        took = time.monotonic() - started
+        print(f"exited {code} in {took:.2f} s (grace period 2 s)")
+        assert code == 0, w.log_text()
+        assert took < 10, w.log_text()  # 2 s of grace, generously; unbounded, it never ends
+        assert events(w, "server.close_timeout")
+    finally:
+        assert gearmand.proc is not None
+        gearmand.proc.send_signal(signal.SIGCONT)
+        w.kill()
+
+
+def test_second_sigterm_with_a_hung_gearmand_exits_at_once(gearmand: Gearmand, tmp_path: Path) -> None:
+    """The same hung gearmand with a 60 s grace period: a second SIGTERM drops the connection and the worker
+    exits 0 at once."""
+    w = worker_stuck_on_a_hung_gearmand(gearmand, tmp_path, grace=60)
+    try:
+        w.signal(signal.SIGTERM)
+        wait_until(lambda: events(w, "server.stopping", wait=0), what="the stop to begin", process=w)
+        started = time.monotonic()
+        w.signal(signal.SIGTERM)
+        code = w.wait(60)
+        took = time.monotonic() - started
+        print(f"exited {code} in {took:.2f} s after the second SIGTERM")
+        assert code == 0, w.log_text()
+        assert took < 5, w.log_text()
+        assert events(w, "server.force_exit")
+    finally:
+        assert gearmand.proc is not None
+        gearmand.proc.send_signal(signal.SIGCONT)
+        w.kill()

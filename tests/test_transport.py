@@ -194,6 +194,30 @@ async def test_a_link_reconnects_after_the_server_restarts_and_calls_on_up_again
     assert not link.connected
 
 
+async def test_stopping_a_link_to_a_hung_server_drops_the_connection_when_its_timeout_runs_out(
+    gearmand: Gearmand,
+) -> None:
+    """stop(timeout=) against a server that takes nothing (SIGSTOPped, more queued than the sockets hold):
+    the clean close would wait for the queue to drain, forever with the heartbeat off; past the timeout the
+    connection is dropped and stop() returns."""
+    ups: list[PacketStream] = []
+    downs: list[Exception | None] = []
+    options = StreamOptions(heartbeat_interval=0, keepalive_idle=0)
+    link = Link(Endpoint(gearmand.address, options), Collector(), on_up=ups.append, on_down=downs.append)
+    link.start()
+    while not ups:
+        await asyncio.sleep(0.01)
+    with stopped(gearmand):
+        ups[0].send(encode_request(T.ECHO_REQ, b"x" * (64 * 1024 * 1024)))
+        await asyncio.sleep(0.2)  # the socket buffers fill up; the rest stays queued in the transport
+        started = time.monotonic()
+        await asyncio.wait_for(link.stop(timeout=0.5), 10)
+        took = time.monotonic() - started
+    print(f"stop(timeout=0.5) took {took:.2f} s")
+    assert took < 5
+    assert not link.connected and len(downs) == 1
+
+
 async def test_a_stopped_link_does_not_reconnect(gearmand: Gearmand) -> None:
     """close() leaves for good: no reconnect, even while the server is up."""
     ups: list[PacketStream] = []

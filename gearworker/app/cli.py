@@ -114,14 +114,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_loop(_serve(settings, registry, args.early_signals))
     finally:
         flush_logs()  # the last loop turn's lines (the atexit hook would too; this keeps them before any traceback)
+        # The worker has stopped; the interpreter's exit is left, during which Python gives the signals
+        # their default action back: a stop sent then would kill the process (exit -15), so ignore it.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 async def _serve(settings: Any, registry: Any, early: Sequence[int]) -> int:
     from .server import Server
 
-    server = Server(settings, registry)
+    server = Server(settings, registry, hard_exit=True)
     server.install_signal_handlers(early)
-    return await server.serve()
+    try:
+        code = await server.serve()
+    except BaseException:
+        server.exit_on_stop_signal(1)
+        raise
+    server.exit_on_stop_signal(code)
+    return code
 
 
 def _run_loop(coro: Any) -> int:

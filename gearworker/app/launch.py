@@ -4,14 +4,16 @@ Importing the command line, the settings and the handlers takes 0.1-0.5 s.
 A SIGTERM meanwhile (systemd, a test, a chaos monkey) must be a clean stop,
 exit 0, not death by the default action: the chaos test saw exit -15 from a
 worker restarted just before the final stop, still importing.  So this module
-imports nothing but :mod:`signal`, catches the stop signals at once when the
-command runs the worker (any other command keeps Ctrl-C as it is), and only
-then imports the command line.  ``import gearworker`` itself stays light for
+imports nothing but :mod:`signal` (:mod:`os` and :mod:`sys` come loaded with
+the interpreter), catches the stop signals at once when the command runs the
+worker (any other command keeps Ctrl-C as it is), and only then imports the
+command line.  ``import gearworker`` itself stays light for
 the same reason.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -27,7 +29,9 @@ class EarlySignals:
 
     A stop requested before the loop runs is replayed then as a clean stop; a
     reload requested then (SIGHUP, whose default action also kills) is done
-    once the worker has started.
+    once the worker has started.  A second stop ends the process at once:
+    nothing has started yet that needs stopping (no pool, connection or pid
+    file), and a handler module may be hanging at import.
     """
 
     def __init__(self) -> None:
@@ -36,6 +40,9 @@ class EarlySignals:
             signal.signal(sig, self._record)
 
     def _record(self, signum: int, frame: object) -> None:
+        if signum != signal.SIGHUP and any(s != signal.SIGHUP for s in self.received):
+            os.write(2, f"gearworker: second {signal.Signals(signum).name} while starting: exiting\n".encode())
+            os._exit(0)
         self.received.append(signum)
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 
 import structlog
 
@@ -89,15 +90,28 @@ class LocalGearmand:
             await asyncio.sleep(0.05)
         raise ConfigError(f"local gearmand did not listen on {self.address} within 10 s", setting="local_gearmand_port")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the gearmand we started; SIGKILL it if it has not exited within ``timeout`` seconds."""
         if self._proc is None:
             return
         self._proc.terminate()
-        for _ in range(100):
-            if self._proc.poll() is not None:
-                break
+        deadline = time.monotonic() + timeout
+        while self._proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        else:
+        self._reap()
+
+    def stop_now(self, timeout: float) -> None:
+        """:meth:`stop` from synchronous code (a forced stop): the caller waits up to ``timeout`` seconds."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout)
+        self._reap()
+
+    def _reap(self) -> None:
+        assert self._proc is not None
+        if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
         log.info("gearmand.stopped", address=self.address)

@@ -193,21 +193,19 @@ class Reloader:
         wait_for_jobs: Callable[[Worker], Awaitable[None]],
         stop: Callable[[Worker, Pool | None], Awaitable[None]],
     ) -> None:
-        """At shutdown: let the old workers finish like the current one, or stop them with it.
+        """At shutdown: let the old workers finish like the current one, then stop them with it.
 
         Each drains like the current worker (logged, the same grace period, a
-        second signal cuts it short), and its own task closes it once its jobs
-        have ended; past the grace period it is stopped like the current one.
+        second signal cuts it short), then ``stop`` closes its connections and
+        its pool within what is left of the grace period.  Its own task, which
+        would close them with no time limit, is cancelled first (every wait of
+        it gives way to a cancel at once).
         """
         for old in list(self.retiring):
             await wait_for_jobs(old.worker)
-            if old.worker.idle.is_set():
-                await old.task
-            else:
-                old.task.cancel()
-                await stop(old.worker, old.pool)
-                if old.pool is not None:
-                    await old.pool.close(stop_helpers=False)
+            old.task.cancel()
+            await asyncio.wait({old.task})
+            await stop(old.worker, old.pool)
         self.retiring = []
 
 

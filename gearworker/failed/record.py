@@ -120,8 +120,18 @@ class RecordFailures(Middleware):
         status = await self._client.status_unique(job.unique, server=server)
         return status.waiting if status.known else 0
 
-    async def flush(self) -> None:
-        """At shutdown: let the records being written finish, end the writer's thread, close the status client."""
-        await self.writer.close()
+    async def flush(self, timeout: float | None = None) -> None:
+        """At shutdown: let the records being written finish, end the writer's thread, close the status client.
+
+        Waits at most ``timeout`` seconds for the records; past it they are logged
+        (``failed.records_unwritten``) and left to the writer's thread.
+        """
+        if not await self.writer.close(timeout):
+            log.warning(
+                "failed.records_unwritten",
+                records=self.writer.pending,
+                timeout=timeout,
+                reason="the failed_jobs store did not finish writing them in time",
+            )
         if self._client is not None:
             await self._client.close()

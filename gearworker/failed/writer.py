@@ -54,8 +54,8 @@ class RecordWriter:
         if self._thread is None:
             self._loop = loop
             self._stopped = loop.create_future()
-            # A daemon: a hung disk must not keep the process from exiting (shutdown waits at most
-            # its grace period for records, then goes on).
+            # A daemon: a hung disk must not keep the process from exiting (shutdown waits for the
+            # records what is left of its grace period, then goes on: close()'s timeout).
             self._thread = threading.Thread(target=self._run, name="failed-job records", daemon=True)
             self._thread.start()
         future: asyncio.Future[str] = loop.create_future()
@@ -63,13 +63,20 @@ class RecordWriter:
         self._queue.put((job, future))
         return future
 
-    async def close(self) -> None:
-        """Let the records queued now be written, then end the thread (it closes the store's connection)."""
+    async def close(self, timeout: float | None = None) -> bool:
+        """Let the records queued now be written, then end the thread (it closes the store's connection).
+
+        False when the writing took longer than ``timeout`` seconds (a hung disk, a store locked):
+        the thread is left to finish, or to die with the process.
+        """
         if self._thread is None or self._stopped is None:
-            return
+            return True
         self._queue.put(_STOP)
-        await asyncio.shield(self._stopped)
+        finished, _ = await asyncio.wait({self._stopped}, timeout=timeout)
+        if not finished:
+            return False
         self._thread = None
+        return True
 
     # -- the thread ---------------------------------------------------------------
     def _run(self) -> None:

@@ -350,10 +350,17 @@ class Worker:
             task.cancel()
         return len(tasks)
 
-    async def close(self) -> None:
-        """Close every connection and stop reconnecting."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Close every connection and stop reconnecting; one not closed within ``timeout`` seconds is dropped."""
         # The job.done lines and metrics of jobs that completed in the last few ms.
         self.runner.completed_hooks.run()
         if self._poller is not None:
             self._poller.cancel()
-        await asyncio.gather(*(conn.link.stop() for conn in self.connections))
+        await asyncio.gather(*(conn.link.stop(timeout) for conn in self.connections))
+
+    def drop(self) -> None:
+        """Drop every connection at once, unsent data and all, and stop reconnecting (a forced stop)."""
+        if self._poller is not None:
+            self._poller.cancel()
+        for conn in self.connections:
+            conn.link.abort()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -160,11 +159,24 @@ class Pool:
         return executor, channel
 
     async def start(self) -> None:
-        """Start every slot's process and wait until each has loaded the handlers."""
+        """Start every slot's process and wait until each has loaded the handlers.
+
+        No time limit: a handler module that hangs at import in a pool process
+        hangs this too.  Cancelled (a stop signal) or failed, it kills the
+        processes it started before it returns.
+        """
         self._loop = asyncio.get_running_loop()
         self._slots = [_Slot(i, *self._new_slot_parts()) for i in range(self.size)]
         started = time.monotonic()
-        pids = await asyncio.gather(*(self._start_slot(s) for s in self._slots))
+        starts = [asyncio.ensure_future(self._start_slot(s)) for s in self._slots]
+        try:
+            pids = await asyncio.gather(*starts)
+        except BaseException:
+            for start in starts:
+                start.cancel()  # a slot's retry must not start a process after the kill below
+            killed = self.kill_all()
+            log.warning("pool.start_stopped", killed=killed, duration=round(time.monotonic() - started, 3))
+            raise
         log.info("pool.started", processes=self.size, pids=list(pids), duration=round(time.monotonic() - started, 3))
 
     async def _start_slot(self, slot: _Slot, attempts: int = 3) -> int:
@@ -272,7 +284,7 @@ class Pool:
             rss = max((_rss(pid) for pid in pids), default=0)
             if rss > self._max_rss:
                 reason = "max_child_rss"
-        if reason is None:
+        if reason is None or self._closed:
             return
         old = slot.executor
         pids = list(getattr(old, "_processes", {}) or {})
@@ -309,6 +321,8 @@ class Pool:
             code = proc.exitcode
         old.shutdown(wait=False, cancel_futures=True)
         slot.channel.close()
+        if self._closed:  # close() killed it: no new process for a pool that is going away
+            return code
         slot.executor, slot.channel = self._new_slot_parts()
         slot.jobs = 0
         self.restarts += 1
@@ -318,31 +332,69 @@ class Pool:
 
     def kill_all(self) -> int:
         """SIGKILL every pool process (shutdown past the grace period: their jobs are handed back)."""
-        killed = 0
-        for slot in self._slots:
-            for pid in list(getattr(slot.executor, "_processes", {}) or {}):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-        return killed
+        return _kill(self.pids())
 
     def pids(self) -> list[int]:
         """The pids of the pool processes now running."""
         return [pid for slot in self._slots for pid in (getattr(slot.executor, "_processes", {}) or {})]
 
-    async def close(self, *, stop_helpers: bool = True) -> None:
-        """Stop every pool process, the report reader and (unless another pool still uses it) the forkserver."""
+    async def close(self, *, stop_helpers: bool = True, timeout: float | None = None) -> None:
+        """Stop every pool process, the report reader and (unless another pool still uses it) the forkserver.
+
+        Processes that have not exited within ``timeout`` seconds are killed.
+        The waiting is done by a daemon thread, not the loop's executor: a
+        process that never exits must not hold the loop's (nor the
+        interpreter's) exit.
+        """
         self._closed = True
-        loop = asyncio.get_running_loop()
-        for slot in self._slots:
-            await loop.run_in_executor(None, functools.partial(slot.executor.shutdown, wait=True, cancel_futures=True))
-            slot.channel.close()
-        for slot in self._slots:
-            if slot.channel.thread is not None:
-                await loop.run_in_executor(None, slot.channel.thread.join, 2.0)
-        self._slots = []
+        slots, self._slots = self._slots, []
+        pids = [pid for slot in slots for pid in (getattr(slot.executor, "_processes", {}) or {})]
+
+        def stop() -> None:
+            for slot in slots:
+                slot.executor.shutdown(wait=True, cancel_futures=True)
+                slot.channel.close()
+            for slot in slots:
+                if slot.channel.thread is not None:
+                    slot.channel.thread.join(2.0)
+
+        if not await _in_thread(stop, timeout, name="pool close"):
+            log.warning("pool.close_timeout", timeout=timeout, pids=pids)
+            _kill(pids)  # the thread's joins end once they are gone
         if stop_helpers:
+            # It exits once its children have: the kill above guarantees it does not wait for one.
             _stop_helpers()
+
+
+def _kill(pids: list[int]) -> int:
+    """SIGKILL ``pids``; return how many were still there."""
+    killed = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+async def _in_thread(func: Callable[[], None], timeout: float | None, *, name: str) -> bool:
+    """Run ``func`` in a new daemon thread; True once it returned, False if ``timeout`` seconds passed first."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            func()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(settle)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    finished, _ = await asyncio.wait({done}, timeout=timeout)
+    return bool(finished)
 
 
 def _stop_helpers() -> None:
