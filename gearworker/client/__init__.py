@@ -1,7 +1,8 @@
 """The asyncio Gearman client.
 
 :mod:`.api` is what callers use (:class:`Client`, :func:`submit`), and
-:mod:`.results` what they get back;
+:mod:`.results` what they get back; :mod:`.failover` picks the server a
+request goes to and the next one when it fails;
 :mod:`.routing` matches one connection's replies to the callers waiting for
 them, on top of :mod:`gearworker.transport`; :mod:`.admin` speaks the text
 admin protocol; :mod:`.cli` is ``gearworker submit`` and ``gearworker status``.

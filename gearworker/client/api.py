@@ -9,8 +9,8 @@
 
 All jobs share one connection per server (see :mod:`gearworker.client.routing`);
 which server a job goes to, and which are known down, is :mod:`.servers`'.
-When a server cannot be reached the next one is tried; a server that dies
-fails the jobs it was running at once with :class:`~gearworker.errors.ConnectionLost`.
+When a server cannot be reached the next one is tried (:mod:`.failover`); a server
+that dies fails the jobs it was running at once with :class:`~gearworker.errors.ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
-import structlog
-
 from ..address import parse_address
 from ..config import Settings, load
-from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, NoServerAvailable, ServerRefused
-from ..payload import to_bytes, to_int
+from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, ServerRefused
+from ..payload import to_bytes
 from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
 from ..transport import StreamOptions
+from . import failover
 from .admin import admin_query
 from .results import JobStatus, Progress, Result
 from .routing import Router, ServerConnection, Waiter
@@ -54,7 +53,6 @@ __all__ = [
     "submit_background",
 ]
 
-log = structlog.get_logger("gearworker.client")
 _T = PacketType
 Priority = Literal["high", "normal", "low"]
 Payload = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | None
@@ -90,6 +88,25 @@ def _unique(unique: str | bytes | None) -> bytes:
     if unique is None:
         return b""
     return unique.encode() if isinstance(unique, str) else bytes(unique)
+
+
+def _checked_unique(unique: str | bytes | None, limit: int) -> bytes:
+    uid = _unique(unique)
+    if len(uid) > limit:
+        raise LocalProtocolError(
+            f"unique id of {len(uid)} bytes is longer than {limit}: gearmand 1.1.20 refuses more "
+            "than 64 and silently corrupts the workload at exactly 64 (hash long ids, e.g. with hashlib)"
+        )
+    return uid
+
+
+def _background_type(priority: str, when: datetime | None) -> tuple[PacketType, tuple[bytes, ...]]:
+    """The submit packet of a background job, and the extra argument of a scheduled one (its epoch)."""
+    if when is None:
+        return _BACKGROUND[_priority(priority)], ()
+    if _priority(priority) != "normal":
+        raise ValueError("gearmand has no priority for scheduled jobs (when=): use priority='normal'")
+    return _T.SUBMIT_JOB_EPOCH, (str(int(when.timestamp())).encode(),)
 
 
 class Client:
@@ -304,29 +321,17 @@ class Client:
         the silent server may still queue it when it resumes.  The scheduler
         uses it: a hung server must not hold a tick.
         """
-        extra: tuple[bytes, ...] = ()
-        if when is None:
-            ptype = _BACKGROUND[_priority(priority)]
-        else:
-            if _priority(priority) != "normal":
-                raise ValueError("gearmand has no priority for scheduled jobs (when=): use priority='normal'")
-            ptype, extra = _T.SUBMIT_JOB_EPOCH, (str(int(when.timestamp())).encode(),)
-        tried: list[str] = []
-        while True:
-            waiter = Waiter(_T.JOB_CREATED, function)
-            router = await self._send(ptype, function, payload, unique, waiter, *extra, skip=tried)
-            try:
-                if answer_timeout is None:
-                    handle: bytes = await waiter.future
-                else:
-                    handle = await _created_within(self._servers, router, waiter, answer_timeout)
-            except ConnectionLost as e:
-                tried.append(waiter.address)
-                if self._closed:
-                    raise
-                _may_resubmit(e, function, unique, tried, len(self._servers.all))
-                continue
-            return Handle(handle, waiter.address)
+        ptype, extra = _background_type(priority, when)
+        uid = _unique(unique)
+        handle, server = await failover.background(
+            self._servers,
+            lambda waiter, tried: self._send(ptype, function, payload, unique, waiter, *extra, skip=tried),
+            function,
+            uid,
+            answer_timeout,
+            lambda: self._closed,
+        )
+        return Handle(handle, server)
 
     async def _send(
         self,
@@ -340,27 +345,9 @@ class Client:
     ) -> Router:
         if self._closed:
             raise ConnectionLost("client is closed")
-        uid = _unique(unique)
-        if len(uid) > self.max_unique_size:
-            raise LocalProtocolError(
-                f"unique id of {len(uid)} bytes is longer than {self.max_unique_size}: gearmand 1.1.20 refuses more "
-                "than 64 and silently corrupts the workload at exactly 64 (hash long ids, e.g. with hashlib)"
-            )
+        uid = _checked_unique(unique, self.max_unique_size)
         data = encode_request(ptype, function.encode(), uid, *extra, encode_payload(payload))
-        errors: list[str] = []
-        for server in self._servers.candidates(uid):
-            if server.address in skip:
-                continue
-            try:
-                router = server.router or await server.get()  # connected: skip a coroutine per job
-                stream = router.stream
-                if stream is not None and stream.paused:  # back-pressure before queuing more, not after
-                    await stream.writable()
-                router.send(data, waiter)
-                return router
-            except (NoServerAvailable, ConnectionLost) as e:
-                errors.append(str(e))
-        raise NoServerAvailable("no job server reachable: " + "; ".join(errors))
+        return await failover.send(self._servers, data, uid, waiter, skip)
 
     def server_for(self, unique: str | bytes) -> str:
         """The server a job with this unique id goes to while every server is up."""
@@ -375,48 +362,11 @@ class Client:
         returned by :meth:`submit_background`; for plain bytes every server is
         asked and the first that knows the job answers.
         """
-        server = server or getattr(handle, "server", None) or None
-        targets = [self._servers.get(server)] if server else self._servers.all
-        errors: list[str] = []
-        for target in targets:
-            try:
-                packet = await self._request(target, _T.GET_STATUS, _T.STATUS_RES, bytes(handle))
-            except (NoServerAvailable, ConnectionLost) as e:
-                if len(targets) == 1:
-                    raise
-                errors.append(str(e))
-                continue
-            _, known, running, num, den = packet.args
-            status = JobStatus(known == b"1", running == b"1", to_int(num), to_int(den))
-            if status.known or len(targets) == 1:
-                return status
-        if len(errors) == len(targets):
-            raise NoServerAvailable("no job server answered: " + "; ".join(errors))
-        return JobStatus(False, False, 0, 0)
+        return await failover.status(self._servers, handle, server)
 
     async def status_unique(self, unique: str | bytes, *, server: str | None = None) -> JobStatus:
         """GET_STATUS_UNIQUE: status of the job with this unique id (with ``waiting`` clients)."""
-        uid = _unique(unique)
-        targets = [self._servers.get(server)] if server else self._servers.candidates(uid)
-        status = JobStatus(False, False, 0, 0, 0)
-        for target in targets:
-            try:
-                packet = await self._request(target, _T.GET_STATUS_UNIQUE, _T.STATUS_RES_UNIQUE, uid)
-            except (NoServerAvailable, ConnectionLost):
-                if len(targets) == 1:
-                    raise
-                continue
-            _, known, running, num, den, waiting = packet.args
-            status = JobStatus(known == b"1", running == b"1", to_int(num), to_int(den), to_int(waiting))
-            if status.known:
-                return status
-        return status
-
-    async def _request(self, server: ServerConnection, ptype: PacketType, reply: PacketType, arg: bytes) -> Any:
-        router = await server.get()
-        waiter = Waiter(reply)
-        router.send(encode_request(ptype, arg), waiter)
-        return await waiter.future
+        return await failover.status_unique(self._servers, _unique(unique), server)
 
     # -- admin ------------------------------------------------------------
 
@@ -439,42 +389,6 @@ class Client:
         """Send one text admin command (e.g. ``"version"``) to one server; return the answer's lines."""
         target = self._servers.get(server) if server else self._servers.all[0]
         return await admin_query(target.endpoint, command)
-
-
-async def _created_within(servers: ServerSet, router: Router, waiter: Waiter, seconds: float) -> bytes:
-    """``waiter``'s JOB_CREATED within ``seconds``; else its server is down and ConnectionLost says so."""
-    try:
-        async with asyncio.timeout(seconds):
-            handle: bytes = await waiter.future
-            return handle
-    except TimeoutError:
-        router.forget(waiter)  # its JOB_CREATED may still come: its FIFO place stays
-        why = f"did not answer a submit within {seconds:g}s"
-        servers.health.down(servers.get(waiter.address).endpoint, why)
-        raise ConnectionLost(f"job server {waiter.address} {why}") from None
-
-
-def _may_resubmit(
-    error: ConnectionLost, function: str, unique: str | bytes | None, tried: list[str], servers: int
-) -> None:
-    """Raise unless a background submit that lost its server before JOB_CREATED may go to the next one."""
-    if not unique:
-        raise ConnectionLost(
-            f"{error}; background job {function!r} was not submitted again: it has no unique id, and the "
-            "server may have queued it before the connection was lost (pass unique= to allow a retry)"
-        ) from error
-    if len(tried) >= servers:
-        raise ConnectionLost(
-            f"{error}; background job {function!r} (unique {_unique(unique)!r}) was tried on "
-            f"every server: {', '.join(tried)}"
-        ) from error
-    log.warning(
-        "client.resubmit",
-        function=function,
-        unique=_unique(unique).decode(errors="replace"),
-        server=tried[-1],
-        reason=str(error),
-    )
 
 
 def _options(settings: Settings, **overrides: Any) -> StreamOptions:
