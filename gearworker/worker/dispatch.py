@@ -31,12 +31,12 @@ from ..config import Settings
 from ..metrics import NO_METRICS, MetricsSink, NullMetrics
 from ..protocol import JobAssigned, WorkerSession, registration
 from ..transport import Endpoint, StreamOptions
-from .capacity import Bucket, Function, Group
+from .capacity import Bucket, Function, Group, build_functions
 from .chain import Chain
 from .chain import build as build_middleware
 from .connection import GroupConnection
 from .pool import Pool
-from .registry import Handler, Registry
+from .registry import Registry
 from .runner import ActiveJob, Runner
 
 __all__ = ["Worker"]
@@ -79,55 +79,10 @@ class Worker:
         #: and the scheduler's election compares it (gearworker.schedule.rules).
         self.client_id = worker_client_id(settings.client_id)
         self._global = Bucket("concurrency", settings.concurrency)
-        self._functions, self.groups = self._build_functions()
+        pool_size = pool.size if pool is not None else None
+        self._functions, self.groups = build_functions(settings, registry, self._global, pool_size)
         self._rotation = 0
         self._poller: asyncio.Task[None] | None = None
-
-    # -- set-up -------------------------------------------------------------
-    def _build_functions(self) -> tuple[dict[bytes, Function], list[Group]]:
-        s = self.settings
-        pool_bucket = Bucket("pool", self.pool.size) if self.pool is not None else None
-        per_handler: dict[str, Bucket] = {}
-        for name, h in self.registry.handlers.items():
-            limit = s.handler_concurrency.get(name, h.concurrency)
-            if limit is not None:
-                per_handler[name] = Bucket(f"handler:{name}", limit)
-        functions: dict[bytes, Function] = {}
-        groups: dict[tuple[int, ...], Group] = {}
-        for name, h in sorted(self.registry.functions.items()):
-            buckets = [self._global]
-            if h.name in per_handler:
-                buckets.append(per_handler[h.name])
-            if h.cpu:
-                if pool_bucket is None:
-                    raise RuntimeError("a cpu=True handler needs the process pool")
-                buckets.append(pool_bucket)
-            wire = name.encode()
-            max_age = s.schedule_max_age if h.schedule is not None else None
-            function = functions[wire] = Function(name, wire, h, tuple(buckets), max_age)
-            key = tuple(id(b) for b in buckets)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = Group("+".join(b.name for b in buckets), function.buckets)
-            group.timeouts[wire] = self._server_timeout(h)
-        return functions, list(groups.values())
-
-    def _server_timeout(self, h: Handler) -> int | None:
-        if h.timeout is None:
-            return None
-        # Our own timeout fires first and fails the job.  gearmand's (CAN_DO_TIMEOUT,
-        # milliseconds, at least about 1 s, on 1.1.20 and 2.0.0 alike) re-queues the
-        # job on expiry, silently, rather than failing it as PROTOCOL says.  It is
-        # no hang detector: gearmand keeps one timer per connection, for one job
-        # (2.0.0: the newest assigned; 1.1.20: the one it was first armed for), and
-        # PRE_SLEEP removes it.  So it never fires for a lone job (our wake-up grab
-        # has PRE_SLEEP behind it), and for a worker frozen during a burst it puts
-        # back one of the jobs it holds (tests/test_gearmand_versions.py).  Still
-        # sent, as measured nothing argues against it: that one job runs elsewhere
-        # rather than wait for the frozen worker (and runs twice if it wakes up).
-        # With retries, every attempt and the waits between them run before the
-        # job ends: the value must cover them all, or a slow job would run twice.
-        return int((h.retry.budget(h.timeout) + self.settings.timeout_margin) * 1000)
 
     def start(self) -> None:
         """Open a connection per group to every configured server (they connect in the background)."""

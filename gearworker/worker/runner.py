@@ -30,7 +30,7 @@ from .eager import start_eagerly
 from .job import CpuJob, CpuJobSpec, Job
 from .pool import ChildDied, Pool, PoolTimeout
 from .retry import failure_of, run_with_retries
-from .threads import run_in_thread, thread_job
+from .threads import ThreadsLeft, run_in_thread, thread_job
 
 if TYPE_CHECKING:
     from ..transport import PacketStream
@@ -108,10 +108,8 @@ class Runner:
         self.middleware = middleware
         self._exception_style = exception_style
         self._on_end = on_end
-        #: A handler thread that outlived its job takes (+1), then gives back (-1), a place in each limit.
-        self._on_thread = on_thread
-        #: Threads still running past their job, by function name.
-        self._threads_left: dict[str, int] = {}
+        #: Threads still running past their job; each keeps its places in the limits (on_thread) until it returns.
+        self._threads_left = ThreadsLeft(on_thread)
         self._loop = asyncio.get_running_loop()
         self._tokens = 0
         #: Jobs waiting out a retry's backoff (nothing of theirs runs): shutdown hands them back at once.
@@ -227,43 +225,9 @@ class Runner:
 
     def _in_thread(self, job: ActiveJob, api: CpuJob) -> asyncio.Future[object]:
         """Run a thread handler's attempt (see :mod:`gearworker.worker.threads`)."""
-        return run_in_thread(job.function.handler.func, api, lambda: self._thread_left_running(job))
-
-    def _thread_left_running(self, job: ActiveJob) -> Callable[[], None]:
-        """``job``'s attempt ended (its timeout, a cancel) while its thread runs on; return what its end calls.
-
-        A thread cannot be stopped: it keeps a place in each of the job's
-        limits until it returns, so that a handler whose calls hang stops
-        taking jobs once its limit is full instead of starting threads
-        without end.
-        """
-        function = job.function
-        name = function.name
-        self._on_thread(function, 1)
-        self._threads_left[name] = self._threads_left.get(name, 0) + 1
-        left_at = time.monotonic()
-        handle = job.handle.decode(errors="replace")
-        log.warning(
-            "job.thread_running_on",
-            function=name,
-            handle=handle,
-            unique=job.unique.decode(errors="replace"),
-            timeout=function.handler.timeout,
-            threads=self._threads_left[name],
+        return run_in_thread(
+            job.function.handler.func, api, lambda: self._threads_left.add(job.function, job.handle, job.unique)
         )
-
-        def returned() -> None:
-            self._threads_left[name] -= 1
-            self._on_thread(function, -1)
-            log.info(
-                "job.thread_finished",
-                function=name,
-                handle=handle,
-                late=round(time.monotonic() - left_at, 3),
-                threads=self._threads_left[name],
-            )
-
-        return returned
 
     async def _attempts(self, job: ActiveJob, attempt: Callable[[int], Awaitable[bytes | Failure]]) -> bytes | Failure:
         """Run ``attempt`` as often as the handler's ``retries`` allow (see :mod:`gearworker.worker.retry`)."""

@@ -10,7 +10,8 @@ A thread cannot be stopped from outside.  When the job's timeout passes (or
 its connection drops, or the worker stops past its grace period), the job
 fails (or is handed back) at once and its thread is left to finish on its
 own; its result is then dropped.  Such a thread keeps a place in each of
-the job's limits until it returns (``left_running`` of :func:`run_in_thread`):
+the job's limits until it returns (``left_running`` of :func:`run_in_thread`,
+counted by :class:`ThreadsLeft`):
 a handler whose calls hang fills its limit and stops taking jobs, rather
 than start a thread for each new job without end.  The threads are daemon
 threads, so one that never returns cannot keep the process from exiting.  A
@@ -22,12 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from .job import CpuJob, CpuJobSpec, Reporter
 
-__all__ = ["run_in_thread", "thread_job"]
+if TYPE_CHECKING:
+    from .capacity import Function
+
+__all__ = ["ThreadsLeft", "run_in_thread", "thread_job"]
+
+log = structlog.get_logger("gearworker.worker")
 
 
 def thread_job(function: str, handle: bytes, unique: bytes, workload: bytes, report: Reporter) -> CpuJob:
@@ -86,3 +95,47 @@ def run_in_thread(
 
     threading.Thread(target=target, name=f"gearworker handler {job.function}", daemon=True).start()
     return future
+
+
+class ThreadsLeft:
+    """The handler threads still running past their job, by function name.
+
+    A thread cannot be stopped: it keeps a place in each of the job's
+    limits until it returns, so that a handler whose calls hang stops
+    taking jobs once its limit is full instead of starting threads
+    without end.
+    """
+
+    def __init__(self, on_thread: Callable[[Function, int], None]) -> None:
+        #: Takes (+1), then gives back (-1), a place in each of a function's limits.
+        self._on_thread = on_thread
+        self._count: dict[str, int] = {}
+
+    def add(self, function: Function, handle: bytes, unique: bytes) -> Callable[[], None]:
+        """A job's attempt ended (its timeout, a cancel) while its thread runs on; return what its end calls."""
+        name = function.name
+        self._on_thread(function, 1)
+        self._count[name] = self._count.get(name, 0) + 1
+        left_at = time.monotonic()
+        handle_text = handle.decode(errors="replace")
+        log.warning(
+            "job.thread_running_on",
+            function=name,
+            handle=handle_text,
+            unique=unique.decode(errors="replace"),
+            timeout=function.handler.timeout,
+            threads=self._count[name],
+        )
+
+        def returned() -> None:
+            self._count[name] -= 1
+            self._on_thread(function, -1)
+            log.info(
+                "job.thread_finished",
+                function=name,
+                handle=handle_text,
+                late=round(time.monotonic() - left_at, 3),
+                threads=self._count[name],
+            )
+
+        return returned
