@@ -122,15 +122,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _serve(settings: Any, registry: Any, early: Sequence[int]) -> int:
     from .server import Server
+    from .signals import Signals, exit_on_stop_signal
 
-    server = Server(settings, registry, hard_exit=True)
-    server.install_signal_handlers(early)
+    server = Server(settings, registry)
+    Signals(server).install(early)
     try:
         code = await server.serve()
     except BaseException:
-        server.exit_on_stop_signal(1)
+        exit_on_stop_signal(1)
         raise
-    server.exit_on_stop_signal(code)
+    exit_on_stop_signal(code)
     return code
 
 

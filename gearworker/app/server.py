@@ -3,19 +3,19 @@
 Modelled on uvicorn: signal handlers only set events, and ``serve()`` is a
 plain coroutine that tests drive without signals.  Each phase has its bound:
 
-- a stop signal (:attr:`Server.should_exit`) cancels ``startup()``: nothing
-  runs yet that needs time to finish, and a handler module that hangs at
-  import in a pool process would hang it for good; ``shutdown()`` then
-  stops what had started;
+- a stop signal (:attr:`Server.should_exit`, set by :mod:`.signals`) cancels
+  ``startup()``: nothing runs yet that needs time to finish, and a handler
+  module that hangs at import in a pool process would hang it for good;
+  ``shutdown()`` then stops what had started;
 - ``shutdown()`` lasts the grace period: each of its steps waits at most for
   what is left of it (and :data:`LAST_STEP` once it is over), then gives up
   on the hung server, disk or process and goes on;
 - a second signal (:attr:`Server.force_exit`) cancels whichever phase runs,
   and :meth:`Server.stop_now` does only what must not be left undone: pool
   processes killed, connections dropped (gearmand re-queues their jobs), the
-  pid file removed, the local gearmand stopped.  The command line's server
-  also ends the process with ``os._exit`` should that, or the exit after it,
-  take longer than :data:`FORCED_EXIT_TIMEOUT`.
+  pid file removed, the local gearmand stopped.  The command line also ends
+  the process with ``os._exit`` should that, or the exit after it, take
+  longer than :data:`.signals.FORCED_EXIT_TIMEOUT`.
 
 SIGHUP reloads the handlers without downtime (:class:`~gearworker.app.reload.Reloader`).
 """
@@ -25,17 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..address import parse_address
 from ..config import Settings, activate
-from ..logs import flush as flush_logs
 from ..metrics import NO_METRICS, MetricsSink, NullMetrics
 from ..worker.dispatch import Worker
 from ..worker.pool import Pool
@@ -43,6 +40,7 @@ from ..worker.registry import Registry
 from .localserver import LocalGearmand
 from .pidfile import PidFile
 from .reload import Reloader
+from .schedules import Schedules
 
 if TYPE_CHECKING:
     from ..metrics.prometheus import Metrics
@@ -57,24 +55,18 @@ LAST_STEP = 0.5
 #: Seconds a phase cut short by a signal gets to unwind: its waits give way to a cancel at once,
 #: this bounds one that would not.
 UNWIND = 0.5
-#: After a second signal: seconds until ``os._exit`` ends a process whose forced stop or exit hangs.
-FORCED_EXIT_TIMEOUT = 1.0
 #: Seconds the local gearmand gets to exit on SIGTERM in a forced stop, before SIGKILL.
 FORCED_GEARMAND_TIMEOUT = 0.3
 
 
 class Server:
-    """Runs a :class:`Worker` with its pool, pid file, metrics and systemd notifications."""
+    """Runs a :class:`Worker` with its pool, schedules, pid file, metrics and systemd notifications."""
 
-    def __init__(self, settings: Settings, registry: Registry, *, hard_exit: bool = False) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self.should_exit = asyncio.Event()
+        self.should_exit = asyncio.Event()  # a stop signal (app/signals.py), or a test, sets them
         self.force_exit = asyncio.Event()
-        #: On a second signal, also end the process with os._exit should the forced stop hang
-        #: (the command line's server; never one a test runs in its own process).
-        self.hard_exit = hard_exit
-        self._exit_armed = False
         self._deadline = 0.0  # the end of the grace period, monotonic; set when shutdown() begins
         self.pool: Pool | None = None
         self.worker: Worker | None = None
@@ -84,7 +76,7 @@ class Server:
         self._notifier: Any = None
         self._background: list[asyncio.Task[Any]] = []
         self._metrics_server: Any = None
-        self._scheduler: asyncio.Task[None] | None = None
+        self.schedules = Schedules(settings, self._workers)
         self._failed: Any = None  # the RecordFailures middleware, when failed_jobs is set
         self.reloader = Reloader(self)
 
@@ -125,48 +117,6 @@ class Server:
         task.result()  # what the phase raised, raised here
         return True
 
-    def handle_signal(self, signum: int) -> None:
-        """First signal: drain gracefully.  Second: stop at once."""
-        if self.should_exit.is_set():
-            log.warning("server.force_exit", signal=signal.Signals(signum).name)
-            self.force_exit.set()
-            if self.hard_exit and not self._exit_armed:
-                self._exit_armed = True
-                exit_after(FORCED_EXIT_TIMEOUT)
-        else:
-            log.info("server.stopping", signal=signal.Signals(signum).name, grace=self.settings.grace_period)
-            self.should_exit.set()
-
-    def install_signal_handlers(self, early: Sequence[int] = ()) -> None:
-        """Route SIGTERM and SIGINT to :meth:`handle_signal`, SIGHUP to a reload.
-
-        ``early`` are the signals caught before the loop ran
-        (:class:`gearworker.app.launch.EarlySignals`): replayed now.
-        """
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.handle_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
-        for signum in early:
-            if signum == signal.SIGHUP:
-                self.reloader.request()  # done once started
-            else:
-                self.handle_signal(signum)
-
-    def exit_on_stop_signal(self, code: int) -> None:
-        """From now on SIGTERM and SIGINT end the process at once with ``code``, and SIGHUP is ignored.
-
-        For once :meth:`serve` has returned and only the process's exit is
-        left: the loop's close would give the signals their default action
-        back, and a stop sent then would kill the process (exit -15).
-        """
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)  # else the loop's close resets what is set here
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: _exit_now(code))
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
     # -- startup --------------------------------------------------------------
     async def startup(self) -> None:
         s = self.settings
@@ -195,7 +145,7 @@ class Server:
             await self.pool.start()
             self.metrics.set_pool(self.pool.size)
         self.worker = self.start_worker(self.registry, self.pool)
-        self._start_scheduler()
+        self.schedules.start(self.registry, self.worker)
         if prometheus is not None:
             await self._start_metrics(prometheus)
         self._background.append(asyncio.create_task(self._announce_ready()))
@@ -240,53 +190,15 @@ class Server:
         worker.start()
         return worker
 
-    def _start_scheduler(self) -> None:
-        from ..schedule.runner import run_schedules, scheduled_functions
-
-        assert self.worker is not None
-        worker = self.worker
-        functions = scheduled_functions(self.registry.handlers.values())
-        if not functions:
-            return
-
-        async def run() -> None:
-            # Only a worker that gearmand lists can be elected: wait until it is connected.
-            await worker.first_connection.wait()
-            await run_schedules(
-                self.settings.servers,
-                functions,
-                worker.client_id,
-                settings=self.settings,
-                own=self._own_connections,
-                max_age=self.settings.schedule_max_age,
-            )
-
-        self._scheduler = asyncio.create_task(run())
-
-    def _own_connections(self, server: str, function: str) -> int:
-        """This process's live connections to ``server`` registered for ``function`` (old ones after a reload too)."""
-        wire = function.encode()
-        workers = [w for w in (self.worker, *(r.worker for r in self.reloader.retiring)) if w is not None]
-        return sum(
-            1
-            for w in workers
-            for c in w.connections
-            if c.name == server and c.stream is not None and wire in c.group.timeouts
-        )
-
-    async def _stop_scheduler(self) -> None:
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler.cancel()
-            # asyncio.wait: a cancel of our own (a second signal) is not swallowed with the scheduler's.
-            await asyncio.wait({scheduler}, timeout=UNWIND)
-            if scheduler.done() and not scheduler.cancelled():
-                scheduler.exception()  # retrieved: it ended as it may
-
     async def restart_scheduler(self) -> None:
         """Run the schedules of the current handlers (after a reload)."""
-        await self._stop_scheduler()
-        self._start_scheduler()
+        await self.schedules.stop(UNWIND)
+        assert self.worker is not None
+        self.schedules.start(self.registry, self.worker)
+
+    def _workers(self) -> list[Worker]:
+        """The current worker (once started) and a reload's old ones, still finishing jobs."""
+        return [w for w in (self.worker, *(r.worker for r in self.reloader.retiring)) if w is not None]
 
     # -- systemd ----------------------------------------------------------------
     def notify_reloading(self) -> None:
@@ -330,14 +242,13 @@ class Server:
             task.cancel()
         if self._notifier is not None:
             self._notifier.stopping()
-        await self._stop_scheduler()
+        await self.schedules.stop(UNWIND)
         # 1. Take no new job, and hand back the jobs that only wait for a retry: another worker can
         #    run them, and a backoff of minutes must not hold the shutdown for its grace period.
         handed_back = 0
-        for w in (self.worker, *(r.worker for r in self.reloader.retiring)):
-            if w is not None:
-                w.stop_taking_jobs()  # now, not after the old workers below have drained
-                handed_back += w.hand_back_retries()
+        for w in self._workers():
+            w.stop_taking_jobs()  # now, not after the old workers below have drained
+            handed_back += w.hand_back_retries()
         if handed_back:
             log.info("server.retries_handed_back", count=handed_back)
         # 2-4. A reload's old workers, still finishing jobs, drain and stop like the current one
@@ -411,8 +322,7 @@ class Server:
         """
         for task in self._background:
             task.cancel()
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        self.schedules.cancel()
         handed_back = 0
         for worker, pool in ((self.worker, self.pool), *((r.worker, r.pool) for r in self.reloader.retiring)):
             if pool is not None:
@@ -429,29 +339,6 @@ class Server:
         if self._local is not None:
             self._local.stop_now(FORCED_GEARMAND_TIMEOUT)
         log.warning("server.stopped", forced=True)
-
-
-def exit_after(seconds: float) -> None:
-    """End the process with ``os._exit(0)`` in ``seconds`` unless it has exited by then (a daemon thread).
-
-    A forced stop's last resort, when something will not give way (a thread
-    the exit waits for, a task that swallows its cancel).  Nothing is left
-    behind: pool processes and the local gearmand die with us
-    (PR_SET_PDEATHSIG), gearmand re-queues the jobs of our connections; a pid
-    file left is stale, and replaced at the next start.
-    """
-
-    def run() -> None:
-        time.sleep(seconds)
-        log.error("server.exit_hung", waited=seconds)
-        _exit_now(0)
-
-    threading.Thread(target=run, name="forced exit", daemon=True).start()
-
-
-def _exit_now(code: int) -> None:
-    flush_logs()
-    os._exit(code)
 
 
 def _notifier() -> Any:
