@@ -393,8 +393,9 @@ def _read_file(path: Path) -> dict[str, Any]:
 _active: Settings | None = None
 
 
-def activate(settings: Settings) -> None:
-    """Make ``settings`` what :func:`active` returns in this process (the worker and each pool process)."""
+def activate(settings: Settings | None) -> None:
+    """Make ``settings`` what :func:`active` returns in this process (the worker and each pool process);
+    None when the worker has stopped."""
     global _active
     _active = settings
 

@@ -28,6 +28,8 @@ import gearmand as gearmands
 from gearmand import Gearmand, Version
 from support import MakeGearmand
 
+from gearworker import config as gearworker_config
+
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """The transport's tests run on both loops: the worker uses uvloop, whose transports differ in detail.
@@ -120,3 +122,10 @@ def gearmand_factory(tmp_path: Path) -> Iterator[MakeGearmand]:
     yield make
     for g in started:
         g.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_left_active() -> Iterator[None]:
+    """A worker run in-process makes its settings the active ones (config.active()); the next test starts without."""
+    yield
+    gearworker_config.activate(None)

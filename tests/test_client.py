@@ -13,6 +13,7 @@ import pytest
 from gearmand import Gearmand
 from support import (  # noqa: F401
     TEST_CA_NAME,
+    WorkerProcess,
     Workers,
     ca_names,
     every_byte,
@@ -308,6 +309,39 @@ async def test_module_level_submit_uses_the_servers_from_the_environment(
     from gearworker.client import default_client
 
     await default_client().close()
+
+
+RELAY = """
+from gearworker import Job, handler, submit
+
+
+@handler("relay")
+async def relay(job: Job) -> bytes:
+    # A follow-up job from inside a handler: no servers named, the worker's own are used.
+    return b"relayed " + bytes(await submit("shout", job.workload, timeout=20))
+
+
+@handler("shout")
+async def shout(job: Job) -> bytes:
+    return job.workload.upper()
+"""
+
+
+async def test_submit_inside_a_handler_goes_to_the_workers_servers_given_by_its_flags(
+    gearmand: Gearmand, tmp_path: Path
+) -> None:
+    """The worker was told its server by ``--server`` alone (nothing in settings.py or the environment): a handler's
+    ``await submit(...)`` reaches that server, not the settings' default 127.0.0.1:4730."""
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "relay.py").write_text(RELAY)
+    worker = WorkerProcess([gearmand.address], handlers=handlers)
+    worker.start(wait_for="relay", gearmand=gearmand)
+    try:
+        async with Client([gearmand.address]) as client:
+            assert await client.submit("relay", b"hi", timeout=30) == b"relayed HI"
+    finally:
+        assert worker.stop() == 0, worker.log_text()[-3000:]
 
 
 def test_client_without_servers_reads_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

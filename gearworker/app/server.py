@@ -274,6 +274,9 @@ class Server:
             await self._local.stop(self._time_left())
         if self._pidfile is not None:
             self._pidfile.release()
+        # 8. No longer the running worker: a Client() made afterwards in this process reads the
+        #    settings files again (a server run in-process, as the tests do).
+        activate(None)
         log.info("server.stopped", duration=round(time.monotonic() - started, 3))
 
     async def _stop_worker(self, worker: Worker, pool: Pool | None) -> None:

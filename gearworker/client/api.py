@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..address import parse_address
-from ..config import Settings, load
+from ..config import Settings, active
 from ..errors import ConnectionLost, JobTimeout, LocalProtocolError, ServerRefused
 from ..payload import to_bytes
 from ..protocol import PacketType, StatusRow, WorkerRow, encode_request
@@ -113,7 +113,8 @@ class Client:
     """A Gearman client sharing one connection per job server among all its jobs.
 
     ``servers`` are ``"host:port"`` strings; ``None`` takes them from the
-    settings (``settings.py`` / ``GEARWORKER_SERVERS``), else the local gearmand
+    settings (``settings.py`` / ``GEARWORKER_SERVERS``; inside a worker, the
+    worker's own settings, its command-line flags included), else the local gearmand
     that ``gearworker run`` starts (127.0.0.1:``local_gearmand_port``, 4730).
     The connection options (TLS, heartbeat, TCP keepalive, timeouts...) come
     from the same settings when ``servers`` is None; with ``servers`` given
@@ -140,7 +141,7 @@ class Client:
         tls_server_hostname: str | None = None,
     ) -> None:
         self._setup(
-            load() if servers is None else Settings(),
+            active() if servers is None else Settings(),
             servers,
             max_unique_size,
             connect_timeout=connect_timeout,
@@ -428,7 +429,7 @@ def default_client() -> Client:
 
 
 async def submit(function: str, payload: Payload = b"", **options: Any) -> Result:
-    """``Client.submit`` on :func:`default_client` (servers from settings.py / environment)."""
+    """``Client.submit`` on :func:`default_client` (in a handler, the worker's servers; else the settings')."""
     return await default_client().submit(function, payload, **options)
 
 
