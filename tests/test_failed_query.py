@@ -21,6 +21,7 @@ from gearworker.failed import FailedJob, FailedStoreError, open_query, open_stor
 from gearworker.failed.query import FailedFilter, parse_time
 from gearworker.failed.query_folder import FolderQuery
 from gearworker.failed.query_sqlite import SqliteQuery
+from gearworker.failed.retry import retry_jobs
 
 
 def record(i: int, function: str = "charge", **kw: Any) -> FailedJob:
@@ -308,5 +309,37 @@ def test_a_repeat_record_shows_the_first_record_of_its_job_and_is_found_with_it(
         query.warm()  # a folder marks repeats among the records it has read
     marks = {e.id: e.repeat_of for e in query.page(FailedFilter(), limit=10).entries}
     assert marks == {first: "", other: "", again: first}
-    assert query.repeats(query.get_many([again])) == [first]
-    assert query.repeats(query.get_many([other])) == []
+    assert query.repeats(query.get_many([again])) == {again: [first]}
+    assert query.repeats(query.get_many([other])) == {other: []}
+
+
+class FailingAtOnce:
+    """A client whose job fails and is recorded before submit_background returns, as a fast worker's can."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = open_store(path)
+        self.recorded: list[str] = []
+
+    async def submit_background(self, function: str, workload: bytes, *, unique: str | None = None) -> Any:
+        self.recorded.append(self.store.add(record(9, unique=unique or "", function=function)))
+
+        class Handle(bytes):
+            server = "127.0.0.1:4730"
+
+        return Handle(b"H:test:1")
+
+
+async def test_a_retried_job_that_fails_again_before_the_submit_returns_keeps_its_new_record(
+    store_path: Path,
+) -> None:
+    """The record a worker writes for the resubmitted job is not one of the job's earlier repeats: only the
+    records there before the retry go with it (a worker on gearmand 2.0.0 can fail the job that fast)."""
+    store = open_store(store_path)
+    store.add(record(1, unique="order-7"))
+    repeat = store.add(record(2, unique="order-7"))
+    query = open_query(store_path)
+    client = FailingAtOnce(store_path)
+    (result,) = await retry_jobs(client, query, query.get_many([repeat]))  # type: ignore[arg-type]
+    assert result.ok
+    (anew,) = client.recorded
+    assert [e.id for e in open_query(store_path).page(FailedFilter(), limit=10).entries] == [anew]

@@ -228,8 +228,9 @@ class FailedQuery(Protocol):
         """Remove every record matching ``filt`` when the call starts (not those written meanwhile)."""
         ...
 
-    def repeats(self, jobs: Sequence[FailedJob]) -> list[str]:
-        """The ids of the other records of the same jobs (function and unique id), which retrying them retires."""
+    def repeats(self, jobs: Sequence[FailedJob]) -> dict[str, list[str]]:
+        """For each of ``jobs`` with a unique id, the ids of the other records of the same job (function and
+        unique id) there now, which retrying it retires."""
         ...
 
 

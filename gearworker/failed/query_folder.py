@@ -386,18 +386,19 @@ class FolderQuery:
             return self.delete(self._refresh(entries=False).names)
         return self.delete(self._refresh(entries=True).hits(filt))
 
-    def repeats(self, jobs: Sequence[FailedJob]) -> list[str]:
-        wanted = {(job.function, job.unique) for job in jobs if job.unique}
-        if not wanted:
-            return []
-        ids = {job.id for job in jobs}
+    def repeats(self, jobs: Sequence[FailedJob]) -> dict[str, list[str]]:
+        if not any(job.unique for job in jobs):
+            return {}
         cache = self._refresh(entries=True)
-        return [
-            name
-            for function, _ in wanted
-            for name in cache.by_function.get(function, [])
-            if name not in ids and (e := cache.entries.get(name)) is not None and (e.function, e.unique) in wanted
-        ]
+        return {
+            job.id: [
+                name
+                for name in cache.by_function.get(job.function, [])
+                if name != job.id and (e := cache.entries.get(name)) is not None and e.unique == job.unique
+            ]
+            for job in jobs
+            if job.unique
+        }
 
 
 def _is_record(file_name: str) -> bool:

@@ -259,8 +259,8 @@ class SqliteQuery:
             if n < DELETE_BATCH:
                 return removed
 
-    def repeats(self, jobs: Sequence[FailedJob]) -> list[str]:
-        found: list[str] = []
+    def repeats(self, jobs: Sequence[FailedJob]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
         with self._connect() as db:
             for job in jobs:
                 if job.unique:
@@ -268,7 +268,7 @@ class SqliteQuery:
                         "SELECT id FROM failed_jobs WHERE function = ? AND unique_id = ? AND id != ?",
                         (job.function, job.unique, _int_id(job.id)),
                     )
-                    found += [str(r[0]) for r in rows]
+                    found[job.id] = [str(r[0]) for r in rows]
         return found
 
 

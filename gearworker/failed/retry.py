@@ -65,6 +65,9 @@ async def retry_jobs(
 
     The deletes run in a thread (the store is a file); one answer per job, in order.
     """
+    # The repeats are found before anything is submitted: a worker may run the resubmitted job,
+    # fail it again and record it before the submit returns, and that record is new, not a repeat.
+    repeats = await asyncio.to_thread(query.repeats, jobs)
     semaphore = asyncio.Semaphore(CONCURRENT_SUBMITS)
 
     async def one(job: FailedJob) -> Retried:
@@ -85,7 +88,6 @@ async def retry_jobs(
     if done:
         # A job's repeats (the same function and unique id, recorded again after gearmand re-ran it)
         # are the job that was just submitted again: they go with it.
-        taken = {r.id for r in results if r.ok}
-        repeats = await asyncio.to_thread(query.repeats, [job for job in jobs if job.id in taken])
-        await asyncio.to_thread(query.delete, [*done, *repeats])
+        gone = dict.fromkeys([*done, *(i for job_id in done for i in repeats.get(job_id, ()))])
+        await asyncio.to_thread(query.delete, list(gone))
     return results
