@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,23 @@ async def test_a_retried_job_that_fails_again_before_the_submit_returns_keeps_it
     assert result.ok
     (anew,) = client.recorded
     assert [e.id for e in open_query(store_path).page(FailedFilter(), limit=10).entries] == [anew]
+
+
+def test_a_text_filter_on_sqlite_holds_one_page_in_python_whatever_the_number_of_matches(tmp_path: Path) -> None:
+    """30,000 matching records: the page and its total come from SQLite, not from a list of every
+    match's key (which took about 100 bytes a match: 100 MB at a million)."""
+    path = tmp_path / "failed.db"
+    writer = open_store(path).writer()
+    writer.write([record(i) for i in range(30_000)])
+    writer.close()
+    query = open_query(path)
+    tracemalloc.start()
+    try:
+        first = query.page(FailedFilter(text="DECLINED"), limit=50)
+        second = query.page(FailedFilter(text="DECLINED"), cursor=first.next, limit=50)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (first.total, second.total) == (30_000, 30_000)
+    assert [e.unique for e in first.entries + second.entries] == [f"order-{i}" for i in range(29_999, 29_899, -1)]
+    assert peak < 1_000_000, peak
