@@ -102,6 +102,13 @@ def gearmand_version(request: pytest.FixtureRequest) -> Version:
 
 
 @pytest.fixture
+def gearmand_tls() -> bool:
+    """Does the gearmand under test serve TLS with ``--ssl``?  A property of its build, not its version
+    (:func:`gearmand.built_with_tls`): Debian's 1.1.20 does not; 1.1.21 and 2.0.0 built by scripts/gearmand do."""
+    return gearmands.binary().tls
+
+
+@pytest.fixture
 def gearmand() -> Iterator[Gearmand]:
     """A fresh gearmand for one test."""
     g = Gearmand().start()

@@ -81,10 +81,21 @@ class Binary:
     path: str
     version: Version
     spec: str | None = None
+    #: Built with TLS (see :func:`built_with_tls`): what ``--ssl`` does depends on the build, not the version.
+    tls: bool = False
 
     def describe(self) -> str:
         asked = f" (asked for: {self.spec})" if self.spec else " (the default: Debian's)"
-        return f"gearmand {self.version} at {self.path}{asked}"
+        return f"gearmand {self.version} at {self.path}{asked}, {'with' if self.tls else 'without'} TLS"
+
+
+def built_with_tls(path: str) -> bool:
+    """Does this gearmand serve TLS with ``--ssl``?  Any version may be built either way: Debian's 1.1.20 is
+    built without (gearmand #207: it accepts ``--ssl``, logs "SSL: true" and serves plaintext) and imports
+    nothing from OpenSSL; 1.1.21 and 2.0.0 built by ``scripts/gearmand`` (``--enable-ssl``) import
+    ``SSL_accept``, whose name is then in the binary's dynamic symbol table."""
+    with open(path, "rb") as f:
+        return b"SSL_accept\x00" in f.read()
 
 
 def reported_version(path: str) -> str:
@@ -118,7 +129,7 @@ def resolve(spec: str | None) -> Binary:
         path = done.stdout.strip()
     else:
         raise RuntimeError(f"--gearmand={spec}: neither a version (like 2.0.0) nor a path (with a '/')")
-    return Binary(path, Version(reported_version(path), asked), spec or None)
+    return Binary(path, Version(reported_version(path), asked), spec or None, built_with_tls(path))
 
 
 _current: Binary | None = None

@@ -1,7 +1,9 @@
 """TLS served by gearmand itself (``--ssl``), without stunnel.
 
-gearmand 2.0.0 serves TLS; Debian's 1.1.20 accepts the same flags and serves plaintext (built without
-SSL).  Each test expects each version's behaviour; stunnel in front of gearmand is test_tls.py's.
+Whether gearmand serves TLS depends on how it was built, not on its version: Debian's 1.1.20 is built
+without TLS and serves plaintext whatever the flags; 1.1.21 and 2.0.0 built by ``scripts/gearmand``
+(``--enable-ssl``) serve TLS and behave alike.  Each test expects each build's behaviour (the
+``gearmand_tls`` fixture); stunnel in front of gearmand is test_tls.py's.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
-from gearmand import Gearmand, Version
+from gearmand import Gearmand
 from netlab import HERE, Pki, make_pki
 from support import MakeGearmand, WorkerProcess, wait_until
 
 from gearworker import Client
 from gearworker.errors import NoServerAvailable
-
-NATIVE = "gearmand 2.0.0 serves TLS with --ssl; Debian's 1.1.20 accepts --ssl and serves plaintext (built without SSL)"
+from gearworker.protocol import PacketType, encode_request
 
 
 def _ssl_args(pki: Pki) -> list[str]:
@@ -47,10 +48,10 @@ def _tls_worker(g: Gearmand, ca: Path, hostname: str = "localhost") -> WorkerPro
     return WorkerProcess([g.address], handlers=HERE / "handlers", env=env).start()
 
 
-def _tls_failure(g: Gearmand, version: Version) -> str:
-    """What gearworker says when it cannot make TLS with ``g``: the certificate check (2.0) or, on 1.1, the
-    server dropping the connection in the handshake (it read the ClientHello as a bad packet)."""
-    if version.at_least(2):
+def _tls_failure(tls: bool) -> str:
+    """What gearworker says when it cannot make TLS with a gearmand: the certificate check (built with TLS) or
+    the server dropping the connection in the handshake (built without: it read the ClientHello as a bad packet)."""
+    if tls:
         return "CERTIFICATE_VERIFY_FAILED"
     return "the server closed the connection during the TLS handshake"
 
@@ -62,20 +63,19 @@ async def _workers_of(g: Gearmand, pki: Pki, function: str) -> int:
     return sum(row.workers for row in status[g.address] if row.function == function)
 
 
-@pytest.mark.gearmand_versions(NATIVE)
-async def test_native_tls_runs_a_job_on_2_0_and_fails_clearly_on_1_1(
-    tls_gearmand: Gearmand, pki: Pki, gearmand_version: Version, tmp_path: Path
+async def test_native_tls_runs_a_job_when_built_with_tls_and_fails_clearly_when_not(
+    tls_gearmand: Gearmand, pki: Pki, gearmand_tls: bool, tmp_path: Path
 ) -> None:
     """Worker and client with the right CA (settings tls, tls_ca_file, tls_server_hostname; Client(tls=...)).
 
-    2.0: a job runs end to end, and a client presenting a certificate from an unrelated CA runs one too:
-    gearmand 2.0.0 neither asks for nor checks client certificates (mutual TLS needs stunnel).  1.1: the client
-    raises NoServerAvailable naming the server and TLS, the worker logs the same and never registers: no
-    plaintext fallback."""
+    Built with TLS: a job runs end to end, and a client presenting a certificate from an unrelated CA runs one
+    too: gearmand (1.1.21 and 2.0.0) neither asks for nor checks client certificates (mutual TLS needs stunnel).
+    Built without (Debian's): the client raises NoServerAvailable naming the server and TLS, the worker logs
+    the same and never registers: no plaintext fallback."""
     g = tls_gearmand
     worker = _tls_worker(g, pki.ca)
     try:
-        if gearmand_version.at_least(2):
+        if gearmand_tls:
             async with Client([g.address], tls=_context(pki.ca)) as c:
                 assert await c.submit("net_echo", b"over native tls", timeout=30) == b"over native tls"
             stranger = make_pki(tmp_path / "unrelated")
@@ -86,7 +86,7 @@ async def test_native_tls_runs_a_job_on_2_0_and_fails_clearly_on_1_1(
                 with pytest.raises(NoServerAvailable) as caught:
                     await c.submit("net_echo", b"x", timeout=30)
             message = str(caught.value)
-            assert f"TLS with job server {g.address} failed" in message and _tls_failure(g, gearmand_version) in message
+            assert f"TLS with job server {g.address} failed" in message and _tls_failure(gearmand_tls) in message
             wait_until(
                 lambda: f"TLS with job server {g.address} failed" in worker.log_text(),
                 20,
@@ -98,18 +98,18 @@ async def test_native_tls_runs_a_job_on_2_0_and_fails_clearly_on_1_1(
         worker.stop(timeout=5)
 
 
-@pytest.mark.gearmand_versions(NATIVE)
 @pytest.mark.parametrize("wrong", ["ca", "host-name"])
 async def test_native_tls_with_a_wrong_ca_or_host_name_fails_clearly_and_never_falls_back_to_plaintext(
-    tls_gearmand: Gearmand, pki: Pki, gearmand_version: Version, wrong: str
+    tls_gearmand: Gearmand, pki: Pki, gearmand_tls: bool, wrong: str
 ) -> None:
     """A worker and a client checking the server certificate against another CA, or against the host name
     ``wrong.example``: the client raises NoServerAvailable naming the server and the TLS cause
-    (CERTIFICATE_VERIFY_FAILED on 2.0), the worker logs it and keeps retrying, and gearmand lists no worker.
-    On 2.0 gearmand (--threads=2) still serves a good client after those failed handshakes."""
+    (CERTIFICATE_VERIFY_FAILED when gearmand serves TLS), the worker logs it and keeps retrying, and gearmand
+    lists no worker.  Built with TLS (--threads=2), gearmand still serves a good client after those failed
+    handshakes."""
     g = tls_gearmand
     ca, hostname = (pki.other_ca, "localhost") if wrong == "ca" else (pki.ca, "wrong.example")
-    expected = _tls_failure(g, gearmand_version)
+    expected = _tls_failure(gearmand_tls)
     worker = _tls_worker(g, ca, hostname)
     try:
         wait_until(
@@ -126,7 +126,7 @@ async def test_native_tls_with_a_wrong_ca_or_host_name_fails_clearly_and_never_f
         message = str(caught.value)
         assert f"TLS with job server {g.address} failed" in message and expected in message, message
         assert worker.poll() is None, "it keeps retrying, like any server that is down"
-        if gearmand_version.at_least(2):
+        if gearmand_tls:
             assert await _workers_of(g, pki, "net_echo") == 0
         else:
             assert g.status().get("net_echo", (0, 0, 0))[2] == 0
@@ -148,21 +148,20 @@ def _handshake(port: int, ca: Path, timeout: float) -> str:
         return f"{type(e).__name__}: {e}"
 
 
-@pytest.mark.gearmand_versions(NATIVE)
-def test_native_tls_with_threads_0_stops_accepting_after_a_connection_closed_before_its_handshake_on_2_0(
-    gearmand_factory: MakeGearmand, pki: Pki, gearmand_version: Version
+def test_native_tls_with_threads_0_stops_accepting_after_a_connection_closed_before_its_handshake(
+    gearmand_factory: MakeGearmand, pki: Pki, gearmand_tls: bool
 ) -> None:
-    """gearmand 2.0.0 with ``--ssl --threads=0``: a TLS client is served; then a connection opened and closed
-    without a handshake (a port probe, a load balancer's health check) makes it stop accepting for good, and it
-    ignores SIGTERM.  Why gearworker's docs say ``--threads=2`` or more with ``--ssl``.  1.1 (plaintext) still
-    answers after such a connection."""
+    """gearmand built with TLS (1.1.21 and 2.0.0 alike), ``--ssl --threads=0``: a TLS client is served; then a
+    connection opened and closed without a handshake (a port probe, a load balancer's health check) makes it
+    stop accepting for good, and it ignores SIGTERM.  Why gearworker's docs say ``--threads=2`` or more with
+    ``--ssl``.  Built without TLS (plaintext), it still answers after such a connection."""
     g = gearmand_factory(threads=0, extra=_ssl_args(pki))
     try:
-        if gearmand_version.at_least(2):
+        if gearmand_tls:
             assert _handshake(g.port, pki.ca, timeout=5).startswith("TLSv1")
         socket.create_connection(("127.0.0.1", g.port), timeout=5).close()
         time.sleep(0.5)
-        if gearmand_version.at_least(2):
+        if gearmand_tls:
             assert _handshake(g.port, pki.ca, timeout=3) == "timed out"
             assert g.proc is not None
             g.proc.terminate()
@@ -171,4 +170,43 @@ def test_native_tls_with_threads_0_stops_accepting_after_a_connection_closed_bef
         else:
             assert g.admin("version").startswith("OK")
     finally:
-        g.kill()  # SIGKILL: 2.0.0 in that state ignores SIGTERM
+        g.kill()  # SIGKILL: gearmand in that state ignores SIGTERM
+
+
+def _connect(port: int, ca: Path | None) -> socket.socket:
+    """A connection to 127.0.0.1:port, over TLS when ``ca`` is given."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return _context(ca).wrap_socket(raw, server_hostname="localhost") if ca is not None else raw
+
+
+def _echo(sock: socket.socket, payload: bytes = b"still here") -> None:
+    """An ECHO_REQ and its ECHO_RES; ConnectionError when the server closed the connection instead."""
+    sock.sendall(encode_request(PacketType.ECHO_REQ, payload))
+    answer = b""
+    while len(answer) < 12 + len(payload):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        answer += chunk
+    assert answer[12:] == payload
+
+
+def test_native_tls_a_connection_that_closes_takes_another_on_the_same_io_thread_with_it(
+    gearmand_factory: MakeGearmand, pki: Pki, gearmand_tls: bool
+) -> None:
+    """gearmand built with TLS (1.1.21 and 2.0.0 alike): when a TLS connection closes, gearmand also closes
+    another TLS connection of the same I/O thread.  With ``--threads=0`` (one thread) every time: each client
+    that disconnects drops a worker's connection, and the jobs it held go back to the queue.  Why the docs say
+    stunnel, not ``--ssl``.  Built without TLS (plaintext whatever the flags), the held connection stays."""
+    g = gearmand_factory(threads=0, extra=_ssl_args(pki))
+    ca = pki.ca if gearmand_tls else None
+    with _connect(g.port, ca) as held:
+        _echo(held)
+        with _connect(g.port, ca) as passing:
+            _echo(passing)
+        time.sleep(0.3)
+        if gearmand_tls:
+            with pytest.raises((ConnectionError, ssl.SSLError)):
+                _echo(held)
+        else:
+            _echo(held)
