@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from itertools import count
@@ -23,7 +24,7 @@ import pytest
 from gearworker import config
 from gearworker.worker import mailbox
 from gearworker.worker.job import CpuJobSpec
-from gearworker.worker.pool import ChildDied, Pool, PoolTimeout
+from gearworker.worker.pool import ChildDied, Pool, PoolTimeout, _Channel
 from gearworker.worker.registry import Registry, discover
 
 HANDLERS = """
@@ -389,3 +390,27 @@ async def test_a_start_cancelled_while_a_process_hangs_at_import_kills_its_proce
     await asyncio.wait_for(p.close(timeout=5), 30)
     left = {pid for pid in live_children() - before if not is_resource_tracker(pid)}
     assert left == set(), [psutil.Process(pid).cmdline() for pid in left]
+
+
+def test_a_slot_channel_closed_by_two_threads_at_once_closes_each_descriptor_once() -> None:
+    """close() (in its thread, once its timeout killed a busy process) and that job's end (replacing the dead
+    process, on the loop) can close one slot's channel at the same time.  Each end is closed once: a second
+    close raised EBADF in the closing thread ("Exception in thread pool close", seen in CI) and could close a
+    descriptor that was reused meanwhile."""
+    closed: list[str] = []
+
+    class SlowEnd:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+            time.sleep(0.2)  # both threads inside close() at once, unless it excludes the second
+
+    channel = _Channel(reader=SlowEnd("reader"), writer=SlowEnd("writer"), mailbox=SlowEnd("mailbox"))  # type: ignore[arg-type]
+    threads = [threading.Thread(target=channel.close) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert sorted(closed) == ["mailbox", "writer"]

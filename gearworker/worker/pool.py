@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection as PipeEnd
 
 import structlog
@@ -87,10 +87,17 @@ class _Channel:
     writer: PipeEnd
     mailbox: Mailbox
     thread: threading.Thread | None = None
+    _closing: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
 
     def close(self) -> None:
-        # Our copy of the write end: once the process is gone too, the reader
-        # thread sees EOF and ends.
+        """Close our copy of the write end (once the process is gone too, the reader thread sees EOF and
+        ends) and the mailbox.  Once: Pool.close()'s thread and a dead job's slot replacement may both call
+        it at the same time, and a second close of a descriptor number may hit one reused meanwhile."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
         self.writer.close()
         self.mailbox.close()
 
