@@ -21,18 +21,25 @@ from gearworker.worker.connection import GroupConnection
 from gearworker.worker.registry import discover
 
 
-async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gearmand) -> None:
+def start_server(
+    gearmand: Gearmand, handlers_dir: str | Path = TEST_HANDLERS, **overrides: object
+) -> tuple[Server, asyncio.Task[int]]:
+    """A Server on ``gearmand`` with these settings (warning log level), serving in a task of the running loop."""
     settings = config.load(
         env={},
         overrides={
             "servers": [gearmand.address],
-            "handlers_dir": str(TEST_HANDLERS),
-            "processes": 1,
+            "handlers_dir": str(handlers_dir),
             "log_level": "warning",
+            **overrides,
         },
     )
     server = Server(settings, discover(settings.handlers_dir))
-    serving = asyncio.create_task(server.serve())
+    return server, asyncio.create_task(server.serve())
+
+
+async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gearmand) -> None:
+    server, serving = start_server(gearmand, processes=1)
     async with Client([gearmand.address]) as client:
         assert await asyncio.wait_for(client.submit("echo", b"in-process"), 20) == b"in-process"
         assert await asyncio.wait_for(client.submit("cpu_echo", b"\x00pool\xff"), 20) == b"\x00pool\xff"
@@ -44,18 +51,7 @@ async def test_serve_runs_jobs_and_returns_zero_when_asked_to_exit(gearmand: Gea
 
 async def test_force_exit_cuts_the_grace_period_short(gearmand: Gearmand) -> None:
     """A second signal's event: a job that would outlive the grace is handed back at once."""
-    settings = config.load(
-        env={},
-        overrides={
-            "servers": [gearmand.address],
-            "handlers_dir": str(TEST_HANDLERS),
-            "processes": 1,
-            "grace_period": 60,
-            "log_level": "warning",
-        },
-    )
-    server = Server(settings, discover(settings.handlers_dir))
-    serving = asyncio.create_task(server.serve())
+    server, serving = start_server(gearmand, processes=1, grace_period=60)
     async with Client([gearmand.address]) as client:
         await client.submit_background("async_long", b'{"seconds": 30}')
         while gearmand.status().get("async_long", (0, 0, 0))[1] == 0:
@@ -89,17 +85,7 @@ async def test_an_attempt_that_fails_during_the_grace_period_is_handed_back_not_
     """Shutdown begins while a job's attempt runs; the attempt then fails with a retry 30-60 s away: the job goes
     back to gearmand at once (queued again) instead of waiting out the backoff inside the 60 s grace period."""
     (tmp_path / "slow.py").write_text(SLOW_FAILURE)
-    settings = config.load(
-        env={},
-        overrides={
-            "servers": [gearmand.address],
-            "handlers_dir": str(tmp_path),
-            "grace_period": 60,
-            "log_level": "warning",
-        },
-    )
-    server = Server(settings, discover(settings.handlers_dir))
-    serving = asyncio.create_task(server.serve())
+    server, serving = start_server(gearmand, tmp_path, grace_period=60)
     async with Client([gearmand.address]) as client:
         await client.submit_background("fails_slowly", b"")
         while gearmand.status().get("fails_slowly", (0, 0, 0))[1] == 0:
@@ -217,19 +203,7 @@ async def test_a_failed_jobs_store_that_does_not_write_holds_the_shutdown_no_lon
     record no longer than its grace period, and the job, whose failure was never reported, is queued again."""
     store = StuckStore(tmp_path / "failed")
     monkeypatch.setattr("gearworker.failed.open_store", lambda path, workload_limit: store)
-    settings = config.load(
-        env={},
-        overrides={
-            "servers": [gearmand.address],
-            "handlers_dir": str(TEST_HANDLERS),
-            "processes": 1,
-            "grace_period": 1,
-            "failed_jobs": str(tmp_path / "failed"),
-            "log_level": "warning",
-        },
-    )
-    server = Server(settings, discover(settings.handlers_dir))
-    serving = asyncio.create_task(server.serve())
+    server, serving = start_server(gearmand, processes=1, grace_period=1, failed_jobs=str(tmp_path / "failed"))
     try:
         async with Client([gearmand.address]) as client:
             await client.submit_background("raises", b"x")
